@@ -1,1 +1,116 @@
+//! Types that cross the kernel/user boundary. Shared by `agent-ebpf` (kernel side) and `agent`
+//! (user side), so both agree on every layout. Everything here is `#[repr(C)]` with explicit
+//! padding fields: a Pod type must have no implicit padding, and the verifier rejects reads of
+//! uninitialised stack bytes.
 #![no_std]
+
+/// Entries one goroutine can have open at once (nested or recursive traced calls).
+/// Deeper calls are counted in [`counter::ENTRIES_DROPPED`] and their returns are not paired,
+/// so an overflow is reported, never mis-paired. 64 frames × 16 bytes keeps a goroutine's stack
+/// at ~1 KiB of map value.
+pub const MAX_DEPTH: usize = 64;
+
+/// Bits of the 64-bit cookie attached to each probe site (`bpf_get_attach_cookie`).
+pub mod cookie {
+    /// Low 32 bits: the function id the site belongs to (an index into the user side's table).
+    pub const FUNC_MASK: u64 = 0xffff_ffff;
+    /// Entry site on the prologue's stack-check `jbe`: only a call that proceeds (CF=0, ZF=0)
+    /// is an entry; the `morestack` path re-enters the function from its top and passes here again.
+    pub const CHECK_EFLAGS: u64 = 1 << 32;
+
+    pub const fn encode(func: u32, flags: u64) -> u64 {
+        func as u64 | flags
+    }
+}
+
+/// Indices into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Entry probe hits that started a measurement.
+    pub const ENTRIES: u32 = 0;
+    /// Entry probe hits on the `morestack` path (counted once, when the call proceeds).
+    pub const MORESTACK_SKIPPED: u32 = 1;
+    /// Return probe hits.
+    pub const RETURNS: u32 = 2;
+    /// Latency events written to the ring buffer.
+    pub const EVENTS_SENT: u32 = 3;
+    /// Latency events lost because the ring buffer was full (the target never waits).
+    pub const EVENTS_LOST: u32 = 4;
+    /// Returns with no matching entry (goprobe attached mid-call, or the entry was dropped).
+    pub const RETURNS_UNPAIRED: u32 = 5;
+    /// Entries not recorded because the goroutine's stack of entries was full.
+    pub const ENTRIES_DROPPED: u32 = 6;
+    /// Entries discarded because their call never returned normally (panic, `runtime.Goexit`).
+    pub const ENTRIES_ABANDONED: u32 = 7;
+    /// Probe hits where the goroutine (`g` in r14) could not be read.
+    pub const G_READ_ERRORS: u32 = 8;
+    /// Entries not recorded because the goroutine map was full.
+    pub const MAP_FULL: u32 = 9;
+    pub const COUNT: u32 = 10;
+
+    /// Names in index order, for reports.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "entries",
+        "morestack_skipped",
+        "returns",
+        "events_sent",
+        "events_lost",
+        "returns_unpaired",
+        "entries_dropped",
+        "entries_abandoned",
+        "g_read_errors",
+        "map_full",
+    ];
+}
+
+/// Key of the per-goroutine entry stack: the process and its goroutine (the `g` pointer, which
+/// Go >= 1.17 on amd64 keeps in r14). Threads are the wrong key: a goroutine blocked inside a
+/// traced call may resume on another thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GoroutineKey {
+    pub tgid: u32,
+    /// Explicit padding so the key has no uninitialised bytes.
+    pub _pad: u32,
+    pub g: u64,
+}
+
+/// One open call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Frame {
+    pub start_ns: u64,
+    /// `g.stack.hi - rsp` at the site. It pairs a return with its entry: unlike rsp itself it stays
+    /// the same when Go copies the goroutine's stack to grow it, and it tells recursive calls apart.
+    pub sp_off: u32,
+    pub func: u32,
+}
+
+/// The open calls of one goroutine, outermost first (smallest `sp_off` first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EntryStack {
+    pub depth: u32,
+    pub _pad: u32,
+    pub frames: [Frame; MAX_DEPTH],
+}
+
+/// One completed call, sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyEvent {
+    pub tgid: u32,
+    pub func: u32,
+    pub latency_ns: u64,
+    /// `bpf_ktime_get_ns()` at the return, for interval attribution.
+    pub end_ns: u64,
+    pub g: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::GoroutineKey {}
+    unsafe impl aya::Pod for super::Frame {}
+    unsafe impl aya::Pod for super::EntryStack {}
+    unsafe impl aya::Pod for super::LatencyEvent {}
+}
