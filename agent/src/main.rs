@@ -1,1 +1,49 @@
-fn main() {}
+//! goprobe: trace Go functions with eBPF.
+//!
+//! Data flow: targets → inspect → plan → kernel → pipeline → outputs.
+//! `funclatency` drives it once from the command line; `symbols` shows what inspect and plan see.
+mod cli;
+mod funclatency;
+mod inspect;
+mod kernel;
+mod outputs;
+mod pipeline;
+mod plan;
+mod symbols;
+mod targets;
+mod tracer;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// Exit code for every error the user can act on (the contract in DESIGN.md).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Funclatency(args) => funclatency::run(args),
+        cli::Command::Symbols(args) => symbols::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("goprobe: {}", one_line(&error));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already quotes.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}

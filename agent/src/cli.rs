@@ -1,0 +1,136 @@
+//! Command-line interface. Flags follow bcc's funclatency where it has them, so its users
+//! need no new habits; every flag documents its default.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "goprobe",
+    version,
+    about = "Trace Go functions with eBPF: latency histograms that are safe and correct for Go",
+    long_about = "Trace Go functions with eBPF: latency histograms that are safe and correct for Go.\n\n\
+                  goprobe never uses uretprobes on Go code: it probes each function's stack-check \
+                  branch on entry and every RET instruction, and pairs them per goroutine.",
+    propagate_version = true,
+    // A fixed width keeps --help the same in every terminal (and in its snapshot test).
+    term_width = 100
+)]
+#[deny(missing_docs)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum Command {
+    /// Time Go functions and print latency histograms (like bcc's funclatency)
+    Funclatency(FunclatencyArgs),
+    /// List the functions of a Go binary that can be traced, and how
+    Symbols(SymbolsArgs),
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = FUNCLATENCY_EXAMPLES)]
+pub struct FunclatencyArgs {
+    /// What to trace: `go:NAME` (a Go function by its full name, e.g. `fmt.Println`,
+    /// `net/http.(*conn).serve`, `main.main.func1`) or `PATH:NAME` (a function of that binary).
+    /// `*` and `?` glob in NAME; with -r, NAME is a regular expression
+    pub pattern: String,
+
+    /// Trace only this process (repeatable). Default: every Go process on the host whose binary
+    /// has a matching function, including processes that start later
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Trace only processes running this binary (now and later)
+    #[arg(short = 'b', long = "binary", value_name = "PATH", conflicts_with = "pids")]
+    pub binary: Option<PathBuf>,
+
+    /// Microsecond histogram (default: nanoseconds)
+    #[arg(short = 'u', long = "microseconds", conflicts_with = "milliseconds")]
+    pub microseconds: bool,
+
+    /// Millisecond histogram (default: nanoseconds)
+    #[arg(short = 'm', long = "milliseconds")]
+    pub milliseconds: bool,
+
+    /// Print and reset the histograms every SECONDS (default: once, at the end)
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// Stop after SECONDS (default: run until Ctrl-C or SIGTERM)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Print a timestamp with each output
+    #[arg(short = 'T', long = "timestamp")]
+    pub timestamp: bool,
+
+    /// One histogram per function (default: one per process, all matched functions together)
+    #[arg(short = 'F', long = "function")]
+    pub per_function: bool,
+
+    /// NAME is a regular expression, searched anywhere in the function name (default: glob, whole name)
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// JSON lines on stdout: one object per function and process, per interval
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Say on stderr what is attached where, which processes were skipped and why, and goprobe's
+    /// own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SYMBOLS_EXAMPLES)]
+pub struct SymbolsArgs {
+    /// A Go binary, or the PID of a running Go process
+    pub binary: String,
+
+    /// Only functions matching this glob (`*`, `?`); default: all
+    pub pattern: Option<String>,
+
+    /// PATTERN is a regular expression, searched anywhere in the name
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// One JSON object per function
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+const FUNCLATENCY_EXAMPLES: &str = "\
+Examples:
+  goprobe funclatency 'go:fmt.Println'                  # every Go process that has it, and new ones
+  goprobe funclatency -p 4242 -m 'go:database/sql.(*DB).QueryContext'
+  goprobe funclatency -b /usr/bin/caddy -F 'go:net/http.*' -i 5 -d 60
+  goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
+  goprobe funclatency -r 'go:main\\.handle.*'
+
+Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
+and a `lost` line if the ring buffer overflowed. Ctrl-C, SIGTERM or the end of -d prints what was
+collected, detaches every probe and exits 0. Errors print one line and exit 2.";
+
+const SYMBOLS_EXAMPLES: &str = "\
+Examples:
+  goprobe symbols /usr/bin/caddy 'net/http.*'
+  goprobe symbols 4242 'main.*' --json";
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,289 @@
+//! The kernel side, seen from user space: load the programs built from `agent-ebpf`, attach them
+//! to probe sites, read the ring buffer and the counters.
+use std::{collections::HashMap, io, num::NonZeroU32, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+    sys::{UProbeMultiFeature, is_uprobe_multi_supported},
+};
+use goprobe_common::{GoroutineKey, counter, EntryStack};
+
+/// Oldest kernel with everything goprobe uses: BPF ring buffer (5.8) and per-attach-point
+/// cookies on perf-event uprobes (5.15).
+const MIN_KERNEL: (u32, u32) = (5, 15);
+
+const ENTRY: &str = "goprobe_entry";
+const RETURN: &str = "goprobe_return";
+const ENTRY_MULTI: &str = "goprobe_entry_multi";
+const RETURN_MULTI: &str = "goprobe_return_multi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "not allowed to load eBPF programs: run goprobe as root, or give it CAP_BPF and CAP_PERFMON \
+         (e.g. `sudo goprobe ...`)"
+    )]
+    NotPermitted,
+    #[error("kernel {release} is too old: goprobe needs Linux {}.{} or newer (BPF ring buffer, uprobe cookies)", MIN_KERNEL.0, MIN_KERNEL.1)]
+    TooOld { release: String },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+    #[error("attaching {sites} probes to {target} failed: {reason}")]
+    Attach { target: String, sites: usize, reason: String },
+}
+
+/// How probes are attached: one uprobe_multi link per program and target (kernel >= 6.6), or one
+/// perf-event uprobe per site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    Multi,
+    PerSite,
+}
+
+/// A probe site: file offset in the target binary, and its cookie (function id and flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Site {
+    pub offset: u64,
+    pub cookie: u64,
+}
+
+/// Links created by one [`Kernel::attach`] call.
+#[derive(Debug)]
+pub struct Attachment {
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    mode: AttachMode,
+}
+
+/// Counter totals summed over CPUs, indexed by `goprobe_common::counter`.
+pub type Counters = [u64; counter::COUNT as usize];
+
+impl Kernel {
+    pub fn load(mode: Option<AttachMode>) -> Result<Self, KernelError> {
+        check_kernel_version()?;
+        check_privileges()?;
+        // BPF memory is charged to the cgroup on kernels >= 5.11; raising RLIMIT_MEMLOCK matters
+        // only on older ones, and may be refused (no CAP_SYS_RESOURCE): try and move on.
+        raise_rlimit(libc::RLIMIT_MEMLOCK, libc::RLIM_INFINITY);
+        // Per-site attachment holds one perf-event fd per probe site.
+        raise_rlimit(libc::RLIMIT_NOFILE, 1 << 20);
+
+        let mode = mode.unwrap_or_else(|| {
+            match is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
+                Ok(true) => AttachMode::Multi,
+                _ => AttachMode::PerSite,
+            }
+        });
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goprobe"));
+        let mut ebpf = EbpfLoader::new().load(object).map_err(|e| load_error(&e))?;
+        let names: &[&str] = match mode {
+            AttachMode::Multi => &[ENTRY_MULTI, RETURN_MULTI],
+            AttachMode::PerSite => &[ENTRY, RETURN],
+        };
+        for name in names {
+            program(&mut ebpf, name).load().map_err(|e| load_error(&e))?;
+        }
+        Ok(Self { ebpf, mode })
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Attach entry and return sites in the binary at `target` (a path or `/proc/PID/exe`).
+    /// `pid`: only that process; `None`: every process that runs this file, now or later.
+    pub fn attach(
+        &mut self,
+        target: &Path,
+        pid: Option<u32>,
+        entries: &[Site],
+        returns: &[Site],
+    ) -> Result<Attachment, KernelError> {
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let (entry, ret) = match self.mode {
+            AttachMode::Multi => (ENTRY_MULTI, RETURN_MULTI),
+            AttachMode::PerSite => (ENTRY, RETURN),
+        };
+        let mut attachment = Attachment { links: Vec::new() };
+        for (name, sites) in [(entry, entries), (ret, returns)] {
+            if sites.is_empty() {
+                continue;
+            }
+            let points = sites.iter().map(|s| UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+                cookie: Some(s.cookie),
+            });
+            match program(&mut self.ebpf, name).attach(points, target, scope) {
+                Ok(link) => attachment.links.push((name, link)),
+                Err(e) => {
+                    self.detach(attachment);
+                    return Err(KernelError::Attach {
+                        target: target.display().to_string(),
+                        sites: entries.len() + returns.len(),
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+        Ok(attachment)
+    }
+
+    pub fn detach(&mut self, attachment: Attachment) {
+        for (name, link) in attachment.links {
+            // A link whose process already exited is gone from the kernel; nothing to report.
+            let _ = program(&mut self.ebpf, name).detach(link);
+        }
+    }
+
+    /// The ring buffer of completed calls; taken once, by the pipeline.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
+        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut totals = [0u64; counter::COUNT as usize];
+        let Some(map) = self.ebpf.map("COUNTERS") else { return totals };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return totals };
+        for (index, total) in totals.iter_mut().enumerate() {
+            if let Ok(values) = array.get(&(index as u32), 0) {
+                *total = values.iter().sum();
+            }
+        }
+        totals
+    }
+
+    /// Events lost (ring buffer full) per function id, summed over CPUs.
+    pub fn lost_by_function(&self) -> HashMap<u32, u64> {
+        let Some(map) = self.ebpf.map("LOST_BY_FUNC") else { return HashMap::new() };
+        let Ok(lost) = PerCpuHashMap::<_, u32, u64>::try_from(map) else { return HashMap::new() };
+        lost.iter().filter_map(Result::ok).map(|(func, values)| (func, values.iter().sum())).collect()
+    }
+
+    /// Goroutines that are inside a traced call right now, by process.
+    pub fn open_goroutines(&self) -> HashMap<u32, usize> {
+        let mut open = HashMap::new();
+        if let Some(map) = self.ebpf.map("GOROUTINES")
+            && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map)
+        {
+            for key in goroutines.keys().filter_map(Result::ok) {
+                *open.entry(key.tgid).or_default() += 1;
+            }
+        }
+        open
+    }
+
+    /// Drop the open entries of processes for which `keep` is false (they exited); returns how
+    /// many were removed. The LRU map would evict them eventually; this keeps it small.
+    pub fn sweep_goroutines(&mut self, keep: impl Fn(u32) -> bool) -> usize {
+        let Some(map) = self.ebpf.map_mut("GOROUTINES") else { return 0 };
+        let Ok(mut goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map) else { return 0 };
+        let dead: Vec<GoroutineKey> =
+            goroutines.keys().filter_map(Result::ok).filter(|key| !keep(key.tgid)).collect();
+        dead.iter().filter(|key| goroutines.remove(key).is_ok()).count()
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut UProbe {
+    ebpf.program_mut(name)
+        .and_then(|p| <&mut UProbe>::try_from(p).ok())
+        .unwrap_or_else(|| unreachable!("the eBPF object defines uprobe {name}"))
+}
+
+fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
+    if is_permission_error(error) {
+        KernelError::NotPermitted
+    } else {
+        KernelError::Load(error_chain(error))
+    }
+}
+
+fn is_permission_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// An error and its causes on one line (the verifier log, if any, is kept).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        current = e.source();
+    }
+    text
+}
+
+fn check_kernel_version() -> Result<(), KernelError> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim().to_string();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(major), Some(minor)) if (major, minor) < MIN_KERNEL => Err(KernelError::TooOld { release }),
+        _ => Ok(()),
+    }
+}
+
+/// Fail early, before touching any target, when the process clearly lacks the capabilities:
+/// CAP_BPF + CAP_PERFMON (Linux >= 5.8), or CAP_SYS_ADMIN.
+fn check_privileges() -> Result<(), KernelError> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return Ok(()) };
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Ok(());
+    };
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(KernelError::NotPermitted)
+    }
+}
+
+fn raise_rlimit(resource: libc::__rlimit_resource_t, want: libc::rlim_t) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls with a valid pointer.
+    unsafe {
+        if libc::getrlimit(resource, &mut limit) != 0 {
+            return;
+        }
+        let target = if want == libc::RLIM_INFINITY { want } else { want.min(limit.rlim_max) };
+        if limit.rlim_cur >= target && target != libc::RLIM_INFINITY {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max.max(target) };
+        if libc::setrlimit(resource, &raised) != 0 && want != libc::RLIM_INFINITY {
+            let capped = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            libc::setrlimit(resource, &capped);
+        }
+    }
+}

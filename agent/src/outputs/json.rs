@@ -1,0 +1,75 @@
+//! JSON lines: one object per (function, pid) per interval. The fields are a contract
+//! (DESIGN.md): scripts rely on them.
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::Report;
+
+#[derive(Serialize)]
+struct Bucket {
+    low: u64,
+    high: u64,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: f64,
+    interval_s: f64,
+    function: &'a str,
+    pid: u32,
+    unit: &'a str,
+    /// Calls that returned within the interval.
+    count: u64,
+    sum_ns: u64,
+    min_ns: u64,
+    max_ns: u64,
+    avg_ns: u64,
+    p50_ns: u64,
+    p90_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    /// The log2 histogram, in `unit`, non-empty buckets only.
+    buckets: Vec<Bucket>,
+    lost: u64,
+}
+
+pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let time = report.time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    for row in &report.rows {
+        let l = &row.latencies;
+        let buckets = l
+            .log2_in(report.unit)
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, &count)| {
+                let low = if i == 0 { 0 } else { 1u64 << i };
+                let high = if i == 63 { u64::MAX } else { (1u64 << (i + 1)) - 1 };
+                Bucket { low, high, count }
+            })
+            .collect();
+        let line = Line {
+            time,
+            interval_s: report.interval_s,
+            function: &row.function,
+            pid: row.pid,
+            unit: report.unit.label(),
+            count: l.count,
+            sum_ns: l.sum_ns,
+            min_ns: if l.count == 0 { 0 } else { l.min_ns },
+            max_ns: l.max_ns,
+            avg_ns: l.avg_ns(),
+            p50_ns: l.quantile_ns(0.50),
+            p90_ns: l.quantile_ns(0.90),
+            p99_ns: l.quantile_ns(0.99),
+            p999_ns: l.quantile_ns(0.999),
+            buckets,
+            lost: row.lost,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        writeln!(out)?;
+    }
+    out.flush()
+}

@@ -1,0 +1,40 @@
+//! Renderings of one interval's histograms: bcc funclatency's text layout, and JSON lines.
+pub mod json;
+pub mod text;
+
+use std::time::SystemTime;
+
+use crate::pipeline::{Latencies, Unit};
+
+/// One histogram to print: a function (or, without -F, all matched functions) in one process.
+#[derive(Debug)]
+pub struct Row {
+    pub function: String,
+    pub pid: u32,
+    pub latencies: Latencies,
+    /// Events of this row lost because the ring buffer was full.
+    pub lost: u64,
+}
+
+/// What one interval (or the whole run, without -i) produced.
+#[derive(Debug)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub unit: Unit,
+    pub time: SystemTime,
+    /// Print the time before the histograms (-T).
+    pub show_time: bool,
+    /// Length of the interval that this report covers, in seconds.
+    pub interval_s: f64,
+    /// Events lost in this interval over all functions.
+    pub lost: u64,
+}
+
+/// `HH:MM:SS` in local time, like bcc's `strftime("%H:%M:%S")`.
+pub fn clock_time(time: SystemTime) -> String {
+    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as libc::time_t;
+    // SAFETY: localtime_r writes into the provided struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}

@@ -1,0 +1,97 @@
+//! bcc funclatency's text layout, so that people and scripts that know it read it at once, plus
+//! the percentiles and the loss that bcc does not show.
+use std::io::{self, Write};
+
+use super::{Report, clock_time};
+use crate::pipeline::Latencies;
+
+pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(out)?;
+    if report.show_time {
+        writeln!(out, "{:<8}", clock_time(report.time))?;
+    }
+    for row in &report.rows {
+        writeln!(out)?;
+        writeln!(out, "Function = {} [{}]", row.function, row.pid)?;
+        write_log2_table(out, &row.latencies.log2_in(report.unit), report.unit.label())?;
+        write_summary(out, &row.latencies, report)?;
+        if row.lost > 0 {
+            writeln!(out, "lost = {} events (ring buffer full)", row.lost)?;
+        }
+    }
+    if report.lost > 0 {
+        writeln!(out)?;
+        writeln!(out, "lost = {} events in total (ring buffer full: events dropped, target not slowed)", report.lost)?;
+    }
+    out.flush()
+}
+
+fn write_summary(out: &mut dyn Write, l: &Latencies, report: &Report) -> io::Result<()> {
+    let unit = report.unit;
+    let d = unit.divisor();
+    let label = unit.label();
+    writeln!(out)?;
+    writeln!(out, "avg = {} {label}, total: {} {label}, count: {}", l.avg_ns() / d, l.sum_ns / d, l.count)?;
+    if l.count > 0 {
+        writeln!(
+            out,
+            "p50 = {}, p90 = {}, p99 = {}, p99.9 = {}, max = {} {label}",
+            l.quantile_ns(0.50) / d,
+            l.quantile_ns(0.90) / d,
+            l.quantile_ns(0.99) / d,
+            l.quantile_ns(0.999) / d,
+            l.max_ns / d,
+        )?;
+    }
+    Ok(())
+}
+
+/// bcc's `print_log2_hist`: rows up to the highest non-empty bucket, 40 stars wide (20 when the
+/// values need the wide layout).
+pub fn write_log2_table(out: &mut dyn Write, buckets: &[u64; 64], label: &str) -> io::Result<()> {
+    let Some(idx_max) = buckets.iter().rposition(|&c| c > 0) else {
+        return Ok(());
+    };
+    let val_max = buckets.iter().copied().max().unwrap_or(0);
+    let narrow = idx_max <= 32;
+    let (pad, label_width, width, stars) = if narrow { (5, 19, 10, 40) } else { (15, 29, 20, 20) };
+    writeln!(out, "{:pad$}{label:<label_width$} : count     distribution", "")?;
+    for (i, &count) in buckets.iter().enumerate().take(idx_max + 1) {
+        let mut low = (1u128 << (i + 1)) >> 1;
+        let high = (1u128 << (i + 1)) - 1;
+        if low == high {
+            low -= 1;
+        }
+        writeln!(out, "{low:>width$} -> {high:<width$} : {count:<8} |{}|", star_bar(count, val_max, stars))?;
+    }
+    Ok(())
+}
+
+fn star_bar(count: u64, max: u64, width: usize) -> String {
+    let stars = if max == 0 { 0 } else { (count.min(max) as u128 * width as u128 / max as u128) as usize };
+    let mut bar = "*".repeat(stars);
+    bar.push_str(&" ".repeat(width - stars));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_bcc_layout() {
+        let mut buckets = [0u64; 64];
+        buckets[1] = 2;
+        buckets[3] = 4;
+        let mut out = Vec::new();
+        write_log2_table(&mut out, &buckets, "nsecs").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let expected = "     nsecs               : count     distribution
+         0 -> 1          : 0        |                                        |
+         2 -> 3          : 2        |********************                    |
+         4 -> 7          : 0        |                                        |
+         8 -> 15         : 4        |****************************************|
+";
+        assert_eq!(text, expected);
+    }
+}

@@ -1,0 +1,229 @@
+//! From ring-buffer events to histograms: one HDR histogram (for percentiles) and one exact log2
+//! histogram (for bcc's table) per (function, process). The same aggregation serves every output.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use aya::maps::{MapData, RingBuf};
+use goprobe_common::LatencyEvent;
+use hdrhistogram::Histogram;
+
+/// What the user side knows about a traced function, by the id carried in probe cookies.
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub binary: PathBuf,
+}
+
+/// Function ids are indices into this table. Ids are per (binary, function), so the same name in
+/// two different binaries gets two ids.
+#[derive(Debug, Default)]
+pub struct FunctionTable {
+    functions: Vec<FunctionInfo>,
+}
+
+impl FunctionTable {
+    pub fn add(&mut self, info: FunctionInfo) -> u32 {
+        self.functions.push(info);
+        (self.functions.len() - 1) as u32
+    }
+
+    pub fn get(&self, id: u32) -> Option<&FunctionInfo> {
+        self.functions.get(id as usize)
+    }
+}
+
+/// Latencies of one (function, process) in one interval.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    /// 3 significant digits from 1 ns to 1 hour: ~0.1 % error on any percentile, a few tens of
+    /// KiB per histogram (they are created only for functions that were called).
+    hdr: Histogram<u64>,
+    /// Calls per power of two of nanoseconds: `log2[i]` counts latencies in [2^i, 2^(i+1)),
+    /// with 0 and 1 ns both in bucket 0 (bcc's layout). Exact, unlike HDR bucket boundaries.
+    pub log2_ns: [u64; 64],
+    pub count: u64,
+    pub sum_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
+const HDR_MAX_NS: u64 = 3_600_000_000_000;
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            hdr: Histogram::new_with_bounds(1, HDR_MAX_NS, 3).expect("constant bounds are valid"),
+            log2_ns: [0; 64],
+            count: 0,
+            sum_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, ns: u64) {
+        self.hdr.saturating_record(ns.clamp(1, HDR_MAX_NS));
+        self.log2_ns[log2_bucket(ns)] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hdr.add(&other.hdr);
+        for (a, b) in self.log2_ns.iter_mut().zip(other.log2_ns) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    /// Latency at quantile `q` (0..=1) in ns; the exact maximum for q = 1.
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            0
+        } else if q >= 1.0 {
+            self.max_ns
+        } else {
+            self.hdr.value_at_quantile(q).min(self.max_ns).max(self.min_ns)
+        }
+    }
+
+    pub fn avg_ns(&self) -> u64 {
+        self.sum_ns.checked_div(self.count).unwrap_or(0)
+    }
+
+    /// The log2 histogram re-bucketed in `unit` (values divided by the unit before the log2,
+    /// as bcc does with -u/-m).
+    pub fn log2_in(&self, unit: Unit) -> [u64; 64] {
+        if unit == Unit::Nanoseconds {
+            return self.log2_ns;
+        }
+        // A bucket [2^i, 2^(i+1)) ns divided by the unit can straddle two unit buckets; the
+        // HDR histogram has the resolution to split it, so re-bucket from it.
+        let mut out = [0u64; 64];
+        for value in self.hdr.iter_recorded() {
+            let scaled = self.hdr.lowest_equivalent(value.value_iterated_to()) / unit.divisor();
+            out[log2_bucket(scaled)] += value.count_at_value();
+        }
+        out
+    }
+}
+
+/// bcc's bucket index: floor(log2(v)), with 0 in bucket 0.
+pub fn log2_bucket(v: u64) -> usize {
+    if v == 0 { 0 } else { 63 - v.leading_zeros() as usize }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+}
+
+impl Unit {
+    pub fn divisor(self) -> u64 {
+        match self {
+            Unit::Nanoseconds => 1,
+            Unit::Microseconds => 1_000,
+            Unit::Milliseconds => 1_000_000,
+        }
+    }
+
+    /// bcc's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::Nanoseconds => "nsecs",
+            Unit::Microseconds => "usecs",
+            Unit::Milliseconds => "msecs",
+        }
+    }
+}
+
+/// Histograms keyed by (function id, pid), for the current interval.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    pub histograms: BTreeMap<(u32, u32), Latencies>,
+    pub events: u64,
+}
+
+impl Aggregator {
+    pub fn record(&mut self, event: &LatencyEvent) {
+        self.histograms.entry((event.func, event.tgid)).or_default().record(event.latency_ns);
+        self.events += 1;
+    }
+
+    /// Take this interval's histograms and start a new interval.
+    pub fn take(&mut self) -> BTreeMap<(u32, u32), Latencies> {
+        self.events = 0;
+        std::mem::take(&mut self.histograms)
+    }
+
+    /// Read everything the kernel has submitted so far. Called on a timer: the kernel side
+    /// submits without waking us, so the traced threads never pay for a wakeup.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut drained = 0;
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<LatencyEvent>() {
+                // SAFETY: the kernel side writes exactly a LatencyEvent; read_unaligned copes with
+                // the ring buffer's 8-byte record alignment.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LatencyEvent>()) };
+                self.record(&event);
+                drained += 1;
+            }
+        }
+        drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_match_bcc() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(3), 1);
+        assert_eq!(log2_bucket(4), 2);
+        assert_eq!(log2_bucket(5_000_000), 22);
+        assert_eq!(log2_bucket(u64::MAX), 63);
+    }
+
+    #[test]
+    fn aggregates_per_function_and_pid() {
+        let mut agg = Aggregator::default();
+        for latency_ns in [1_000, 2_000, 3_000, 1_000_000] {
+            agg.record(&LatencyEvent { tgid: 7, func: 1, latency_ns, ..Default::default() });
+        }
+        agg.record(&LatencyEvent { tgid: 8, func: 1, latency_ns: 5, ..Default::default() });
+        let h = agg.take();
+        assert_eq!(h.len(), 2);
+        let l = &h[&(1, 7)];
+        assert_eq!(l.count, 4);
+        assert_eq!(l.sum_ns, 1_006_000);
+        assert_eq!(l.min_ns, 1_000);
+        assert_eq!(l.max_ns, 1_000_000);
+        assert_eq!(l.quantile_ns(1.0), 1_000_000);
+        let p50 = l.quantile_ns(0.5);
+        assert!((1_998..=2_002).contains(&p50), "{p50}");
+        assert!(agg.take().is_empty());
+    }
+
+    #[test]
+    fn rebuckets_in_units() {
+        let mut l = Latencies::default();
+        l.record(5_000_000); // 5 ms = 5000 us
+        let us = l.log2_in(Unit::Microseconds);
+        assert_eq!(us[log2_bucket(5_000)], 1);
+        let ms = l.log2_in(Unit::Milliseconds);
+        assert_eq!(ms[log2_bucket(5)], 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! From a pattern and an inspected binary to probe sites: which functions match, where each one's
+//! entry and return probes go (as file offsets, which is what uprobes take), and which matched
+//! functions cannot be traced, with the reason.
+use std::path::PathBuf;
+
+use regex::Regex;
+
+use crate::inspect::{BinaryIndex, EntryKind, Function};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("pattern {0:?} has no function name: use go:NAME or PATH:NAME, e.g. 'go:main.handle'")]
+    NoName(String),
+    #[error("pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')")]
+    NoPrefix(String),
+    #[error("invalid regular expression {pattern:?}: {source}")]
+    Regex { pattern: String, source: regex::Error },
+}
+
+/// A parsed `go:NAME` / `PATH:NAME` pattern.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    /// As the user typed it, for messages.
+    pub raw: String,
+    /// The NAME part.
+    pub name: String,
+    /// `Some` for `PATH:NAME`.
+    pub binary: Option<PathBuf>,
+    matcher: Regex,
+}
+
+impl Pattern {
+    pub fn parse(raw: &str, regex: bool) -> Result<Self, PatternError> {
+        let (prefix, name) = raw.split_once(':').ok_or_else(|| PatternError::NoPrefix(raw.into()))?;
+        if name.is_empty() {
+            return Err(PatternError::NoName(raw.into()));
+        }
+        let binary = match prefix {
+            "go" => None,
+            "" => return Err(PatternError::NoPrefix(raw.into())),
+            path => Some(PathBuf::from(path)),
+        };
+        Self::for_name(name, regex, binary, raw)
+    }
+
+    /// A pattern over names only (for `goprobe symbols`).
+    pub fn name_only(name: &str, regex: bool) -> Result<Self, PatternError> {
+        Self::for_name(name, regex, None, name)
+    }
+
+    fn for_name(name: &str, regex: bool, binary: Option<PathBuf>, raw: &str) -> Result<Self, PatternError> {
+        let source = if regex { name.to_string() } else { glob_to_regex(name) };
+        let matcher = Regex::new(&source).map_err(|source| PatternError::Regex { pattern: name.into(), source })?;
+        Ok(Self { raw: raw.into(), name: name.into(), binary, matcher })
+    }
+
+    pub fn matches(&self, function: &str) -> bool {
+        self.matcher.is_match(function)
+    }
+
+    /// Names that the user may have meant, best first: names containing the pattern's literal
+    /// text, then the closest by edit distance.
+    pub fn closest<'a>(&self, names: impl Iterator<Item = &'a str>, limit: usize) -> Vec<String> {
+        let literal: String = self.name.chars().filter(|c| !matches!(c, '*' | '?' | '^' | '$')).collect();
+        let literal_lower = literal.to_lowercase();
+        let mut scored: Vec<(f64, &str)> = names
+            .map(|name| {
+                let lower = name.to_lowercase();
+                let contains = !literal_lower.is_empty() && lower.contains(&literal_lower);
+                let tail = lower.rsplit(['.', '/']).next().unwrap_or(&lower);
+                let want_tail = literal_lower.rsplit(['.', '/']).next().unwrap_or(&literal_lower);
+                let similarity =
+                    strsim::jaro_winkler(&literal_lower, &lower).max(strsim::jaro_winkler(want_tail, tail) * 0.95);
+                (similarity + if contains { 1.0 } else { 0.0 }, name)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        scored.dedup_by(|a, b| a.1 == b.1);
+        scored.into_iter().take(limit).map(|(_, name)| name.to_string()).collect()
+    }
+}
+
+/// Whole-name glob: `*` any run of characters (including `/` and `.`), `?` one character.
+fn glob_to_regex(glob: &str) -> String {
+    let mut out = String::from("^");
+    for c in glob.chars() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out.push('$');
+    out
+}
+
+/// Where to probe one function, as file offsets in its binary.
+#[derive(Debug, Clone)]
+pub struct FunctionPlan {
+    pub name: String,
+    pub addr: u64,
+    pub entry_offset: u64,
+    /// The entry is the stack-check `jbe`: the kernel side must filter the morestack path.
+    pub check_eflags: bool,
+    pub return_offsets: Vec<u64>,
+}
+
+/// A matched function that goprobe will not trace, and why.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct BinaryPlan {
+    pub functions: Vec<FunctionPlan>,
+    pub refused: Vec<Refusal>,
+}
+
+impl BinaryPlan {
+    pub fn sites(&self) -> usize {
+        self.functions.iter().map(|f| 1 + f.return_offsets.len()).sum()
+    }
+}
+
+/// Runtime functions that switch stacks or run without a user goroutine: their entries and
+/// returns cannot be paired per goroutine, and some run in signal context.
+const UNPAIRABLE_RUNTIME: &[&str] = &[
+    "runtime.morestack",
+    "runtime.morestack_noctxt",
+    "runtime.mcall",
+    "runtime.systemstack",
+    "runtime.systemstack_switch",
+    "runtime.gogo",
+    "runtime.goexit",
+    "runtime.goexit0",
+    "runtime.rt0_go",
+    "runtime.asmcgocall",
+    "runtime.asmcgocall_no_g",
+    "runtime.cgocallback",
+    "runtime.sigtramp",
+    "runtime.cgoSigtramp",
+    "runtime.sigreturn__sigaction",
+    "runtime.mstart",
+    "runtime.mstart0",
+    "runtime.gosave_systemstack_switch",
+    "runtime.abort",
+];
+
+pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
+    let mut plan = BinaryPlan::default();
+    for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {
+        match plan_function(index, function) {
+            Ok(p) => plan.functions.push(p),
+            Err(reason) => plan.refused.push(Refusal { name: function.name.clone(), reason }),
+        }
+    }
+    plan
+}
+
+fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPlan, String> {
+    if UNPAIRABLE_RUNTIME.contains(&function.name.as_str()) || function.name.starts_with("runtime.sigtramp") {
+        return Err("switches stacks or runs without a goroutine; entries and returns cannot be paired".into());
+    }
+    let sites = index.probe_sites(function).map_err(|e| format!("cannot decode its machine code: {e}"))?;
+    if sites.returns.is_empty() {
+        return Err(if sites.tail_jumps > 0 {
+            "it has no RET instruction (it leaves by a tail jump), so its returns cannot be probed".into()
+        } else {
+            "it has no RET instruction (it never returns normally)".into()
+        });
+    }
+    let offset = |vaddr: u64| {
+        index
+            .vaddr_to_file_offset(vaddr)
+            .ok_or_else(|| format!("address {vaddr:#x} is not in an executable segment of the file"))
+    };
+    Ok(FunctionPlan {
+        name: function.name.clone(),
+        addr: function.addr,
+        entry_offset: offset(sites.entry)?,
+        check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
+        return_offsets: sites.returns.iter().map(|&r| offset(r)).collect::<Result<_, _>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_and_path_patterns() {
+        let p = Pattern::parse("go:fmt.Println", false).unwrap();
+        assert!(p.binary.is_none());
+        assert!(p.matches("fmt.Println"));
+        assert!(!p.matches("fmt.Printlnx"));
+        let p = Pattern::parse("/usr/bin/caddy:net/http.*", false).unwrap();
+        assert_eq!(p.binary.as_deref(), Some(std::path::Path::new("/usr/bin/caddy")));
+        assert!(p.matches("net/http.(*conn).serve"));
+        assert!(!p.matches("xnet/http.foo"));
+        assert!(matches!(Pattern::parse("fmt.Println", false), Err(PatternError::NoPrefix(_))));
+        assert!(matches!(Pattern::parse("go:", false), Err(PatternError::NoName(_))));
+    }
+
+    #[test]
+    fn globs_escape_go_punctuation() {
+        let p = Pattern::parse("go:main.(*T).M", false).unwrap();
+        assert!(p.matches("main.(*T).M"));
+        assert!(!p.matches("main.(xT).M"));
+        let p = Pattern::parse("go:main.F[...]", false).unwrap();
+        assert!(p.matches("main.F[...]"));
+        let p = Pattern::parse("go:main.?un", false).unwrap();
+        assert!(p.matches("main.run"));
+    }
+
+    #[test]
+    fn regex_is_searched() {
+        let p = Pattern::parse(r"go:handle\w+", true).unwrap();
+        assert!(p.matches("main.handleRequest"));
+        assert!(matches!(Pattern::parse("go:(", true), Err(PatternError::Regex { .. })));
+    }
+
+    #[test]
+    fn suggests_close_names() {
+        let p = Pattern::parse("go:main.goprobeE2ECuont", false).unwrap();
+        let names = ["main.goprobeE2ECount", "main.main", "runtime.main", "fmt.Println"];
+        assert_eq!(p.closest(names.into_iter(), 1), vec!["main.goprobeE2ECount".to_string()]);
+        let p = Pattern::parse("go:Println", false).unwrap();
+        assert_eq!(p.closest(names.into_iter(), 1), vec!["fmt.Println".to_string()]);
+    }
+}

@@ -1,0 +1,205 @@
+//! The pipeline that every front end drives: targets → inspect → plan → kernel → aggregation.
+//! `funclatency` is a short-lived tracer with one pattern; the daemon runs the same tracer.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{MapData, RingBuf};
+use goprobe_common::cookie;
+
+use crate::{
+    inspect::{BinaryIndex, InspectError},
+    kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Site},
+    pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
+    plan::{BinaryPlan, Pattern, plan_binary},
+    targets::{BinaryKey, Process},
+};
+
+/// A binary that was inspected for the pattern, and what came of it.
+#[derive(Debug)]
+pub enum BinaryState {
+    /// Matching functions, with their ids in the function table (same order as `plan.functions`).
+    Planned { plan: BinaryPlan, ids: Vec<u32> },
+    /// Not traced: not Go, unreadable, or nothing matches (with the names of the binary kept
+    /// for suggestions).
+    Skipped { reason: String, names: Vec<String> },
+}
+
+pub struct Tracer {
+    pub pattern: Pattern,
+    kernel: Kernel,
+    ring: RingBuf<MapData>,
+    pub functions: FunctionTable,
+    pub aggregator: Aggregator,
+    binaries: HashMap<BinaryKey, BinaryState>,
+    attachments: Vec<Attachment>,
+    /// Distinct function names attached so far.
+    pub traced_names: HashSet<String>,
+    lost_seen: HashMap<u32, u64>,
+}
+
+/// Where probes were attached.
+#[derive(Debug)]
+pub struct Attached {
+    pub functions: usize,
+    pub sites: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("{0}")]
+    NoMatch(String),
+}
+
+impl Tracer {
+    pub fn new(pattern: Pattern, mode: Option<AttachMode>) -> Result<Self, KernelError> {
+        let mut kernel = Kernel::load(mode)?;
+        let ring = kernel.take_events()?;
+        Ok(Self {
+            pattern,
+            kernel,
+            ring,
+            functions: FunctionTable::default(),
+            aggregator: Aggregator::default(),
+            binaries: HashMap::new(),
+            attachments: Vec::new(),
+            traced_names: HashSet::new(),
+            lost_seen: HashMap::new(),
+        })
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    pub fn is_known(&self, key: &BinaryKey) -> bool {
+        self.binaries.contains_key(key)
+    }
+
+    pub fn binary_state(&self, key: &BinaryKey) -> Option<&BinaryState> {
+        self.binaries.get(key)
+    }
+
+    /// Inspect a binary once and plan its probe sites; later calls for the same file reuse it.
+    pub fn plan(&mut self, key: BinaryKey, path: &Path) -> &BinaryState {
+        if !self.binaries.contains_key(&key) {
+            let state = match inspect_and_plan(path, &self.pattern) {
+                Ok(plan) if plan.functions.is_empty() => {
+                    let reason = if plan.refused.is_empty() {
+                        format!("no function matches {:?}", self.pattern.name)
+                    } else {
+                        let why: Vec<String> =
+                            plan.refused.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect();
+                        format!("matching functions cannot be traced ({})", why.join("; "))
+                    };
+                    BinaryState::Skipped { reason, names: Vec::new() }
+                }
+                Ok(plan) => {
+                    let ids = plan
+                        .functions
+                        .iter()
+                        .map(|f| self.functions.add(FunctionInfo { name: f.name.clone(), binary: path.to_path_buf() }))
+                        .collect();
+                    BinaryState::Planned { plan, ids }
+                }
+                Err((reason, names)) => BinaryState::Skipped { reason, names },
+            };
+            self.binaries.insert(key, state);
+        }
+        &self.binaries[&key]
+    }
+
+    /// Attach the planned probes of binary `key`, reached through `path`, for `pid` only or (None)
+    /// for every process running that file.
+    pub fn attach(&mut self, key: BinaryKey, path: &Path, pid: Option<u32>) -> Result<Attached, TraceError> {
+        let Some(BinaryState::Planned { plan, ids }) = self.binaries.get(&key) else {
+            return Err(TraceError::NoMatch(format!("{} has nothing to trace", path.display())));
+        };
+        let mut entries = Vec::with_capacity(plan.functions.len());
+        let mut returns = Vec::new();
+        for (function, &id) in plan.functions.iter().zip(ids) {
+            let flags = if function.check_eflags { cookie::CHECK_EFLAGS } else { 0 };
+            entries.push(Site { offset: function.entry_offset, cookie: cookie::encode(id, flags) });
+            returns.extend(
+                function.return_offsets.iter().map(|&offset| Site { offset, cookie: cookie::encode(id, 0) }),
+            );
+        }
+        let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
+        let attached = Attached { functions: plan.functions.len(), sites: entries.len() + returns.len() };
+        let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
+        self.attachments.push(attachment);
+        self.traced_names.extend(names);
+        Ok(attached)
+    }
+
+    pub fn detach_all(&mut self) {
+        for attachment in std::mem::take(&mut self.attachments) {
+            self.kernel.detach(attachment);
+        }
+    }
+
+    pub fn drain(&mut self) -> usize {
+        self.aggregator.drain(&mut self.ring)
+    }
+
+    /// This interval's histograms, and the events lost per function since the last call.
+    pub fn take_interval(&mut self) -> (BTreeMap<(u32, u32), Latencies>, HashMap<u32, u64>) {
+        let mut lost = HashMap::new();
+        for (func, total) in self.kernel.lost_by_function() {
+            let seen = self.lost_seen.entry(func).or_default();
+            if total > *seen {
+                lost.insert(func, total - *seen);
+                *seen = total;
+            }
+        }
+        (self.aggregator.take(), lost)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.kernel.counters()
+    }
+
+    pub fn sweep(&mut self, keep: impl Fn(u32) -> bool) -> usize {
+        self.kernel.sweep_goroutines(keep)
+    }
+
+    /// All function names of skipped Go binaries and planned ones, for "did you mean".
+    pub fn suggestions(&self, limit: usize) -> Vec<String> {
+        let names = self.binaries.values().flat_map(|state| match state {
+            BinaryState::Skipped { names, .. } => names.iter().map(String::as_str).collect::<Vec<_>>(),
+            BinaryState::Planned { .. } => Vec::new(),
+        });
+        self.pattern.closest(names, limit)
+    }
+}
+
+/// Inspect and plan; on failure, a reason and (for Go binaries without a match) their names.
+fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, (String, Vec<String>)> {
+    let index = BinaryIndex::open(path).map_err(|e| (e.to_string(), Vec::new()))?;
+    let plan = plan_binary(&index, pattern);
+    if plan.functions.is_empty() && plan.refused.is_empty() {
+        let names = index.functions.iter().map(|f| f.name.clone()).collect();
+        return Err((format!("no function matches {:?}", pattern.name), names));
+    }
+    Ok(plan)
+}
+
+/// Processes to trace, resolved from the command line.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Pids(Vec<u32>),
+    Binary(PathBuf),
+    HostWide,
+}
+
+impl Selection {
+    /// The process's binary, as a (key, path) pair to plan and attach through.
+    pub fn process_binary(process: &Process) -> (BinaryKey, PathBuf) {
+        (process.binary, process.exe.clone())
+    }
+}

@@ -1,0 +1,189 @@
+//! `goprobe funclatency` against real Go programs on the real kernel, for every build in the
+//! matrix. Each program reports its own ground truth (call counts, sleep durations).
+use std::{fs, time::Duration};
+
+use goprobe_e2e::{
+    GoProgram, Goprobe, for_each_build, histogram_of, matrix, trace_program, u64_field,
+};
+
+/// Every call counted once, nothing lost: N calls over 8 goroutines.
+#[test]
+fn exact_counts() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) =
+            trace_program(&build.program("count"), &[], &[], &[], "go:main.goprobeE2ECount")?;
+        let lines = out.json();
+        let h = histogram_of(&lines, "main.goprobeE2ECount", pid_of(&lines)?)
+            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+        let calls = u64_field(&truth, "calls");
+        assert!(calls >= 100_000);
+        check_eq("count", u64_field(h, "count"), calls)?;
+        check_eq("lost", u64_field(h, "lost"), 0)?;
+        let counters = out.counters();
+        check_eq("returns_unpaired", counters["returns_unpaired"].as_u64().unwrap(), 0)?;
+        check_eq("open goroutines left", counters["open_goroutines"].as_u64().unwrap(), 0)
+    });
+}
+
+/// A function that sleeps 5 ms, called from 16 goroutines that move between threads while they
+/// sleep: keyed by goroutine, every call pairs with its own return.
+#[test]
+fn goroutine_keyed_latency() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) =
+            trace_program(&build.program("sleep"), &[], &[], &[], "go:main.goprobeE2ESleep")?;
+        let lines = out.json();
+        let h = histogram_of(&lines, "main.goprobeE2ESleep", pid_of(&lines)?)
+            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+        check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
+        let p50 = u64_field(h, "p50_ns");
+        if !(5_000_000..=7_000_000).contains(&p50) {
+            return Err(format!("p50 {p50} ns is outside [5 ms, 7 ms]: {h}"));
+        }
+        let min = u64_field(h, "min_ns");
+        if min < 5_000_000 {
+            return Err(format!("a 5 ms sleep measured {min} ns: entries paired with the wrong return"));
+        }
+        Ok(())
+    });
+}
+
+/// Deep recursion with large frames while goroutine stacks grow and are copied: the program
+/// survives (a uretprobe crashes it) and every call, recursive ones included, is counted.
+#[test]
+fn target_survives_stack_growth() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) =
+            trace_program(&build.program("recurse"), &[], &[], &[], "go:main.goprobeE2ERecurse")?;
+        let lines = out.json();
+        let h = histogram_of(&lines, "main.goprobeE2ERecurse", pid_of(&lines)?)
+            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+        check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
+        check_eq("returns_unpaired", out.counters()["returns_unpaired"].as_u64().unwrap(), 0)
+    });
+}
+
+/// Each call's entry runs runtime.morestack first, which re-enters the function from its top:
+/// still one count per call. The counters show that the morestack path really was taken.
+#[test]
+fn morestack_counted_once() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("morestack"),
+            &[],
+            &[("GODEBUG", "adaptivestackstart=0")],
+            &[],
+            "go:main.goprobeE2EBigFrame",
+        )?;
+        let lines = out.json();
+        let h = histogram_of(&lines, "main.goprobeE2EBigFrame", pid_of(&lines)?)
+            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+        let calls = u64_field(&truth, "calls");
+        check_eq("count", u64_field(h, "count"), calls)?;
+        let skipped = out.counters()["morestack_skipped"].as_u64().unwrap();
+        if skipped < calls / 2 {
+            return Err(format!("only {skipped} of {calls} calls took the morestack path: the test proves nothing"));
+        }
+        Ok(())
+    });
+}
+
+/// Host-wide mode (no -p/-b): a program already running and one started after goprobe are both
+/// found, each with its own histogram.
+#[test]
+fn host_wide_finds_running_and_new_processes() {
+    let builds = matrix();
+    let first = &builds[0];
+    // The second program is another file (a copy), so goprobe must discover a new binary.
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-hostwide-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("hostwide-copy");
+    fs::copy(builds.last().unwrap().program("hostwide"), &copy).unwrap();
+
+    let mut running = GoProgram::start(&first.program("hostwide"), &[], &[]);
+    let mut probe = Goprobe::start(&["funclatency", "--json", "-v", "go:main.goprobeE2EHostwide"]);
+    probe.wait_tracing().unwrap();
+    let mut later = GoProgram::start(&copy, &[], &[]);
+    probe
+        .stderr
+        .wait_for("goprobe to attach to the new process", Duration::from_secs(20), |l| {
+            l.contains("attached") && l.contains(&format!("PID {}", later.pid))
+        })
+        .unwrap();
+    running.go();
+    later.go();
+    let (pid1, pid2) = (running.pid, later.pid);
+    let truth1 = running.finish(Duration::from_secs(60)).unwrap();
+    let truth2 = later.finish(Duration::from_secs(60)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = probe.interrupt();
+    fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "goprobe failed: {}", out.stderr);
+    let lines = out.json();
+    for (pid, truth) in [(pid1, truth1), (pid2, truth2)] {
+        let h = histogram_of(&lines, "main.goprobeE2EHostwide", pid)
+            .unwrap_or_else(|| panic!("no histogram for PID {pid}: {}", out.stdout));
+        assert_eq!(u64_field(h, "count"), u64_field(&truth, "calls"), "PID {pid}");
+    }
+}
+
+/// The text output keeps bcc's layout: banner, `Function = NAME [PID]`, the log2 table in the
+/// chosen unit, avg/total/count, percentiles, and `Detaching...` after SIGTERM.
+#[test]
+fn text_output_has_bcc_layout() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(&build.program("sleep"), &["-n", "5", "-g", "4"], &[]);
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start(&["funclatency", "-u", "-T", "-p", &pid, "go:main.goprobeE2ESleep"]);
+    let banner = probe.wait_tracing().unwrap();
+    assert_eq!(banner, "Tracing 1 functions for \"go:main.goprobeE2ESleep\"... Hit Ctrl-C to end.");
+    go.go();
+    let truth = go.finish(Duration::from_secs(60)).unwrap();
+    let out = probe.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = &out.stdout;
+    assert!(text.contains(&format!("Function = main.goprobeE2ESleep [{pid}]")), "{text}");
+    assert!(text.contains("     usecs               : count     distribution"), "{text}");
+    assert!(text.contains("      4096 -> 8191       : 20       |****************************************|"), "{text}");
+    let calls = u64_field(&truth, "calls");
+    assert!(text.contains(&format!(", count: {calls}\n")), "{text}");
+    assert!(text.contains("\np50 = "), "{text}");
+    assert!(text.trim_end().ends_with("Detaching..."), "{text}");
+}
+
+/// -i prints one report per interval, and SIGTERM ends the run like Ctrl-C: what was collected
+/// is printed, probes are detached, exit 0.
+#[test]
+fn intervals_and_sigterm() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(&build.program("sleep"), &["-n", "200", "-g", "2", "-ms", "10"], &[]);
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start(&["funclatency", "--json", "-i", "1", "-p", &pid, "go:main.goprobeE2ESleep"]);
+    probe.wait_tracing().unwrap();
+    go.go();
+    std::thread::sleep(Duration::from_millis(3500));
+    let out = probe.signal(libc::SIGTERM);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = out.json();
+    assert!(lines.len() >= 3, "expected one line per interval: {}", out.stdout);
+    for line in &lines[..lines.len() - 1] {
+        let interval = line["interval_s"].as_f64().unwrap();
+        assert!((0.8..1.5).contains(&interval), "interval {interval}: {line}");
+        let count = u64_field(line, "count");
+        // 2 goroutines sleeping 10 ms: ~200 calls per second.
+        assert!((100..=210).contains(&count), "count {count} in a 1 s interval: {line}");
+    }
+    drop(go);
+}
+
+fn pid_of(lines: &[serde_json::Value]) -> Result<u32, String> {
+    lines
+        .first()
+        .and_then(|l| l["pid"].as_u64())
+        .map(|p| p as u32)
+        .ok_or_else(|| "goprobe printed no histogram".to_string())
+}
+
+fn check_eq(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got == want { Ok(()) } else { Err(format!("{what}: got {got}, want {want}")) }
+}
