@@ -1,0 +1,3 @@
+module goprobe.test/progs
+
+go 1.19
