@@ -1,0 +1,323 @@
+//! Probe sites from machine code: where a function is entered (after the stack check) and
+//! every instruction that returns from it.
+//!
+//! A uprobe placed off an instruction boundary is accepted by the kernel and corrupts the
+//! target, so sites only ever come from a real decoder (iced-x86) walking the function linearly
+//! from its first byte; any undecodable byte fails the whole function rather than guessing.
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+
+use super::{Arch, EntryKind, ProbeSites};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisasmError {
+    #[error("probe sites for {0} code are not implemented yet")]
+    UnsupportedArch(Arch),
+    #[error("undecodable instruction at {addr:#x}")]
+    InvalidInstruction { addr: u64 },
+    #[error("function at {addr:#x} is empty")]
+    Empty { addr: u64 },
+    #[error("the code of the function at {addr:#x} is not in the file")]
+    NoCode { addr: u64 },
+}
+
+/// How many instructions from the start to search for the stack check. Go emits it first; the
+/// largest form (huge frames) is `mov r12,rsp; sub r12,X; jb; cmp r12,[r14+0x10]; jbe`.
+const PROLOGUE_WINDOW: usize = 8;
+
+/// Offset of `g.stackguard0` in `runtime.g` on 64-bit targets (after `stack{lo,hi}`).
+const STACKGUARD0: u64 = 0x10;
+
+pub fn sites(arch: Arch, code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> {
+    match arch {
+        Arch::X86_64 => x86_64_sites(code, addr),
+        Arch::Aarch64 => aarch64_sites(code, addr),
+    }
+}
+
+/// arm64 is not decoded yet: its stack check is `ldr x16,[x28,#16]; cmp sp,x16; b.ls`, and RET
+/// is a fixed 4-byte pattern, but nothing here has been checked against real binaries.
+pub fn aarch64_sites(_code: &[u8], _addr: u64) -> Result<ProbeSites, DisasmError> {
+    Err(DisasmError::UnsupportedArch(Arch::Aarch64))
+}
+
+/// Decode `code` (the bytes of one function, loaded at `addr`) and find its probe sites.
+pub fn x86_64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> {
+    if code.is_empty() {
+        return Err(DisasmError::Empty { addr });
+    }
+    let end = addr.saturating_add(code.len() as u64);
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut entry = None;
+    let mut returns = Vec::new();
+    let mut tail_jumps = 0;
+    let mut indirect_jumps = 0;
+    // Registers holding the current g: r14 under ABIInternal (Go >= 1.17); before that, the
+    // register a prologue loads from TLS (`mov rcx, fs:[-8]`).
+    let mut g_regs: [Register; 2] = [Register::R14, Register::None];
+    let mut prev_was_guard_cmp = false;
+    let mut index = 0usize;
+
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if instr.is_invalid() {
+            return Err(DisasmError::InvalidInstruction { addr: instr.ip() });
+        }
+        if index < PROLOGUE_WINDOW && entry.is_none() {
+            if prev_was_guard_cmp && instr.mnemonic() == Mnemonic::Jbe {
+                entry = Some(instr.ip());
+            }
+            if is_tls_g_load(&instr) {
+                g_regs[1] = instr.op0_register();
+            }
+            prev_was_guard_cmp = is_stackguard_cmp(&instr, &g_regs);
+        }
+        match instr.mnemonic() {
+            // Near return, with or without an immediate. Far returns do not occur in Go code.
+            Mnemonic::Ret => returns.push(instr.ip()),
+            Mnemonic::Jmp => match instr.flow_control() {
+                FlowControl::UnconditionalBranch => {
+                    let target = instr.near_branch_target();
+                    if target < addr || target >= end {
+                        tail_jumps += 1;
+                    }
+                }
+                FlowControl::IndirectBranch => indirect_jumps += 1,
+                _ => {}
+            },
+            _ => {}
+        }
+        index += 1;
+    }
+
+    Ok(ProbeSites {
+        entry: entry.unwrap_or(addr),
+        entry_kind: if entry.is_some() {
+            EntryKind::StackCheckBranch
+        } else {
+            EntryKind::FunctionStart
+        },
+        returns,
+        tail_jumps,
+        indirect_jumps,
+    })
+}
+
+/// `cmp reg, [g+0x10]` (either operand order): the comparison of the stack pointer (or r12, the
+/// would-be stack pointer of a large frame) with `g.stackguard0`.
+fn is_stackguard_cmp(instr: &Instruction, g_regs: &[Register]) -> bool {
+    if instr.mnemonic() != Mnemonic::Cmp || instr.op_count() != 2 {
+        return false;
+    }
+    let (k0, k1) = (instr.op_kind(0), instr.op_kind(1));
+    let reg_and_mem = (k0 == OpKind::Register && k1 == OpKind::Memory)
+        || (k0 == OpKind::Memory && k1 == OpKind::Register);
+    let reg = if k0 == OpKind::Register {
+        instr.op0_register()
+    } else {
+        instr.op1_register()
+    };
+    reg_and_mem
+        && reg.is_gpr64()
+        && g_regs.contains(&instr.memory_base())
+        && instr.memory_base() != Register::None
+        && instr.memory_index() == Register::None
+        && instr.memory_displacement64() == STACKGUARD0
+        && instr.memory_segment() == Register::DS
+}
+
+/// `mov reg, fs:[...]`: how Go before 1.17 (and cgo-less TLS code) loaded g.
+fn is_tls_g_load(instr: &Instruction) -> bool {
+    instr.mnemonic() == Mnemonic::Mov
+        && instr.op_count() == 2
+        && instr.op_kind(0) == OpKind::Register
+        && instr.op_kind(1) == OpKind::Memory
+        && instr.memory_segment() == Register::FS
+        && instr.op0_register().is_gpr64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x480fc0;
+
+    /// A small-frame Go function as Go 1.17+ emits it (bytes from `main.foo`, Go 1.19):
+    /// cmp rsp,[r14+0x10]; jbe morestack; sub rsp,0x18; ... add rsp,0x18; ret;
+    /// morestack: call runtime.morestack_noctxt; jmp start; int3 padding.
+    fn small_frame() -> Vec<u8> {
+        let mut c = vec![0x49, 0x3b, 0x66, 0x10]; // cmp rsp,[r14+0x10]
+        c.extend_from_slice(&[0x76, 0x0c]); // jbe +0x0c (to the morestack call)
+        c.extend_from_slice(&[0x48, 0x83, 0xec, 0x18]); // sub rsp,0x18
+        c.extend_from_slice(&[0x48, 0x01, 0xd8]); // add rax,rbx
+        c.extend_from_slice(&[0x48, 0x83, 0xc4, 0x18]); // add rsp,0x18
+        c.push(0xc3); // ret at +0x11
+        c.extend_from_slice(&[0xe8, 0x00, 0x00, 0x00, 0x00]); // call (morestack) at +0x12
+        c.extend_from_slice(&[0xeb, 0xe7]); // jmp start (at +0x17: 0x19 - 0x19 = 0)
+        c.extend_from_slice(&[0xcc, 0xcc, 0xcc]);
+        c
+    }
+
+    #[test]
+    fn small_frame_prologue() {
+        let code = small_frame();
+        let s = x86_64_sites(&code, BASE).unwrap();
+        assert_eq!(s.entry_kind, EntryKind::StackCheckBranch);
+        assert_eq!(s.entry, BASE + 4);
+        assert_eq!(s.returns, vec![BASE + 0x11]);
+        assert_eq!(s.tail_jumps, 0, "the jump back to the start stays inside");
+    }
+
+    #[test]
+    fn large_frame_prologue_with_r12() {
+        let mut c = vec![0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xfe, 0xff, 0xff]; // lea r12,[rsp-0x200]
+        c.extend_from_slice(&[0x4d, 0x3b, 0x66, 0x10]); // cmp r12,[r14+0x10]
+        c.extend_from_slice(&[0x0f, 0x86, 0x02, 0x00, 0x00, 0x00]); // jbe rel32 (at +0xc)
+        c.push(0xc3);
+        c.extend_from_slice(&[0x90, 0x90]);
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!(
+            (s.entry_kind, s.entry),
+            (EntryKind::StackCheckBranch, BASE + 0xc)
+        );
+        assert_eq!(s.returns, vec![BASE + 0x12]);
+    }
+
+    #[test]
+    fn huge_frame_prologue() {
+        // From `main.big` (20000-byte frame), Go 1.19.
+        let mut c = vec![0x49, 0x89, 0xe4]; // mov r12,rsp
+        c.extend_from_slice(&[0x49, 0x81, 0xec, 0xb8, 0x4d, 0x00, 0x00]); // sub r12,0x4db8
+        c.extend_from_slice(&[0x0f, 0x82, 0x0b, 0x00, 0x00, 0x00]); // jb (must not be taken as the entry)
+        c.extend_from_slice(&[0x4d, 0x3b, 0x66, 0x10]); // cmp r12,[r14+0x10]
+        c.extend_from_slice(&[0x0f, 0x86, 0x01, 0x00, 0x00, 0x00]); // jbe at +0x14
+        c.push(0xc3);
+        c.push(0x90);
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!(
+            (s.entry_kind, s.entry),
+            (EntryKind::StackCheckBranch, BASE + 0x14)
+        );
+        assert_eq!(s.returns.len(), 1);
+    }
+
+    #[test]
+    fn pre_117_tls_prologue() {
+        let mut c = vec![0x64, 0x48, 0x8b, 0x0c, 0x25, 0xf8, 0xff, 0xff, 0xff]; // mov rcx,fs:[-8]
+        c.extend_from_slice(&[0x48, 0x3b, 0x61, 0x10]); // cmp rsp,[rcx+0x10]
+        c.extend_from_slice(&[0x76, 0x01]); // jbe at +0xd
+        c.push(0xc3);
+        c.push(0xcc);
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!(
+            (s.entry_kind, s.entry),
+            (EntryKind::StackCheckBranch, BASE + 0xd)
+        );
+    }
+
+    #[test]
+    fn frameless_leaf() {
+        // imul rax,rbx; inc rax; ret; int3 padding
+        let c = [
+            0x48, 0x0f, 0xaf, 0xc3, 0x48, 0xff, 0xc0, 0xc3, 0xcc, 0xcc, 0xcc, 0xcc,
+        ];
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!((s.entry_kind, s.entry), (EntryKind::FunctionStart, BASE));
+        assert_eq!(s.returns, vec![BASE + 7]);
+    }
+
+    #[test]
+    fn several_returns_including_ret_imm16() {
+        let c = [
+            0x48, 0x85, 0xc0, // test rax,rax
+            0x7c, 0x01, // jl +1
+            0xc3, // ret at +5
+            0x48, 0x85, 0xdb, // test rbx,rbx
+            0x74, 0x03, // je +3
+            0xc2, 0x08, 0x00, // ret 8 at +0xb
+            0xc3, // ret at +0xe
+        ];
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!(s.returns, vec![BASE + 5, BASE + 0xb, BASE + 0xe]);
+        assert_eq!(s.entry_kind, EntryKind::FunctionStart);
+    }
+
+    #[test]
+    fn ret_bytes_inside_other_instructions_are_not_returns() {
+        // mov eax,0xc3c3c3c3; ret — a byte scanner would see five 0xc3s.
+        let c = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3];
+        assert_eq!(x86_64_sites(&c, BASE).unwrap().returns, vec![BASE + 5]);
+    }
+
+    #[test]
+    fn cmp_without_jbe_or_other_guard_is_not_a_stack_check() {
+        // cmp rsp,[r14+0x10]; nop; jbe — not immediately followed.
+        let c = [0x49, 0x3b, 0x66, 0x10, 0x90, 0x76, 0x00, 0xc3];
+        assert_eq!(
+            x86_64_sites(&c, BASE).unwrap().entry_kind,
+            EntryKind::FunctionStart
+        );
+        // cmp rsp,[r14+0x18]; jbe — wrong field.
+        let c = [0x49, 0x3b, 0x66, 0x18, 0x76, 0x00, 0xc3];
+        assert_eq!(
+            x86_64_sites(&c, BASE).unwrap().entry_kind,
+            EntryKind::FunctionStart
+        );
+        // cmp rsp,[rbx+0x10]; jbe — not g.
+        let c = [0x48, 0x3b, 0x63, 0x10, 0x76, 0x00, 0xc3];
+        assert_eq!(
+            x86_64_sites(&c, BASE).unwrap().entry_kind,
+            EntryKind::FunctionStart
+        );
+    }
+
+    #[test]
+    fn tail_and_indirect_jumps_are_counted() {
+        let c = [
+            0xe9, 0x00, 0x10, 0x00, 0x00, // jmp far outside
+            0xeb, 0xf9, // jmp back to start (inside)
+            0xff, 0xe0, // jmp rax
+            0xc3,
+        ];
+        let s = x86_64_sites(&c, BASE).unwrap();
+        assert_eq!((s.tail_jumps, s.indirect_jumps), (1, 1));
+    }
+
+    #[test]
+    fn stack_check_beyond_window_is_ignored() {
+        let mut c = vec![0x90; PROLOGUE_WINDOW];
+        c.extend_from_slice(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x00, 0xc3]);
+        assert_eq!(
+            x86_64_sites(&c, BASE).unwrap().entry_kind,
+            EntryKind::FunctionStart
+        );
+    }
+
+    #[test]
+    fn undecodable_or_truncated_code_fails() {
+        // 0x06 (push es) is invalid in 64-bit mode.
+        assert_eq!(
+            x86_64_sites(&[0x90, 0x06, 0xc3], BASE),
+            Err(DisasmError::InvalidInstruction { addr: BASE + 1 })
+        );
+        // An instruction cut off by the function end.
+        assert_eq!(
+            x86_64_sites(&[0xc3, 0x48, 0x8b], BASE),
+            Err(DisasmError::InvalidInstruction { addr: BASE + 1 })
+        );
+        assert_eq!(
+            x86_64_sites(&[], BASE),
+            Err(DisasmError::Empty { addr: BASE })
+        );
+    }
+
+    #[test]
+    fn arm64_is_reported_unsupported() {
+        assert_eq!(
+            sites(Arch::Aarch64, &[0xc0, 0x03, 0x5f, 0xd6], 0),
+            Err(DisasmError::UnsupportedArch(Arch::Aarch64))
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! `goprobe symbols`: the functions of a binary and how each would be probed.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{BinaryIndex, EntryKind, Function, NameSource, ProbeSites};
+
+/// Longest NAME column we pad to; longer (generic) names overflow their row rather than pushing
+/// every row of the table off the screen.
+const MAX_NAME_WIDTH: usize = 72;
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    name: &'a str,
+    addr: u64,
+    size: u64,
+    source: NameSource,
+    entry_addr: Option<u64>,
+    entry_kind: Option<EntryKind>,
+    entry_file_offset: Option<u64>,
+    ret_count: Option<usize>,
+    ret_addrs: Option<&'a [u64]>,
+    tail_jumps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Write the functions whose name passes `filter`; returns how many were listed.
+pub fn write_symbols(
+    out: &mut dyn Write,
+    index: &BinaryIndex,
+    filter: &dyn Fn(&str) -> bool,
+    json: bool,
+) -> io::Result<usize> {
+    let rows: Vec<(&Function, Result<ProbeSites, String>)> = index
+        .functions
+        .iter()
+        .filter(|f| filter(&f.name))
+        .map(|f| (f, index.probe_sites(f).map_err(|e| e.to_string())))
+        .collect();
+    if json {
+        for (f, sites) in &rows {
+            let ok = sites.as_ref().ok();
+            let row = JsonRow {
+                name: &f.name,
+                addr: f.addr,
+                size: f.size,
+                source: f.source,
+                entry_addr: ok.map(|s| s.entry),
+                entry_kind: ok.map(|s| s.entry_kind),
+                entry_file_offset: ok.and_then(|s| index.vaddr_to_file_offset(s.entry)),
+                ret_count: ok.map(|s| s.returns.len()),
+                ret_addrs: ok.map(|s| s.returns.as_slice()),
+                tail_jumps: ok.map(|s| s.tail_jumps),
+                error: sites.as_ref().err().cloned(),
+            };
+            serde_json::to_writer(&mut *out, &row).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(rows.len());
+    }
+
+    writeln!(out, "{}", header_line(index))?;
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|(f, sites)| {
+            let (entry, rets) = match sites {
+                Ok(s) => {
+                    let what = match s.entry_kind {
+                        EntryKind::StackCheckBranch => "jbe",
+                        EntryKind::FunctionStart => "start",
+                    };
+                    (
+                        format!("+{:#x} {what}", s.entry - f.addr),
+                        s.returns.len().to_string(),
+                    )
+                }
+                Err(_) => ("-".to_string(), "-".to_string()),
+            };
+            [
+                f.name.clone(),
+                format!("{:#x}", f.addr),
+                f.size.to_string(),
+                f.source.as_str().to_string(),
+                entry,
+                rets,
+            ]
+        })
+        .collect();
+    let titles = ["NAME", "ADDRESS", "SIZE", "SOURCE", "ENTRY", "RETS"];
+    let mut widths = titles.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    widths[0] = widths[0].min(MAX_NAME_WIDTH);
+    let write_row = |out: &mut dyn Write, row: [&str; 6]| -> io::Result<()> {
+        // Left-align text columns, right-align numbers.
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {:<w4$}  {:>w5$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+            w5 = widths[5]
+        );
+        writeln!(out, "{}", line.trim_end())
+    };
+    write_row(out, titles)?;
+    for row in &cells {
+        write_row(out, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+    }
+    let failed: Vec<&String> = rows.iter().filter_map(|(_, s)| s.as_ref().err()).collect();
+    if let Some(first) = failed.first() {
+        writeln!(
+            out,
+            "note: no probe sites for {} of these functions ({first})",
+            failed.len()
+        )?;
+    }
+    writeln!(out, "{} functions", rows.len())?;
+    Ok(rows.len())
+}
+
+fn header_line(index: &BinaryIndex) -> String {
+    let (symtab, pclntab) = index.name_counts();
+    let names = match (symtab, pclntab) {
+        (0, _) => "names from .gopclntab (no .symtab)".to_string(),
+        (_, 0) => "names from .symtab".to_string(),
+        (s, p) => format!("names from .symtab ({s}) and .gopclntab ({p})"),
+    };
+    let pcln = index
+        .pclntab_info()
+        .map_or(String::new(), |p| format!(", pclntab {}", p.version));
+    format!(
+        "{}: {}, build id {}, {}, {}, {}{}",
+        index.path.display(),
+        index.go_version.as_deref().unwrap_or("unknown Go version"),
+        index.build_id.as_deref().unwrap_or("none"),
+        index.arch,
+        if index.pie { "PIE" } else { "not PIE" },
+        names,
+        pcln
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testelf::ElfSpec;
+    use super::*;
+
+    fn index(spec: ElfSpec) -> BinaryIndex {
+        BinaryIndex::parse("/bin/synthetic".into(), spec.build()).unwrap()
+    }
+
+    #[test]
+    fn text_table() {
+        let idx = index(ElfSpec {
+            symtab: false,
+            ..ElfSpec::default()
+        });
+        let mut out = Vec::new();
+        let n = write_symbols(&mut out, &idx, &|n| n.starts_with("main."), false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(n, 3);
+        assert_eq!(
+            lines[0],
+            "/bin/synthetic: go1.27.3, build id synthetic-go-build-id, x86-64, not PIE, names from .gopclntab (no .symtab), pclntab go1.20+"
+        );
+        assert_eq!(
+            lines[1],
+            "NAME        ADDRESS  SIZE  SOURCE   ENTRY       RETS"
+        );
+        assert_eq!(
+            lines[2],
+            "main.leaf  0x401000    32  pclntab  +0x0 start     1"
+        );
+        assert_eq!(
+            lines[3],
+            "main.foo   0x401020    64  pclntab  +0x4 jbe       1"
+        );
+        assert_eq!(lines.last(), Some(&"3 functions"));
+    }
+
+    #[test]
+    fn json_lines() {
+        let idx = index(ElfSpec::default());
+        let mut out = Vec::new();
+        let n = write_symbols(&mut out, &idx, &|n| n == "main.foo", true).unwrap();
+        assert_eq!(n, 1);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["name"], "main.foo");
+        assert_eq!(v["addr"], 0x401020);
+        assert_eq!(v["source"], "symtab");
+        assert_eq!(v["entry_kind"], "stack_check_branch");
+        assert_eq!(v["entry_addr"], 0x401024);
+        assert_eq!(v["entry_file_offset"], 0x1024);
+        assert_eq!(v["ret_count"], 1);
+        assert_eq!(v["ret_addrs"], serde_json::json!([0x401031]));
+    }
+
+    #[test]
+    fn undecodable_functions_are_listed_with_a_note() {
+        let idx = index(ElfSpec {
+            machine: object::elf::EM_AARCH64,
+            ..ElfSpec::default()
+        });
+        let mut out = Vec::new();
+        write_symbols(&mut out, &idx, &|_| true, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("note: no probe sites for 3 of these functions (probe sites for arm64 code are not implemented yet)"), "{text}");
+        assert!(text.ends_with("3 functions\n"));
+        let mut out = Vec::new();
+        write_symbols(&mut out, &idx, &|n| n == "main.foo", true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["entry_addr"].is_null() && v["error"].is_string());
+    }
+}

@@ -1,0 +1,3 @@
+module gosymref
+
+go 1.19
