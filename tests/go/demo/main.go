@@ -35,10 +35,14 @@ func lookupUser(id int) int {
 	// Nine lookups in ten hit a "cache" (200-500 µs), one in ten goes to the "database"
 	// (1.5-2 ms): two humps in the latency histogram.
 	jitter := time.Duration(id*7919%4) * 100 * time.Microsecond
+	wait := 200*time.Microsecond + jitter
 	if id%10 == 0 {
-		time.Sleep(1500*time.Microsecond + jitter*5/3)
-	} else {
-		time.Sleep(200*time.Microsecond + jitter)
+		wait = 1500*time.Microsecond + jitter*5/3
+	}
+	// A blocking system call, like real I/O. time.Sleep would do, but on Linux Go rounds short
+	// sleeps up to about 1 ms, which would flatten the histogram.
+	ts := syscall.NsecToTimespec(wait.Nanoseconds())
+	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
 	}
 	return id % 1000
 }
