@@ -131,6 +131,14 @@ struct Job {
     toolchain: Toolchain,
     variant: Variant,
     progs: Vec<String>,
+    /// A program directory with a go.mod of its own (gosymref) is a module of its own, built
+    /// alone from its directory; the rest share the tests/go module and one `go build`.
+    own_module: bool,
+}
+
+/// Whether `tests/go/<prog>` is a Go module of its own.
+fn own_module(prog: &str) -> bool {
+    source_dir().join(prog).join("go.mod").is_file()
 }
 
 /// Builds `only` (or every program) for every matrix entry, two `go build`s at a time (the
@@ -163,11 +171,24 @@ pub fn build(matrix: &Matrix, only: Option<&[&str]>) -> Result<()> {
             eprintln!("build-go: {label}: up to date ({})", progs.join(" "));
             continue;
         }
-        jobs.push(Job {
-            toolchain,
-            variant,
-            progs,
-        });
+        let (separate, shared): (Vec<String>, Vec<String>) =
+            progs.into_iter().partition(|p| own_module(p));
+        for p in separate {
+            jobs.push(Job {
+                toolchain: toolchain.clone(),
+                variant,
+                progs: vec![p],
+                own_module: true,
+            });
+        }
+        if !shared.is_empty() {
+            jobs.push(Job {
+                toolchain,
+                variant,
+                progs: shared,
+                own_module: false,
+            });
+        }
     }
 
     let queue = Mutex::new(jobs);
@@ -210,14 +231,18 @@ fn build_one(job: &Job) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let target = util::root().join("target");
     let mut c = cmd(&job.toolchain.go);
-    // With several packages and -o naming a directory (trailing slash), go build writes one
-    // executable per package into it.
-    c.arg("build")
-        .arg(format!("-o={}/", dir.display()))
-        .args(job.variant.go_flags());
-    c.args(job.progs.iter().map(|p| format!("./{p}")));
-    c.current_dir(source_dir())
-        .env_remove("GOROOT") // each toolchain finds its own from its binary's location
+    c.arg("build").args(job.variant.go_flags());
+    if job.own_module {
+        c.arg(format!("-o={}", dir.join(&job.progs[0]).display()));
+        c.arg(".").current_dir(source_dir().join(&job.progs[0]));
+    } else {
+        // With several packages and -o naming a directory (trailing slash), go build writes
+        // one executable per package into it.
+        c.arg(format!("-o={}/", dir.display()));
+        c.args(job.progs.iter().map(|p| format!("./{p}")));
+        c.current_dir(source_dir());
+    }
+    c.env_remove("GOROOT") // each toolchain finds its own from its binary's location
         .env_remove("GOBIN")
         .env("GOTOOLCHAIN", "local") // never download another Go (there is no network for it)
         .env("GOFLAGS", "-mod=mod")

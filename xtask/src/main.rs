@@ -229,8 +229,14 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     let e2e = e2e_crate_present()?;
     // agent-ebpf only builds for the BPF target (agent/build.rs does that), never for the host.
     let mut unit = util::cargo();
-    unit.args(["test", "--workspace", "--exclude", "agent-ebpf"])
-        .current_dir(util::root());
+    unit.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+    ])
+    .current_dir(util::root());
     if e2e {
         unit.args(["--exclude", "goprobe-e2e"]);
     }
@@ -255,6 +261,7 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
                     "-p",
                     "goprobe-e2e",
                     "--release",
+                    "--no-fail-fast",
                     "--",
                     "--test-threads=1",
                 ])
