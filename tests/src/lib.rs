@@ -161,7 +161,7 @@ impl GoProgram {
         let stdin = child.stdin.take();
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let mut program = Self { pid: child.id(), child, stdin, stdout, stderr };
+        let program = Self { pid: child.id(), child, stdin, stdout, stderr };
         let ready = program
             .stdout
             .wait_for("the program's ready line", Duration::from_secs(20), |l| l.starts_with("ready "))
