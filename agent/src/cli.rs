@@ -37,7 +37,8 @@ pub enum Command {
 pub struct FunclatencyArgs {
     /// What to trace: `go:NAME` (a Go function by its full name, e.g. `fmt.Println`,
     /// `net/http.(*conn).serve`, `main.main.func1`) or `PATH:NAME` (a function of that binary).
-    /// `*` and `?` glob in NAME; with -r, NAME is a regular expression
+    /// `*` and `?` glob over the whole NAME (`*` right after `(` is the literal pointer receiver,
+    /// as in `(*T)`); with -r, NAME is a regular expression
     pub pattern: String,
 
     /// Trace only this process (repeatable). Default: every Go process on the host whose binary
@@ -46,7 +47,12 @@ pub struct FunclatencyArgs {
     pub pids: Vec<u32>,
 
     /// Trace only processes running this binary (now and later)
-    #[arg(short = 'b', long = "binary", value_name = "PATH", conflicts_with = "pids")]
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
     pub binary: Option<PathBuf>,
 
     /// Microsecond histogram (default: nanoseconds)

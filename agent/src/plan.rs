@@ -11,10 +11,15 @@ use crate::inspect::{BinaryIndex, EntryKind, Function};
 pub enum PatternError {
     #[error("pattern {0:?} has no function name: use go:NAME or PATH:NAME, e.g. 'go:main.handle'")]
     NoName(String),
-    #[error("pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')")]
+    #[error(
+        "pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')"
+    )]
     NoPrefix(String),
     #[error("invalid regular expression {pattern:?}: {source}")]
-    Regex { pattern: String, source: regex::Error },
+    Regex {
+        pattern: String,
+        source: regex::Error,
+    },
 }
 
 /// A parsed `go:NAME` / `PATH:NAME` pattern.
@@ -31,7 +36,9 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn parse(raw: &str, regex: bool) -> Result<Self, PatternError> {
-        let (prefix, name) = raw.split_once(':').ok_or_else(|| PatternError::NoPrefix(raw.into()))?;
+        let (prefix, name) = raw
+            .split_once(':')
+            .ok_or_else(|| PatternError::NoPrefix(raw.into()))?;
         if name.is_empty() {
             return Err(PatternError::NoName(raw.into()));
         }
@@ -48,10 +55,27 @@ impl Pattern {
         Self::for_name(name, regex, None, name)
     }
 
-    fn for_name(name: &str, regex: bool, binary: Option<PathBuf>, raw: &str) -> Result<Self, PatternError> {
-        let source = if regex { name.to_string() } else { glob_to_regex(name) };
-        let matcher = Regex::new(&source).map_err(|source| PatternError::Regex { pattern: name.into(), source })?;
-        Ok(Self { raw: raw.into(), name: name.into(), binary, matcher })
+    fn for_name(
+        name: &str,
+        regex: bool,
+        binary: Option<PathBuf>,
+        raw: &str,
+    ) -> Result<Self, PatternError> {
+        let source = if regex {
+            name.to_string()
+        } else {
+            glob_to_regex(name)
+        };
+        let matcher = Regex::new(&source).map_err(|source| PatternError::Regex {
+            pattern: name.into(),
+            source,
+        })?;
+        Ok(Self {
+            raw: raw.into(),
+            name: name.into(),
+            binary,
+            matcher,
+        })
     }
 
     pub fn matches(&self, function: &str) -> bool {
@@ -61,34 +85,50 @@ impl Pattern {
     /// Names that the user may have meant, best first: names containing the pattern's literal
     /// text, then the closest by edit distance.
     pub fn closest<'a>(&self, names: impl Iterator<Item = &'a str>, limit: usize) -> Vec<String> {
-        let literal: String = self.name.chars().filter(|c| !matches!(c, '*' | '?' | '^' | '$')).collect();
+        let literal: String = self
+            .name
+            .chars()
+            .filter(|c| !matches!(c, '*' | '?' | '^' | '$'))
+            .collect();
         let literal_lower = literal.to_lowercase();
         let mut scored: Vec<(f64, &str)> = names
             .map(|name| {
                 let lower = name.to_lowercase();
                 let contains = !literal_lower.is_empty() && lower.contains(&literal_lower);
                 let tail = lower.rsplit(['.', '/']).next().unwrap_or(&lower);
-                let want_tail = literal_lower.rsplit(['.', '/']).next().unwrap_or(&literal_lower);
-                let similarity =
-                    strsim::jaro_winkler(&literal_lower, &lower).max(strsim::jaro_winkler(want_tail, tail) * 0.95);
+                let want_tail = literal_lower
+                    .rsplit(['.', '/'])
+                    .next()
+                    .unwrap_or(&literal_lower);
+                let similarity = strsim::jaro_winkler(&literal_lower, &lower)
+                    .max(strsim::jaro_winkler(want_tail, tail) * 0.95);
                 (similarity + if contains { 1.0 } else { 0.0 }, name)
             })
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         scored.dedup_by(|a, b| a.1 == b.1);
-        scored.into_iter().take(limit).map(|(_, name)| name.to_string()).collect()
+        scored
+            .into_iter()
+            .take(limit)
+            .map(|(_, name)| name.to_string())
+            .collect()
     }
 }
 
 /// Whole-name glob: `*` any run of characters (including `/` and `.`), `?` one character.
+/// A `*` right after `(` is Go's pointer-receiver syntax (`net/http.(*conn).serve`), so it is
+/// taken literally.
 fn glob_to_regex(glob: &str) -> String {
     let mut out = String::from("^");
+    let mut previous = None;
     for c in glob.chars() {
         match c {
+            '*' if previous == Some('(') => out.push_str(r"\*"),
             '*' => out.push_str(".*"),
             '?' => out.push('.'),
             c => out.push_str(&regex::escape(&c.to_string())),
         }
+        previous = Some(c);
     }
     out.push('$');
     out
@@ -120,7 +160,10 @@ pub struct BinaryPlan {
 
 impl BinaryPlan {
     pub fn sites(&self) -> usize {
-        self.functions.iter().map(|f| 1 + f.return_offsets.len()).sum()
+        self.functions
+            .iter()
+            .map(|f| 1 + f.return_offsets.len())
+            .sum()
     }
 }
 
@@ -153,35 +196,50 @@ pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
     for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {
         match plan_function(index, function) {
             Ok(p) => plan.functions.push(p),
-            Err(reason) => plan.refused.push(Refusal { name: function.name.clone(), reason }),
+            Err(reason) => plan.refused.push(Refusal {
+                name: function.name.clone(),
+                reason,
+            }),
         }
     }
     plan
 }
 
 fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPlan, String> {
-    if UNPAIRABLE_RUNTIME.contains(&function.name.as_str()) || function.name.starts_with("runtime.sigtramp") {
-        return Err("switches stacks or runs without a goroutine; entries and returns cannot be paired".into());
+    if UNPAIRABLE_RUNTIME.contains(&function.name.as_str())
+        || function.name.starts_with("runtime.sigtramp")
+    {
+        return Err(
+            "switches stacks or runs without a goroutine; entries and returns cannot be paired"
+                .into(),
+        );
     }
-    let sites = index.probe_sites(function).map_err(|e| format!("cannot decode its machine code: {e}"))?;
+    let sites = index
+        .probe_sites(function)
+        .map_err(|e| format!("cannot decode its machine code: {e}"))?;
     if sites.returns.is_empty() {
         return Err(if sites.tail_jumps > 0 {
-            "it has no RET instruction (it leaves by a tail jump), so its returns cannot be probed".into()
+            "it has no RET instruction (it leaves by a tail jump), so its returns cannot be probed"
+                .into()
         } else {
             "it has no RET instruction (it never returns normally)".into()
         });
     }
     let offset = |vaddr: u64| {
-        index
-            .vaddr_to_file_offset(vaddr)
-            .ok_or_else(|| format!("address {vaddr:#x} is not in an executable segment of the file"))
+        index.vaddr_to_file_offset(vaddr).ok_or_else(|| {
+            format!("address {vaddr:#x} is not in an executable segment of the file")
+        })
     };
     Ok(FunctionPlan {
         name: function.name.clone(),
         addr: function.addr,
         entry_offset: offset(sites.entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
-        return_offsets: sites.returns.iter().map(|&r| offset(r)).collect::<Result<_, _>>()?,
+        return_offsets: sites
+            .returns
+            .iter()
+            .map(|&r| offset(r))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -196,11 +254,20 @@ mod tests {
         assert!(p.matches("fmt.Println"));
         assert!(!p.matches("fmt.Printlnx"));
         let p = Pattern::parse("/usr/bin/caddy:net/http.*", false).unwrap();
-        assert_eq!(p.binary.as_deref(), Some(std::path::Path::new("/usr/bin/caddy")));
+        assert_eq!(
+            p.binary.as_deref(),
+            Some(std::path::Path::new("/usr/bin/caddy"))
+        );
         assert!(p.matches("net/http.(*conn).serve"));
         assert!(!p.matches("xnet/http.foo"));
-        assert!(matches!(Pattern::parse("fmt.Println", false), Err(PatternError::NoPrefix(_))));
-        assert!(matches!(Pattern::parse("go:", false), Err(PatternError::NoName(_))));
+        assert!(matches!(
+            Pattern::parse("fmt.Println", false),
+            Err(PatternError::NoPrefix(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("go:", false),
+            Err(PatternError::NoName(_))
+        ));
     }
 
     #[test]
@@ -208,6 +275,9 @@ mod tests {
         let p = Pattern::parse("go:main.(*T).M", false).unwrap();
         assert!(p.matches("main.(*T).M"));
         assert!(!p.matches("main.(xT).M"));
+        let p = Pattern::parse("go:main.(*T).*", false).unwrap();
+        assert!(p.matches("main.(*T).Method"));
+        assert!(!p.matches("main.T.Method"));
         let p = Pattern::parse("go:main.F[...]", false).unwrap();
         assert!(p.matches("main.F[...]"));
         let p = Pattern::parse("go:main.?un", false).unwrap();
@@ -218,15 +288,29 @@ mod tests {
     fn regex_is_searched() {
         let p = Pattern::parse(r"go:handle\w+", true).unwrap();
         assert!(p.matches("main.handleRequest"));
-        assert!(matches!(Pattern::parse("go:(", true), Err(PatternError::Regex { .. })));
+        assert!(matches!(
+            Pattern::parse("go:(", true),
+            Err(PatternError::Regex { .. })
+        ));
     }
 
     #[test]
     fn suggests_close_names() {
         let p = Pattern::parse("go:main.goprobeE2ECuont", false).unwrap();
-        let names = ["main.goprobeE2ECount", "main.main", "runtime.main", "fmt.Println"];
-        assert_eq!(p.closest(names.into_iter(), 1), vec!["main.goprobeE2ECount".to_string()]);
+        let names = [
+            "main.goprobeE2ECount",
+            "main.main",
+            "runtime.main",
+            "fmt.Println",
+        ];
+        assert_eq!(
+            p.closest(names.into_iter(), 1),
+            vec!["main.goprobeE2ECount".to_string()]
+        );
         let p = Pattern::parse("go:Println", false).unwrap();
-        assert_eq!(p.closest(names.into_iter(), 1), vec!["fmt.Println".to_string()]);
+        assert_eq!(
+            p.closest(names.into_iter(), 1),
+            vec!["fmt.Println".to_string()]
+        );
     }
 }
