@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir.canonicalize()?;
     let root_dir = root_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "agent-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "agent-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(channel),
     )
 }

@@ -16,16 +16,16 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::{map, uprobe},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
-    EbpfContext as _,
 };
-use goprobe_common::{
-    EntryStack, Frame, GoroutineKey, LatencyEvent, MAX_DEPTH, cookie, counter,
-};
+use goprobe_common::{EntryStack, Frame, GoroutineKey, LatencyEvent, MAX_DEPTH, cookie, counter};
 
 /// Open calls per goroutine. An LRU map so a goroutine that exits inside a traced call (its entry
 /// can never be popped) is eventually evicted; user space also sweeps entries of dead processes.
@@ -143,7 +143,11 @@ fn on_entry(ctx: &ProbeContext) {
     };
     // SAFETY: helper without arguments.
     let start_ns = unsafe { bpf_ktime_get_ns() };
-    let new_frame = Frame { start_ns, sp_off, func };
+    let new_frame = Frame {
+        start_ns,
+        sp_off,
+        func,
+    };
 
     if let Some(stack) = GOROUTINES.get_ptr_mut(&key) {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.

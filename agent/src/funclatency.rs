@@ -37,11 +37,15 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
 
     // Everything that can be checked without touching a target is checked before loading BPF.
     let processes = match &selection {
-        Selection::Pids(pids) => pids.iter().map(|&pid| Process::get(pid)).collect::<Result<Vec<_>, _>>()?,
+        Selection::Pids(pids) => pids
+            .iter()
+            .map(|&pid| Process::get(pid))
+            .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
     if let Selection::Binary(path) = &selection {
-        std::fs::File::open(path).with_context(|| format!("cannot read binary {}", path.display()))?;
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot read binary {}", path.display()))?;
     }
 
     let mut tracer = Tracer::new(pattern, mode)?;
@@ -54,9 +58,15 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         Selection::Pids(_) => {
             for process in &processes {
                 tracer.plan(process.binary, &process.exe);
-                if let Some(BinaryState::Skipped { reason, names }) = tracer.binary_state(&process.binary) {
+                if let Some(BinaryState::Skipped { reason, names }) =
+                    tracer.binary_state(&process.binary)
+                {
                     let hint = closest_hint(&tracer.pattern, names);
-                    bail!("PID {} ({}): {reason}{hint}", process.pid, process.exe_name.display());
+                    bail!(
+                        "PID {} ({}): {reason}{hint}",
+                        process.pid,
+                        process.exe_name.display()
+                    );
                 }
                 let attached = tracer.attach(process.binary, &process.exe, Some(process.pid))?;
                 report_attached(verbose, &attached, Some(process.pid), &process.exe_name);
@@ -64,7 +74,8 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             }
         }
         Selection::Binary(path) => {
-            let key = BinaryKey::of(path).with_context(|| format!("cannot read binary {}", path.display()))?;
+            let key = BinaryKey::of(path)
+                .with_context(|| format!("cannot read binary {}", path.display()))?;
             tracer.plan(key, path);
             if let Some(BinaryState::Skipped { reason, names }) = tracer.binary_state(&key) {
                 let hint = closest_hint(&tracer.pattern, names);
@@ -102,7 +113,9 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(event_loop(&mut tracer, &args, &selection, tracked_pids))?;
 
     tracer.detach_all();
@@ -122,7 +135,11 @@ fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Select
         if let Some(other) = &args.binary
             && other != path
         {
-            bail!("the pattern names binary {} but -b names {}: give one", path.display(), other.display());
+            bail!(
+                "the pattern names binary {} but -b names {}: give one",
+                path.display(),
+                other.display()
+            );
         }
         if !args.pids.is_empty() {
             return Ok(Selection::Pids(args.pids.clone()));
@@ -145,9 +162,17 @@ fn closest_hint(pattern: &Pattern, names: &[String]) -> String {
     }
 }
 
-fn report_attached(verbose: bool, attached: &crate::tracer::Attached, pid: Option<u32>, path: &std::path::Path) {
+fn report_attached(
+    verbose: bool,
+    attached: &crate::tracer::Attached,
+    pid: Option<u32>,
+    path: &std::path::Path,
+) {
     if verbose {
-        let whom = pid.map_or_else(|| "every process running".to_string(), |pid| format!("PID {pid}"));
+        let whom = pid.map_or_else(
+            || "every process running".to_string(),
+            |pid| format!("PID {pid}"),
+        );
         eprintln!(
             "goprobe: attached {} functions ({} probe sites) in {whom} {}",
             attached.functions,
@@ -180,7 +205,10 @@ fn scan_host(tracer: &mut Tracer, seen: &mut HashSet<u32>, verbose: bool) -> usi
         match tracer.plan(process.binary, &process.exe) {
             BinaryState::Skipped { reason, .. } => {
                 if verbose {
-                    eprintln!("goprobe: skipping PID {pid} ({}): {reason}", process.exe_name.display());
+                    eprintln!(
+                        "goprobe: skipping PID {pid} ({}): {reason}",
+                        process.exe_name.display()
+                    );
                 }
             }
             BinaryState::Planned { .. } => {
@@ -213,7 +241,9 @@ async fn event_loop(
     let interval = args.interval.map(Duration::from_secs);
     let mut print = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
     print.tick().await; // the first tick is immediate
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
     let until_deadline = async {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -255,7 +285,11 @@ async fn event_loop(
 }
 
 /// Print this interval's histograms (or the whole run's, without -i) and reset them.
-fn print_interval(tracer: &mut Tracer, args: &FunclatencyArgs, elapsed: Option<Duration>) -> anyhow::Result<()> {
+fn print_interval(
+    tracer: &mut Tracer,
+    args: &FunclatencyArgs,
+    elapsed: Option<Duration>,
+) -> anyhow::Result<()> {
     let (histograms, lost) = tracer.take_interval();
     let unit = if args.milliseconds {
         Unit::Milliseconds
@@ -264,13 +298,22 @@ fn print_interval(tracer: &mut Tracer, args: &FunclatencyArgs, elapsed: Option<D
     } else {
         Unit::Nanoseconds
     };
-    let name_of = |func: u32| tracer.functions.get(func).map_or_else(|| format!("func#{func}"), |f| f.name.clone());
+    let name_of = |func: u32| {
+        tracer
+            .functions
+            .get(func)
+            .map_or_else(|| format!("func#{func}"), |f| f.name.clone())
+    };
     let per_function = args.json || args.per_function || tracer.traced_names.len() <= 1;
     let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
     // The row of each function with the most calls carries that function's lost events.
     let mut lost_owner: BTreeMap<u32, ((String, u32), u64)> = BTreeMap::new();
     for ((func, pid), latencies) in histograms {
-        let function = if per_function { name_of(func) } else { tracer.pattern.name.clone() };
+        let function = if per_function {
+            name_of(func)
+        } else {
+            tracer.pattern.name.clone()
+        };
         let key = (function.clone(), pid);
         let row = rows.entry(key.clone()).or_insert_with(|| Row {
             function,

@@ -11,7 +11,7 @@ use aya::{
     },
     sys::{UProbeMultiFeature, is_uprobe_multi_supported},
 };
-use goprobe_common::{GoroutineKey, counter, EntryStack};
+use goprobe_common::{EntryStack, GoroutineKey, counter};
 
 /// Oldest kernel with everything goprobe uses: BPF ring buffer (5.8) and per-attach-point
 /// cookies on perf-event uprobes (5.15).
@@ -34,7 +34,11 @@ pub enum KernelError {
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
     #[error("attaching {sites} probes to {target} failed: {reason}")]
-    Attach { target: String, sites: usize, reason: String },
+    Attach {
+        target: String,
+        sites: usize,
+        reason: String,
+    },
 }
 
 /// How probes are attached: one uprobe_multi link per program and target (kernel >= 6.6), or one
@@ -89,7 +93,9 @@ impl Kernel {
             AttachMode::PerSite => &[ENTRY, RETURN],
         };
         for name in names {
-            program(&mut ebpf, name).load().map_err(|e| load_error(&e))?;
+            program(&mut ebpf, name)
+                .load()
+                .map_err(|e| load_error(&e))?;
         }
         Ok(Self { ebpf, mode })
     }
@@ -148,14 +154,21 @@ impl Kernel {
 
     /// The ring buffer of completed calls; taken once, by the pipeline.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
     }
 
     pub fn counters(&self) -> Counters {
         let mut totals = [0u64; counter::COUNT as usize];
-        let Some(map) = self.ebpf.map("COUNTERS") else { return totals };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return totals };
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return totals;
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return totals;
+        };
         for (index, total) in totals.iter_mut().enumerate() {
             if let Ok(values) = array.get(&(index as u32), 0) {
                 *total = values.iter().sum();
@@ -166,9 +179,16 @@ impl Kernel {
 
     /// Events lost (ring buffer full) per function id, summed over CPUs.
     pub fn lost_by_function(&self) -> HashMap<u32, u64> {
-        let Some(map) = self.ebpf.map("LOST_BY_FUNC") else { return HashMap::new() };
-        let Ok(lost) = PerCpuHashMap::<_, u32, u64>::try_from(map) else { return HashMap::new() };
-        lost.iter().filter_map(Result::ok).map(|(func, values)| (func, values.iter().sum())).collect()
+        let Some(map) = self.ebpf.map("LOST_BY_FUNC") else {
+            return HashMap::new();
+        };
+        let Ok(lost) = PerCpuHashMap::<_, u32, u64>::try_from(map) else {
+            return HashMap::new();
+        };
+        lost.iter()
+            .filter_map(Result::ok)
+            .map(|(func, values)| (func, values.iter().sum()))
+            .collect()
     }
 
     /// Goroutines that are inside a traced call right now, by process.
@@ -187,11 +207,20 @@ impl Kernel {
     /// Drop the open entries of processes for which `keep` is false (they exited); returns how
     /// many were removed. The LRU map would evict them eventually; this keeps it small.
     pub fn sweep_goroutines(&mut self, keep: impl Fn(u32) -> bool) -> usize {
-        let Some(map) = self.ebpf.map_mut("GOROUTINES") else { return 0 };
-        let Ok(mut goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map) else { return 0 };
-        let dead: Vec<GoroutineKey> =
-            goroutines.keys().filter_map(Result::ok).filter(|key| !keep(key.tgid)).collect();
-        dead.iter().filter(|key| goroutines.remove(key).is_ok()).count()
+        let Some(map) = self.ebpf.map_mut("GOROUTINES") else {
+            return 0;
+        };
+        let Ok(mut goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map) else {
+            return 0;
+        };
+        let dead: Vec<GoroutineKey> = goroutines
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !keep(key.tgid))
+            .collect();
+        dead.iter()
+            .filter(|key| goroutines.remove(key).is_ok())
+            .count()
     }
 }
 
@@ -240,9 +269,13 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn check_kernel_version() -> Result<(), KernelError> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let release = release.trim().to_string();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
     match (numbers.next(), numbers.next()) {
-        (Some(major), Some(minor)) if (major, minor) < MIN_KERNEL => Err(KernelError::TooOld { release }),
+        (Some(major), Some(minor)) if (major, minor) < MIN_KERNEL => {
+            Err(KernelError::TooOld { release })
+        }
         _ => Ok(()),
     }
 }
@@ -253,7 +286,9 @@ fn check_privileges() -> Result<(), KernelError> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return Ok(()) };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(());
+    };
     let Some(effective) = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -270,19 +305,32 @@ fn check_privileges() -> Result<(), KernelError> {
 }
 
 fn raise_rlimit(resource: libc::__rlimit_resource_t, want: libc::rlim_t) {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls with a valid pointer.
     unsafe {
         if libc::getrlimit(resource, &mut limit) != 0 {
             return;
         }
-        let target = if want == libc::RLIM_INFINITY { want } else { want.min(limit.rlim_max) };
+        let target = if want == libc::RLIM_INFINITY {
+            want
+        } else {
+            want.min(limit.rlim_max)
+        };
         if limit.rlim_cur >= target && target != libc::RLIM_INFINITY {
             return;
         }
-        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max.max(target) };
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max.max(target),
+        };
         if libc::setrlimit(resource, &raised) != 0 && want != libc::RLIM_INFINITY {
-            let capped = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            let capped = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
             libc::setrlimit(resource, &capped);
         }
     }

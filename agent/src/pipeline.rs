@@ -90,7 +90,10 @@ impl Latencies {
         } else if q >= 1.0 {
             self.max_ns
         } else {
-            self.hdr.value_at_quantile(q).min(self.max_ns).max(self.min_ns)
+            self.hdr
+                .value_at_quantile(q)
+                .min(self.max_ns)
+                .max(self.min_ns)
         }
     }
 
@@ -117,7 +120,11 @@ impl Latencies {
 
 /// bcc's bucket index: floor(log2(v)), with 0 in bucket 0.
 pub fn log2_bucket(v: u64) -> usize {
-    if v == 0 { 0 } else { 63 - v.leading_zeros() as usize }
+    if v == 0 {
+        0
+    } else {
+        63 - v.leading_zeros() as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +162,10 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn record(&mut self, event: &LatencyEvent) {
-        self.histograms.entry((event.func, event.tgid)).or_default().record(event.latency_ns);
+        self.histograms
+            .entry((event.func, event.tgid))
+            .or_default()
+            .record(event.latency_ns);
         self.events += 1;
     }
 
@@ -173,7 +183,8 @@ impl Aggregator {
             if item.len() >= size_of::<LatencyEvent>() {
                 // SAFETY: the kernel side writes exactly a LatencyEvent; read_unaligned copes with
                 // the ring buffer's 8-byte record alignment.
-                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LatencyEvent>()) };
+                let event =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LatencyEvent>()) };
                 self.record(&event);
                 drained += 1;
             }
@@ -201,9 +212,19 @@ mod tests {
     fn aggregates_per_function_and_pid() {
         let mut agg = Aggregator::default();
         for latency_ns in [1_000, 2_000, 3_000, 1_000_000] {
-            agg.record(&LatencyEvent { tgid: 7, func: 1, latency_ns, ..Default::default() });
+            agg.record(&LatencyEvent {
+                tgid: 7,
+                func: 1,
+                latency_ns,
+                ..Default::default()
+            });
         }
-        agg.record(&LatencyEvent { tgid: 8, func: 1, latency_ns: 5, ..Default::default() });
+        agg.record(&LatencyEvent {
+            tgid: 8,
+            func: 1,
+            latency_ns: 5,
+            ..Default::default()
+        });
         let h = agg.take();
         assert_eq!(h.len(), 2);
         let l = &h[&(1, 7)];

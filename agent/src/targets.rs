@@ -2,8 +2,7 @@
 //! /proc. A process's binary is identified by (device, inode), so copies of the same file run by
 //! many processes, or seen through different paths and mount namespaces, are inspected once.
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -30,7 +29,10 @@ pub struct BinaryKey {
 impl BinaryKey {
     pub fn of(path: &Path) -> io::Result<Self> {
         let meta = fs::metadata(path)?;
-        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 }
 
@@ -55,7 +57,9 @@ impl Process {
         let exe = proc_dir.join("exe");
         let exe_name = match fs::read_link(&exe) {
             Ok(path) => path,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TargetError::NoExecutable(pid)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(TargetError::NoExecutable(pid));
+            }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(TargetError::Unreadable { pid, source: e });
             }
@@ -63,9 +67,18 @@ impl Process {
             Err(e) => return Err(TargetError::Unreadable { pid, source: e }),
         };
         let binary = BinaryKey::of(&exe).map_err(|source| {
-            if proc_dir.exists() { TargetError::Unreadable { pid, source } } else { TargetError::NoSuchProcess(pid) }
+            if proc_dir.exists() {
+                TargetError::Unreadable { pid, source }
+            } else {
+                TargetError::NoSuchProcess(pid)
+            }
         })?;
-        Ok(Self { pid, exe, exe_name, binary })
+        Ok(Self {
+            pid,
+            exe,
+            exe_name,
+            binary,
+        })
     }
 }
 
@@ -74,7 +87,10 @@ fn is_thread_not_process(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
-            status.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse::<u32>().ok()))
+            status.lines().find_map(|l| {
+                l.strip_prefix("Tgid:")
+                    .map(|v| v.trim().parse::<u32>().ok())
+            })
         })
         .flatten()
         .is_some_and(|tgid| tgid != pid)
@@ -83,7 +99,9 @@ fn is_thread_not_process(pid: u32) -> bool {
 /// Every process ID on the host, except goprobe's own.
 pub fn all_pids() -> Vec<u32> {
     let me = std::process::id();
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut pids: Vec<u32> = dir
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&pid| pid != me)
@@ -109,9 +127,18 @@ mod tests {
     #[test]
     fn finds_itself_and_rejects_missing() {
         let me = Process::get(std::process::id()).unwrap();
-        assert_eq!(me.binary, BinaryKey::of(&std::env::current_exe().unwrap()).unwrap());
-        assert!(matches!(Process::get(0), Err(TargetError::NoSuchProcess(0))));
-        assert!(matches!(Process::get(u32::MAX - 1), Err(TargetError::NoSuchProcess(_))));
+        assert_eq!(
+            me.binary,
+            BinaryKey::of(&std::env::current_exe().unwrap()).unwrap()
+        );
+        assert!(matches!(
+            Process::get(0),
+            Err(TargetError::NoSuchProcess(0))
+        ));
+        assert!(matches!(
+            Process::get(u32::MAX - 1),
+            Err(TargetError::NoSuchProcess(_))
+        ));
         assert!(is_alive(std::process::id()));
         assert!(!all_pids().contains(&std::process::id()));
     }

@@ -93,17 +93,28 @@ impl Tracer {
                     let reason = if plan.refused.is_empty() {
                         format!("no function matches {:?}", self.pattern.name)
                     } else {
-                        let why: Vec<String> =
-                            plan.refused.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect();
+                        let why: Vec<String> = plan
+                            .refused
+                            .iter()
+                            .map(|r| format!("{}: {}", r.name, r.reason))
+                            .collect();
                         format!("matching functions cannot be traced ({})", why.join("; "))
                     };
-                    BinaryState::Skipped { reason, names: Vec::new() }
+                    BinaryState::Skipped {
+                        reason,
+                        names: Vec::new(),
+                    }
                 }
                 Ok(plan) => {
                     let ids = plan
                         .functions
                         .iter()
-                        .map(|f| self.functions.add(FunctionInfo { name: f.name.clone(), binary: path.to_path_buf() }))
+                        .map(|f| {
+                            self.functions.add(FunctionInfo {
+                                name: f.name.clone(),
+                                binary: path.to_path_buf(),
+                            })
+                        })
                         .collect();
                     BinaryState::Planned { plan, ids }
                 }
@@ -116,21 +127,40 @@ impl Tracer {
 
     /// Attach the planned probes of binary `key`, reached through `path`, for `pid` only or (None)
     /// for every process running that file.
-    pub fn attach(&mut self, key: BinaryKey, path: &Path, pid: Option<u32>) -> Result<Attached, TraceError> {
+    pub fn attach(
+        &mut self,
+        key: BinaryKey,
+        path: &Path,
+        pid: Option<u32>,
+    ) -> Result<Attached, TraceError> {
         let Some(BinaryState::Planned { plan, ids }) = self.binaries.get(&key) else {
-            return Err(TraceError::NoMatch(format!("{} has nothing to trace", path.display())));
+            return Err(TraceError::NoMatch(format!(
+                "{} has nothing to trace",
+                path.display()
+            )));
         };
         let mut entries = Vec::with_capacity(plan.functions.len());
         let mut returns = Vec::new();
         for (function, &id) in plan.functions.iter().zip(ids) {
-            let flags = if function.check_eflags { cookie::CHECK_EFLAGS } else { 0 };
-            entries.push(Site { offset: function.entry_offset, cookie: cookie::encode(id, flags) });
-            returns.extend(
-                function.return_offsets.iter().map(|&offset| Site { offset, cookie: cookie::encode(id, 0) }),
-            );
+            let flags = if function.check_eflags {
+                cookie::CHECK_EFLAGS
+            } else {
+                0
+            };
+            entries.push(Site {
+                offset: function.entry_offset,
+                cookie: cookie::encode(id, flags),
+            });
+            returns.extend(function.return_offsets.iter().map(|&offset| Site {
+                offset,
+                cookie: cookie::encode(id, 0),
+            }));
         }
         let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
-        let attached = Attached { functions: plan.functions.len(), sites: entries.len() + returns.len() };
+        let attached = Attached {
+            functions: plan.functions.len(),
+            sites: entries.len() + returns.len(),
+        };
         let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
         self.attachments.push(attachment);
         self.traced_names.extend(names);
@@ -171,7 +201,9 @@ impl Tracer {
     /// All function names of skipped Go binaries and planned ones, for "did you mean".
     pub fn suggestions(&self, limit: usize) -> Vec<String> {
         let names = self.binaries.values().flat_map(|state| match state {
-            BinaryState::Skipped { names, .. } => names.iter().map(String::as_str).collect::<Vec<_>>(),
+            BinaryState::Skipped { names, .. } => {
+                names.iter().map(String::as_str).collect::<Vec<_>>()
+            }
             BinaryState::Planned { .. } => Vec::new(),
         });
         self.pattern.closest(names, limit)

@@ -7,16 +7,28 @@ use goprobe_e2e::run_goprobe;
 fn check_snapshot(name: &str, args: &[&str]) {
     let out = run_goprobe(args);
     assert!(out.status.success(), "{args:?}: {}", out.stderr);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(name);
     // Reader threads collect lines; compare with a trailing newline as the file keeps it.
     let actual = format!("{}\n", out.stdout.trim_end());
     if std::env::var_os("GOPROBE_UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (GOPROBE_UPDATE_SNAPSHOTS=1 writes it)", path.display()));
-    assert_eq!(actual, expected, "`goprobe {}` changed; if intended, update {}", args.join(" "), path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (GOPROBE_UPDATE_SNAPSHOTS=1 writes it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "`goprobe {}` changed; if intended, update {}",
+        args.join(" "),
+        path.display()
+    );
 }
 
 #[test]

@@ -4,14 +4,33 @@ use std::time::Duration;
 use goprobe_e2e::{Finished, GoProgram, goprobe_bin, matrix, run_goprobe};
 
 fn assert_one_line_error(out: &Finished, expect: &[&str]) {
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {}", out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code; stderr: {}",
+        out.stderr
+    );
     let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want exactly one line on stderr, got: {}", out.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "want exactly one line on stderr, got: {}",
+        out.stderr
+    );
     assert!(lines[0].starts_with("goprobe: "), "{}", lines[0]);
     for needle in expect {
-        assert!(lines[0].contains(needle), "{:?} not in {:?}", needle, lines[0]);
+        assert!(
+            lines[0].contains(needle),
+            "{:?} not in {:?}",
+            needle,
+            lines[0]
+        );
     }
-    assert!(!out.stdout.contains("Tracing"), "nothing may be traced: {}", out.stdout);
+    assert!(
+        !out.stdout.contains("Tracing"),
+        "nothing may be traced: {}",
+        out.stdout
+    );
 }
 
 /// A PID that cannot exist (above the kernel's pid_max).
@@ -26,7 +45,10 @@ fn not_a_go_binary() {
     let out = run_goprobe(&["funclatency", "-b", "/bin/true", "go:main.main"]);
     assert_one_line_error(&out, &["/bin/true", "not a Go binary"]);
     // Same through a PID: a process running a non-Go binary is left alone.
-    let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let pid = sleeper.id().to_string();
     let out = run_goprobe(&["funclatency", "-p", &pid, "go:main.main"]);
     let _ = sleeper.kill();
@@ -38,15 +60,24 @@ fn not_a_go_binary() {
 fn nothing_matches_suggests_closest_names() {
     let build = &matrix()[0];
     let program = build.program("count");
-    let out = run_goprobe(&["funclatency", "-b", program.to_str().unwrap(), "go:main.goprobeE2ECuont"]);
-    assert_one_line_error(&out, &["no function matches", "closest names: main.goprobeE2ECount"]);
+    let out = run_goprobe(&[
+        "funclatency",
+        "-b",
+        program.to_str().unwrap(),
+        "go:main.goprobeE2ECuont",
+    ]);
+    assert_one_line_error(
+        &out,
+        &["no function matches", "closest names: main.goprobeE2ECount"],
+    );
     // And the target process keeps running untouched.
     let mut go = GoProgram::start(&program, &["-n", "1000"], &[]);
     let pid = go.pid.to_string();
     let out = run_goprobe(&["funclatency", "-p", &pid, "go:main.goprobeE2ECuont"]);
     assert_one_line_error(&out, &["no function matches", "main.goprobeE2ECount"]);
     go.go();
-    go.finish(Duration::from_secs(30)).expect("the target must run on normally");
+    go.finish(Duration::from_secs(30))
+        .expect("the target must run on normally");
 }
 
 #[test]
@@ -59,7 +90,12 @@ fn bad_pattern() {
 
 #[test]
 fn not_a_file() {
-    let out = run_goprobe(&["funclatency", "-b", "/nonexistent/goprobe-e2e", "go:main.main"]);
+    let out = run_goprobe(&[
+        "funclatency",
+        "-b",
+        "/nonexistent/goprobe-e2e",
+        "go:main.main",
+    ]);
     assert_one_line_error(&out, &["cannot read binary /nonexistent/goprobe-e2e"]);
 }
 
@@ -68,7 +104,9 @@ fn not_a_file() {
 fn not_permitted_to_load_bpf() {
     let build = &matrix()[0];
     let program = build.program("count");
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     let Some(setpriv) = setpriv else {
         eprintln!("skipped: setpriv (util-linux) is not installed");
         return;
@@ -84,9 +122,20 @@ fn not_permitted_to_load_bpf() {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = std::process::Command::new(setpriv)
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(&goprobe_copy)
-        .args(["funclatency", "-b", program_copy.to_str().unwrap(), "go:main.goprobeE2ECount"])
+        .args([
+            "funclatency",
+            "-b",
+            program_copy.to_str().unwrap(),
+            "go:main.goprobeE2ECount",
+        ])
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

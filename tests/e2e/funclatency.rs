@@ -10,8 +10,13 @@ use goprobe_e2e::{
 #[test]
 fn exact_counts() {
     for_each_build(&matrix(), |build| {
-        let (truth, out) =
-            trace_program(&build.program("count"), &[], &[], &[], "go:main.goprobeE2ECount")?;
+        let (truth, out) = trace_program(
+            &build.program("count"),
+            &[],
+            &[],
+            &[],
+            "go:main.goprobeE2ECount",
+        )?;
         let lines = out.json();
         let h = histogram_of(&lines, "main.goprobeE2ECount", pid_of(&lines)?)
             .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
@@ -20,8 +25,16 @@ fn exact_counts() {
         check_eq("count", u64_field(h, "count"), calls)?;
         check_eq("lost", u64_field(h, "lost"), 0)?;
         let counters = out.counters();
-        check_eq("returns_unpaired", counters["returns_unpaired"].as_u64().unwrap(), 0)?;
-        check_eq("open goroutines left", counters["open_goroutines"].as_u64().unwrap(), 0)
+        check_eq(
+            "returns_unpaired",
+            counters["returns_unpaired"].as_u64().unwrap(),
+            0,
+        )?;
+        check_eq(
+            "open goroutines left",
+            counters["open_goroutines"].as_u64().unwrap(),
+            0,
+        )
     });
 }
 
@@ -30,8 +43,13 @@ fn exact_counts() {
 #[test]
 fn goroutine_keyed_latency() {
     for_each_build(&matrix(), |build| {
-        let (truth, out) =
-            trace_program(&build.program("sleep"), &[], &[], &[], "go:main.goprobeE2ESleep")?;
+        let (truth, out) = trace_program(
+            &build.program("sleep"),
+            &[],
+            &[],
+            &[],
+            "go:main.goprobeE2ESleep",
+        )?;
         let lines = out.json();
         let h = histogram_of(&lines, "main.goprobeE2ESleep", pid_of(&lines)?)
             .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
@@ -42,7 +60,9 @@ fn goroutine_keyed_latency() {
         }
         let min = u64_field(h, "min_ns");
         if min < 5_000_000 {
-            return Err(format!("a 5 ms sleep measured {min} ns: entries paired with the wrong return"));
+            return Err(format!(
+                "a 5 ms sleep measured {min} ns: entries paired with the wrong return"
+            ));
         }
         Ok(())
     });
@@ -53,13 +73,22 @@ fn goroutine_keyed_latency() {
 #[test]
 fn target_survives_stack_growth() {
     for_each_build(&matrix(), |build| {
-        let (truth, out) =
-            trace_program(&build.program("recurse"), &[], &[], &[], "go:main.goprobeE2ERecurse")?;
+        let (truth, out) = trace_program(
+            &build.program("recurse"),
+            &[],
+            &[],
+            &[],
+            "go:main.goprobeE2ERecurse",
+        )?;
         let lines = out.json();
         let h = histogram_of(&lines, "main.goprobeE2ERecurse", pid_of(&lines)?)
             .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
         check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
-        check_eq("returns_unpaired", out.counters()["returns_unpaired"].as_u64().unwrap(), 0)
+        check_eq(
+            "returns_unpaired",
+            out.counters()["returns_unpaired"].as_u64().unwrap(),
+            0,
+        )
     });
 }
 
@@ -82,7 +111,9 @@ fn morestack_counted_once() {
         check_eq("count", u64_field(h, "count"), calls)?;
         let skipped = out.counters()["morestack_skipped"].as_u64().unwrap();
         if skipped < calls / 2 {
-            return Err(format!("only {skipped} of {calls} calls took the morestack path: the test proves nothing"));
+            return Err(format!(
+                "only {skipped} of {calls} calls took the morestack path: the test proves nothing"
+            ));
         }
         Ok(())
     });
@@ -106,9 +137,11 @@ fn host_wide_finds_running_and_new_processes() {
     let mut later = GoProgram::start(&copy, &[], &[]);
     probe
         .stderr
-        .wait_for("goprobe to attach to the new process", Duration::from_secs(20), |l| {
-            l.contains("attached") && l.contains(&format!("PID {}", later.pid))
-        })
+        .wait_for(
+            "goprobe to attach to the new process",
+            Duration::from_secs(20),
+            |l| l.contains("attached") && l.contains(&format!("PID {}", later.pid)),
+        )
         .unwrap();
     running.go();
     later.go();
@@ -123,7 +156,11 @@ fn host_wide_finds_running_and_new_processes() {
     for (pid, truth) in [(pid1, truth1), (pid2, truth2)] {
         let h = histogram_of(&lines, "main.goprobeE2EHostwide", pid)
             .unwrap_or_else(|| panic!("no histogram for PID {pid}: {}", out.stdout));
-        assert_eq!(u64_field(h, "count"), u64_field(&truth, "calls"), "PID {pid}");
+        assert_eq!(
+            u64_field(h, "count"),
+            u64_field(&truth, "calls"),
+            "PID {pid}"
+        );
     }
 }
 
@@ -134,23 +171,49 @@ fn text_output_has_bcc_layout() {
     let build = &matrix()[0];
     let mut go = GoProgram::start(&build.program("sleep"), &["-n", "5", "-g", "4"], &[]);
     let pid = go.pid.to_string();
-    let mut probe = Goprobe::start(&["funclatency", "-u", "-T", "-p", &pid, "go:main.goprobeE2ESleep"]);
+    let mut probe = Goprobe::start(&[
+        "funclatency",
+        "-u",
+        "-T",
+        "-p",
+        &pid,
+        "go:main.goprobeE2ESleep",
+    ]);
     let banner = probe.wait_tracing().unwrap();
-    assert_eq!(banner, "Tracing 1 functions for \"go:main.goprobeE2ESleep\"... Hit Ctrl-C to end.");
+    assert_eq!(
+        banner,
+        "Tracing 1 functions for \"go:main.goprobeE2ESleep\"... Hit Ctrl-C to end."
+    );
     go.go();
     let truth = go.finish(Duration::from_secs(60)).unwrap();
     let out = probe.wait(Duration::from_secs(30));
     assert!(out.status.success(), "{}", out.stderr);
     let text = &out.stdout;
-    assert!(text.contains(&format!("Function = main.goprobeE2ESleep [{pid}]")), "{text}");
-    assert!(text.contains("     usecs               : count     distribution"), "{text}");
+    assert!(
+        text.contains(&format!("Function = main.goprobeE2ESleep [{pid}]")),
+        "{text}"
+    );
+    assert!(
+        text.contains("     usecs               : count     distribution"),
+        "{text}"
+    );
     // Most 5 ms sleeps land in 4096..8191 us (a busy scheduler can delay a few past 8 ms).
     assert!(text.contains("      4096 -> 8191       : "), "{text}");
     let calls = u64_field(&truth, "calls");
     let bucket_sum: u64 = text
         .lines()
         .filter(|l| l.contains(" -> "))
-        .map(|l| l.split(':').nth(1).unwrap().split('|').next().unwrap().trim().parse::<u64>().unwrap())
+        .map(|l| {
+            l.split(':')
+                .nth(1)
+                .unwrap()
+                .split('|')
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum();
     assert_eq!(bucket_sum, calls, "{text}");
     assert!(text.contains(&format!(", count: {calls}\n")), "{text}");
@@ -163,22 +226,44 @@ fn text_output_has_bcc_layout() {
 #[test]
 fn intervals_and_sigterm() {
     let build = &matrix()[0];
-    let mut go = GoProgram::start(&build.program("sleep"), &["-n", "200", "-g", "2", "-ms", "10"], &[]);
+    let mut go = GoProgram::start(
+        &build.program("sleep"),
+        &["-n", "200", "-g", "2", "-ms", "10"],
+        &[],
+    );
     let pid = go.pid.to_string();
-    let mut probe = Goprobe::start(&["funclatency", "--json", "-i", "1", "-p", &pid, "go:main.goprobeE2ESleep"]);
+    let mut probe = Goprobe::start(&[
+        "funclatency",
+        "--json",
+        "-i",
+        "1",
+        "-p",
+        &pid,
+        "go:main.goprobeE2ESleep",
+    ]);
     probe.wait_tracing().unwrap();
     go.go();
     std::thread::sleep(Duration::from_millis(3500));
     let out = probe.signal(libc::SIGTERM);
     assert!(out.status.success(), "{}", out.stderr);
     let lines = out.json();
-    assert!(lines.len() >= 3, "expected one line per interval: {}", out.stdout);
+    assert!(
+        lines.len() >= 3,
+        "expected one line per interval: {}",
+        out.stdout
+    );
     for line in &lines[..lines.len() - 1] {
         let interval = line["interval_s"].as_f64().unwrap();
-        assert!((0.8..1.5).contains(&interval), "interval {interval}: {line}");
+        assert!(
+            (0.8..1.5).contains(&interval),
+            "interval {interval}: {line}"
+        );
         let count = u64_field(line, "count");
         // 2 goroutines sleeping 10 ms: ~200 calls per second.
-        assert!((100..=210).contains(&count), "count {count} in a 1 s interval: {line}");
+        assert!(
+            (100..=210).contains(&count),
+            "count {count} in a 1 s interval: {line}"
+        );
     }
     drop(go);
 }
@@ -192,5 +277,9 @@ fn pid_of(lines: &[serde_json::Value]) -> Result<u32, String> {
 }
 
 fn check_eq(what: &str, got: u64, want: u64) -> Result<(), String> {
-    if got == want { Ok(()) } else { Err(format!("{what}: got {got}, want {want}")) }
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got}, want {want}"))
+    }
 }

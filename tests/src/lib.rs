@@ -45,8 +45,15 @@ impl std::fmt::Display for Build {
 
 impl Build {
     pub fn program(&self, name: &str) -> PathBuf {
-        let path = env_path("GOPROBE_GO_PROGRAMS").join(&self.go).join(&self.variant).join(name);
-        assert!(path.exists(), "{} is missing: `cargo xtask build` builds it", path.display());
+        let path = env_path("GOPROBE_GO_PROGRAMS")
+            .join(&self.go)
+            .join(&self.variant)
+            .join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: `cargo xtask build` builds it",
+            path.display()
+        );
         path
     }
 }
@@ -59,15 +66,23 @@ pub fn matrix() -> Vec<Build> {
     spec.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let (go, variant) = s.split_once('/').unwrap_or_else(|| panic!("bad matrix entry {s:?}"));
-            Build { go: go.into(), variant: variant.into() }
+            let (go, variant) = s
+                .split_once('/')
+                .unwrap_or_else(|| panic!("bad matrix entry {s:?}"));
+            Build {
+                go: go.into(),
+                variant: variant.into(),
+            }
         })
         .collect()
 }
 
 /// Builds of one variant, or all when none has it.
 pub fn builds_with_variant(variant: &str) -> Vec<Build> {
-    matrix().into_iter().filter(|b| b.variant == variant).collect()
+    matrix()
+        .into_iter()
+        .filter(|b| b.variant == variant)
+        .collect()
 }
 
 /// Run `check` for every build; panic at the end listing every failure.
@@ -95,7 +110,13 @@ pub fn for_each_build(builds: &[Build], mut check: impl FnMut(&Build) -> Result<
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} builds failed:\n{}", failures.len(), builds.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} builds failed:\n{}",
+        failures.len(),
+        builds.len(),
+        failures.join("\n")
+    );
 }
 
 /// Lines a child wrote, collected by a reader thread so that the child never blocks on a pipe.
@@ -124,14 +145,22 @@ impl Lines {
     }
 
     /// Wait until a line satisfies `pred`; return it.
-    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, String> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.snapshot().into_iter().find(|l| pred(l)) {
                 return Ok(line);
             }
             if Instant::now() > deadline {
-                return Err(format!("timed out after {timeout:?} waiting for {what}; got:\n{}", self.text()));
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what}; got:\n{}",
+                    self.text()
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -161,10 +190,18 @@ impl GoProgram {
         let stdin = child.stdin.take();
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let program = Self { pid: child.id(), child, stdin, stdout, stderr };
+        let program = Self {
+            pid: child.id(),
+            child,
+            stdin,
+            stdout,
+            stderr,
+        };
         let ready = program
             .stdout
-            .wait_for("the program's ready line", Duration::from_secs(20), |l| l.starts_with("ready "))
+            .wait_for("the program's ready line", Duration::from_secs(20), |l| {
+                l.starts_with("ready ")
+            })
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(ready, format!("ready {}", program.pid));
         program
@@ -184,7 +221,10 @@ impl GoProgram {
             .ok_or_else(|| format!("the Go program did not finish within {timeout:?}"))?;
         thread::sleep(Duration::from_millis(50)); // let the reader threads catch the last lines
         if !status.success() {
-            return Err(format!("the Go program failed ({status}): {}", self.stderr.text()));
+            return Err(format!(
+                "the Go program failed ({status}): {}",
+                self.stderr.text()
+            ));
         }
         let truth = self
             .stdout
@@ -192,7 +232,12 @@ impl GoProgram {
             .into_iter()
             .rev()
             .find(|l| l.starts_with('{'))
-            .ok_or_else(|| format!("no ground-truth line in the Go program's output: {}", self.stdout.text()))?;
+            .ok_or_else(|| {
+                format!(
+                    "no ground-truth line in the Go program's output: {}",
+                    self.stdout.text()
+                )
+            })?;
         serde_json::from_str(&truth).map_err(|e| format!("bad ground truth {truth:?}: {e}"))
     }
 }
@@ -251,7 +296,11 @@ impl Goprobe {
             .expect("cannot start goprobe");
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        Self { child, stdout, stderr }
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     /// Wait for the "Tracing N functions" banner (stdout, or stderr with --json); the probes are
@@ -260,16 +309,26 @@ impl Goprobe {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for lines in [&self.stdout, &self.stderr] {
-                if let Some(l) = lines.snapshot().into_iter().find(|l| l.starts_with("Tracing ")) {
+                if let Some(l) = lines
+                    .snapshot()
+                    .into_iter()
+                    .find(|l| l.starts_with("Tracing "))
+                {
                     return Ok(l);
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 thread::sleep(Duration::from_millis(50));
-                return Err(format!("goprobe exited ({status}) before tracing: {}", self.stderr.text()));
+                return Err(format!(
+                    "goprobe exited ({status}) before tracing: {}",
+                    self.stderr.text()
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("goprobe did not start tracing: {}", self.stderr.text()));
+                return Err(format!(
+                    "goprobe did not start tracing: {}",
+                    self.stderr.text()
+                ));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -293,10 +352,17 @@ impl Goprobe {
     pub fn wait(mut self, timeout: Duration) -> Finished {
         let status = wait_timeout(&mut self.child, timeout).unwrap_or_else(|| {
             let _ = self.child.kill();
-            panic!("goprobe did not exit within {timeout:?}; stderr: {}", self.stderr.text())
+            panic!(
+                "goprobe did not exit within {timeout:?}; stderr: {}",
+                self.stderr.text()
+            )
         });
         thread::sleep(Duration::from_millis(100));
-        Finished { status, stdout: self.stdout.text(), stderr: self.stderr.text() }
+        Finished {
+            status,
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
     }
 }
 
@@ -327,11 +393,15 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 /// The JSON object of `function` in `pid`, merged over intervals (there is one without -i).
 pub fn histogram_of<'a>(lines: &'a [Value], function: &str, pid: u32) -> Option<&'a Value> {
-    lines.iter().find(|v| v["function"] == function && v["pid"] == pid)
+    lines
+        .iter()
+        .find(|v| v["function"] == function && v["pid"] == pid)
 }
 
 pub fn u64_field(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("no integer {field} in {v}"))
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no integer {field} in {v}"))
 }
 
 /// Trace one Go program from start to finish with `goprobe funclatency --json -p PID`, and return
@@ -355,7 +425,10 @@ pub fn trace_program(
     // With -p, goprobe ends by itself once the traced process has exited.
     let finished = probe.wait(Duration::from_secs(30));
     if !finished.status.success() {
-        return Err(format!("goprobe failed ({}): {}", finished.status, finished.stderr));
+        return Err(format!(
+            "goprobe failed ({}): {}",
+            finished.status, finished.stderr
+        ));
     }
     Ok((truth, finished))
 }

@@ -36,7 +36,11 @@ struct Line<'a> {
 }
 
 pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
-    let time = report.time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let time = report
+        .time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     for row in &report.rows {
         let l = &row.latencies;
         let buckets = l
@@ -46,7 +50,11 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .filter(|(_, c)| **c > 0)
             .map(|(i, &count)| {
                 let low = if i == 0 { 0 } else { 1u64 << i };
-                let high = if i == 63 { u64::MAX } else { (1u64 << (i + 1)) - 1 };
+                let high = if i == 63 {
+                    u64::MAX
+                } else {
+                    (1u64 << (i + 1)) - 1
+                };
                 Bucket { low, high, count }
             })
             .collect();

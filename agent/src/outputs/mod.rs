@@ -32,7 +32,10 @@ pub struct Report {
 
 /// `HH:MM:SS` in local time, like bcc's `strftime("%H:%M:%S")`.
 pub fn clock_time(time: SystemTime) -> String {
-    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as libc::time_t;
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as libc::time_t;
     // SAFETY: localtime_r writes into the provided struct.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };

@@ -13,7 +13,11 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for row in &report.rows {
         writeln!(out)?;
         writeln!(out, "Function = {} [{}]", row.function, row.pid)?;
-        write_log2_table(out, &row.latencies.log2_in(report.unit), report.unit.label())?;
+        write_log2_table(
+            out,
+            &row.latencies.log2_in(report.unit),
+            report.unit.label(),
+        )?;
         write_summary(out, &row.latencies, report)?;
         if row.lost > 0 {
             writeln!(out, "lost = {} events (ring buffer full)", row.lost)?;
@@ -21,7 +25,11 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     }
     if report.lost > 0 {
         writeln!(out)?;
-        writeln!(out, "lost = {} events in total (ring buffer full: events dropped, target not slowed)", report.lost)?;
+        writeln!(
+            out,
+            "lost = {} events in total (ring buffer full: events dropped, target not slowed)",
+            report.lost
+        )?;
     }
     out.flush()
 }
@@ -31,7 +39,13 @@ fn write_summary(out: &mut dyn Write, l: &Latencies, report: &Report) -> io::Res
     let d = unit.divisor();
     let label = unit.label();
     writeln!(out)?;
-    writeln!(out, "avg = {} {label}, total: {} {label}, count: {}", l.avg_ns() / d, l.sum_ns / d, l.count)?;
+    writeln!(
+        out,
+        "avg = {} {label}, total: {} {label}, count: {}",
+        l.avg_ns() / d,
+        l.sum_ns / d,
+        l.count
+    )?;
     if l.count > 0 {
         writeln!(
             out,
@@ -54,21 +68,37 @@ pub fn write_log2_table(out: &mut dyn Write, buckets: &[u64; 64], label: &str) -
     };
     let val_max = buckets.iter().copied().max().unwrap_or(0);
     let narrow = idx_max <= 32;
-    let (pad, label_width, width, stars) = if narrow { (5, 19, 10, 40) } else { (15, 29, 20, 20) };
-    writeln!(out, "{:pad$}{label:<label_width$} : count     distribution", "")?;
+    let (pad, label_width, width, stars) = if narrow {
+        (5, 19, 10, 40)
+    } else {
+        (15, 29, 20, 20)
+    };
+    writeln!(
+        out,
+        "{:pad$}{label:<label_width$} : count     distribution",
+        ""
+    )?;
     for (i, &count) in buckets.iter().enumerate().take(idx_max + 1) {
         let mut low = (1u128 << (i + 1)) >> 1;
         let high = (1u128 << (i + 1)) - 1;
         if low == high {
             low -= 1;
         }
-        writeln!(out, "{low:>width$} -> {high:<width$} : {count:<8} |{}|", star_bar(count, val_max, stars))?;
+        writeln!(
+            out,
+            "{low:>width$} -> {high:<width$} : {count:<8} |{}|",
+            star_bar(count, val_max, stars)
+        )?;
     }
     Ok(())
 }
 
 fn star_bar(count: u64, max: u64, width: usize) -> String {
-    let stars = if max == 0 { 0 } else { (count.min(max) as u128 * width as u128 / max as u128) as usize };
+    let stars = if max == 0 {
+        0
+    } else {
+        (count.min(max) as u128 * width as u128 / max as u128) as usize
+    };
     let mut bar = "*".repeat(stars);
     bar.push_str(&" ".repeat(width - stars));
     bar
