@@ -47,7 +47,10 @@ pub fn x86_64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> {
     if code.is_empty() {
         return Err(DisasmError::Empty { addr });
     }
-    let end = addr.saturating_add(code.len() as u64);
+    // Addresses come from the file; a range that wraps around the address space is not code.
+    let end = addr
+        .checked_add(code.len() as u64)
+        .ok_or(DisasmError::NoCode { addr })?;
     let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
     let mut instr = Instruction::default();
     let mut entry = None;

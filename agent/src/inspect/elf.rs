@@ -6,14 +6,13 @@
 //! index out of range.
 
 use object::{
-    elf,
+    Endianness, elf,
     read::elf::{
         FileHeader, ProgramHeader, Rela as _, SectionHeader, SectionTable, Sym as _, SymbolTable,
     },
-    Endianness,
 };
 
-use super::pclntab::{self, read_uint, Pclntab};
+use super::pclntab::{self, Pclntab, read_uint};
 
 type Header = elf::FileHeader64<Endianness>;
 
@@ -152,7 +151,7 @@ impl<'a> Elf<'a> {
                 elf::PT_LOAD => {
                     return Err(ElfError::Malformed(
                         "ELF program headers: PT_LOAD beyond end of file".into(),
-                    ))
+                    ));
                 }
                 elf::PT_NOTE if in_file => notes.push((offset, filesz, ph.p_align(endian))),
                 _ => {}
@@ -231,10 +230,10 @@ impl<'a> Elf<'a> {
             if !self.in_executable(addr) {
                 continue;
             }
-            if let Ok(name) = sym.name(self.endian, strings) {
-                if !name.is_empty() {
-                    out.push((name, addr, sym.st_size(self.endian)));
-                }
+            if let Ok(name) = sym.name(self.endian, strings)
+                && !name.is_empty()
+            {
+                out.push((name, addr, sym.st_size(self.endian)));
             }
         }
         out
@@ -309,12 +308,13 @@ impl<'a> Elf<'a> {
             let mut at = (seg.vaddr.wrapping_neg() % 4) as usize;
             while at + 16 <= bytes.len() {
                 let cand = &bytes[at..];
-                if pclntab::looks_like_header(cand) {
-                    if let Ok(t) = Pclntab::parse(cand) {
-                        if !t.is_empty() && t.functions(0).is_ok() {
-                            return Some((seg.vaddr + at as u64, cand, PclntabSource::Scan));
-                        }
-                    }
+                if pclntab::looks_like_header(cand)
+                    && let Ok(t) = Pclntab::parse(cand)
+                    && !t.is_empty()
+                    && t.functions(0).is_ok()
+                {
+                    // p_vaddr is untrusted: wrap rather than overflow; a bogus address only fails later.
+                    return Some((seg.vaddr.wrapping_add(at as u64), cand, PclntabSource::Scan));
                 }
                 at += 4;
             }
@@ -371,8 +371,8 @@ impl<'a> Elf<'a> {
             let mut at = (seg.vaddr.wrapping_neg() % step) as usize;
             while at + usize::from(ptr) <= bytes.len() {
                 if read_uint(bytes, at, usize::from(ptr), self.big_endian()) == Some(pcln_vaddr) {
-                    let md = seg.vaddr + at as u64;
-                    if let Some(text) = check(&|i| self.read_word(md + i * step, ptr)) {
+                    let md = seg.vaddr.wrapping_add(at as u64);
+                    if let Some(text) = check(&|i| self.read_word(md.checked_add(i * step)?, ptr)) {
                         return Some(text);
                     }
                 }
@@ -389,10 +389,10 @@ impl<'a> Elf<'a> {
             }
         };
         for &(md, addend) in &relocs {
-            if addend == pcln_vaddr {
-                if let Some(text) = check(&|i| word_at(md + i * step)) {
-                    return Some(text);
-                }
+            if addend == pcln_vaddr
+                && let Some(text) = check(&|i| word_at(md.checked_add(i * step)?))
+            {
+                return Some(text);
             }
         }
         None

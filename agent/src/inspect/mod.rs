@@ -5,6 +5,10 @@
 //! Everything here reads untrusted files: errors are values, never panics, and no allocation is
 //! sized by a header field that the file could not back.
 
+// A library-style API inside the goprobe binary: not every accessor has a caller in every build
+// (the integration tests compile this module on its own), and unused ones are not dead weight.
+#![allow(dead_code)]
+
 pub mod disasm;
 pub mod elf;
 pub mod pclntab;
@@ -301,13 +305,13 @@ fn parse_image(path: &Path, data: &[u8]) -> Result<Parsed, InspectError> {
         Err(elf::ElfError::NotElf) => {
             return Err(InspectError::NotElf {
                 path: path.to_path_buf(),
-            })
+            });
         }
         Err(elf::ElfError::Unsupported(machine)) => {
             return Err(InspectError::UnsupportedArch {
                 path: path.to_path_buf(),
                 machine,
-            })
+            });
         }
         Err(elf::ElfError::Malformed(what)) => return Err(malformed(what)),
     };
@@ -318,7 +322,7 @@ fn parse_image(path: &Path, data: &[u8]) -> Result<Parsed, InspectError> {
             return Err(InspectError::UnsupportedArch {
                 path: path.to_path_buf(),
                 machine: elf::machine_name(m),
-            })
+            });
         }
     };
 

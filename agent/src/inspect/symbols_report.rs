@@ -72,7 +72,7 @@ pub fn write_symbols(
                         EntryKind::FunctionStart => "start",
                     };
                     (
-                        format!("+{:#x} {what}", s.entry - f.addr),
+                        format!("+{:#x} {what}", s.entry.wrapping_sub(f.addr)),
                         s.returns.len().to_string(),
                     )
                 }

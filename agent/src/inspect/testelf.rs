@@ -7,8 +7,8 @@ use object::elf;
 use super::elf::{EI_CLASS, EI_DATA, EI_VERSION};
 
 use super::pclntab::{
-    synth::{build, SynthFunc},
     PclnVersion, Pclntab,
+    synth::{SynthFunc, build},
 };
 
 pub const BASE: u64 = 0x40_0000;
@@ -320,7 +320,7 @@ impl ElfSpec {
         }
         put(&mut out, 52, 64, 2); // e_ehsize
         put(&mut out, 54, 56, 2); // e_phentsize
-                                  // Program headers: RX text (from file start), R pclntab, RW data, NOTE.
+        // Program headers: RX text (from file start), R pclntab, RW data, NOTE.
         let phdrs: [(u32, u32, u64, u64); 4] = [
             (elf::PT_LOAD, elf::PF_R | elf::PF_X, 0, 0x1000 + END_OFF),
             (elf::PT_LOAD, elf::PF_R, PCLN - BASE, 0x1000),

