@@ -60,9 +60,14 @@ const _: () = assert!(MAX_DEPTH.is_power_of_two());
 
 #[inline(always)]
 fn bump(index: u32) {
+    add(index, 1);
+}
+
+#[inline(always)]
+fn add(index: u32, n: u64) {
     if let Some(value) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU value, and BPF programs are not preempted on their CPU.
-        unsafe { *value += 1 };
+        unsafe { *value += n };
     }
 }
 
@@ -141,6 +146,14 @@ fn on_entry(ctx: &ProbeContext) {
         bump(counter::G_READ_ERRORS);
         return;
     };
+    if site & cookie::GOROUTINE_EXIT != 0 {
+        if let Some(stack) = GOROUTINES.get_ptr(&key) {
+            // SAFETY: map value pointer.
+            add(counter::ENTRIES_ABANDONED, depth(unsafe { &*stack }) as u64);
+            let _ = GOROUTINES.remove(&key);
+        }
+        return;
+    }
     // SAFETY: helper without arguments.
     let start_ns = unsafe { bpf_ktime_get_ns() };
     let new_frame = Frame {

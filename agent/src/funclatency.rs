@@ -169,6 +169,14 @@ fn report_attached(
     path: &std::path::Path,
 ) {
     if verbose {
+        for refusal in &attached.refused {
+            eprintln!(
+                "goprobe: not tracing {} in {}: {}",
+                refusal.name,
+                path.display(),
+                refusal.reason
+            );
+        }
         let whom = pid.map_or_else(
             || "every process running".to_string(),
             |pid| format!("PID {pid}"),

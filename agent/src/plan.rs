@@ -25,8 +25,6 @@ pub enum PatternError {
 /// A parsed `go:NAME` / `PATH:NAME` pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    /// As the user typed it, for messages.
-    pub raw: String,
     /// The NAME part.
     pub name: String,
     /// `Some` for `PATH:NAME`.
@@ -47,20 +45,15 @@ impl Pattern {
             "" => return Err(PatternError::NoPrefix(raw.into())),
             path => Some(PathBuf::from(path)),
         };
-        Self::for_name(name, regex, binary, raw)
+        Self::for_name(name, regex, binary)
     }
 
     /// A pattern over names only (for `goprobe symbols`).
     pub fn name_only(name: &str, regex: bool) -> Result<Self, PatternError> {
-        Self::for_name(name, regex, None, name)
+        Self::for_name(name, regex, None)
     }
 
-    fn for_name(
-        name: &str,
-        regex: bool,
-        binary: Option<PathBuf>,
-        raw: &str,
-    ) -> Result<Self, PatternError> {
+    fn for_name(name: &str, regex: bool, binary: Option<PathBuf>) -> Result<Self, PatternError> {
         let source = if regex {
             name.to_string()
         } else {
@@ -71,7 +64,6 @@ impl Pattern {
             source,
         })?;
         Ok(Self {
-            raw: raw.into(),
             name: name.into(),
             binary,
             matcher,
@@ -138,7 +130,6 @@ fn glob_to_regex(glob: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct FunctionPlan {
     pub name: String,
-    pub addr: u64,
     pub entry_offset: u64,
     /// The entry is the stack-check `jbe`: the kernel side must filter the morestack path.
     pub check_eflags: bool,
@@ -156,15 +147,9 @@ pub struct Refusal {
 pub struct BinaryPlan {
     pub functions: Vec<FunctionPlan>,
     pub refused: Vec<Refusal>,
-}
-
-impl BinaryPlan {
-    pub fn sites(&self) -> usize {
-        self.functions
-            .iter()
-            .map(|f| 1 + f.return_offsets.len())
-            .sum()
-    }
+    /// Entry site of `runtime.goexit1` (offset, check eflags), where every exiting goroutine
+    /// passes: the kernel side drops entries it left open there (panics, `runtime.Goexit`).
+    pub goroutine_exit: Option<(u64, bool)>,
 }
 
 /// Runtime functions that switch stacks or run without a user goroutine: their entries and
@@ -192,7 +177,17 @@ const UNPAIRABLE_RUNTIME: &[&str] = &[
 ];
 
 pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
-    let mut plan = BinaryPlan::default();
+    let goroutine_exit = index
+        .find("runtime.goexit1")
+        .and_then(|f| index.probe_sites(f).ok())
+        .and_then(|sites| {
+            let offset = index.vaddr_to_file_offset(sites.entry)?;
+            Some((offset, sites.entry_kind == EntryKind::StackCheckBranch))
+        });
+    let mut plan = BinaryPlan {
+        goroutine_exit,
+        ..BinaryPlan::default()
+    };
     for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {
         match plan_function(index, function) {
             Ok(p) => plan.functions.push(p),
@@ -214,6 +209,13 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
                 .into(),
         );
     }
+    if writes_goroutine_register(index, function) {
+        return Err(
+            "it writes r14, the register that holds the goroutine (an assembly function); \
+                    entries and returns cannot be paired"
+                .into(),
+        );
+    }
     let sites = index
         .probe_sites(function)
         .map_err(|e| format!("cannot decode its machine code: {e}"))?;
@@ -232,7 +234,6 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
     };
     Ok(FunctionPlan {
         name: function.name.clone(),
-        addr: function.addr,
         entry_offset: offset(sites.entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
         return_offsets: sites
@@ -241,6 +242,40 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
             .map(|&r| offset(r))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// Go code keeps the current goroutine in r14 (ABIInternal, Go >= 1.17); only the runtime's
+/// stack switchers and some hand-written assembly (crypto, math/big) overwrite it with anything
+/// but the goroutine itself. Where a
+/// function does, r14 at its RET is not the goroutine its entry saw.
+fn writes_goroutine_register(index: &BinaryIndex, function: &Function) -> bool {
+    use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess, Register};
+    let Some(code) = index.function_code(function) else {
+        return false;
+    };
+    let mut decoder = Decoder::with_ip(64, code, function.addr, DecoderOptions::NONE);
+    let mut info = InstructionInfoFactory::new();
+    for instruction in &mut decoder {
+        // After calls into ABI0 code the compiler reloads g from thread-local storage
+        // (`mov r14, fs:[-8]`): the same goroutine again, not a clobber.
+        if instruction.is_invalid() || instruction.memory_segment() == Register::FS {
+            continue;
+        }
+        let used = info.info(&instruction);
+        if used.used_registers().iter().any(|r| {
+            r.register().full_register() == Register::R14
+                && matches!(
+                    r.access(),
+                    OpAccess::Write
+                        | OpAccess::ReadWrite
+                        | OpAccess::CondWrite
+                        | OpAccess::ReadCondWrite
+                )
+        }) {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -15,8 +15,6 @@ pub enum TargetError {
     Unreadable { pid: u32, source: io::Error },
     #[error("PID {0} has no executable (a kernel thread?)")]
     NoExecutable(u32),
-    #[error("cannot read binary {path}: {source}")]
-    BinaryUnreadable { path: PathBuf, source: io::Error },
 }
 
 /// Identity of a binary file.

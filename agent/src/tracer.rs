@@ -13,7 +13,7 @@ use crate::{
     kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Site},
     pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
     plan::{BinaryPlan, Pattern, plan_binary},
-    targets::{BinaryKey, Process},
+    targets::BinaryKey,
 };
 
 /// A binary that was inspected for the pattern, and what came of it.
@@ -44,6 +44,8 @@ pub struct Tracer {
 pub struct Attached {
     pub functions: usize,
     pub sites: usize,
+    /// Matching functions that were not traced, with the reason.
+    pub refused: Vec<crate::plan::Refusal>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +158,25 @@ impl Tracer {
                 cookie: cookie::encode(id, 0),
             }));
         }
+        if let Some((offset, check_eflags)) = plan.goroutine_exit
+            && !entries.iter().any(|e| e.offset == offset)
+        {
+            let flags = cookie::GOROUTINE_EXIT
+                | if check_eflags {
+                    cookie::CHECK_EFLAGS
+                } else {
+                    0
+                };
+            entries.push(Site {
+                offset,
+                cookie: cookie::encode(0, flags),
+            });
+        }
         let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
         let attached = Attached {
             functions: plan.functions.len(),
             sites: entries.len() + returns.len(),
+            refused: plan.refused.clone(),
         };
         let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
         self.attachments.push(attachment);
@@ -227,11 +244,4 @@ pub enum Selection {
     Pids(Vec<u32>),
     Binary(PathBuf),
     HostWide,
-}
-
-impl Selection {
-    /// The process's binary, as a (key, path) pair to plan and attach through.
-    pub fn process_binary(process: &Process) -> (BinaryKey, PathBuf) {
-        (process.binary, process.exe.clone())
-    }
 }

@@ -17,6 +17,10 @@ pub mod cookie {
     /// Entry site on the prologue's stack-check `jbe`: only a call that proceeds (CF=0, ZF=0)
     /// is an entry; the `morestack` path re-enters the function from its top and passes here again.
     pub const CHECK_EFLAGS: u64 = 1 << 32;
+    /// Entry site of `runtime.goexit1`, which every goroutine runs as it exits: drop whatever
+    /// entries the goroutine still has open (calls that ended in a panic or `runtime.Goexit`),
+    /// so the per-goroutine map stays bounded however long goprobe runs.
+    pub const GOROUTINE_EXIT: u64 = 1 << 33;
 
     pub const fn encode(func: u32, flags: u64) -> u64 {
         func as u64 | flags

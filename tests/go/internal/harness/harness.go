@@ -13,6 +13,7 @@ package harness
 
 import (
 	"bufio"
+	"io"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,6 +21,10 @@ import (
 )
 
 var noWait = flag.Bool("nowait", false, "do not wait for a line on stdin before the workload")
+
+// linger keeps the process alive after the result line until stdin closes, so a test can read
+// goprobe's view of a process that is still running (e.g. that no traced call is left open).
+var linger = flag.Bool("linger", false, "after the result line, wait for the end of stdin before exiting")
 
 // Start parses the flags, announces the pid and waits for the go-ahead.
 func Start() {
@@ -40,6 +45,9 @@ func Result(v interface{}) {
 		Fail("encoding result: %v", err)
 	}
 	fmt.Println(string(b))
+	if *linger {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	}
 	os.Exit(0)
 }
 
