@@ -207,16 +207,27 @@ impl GoProgram {
         program
     }
 
-    /// Let the workload run.
+    /// Let the workload run (stdin stays open: a `-linger` program waits for it to close).
     pub fn go(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
+        if let Some(stdin) = self.stdin.as_mut() {
             let _ = stdin.write_all(b"go\n");
+            let _ = stdin.flush();
         }
     }
 
-    /// Wait for the program to finish; its ground truth, or an error if it failed its own checks.
+    /// Wait for the ground-truth line while the program may still be running (`-linger`).
+    pub fn result(&self, timeout: Duration) -> Result<Value, String> {
+        let line = self
+            .stdout
+            .wait_for("the ground-truth line", timeout, |l| l.starts_with('{'))?;
+        serde_json::from_str(&line).map_err(|e| format!("bad ground truth {line:?}: {e}"))
+    }
+
+    /// Wait for the program to finish (closing its stdin); its ground truth, or an error if it
+    /// failed its own checks.
     pub fn finish(mut self, timeout: Duration) -> Result<Value, String> {
         self.go();
+        self.stdin = None;
         let status = wait_timeout(&mut self.child, timeout)
             .ok_or_else(|| format!("the Go program did not finish within {timeout:?}"))?;
         thread::sleep(Duration::from_millis(50)); // let the reader threads catch the last lines
@@ -226,19 +237,7 @@ impl GoProgram {
                 self.stderr.text()
             ));
         }
-        let truth = self
-            .stdout
-            .snapshot()
-            .into_iter()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| {
-                format!(
-                    "no ground-truth line in the Go program's output: {}",
-                    self.stdout.text()
-                )
-            })?;
-        serde_json::from_str(&truth).map_err(|e| format!("bad ground truth {truth:?}: {e}"))
+        self.result(Duration::from_secs(5))
     }
 }
 

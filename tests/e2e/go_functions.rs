@@ -1,0 +1,221 @@
+//! Every kind of Go function, in every build of the matrix: recursion, panics and Goexit,
+//! goroutine churn, methods, closures, deferred functions, generics, module-path packages and
+//! runtime functions. Ground truth comes from the programs themselves.
+use std::time::Duration;
+
+use goprobe_e2e::{Finished, GoProgram, Goprobe, for_each_build, matrix, trace_program, u64_field};
+use serde_json::Value;
+
+/// A recursive function of depth D called M times: M·(D+1) calls, each paired with its own
+/// return, so the outermost calls (which contain all the others) are the longest.
+#[test]
+fn recursion_pairs_each_level() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("recursion"),
+            &[],
+            &[],
+            &[],
+            "go:main.goprobeE2EDepth",
+        )?;
+        let h = only_row(&out, "main.goprobeE2EDepth")?;
+        let calls = u64_field(&truth, "calls");
+        check("count", u64_field(&h, "count") == calls, &h)?;
+        let levels = u64_field(&truth, "levels");
+        let spin = u64_field(&truth, "spin_ns");
+        // Level k from the top spins (levels - k) times in all: the top 1/levels of the calls
+        // (p99 lies there) take at least `levels` spins, and the median about half as many.
+        let p99 = u64_field(&h, "p99_ns");
+        check(
+            "outermost calls are the longest (p99 >= levels × spin)",
+            p99 >= levels * spin,
+            &h,
+        )?;
+        let p50 = u64_field(&h, "p50_ns");
+        let middle = (levels + 1) / 2 * spin;
+        check(
+            "the median call is a middle level",
+            p50 >= middle - spin && p50 <= middle + 2 * spin,
+            &h,
+        )?;
+        check(
+            "the innermost calls are the shortest",
+            u64_field(&h, "min_ns") < 2 * spin,
+            &h,
+        )?;
+        check(
+            "returns_unpaired == 0",
+            out.counters()["returns_unpaired"] == 0,
+            &h,
+        )
+    });
+}
+
+/// Calls that panic (recovered a frame above) or end in runtime.Goexit yield no sample and leave
+/// no open entry behind: goprobe's counters show every one of them abandoned, and nothing open,
+/// while the program is still running.
+#[test]
+fn panics_and_goexit_leave_nothing_behind() {
+    for_each_build(&matrix(), |build| {
+        let mut go = GoProgram::start(&build.program("panics"), &["-linger"], &[]);
+        let pid = go.pid.to_string();
+        let mut probe = Goprobe::start(&[
+            "funclatency",
+            "--json",
+            "-v",
+            "-F",
+            "-r",
+            "-p",
+            &pid,
+            r"go:^main\.goprobeE2E(Panicky|Goexit)$",
+        ]);
+        probe.wait_tracing()?;
+        go.go();
+        let truth = go.result(Duration::from_secs(60))?;
+        std::thread::sleep(Duration::from_millis(300)); // a few drains
+        let out = probe.interrupt();
+        go.finish(Duration::from_secs(10))?;
+        let h = only_row(&out, "main.goprobeE2EPanicky")?;
+        check(
+            "count == calls that returned",
+            u64_field(&h, "count") == u64_field(&truth, "returned"),
+            &h,
+        )?;
+        if out
+            .json()
+            .iter()
+            .any(|l| l["function"] == "main.goprobeE2EGoexit")
+        {
+            return Err(format!(
+                "calls ending in Goexit produced samples: {}",
+                out.stdout
+            ));
+        }
+        let counters = out.counters();
+        let abandoned = counters["entries_abandoned"].as_u64().unwrap();
+        let expected = u64_field(&truth, "panicked") + u64_field(&truth, "goexits");
+        check(
+            "every panicked or Goexit call abandoned exactly once",
+            abandoned == expected,
+            &counters,
+        )?;
+        check(
+            "no entry left open",
+            counters["open_goroutines"] == 0,
+            &counters,
+        )
+    });
+}
+
+/// 100,000 short-lived goroutines each call the traced function once and exit: every call is
+/// counted, and the per-goroutine map is empty afterwards while the program still runs.
+#[test]
+fn goroutine_churn_keeps_maps_bounded() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(&build.program("churn"), &["-linger"], &[]);
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start(&[
+        "funclatency",
+        "--json",
+        "-v",
+        "-p",
+        &pid,
+        "go:main.goprobeE2EChurn",
+    ]);
+    probe.wait_tracing().unwrap();
+    go.go();
+    let truth = go.result(Duration::from_secs(120)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = probe.interrupt();
+    go.finish(Duration::from_secs(10)).unwrap();
+    let h = only_row(&out, "main.goprobeE2EChurn").unwrap();
+    assert_eq!(u64_field(&h, "count"), u64_field(&truth, "calls"), "{h}");
+    let counters = out.counters();
+    assert_eq!(counters["open_goroutines"], 0, "{counters}");
+    assert_eq!(counters["map_full"], 0, "{counters}");
+}
+
+/// Methods on pointer and value receivers, a closure, a deferred function, generic shape
+/// instantiations, a module-path package's method and runtime.GC: traced by the names the Go
+/// toolchain prints, with exact counts.
+#[test]
+fn all_shapes_of_functions() {
+    let regex = r"go:^(main\.\(\*goprobeE2EThing\)\.Ptr|main\.goprobeE2EThing\.Val|main\.goprobeE2EGeneric\[.*\]|main\.goprobeE2EMakeClosure\.func1|main\.goprobeE2EDeferrer\.func1|github\.com/goprobe-e2e/shapes/v2\.\(\*Counter\)\.Add|runtime\.GC)$";
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(&build.program("shapes"), &[], &[], &["-F", "-r"], regex)?;
+        let lines = out.json();
+        let count_of = |prefix: &str| -> u64 {
+            lines
+                .iter()
+                .filter(|l| {
+                    l["function"]
+                        .as_str()
+                        .is_some_and(|f| f.starts_with(prefix))
+                })
+                .map(|l| u64_field(l, "count"))
+                .sum()
+        };
+        let n = u64_field(&truth, "calls");
+        for (function, want) in [
+            ("main.(*goprobeE2EThing).Ptr", n),
+            ("main.goprobeE2EThing.Val", n),
+            (
+                "main.goprobeE2EGeneric[",
+                u64_field(&truth, "generic_calls"),
+            ),
+            (
+                "main.goprobeE2EMakeClosure.func1",
+                u64_field(&truth, "closure_calls"),
+            ),
+            ("main.goprobeE2EDeferrer.func1", n),
+            ("github.com/goprobe-e2e/shapes/v2.(*Counter).Add", n),
+            ("runtime.GC", u64_field(&truth, "gcs")),
+        ] {
+            let got = count_of(function);
+            if got != want {
+                return Err(format!(
+                    "{function}: count {got}, want {want}; output: {}",
+                    out.stdout
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Runtime functions that switch stacks are refused with the reason, and the target runs on.
+#[test]
+fn unsafe_runtime_functions_are_refused() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(&build.program("count"), &["-n", "1000"], &[]);
+    let pid = go.pid.to_string();
+    let out = goprobe_e2e::run_goprobe(&["funclatency", "-p", &pid, "go:runtime.morestack"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runtime.morestack: switches stacks"),
+        "{}",
+        out.stderr
+    );
+    go.go();
+    go.finish(Duration::from_secs(30)).unwrap();
+}
+
+fn only_row(out: &Finished, function: &str) -> Result<Value, String> {
+    out.json()
+        .into_iter()
+        .find(|l| l["function"] == function)
+        .ok_or_else(|| {
+            format!(
+                "no histogram for {function}: {}\n{}",
+                out.stdout, out.stderr
+            )
+        })
+}
+
+fn check(what: &str, ok: bool, context: &Value) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what}: {context}"))
+    }
+}
