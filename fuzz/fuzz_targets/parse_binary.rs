@@ -1,0 +1,23 @@
+//! Any byte string given to `BinaryIndex::parse` must give Ok or Err; when it parses, every
+//! accessor a caller uses must work on every function without panicking.
+#![no_main]
+
+#[allow(dead_code, unused_imports)]
+#[path = "../../agent/src/inspect/mod.rs"]
+mod inspect;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(index) = inspect::BinaryIndex::parse("fuzz".into(), data.to_vec()) else { return };
+    for f in &index.functions {
+        let _ = index.function_code(f);
+        if let Ok(sites) = index.probe_sites(f) {
+            let _ = index.vaddr_to_file_offset(sites.entry);
+        }
+        let _ = index.find(&f.name);
+        let _ = index.function_at(f.addr);
+    }
+    let _ = inspect::symbols_report::write_symbols(&mut std::io::sink(), &index, &|_| true, false);
+    let _ = inspect::symbols_report::write_symbols(&mut std::io::sink(), &index, &|_| true, true);
+});
