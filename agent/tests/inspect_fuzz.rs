@@ -1,4 +1,4 @@
-//! Robustness of the inspect layer against hostile input: ~20k random and mutated files
+//! Robustness of the inspect layer against hostile input: ~24k random and mutated files
 //! (random bytes, mutations of a synthetic Go ELF, of synthetic pclntabs in every layout, and
 //! of a real Go binary and its pclntab) must each give `Ok` or `Err`, never a panic, an
 //! out-of-bounds read or a runaway allocation. Deterministic (fixed seeds); a failing input is
@@ -6,7 +6,7 @@
 //!
 //! The open-ended version of this test is the cargo-fuzz target in `fuzz/`.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../src/inspect/mod.rs"]
 mod inspect;
 
@@ -208,6 +208,17 @@ fn mutated_synthetic_go_elfs_never_panic() {
             header_text: true,
             ..ElfSpec::default()
         },
+        ElfSpec {
+            symtab: false,
+            pcln_version: PclnVersion::Go116,
+            old_buildinfo: true,
+            ..ElfSpec::default()
+        },
+        ElfSpec {
+            pcln_version: PclnVersion::Go12,
+            old_buildinfo: true,
+            ..ElfSpec::default()
+        },
     ];
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let (mut ok, mut total) = (0, 0);
@@ -226,7 +237,7 @@ fn mutated_synthetic_go_elfs_never_panic() {
             (0x3000, 0x3200),
             (0x4000, shoff + 64 * 12),
         ];
-        for _ in 0..3000 * scale() {
+        for _ in 0..2000 * scale() {
             let mut data = base.clone();
             mutate(&mut rng, &mut data, &hot);
             total += 1;

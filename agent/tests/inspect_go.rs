@@ -8,7 +8,7 @@
 //!
 //! agent is a binary crate, so the module is compiled into this test directly.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../src/inspect/mod.rs"]
 mod inspect;
 
@@ -81,6 +81,18 @@ func big(n int) byte {
 //go:noinline
 func leaf(a, b int) int { return a*b + 1 }
 
+func main() {
+	t := &T{n: len(os.Args)}
+	fmt.Println(foo(len(os.Args)), mid(3), big(3), leaf(2, 3), t.M(1), generic())
+}
+"#;
+
+/// Generic names (`main.Map[...]`) where the toolchain has generics; older Go builds without.
+const GENERIC_FILE: &str = r#"//go:build go1.18
+// +build go1.18
+
+package main
+
 //go:noinline
 func Map[E any](s []E, f func(E) E) []E {
 	out := make([]E, 0, len(s))
@@ -90,11 +102,15 @@ func Map[E any](s []E, f func(E) E) []E {
 	return out
 }
 
-func main() {
-	t := &T{n: len(os.Args)}
-	double := func(x int) int { return x * 2 }
-	fmt.Println(foo(len(os.Args)), mid(3), big(3), leaf(2, 3), t.M(1), Map([]int{1, 2}, double))
-}
+func generic() []int { return Map([]int{1, 2}, func(x int) int { return x * 2 }) }
+"#;
+
+const NO_GENERIC_FILE: &str = r#"//go:build !go1.18
+// +build !go1.18
+
+package main
+
+func generic() []int { return nil }
 "#;
 
 const CGO_FILE: &str = r#"package main
@@ -171,14 +187,17 @@ fn candidate_gos() -> Vec<PathBuf> {
 fn toolchains() -> Vec<Toolchain> {
     let mut found: Vec<Toolchain> = Vec::new();
     for go in candidate_gos() {
+        // `go version` rather than `go env GOVERSION`, which Go before 1.16 lacks:
+        // "go version go1.19.8 linux/amd64".
         let Ok(out) = Command::new(&go)
-            .args(["env", "GOVERSION"])
+            .arg("version")
             .env("GOTOOLCHAIN", "local")
             .output()
         else {
             continue;
         };
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let version = stdout.split_whitespace().nth(2).unwrap_or("").to_string();
         if out.status.success()
             && version.starts_with("go")
             && !found.iter().any(|t| t.version == version)
@@ -226,9 +245,12 @@ struct Built {
     path: PathBuf,
     arch: Arch,
     pie: bool,
-    /// The same program built with symbols and otherwise the same flags (for objdump and, for
-    /// stripped cgo builds, `runtime.text`), and whether the addresses are identical.
-    sibling: Option<(PathBuf, bool)>,
+    /// The same program with symbols and otherwise the same flags (for objdump and, for stripped
+    /// cgo builds, `runtime.text`), and whether its addresses are identical to this file's.
+    symbols_twin: Option<(PathBuf, bool)>,
+    /// A file with identical addresses that gosymref can read when this one has no pclntab
+    /// section or symbol left (section headers removed, or strip(1) of a Go 1.19 cgo PIE).
+    reference_twin: Option<PathBuf>,
 }
 
 /// (variant, GOARCH, CGO_ENABLED, flags, pie, sibling variant, sibling has identical addresses)
@@ -306,13 +328,15 @@ fn build_all(tc: &Toolchain, log: &mut String) -> Vec<Built> {
     let dir = work_dir().join(&tc.version);
     let src = dir.join("src");
     let cgo_src = dir.join("cgosrc");
-    for (d, files) in [
-        (&src, vec![("main.go", PROGRAM)]),
-        (&cgo_src, vec![("main.go", PROGRAM), ("c.go", CGO_FILE)]),
-    ] {
+    for (d, files) in [(&src, vec![]), (&cgo_src, vec![("c.go", CGO_FILE)])] {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("go.mod"), "module inspecttest\n\ngo 1.19\n").unwrap();
-        for (name, text) in files {
+        let common = [
+            ("main.go", PROGRAM),
+            ("generic.go", GENERIC_FILE),
+            ("nogeneric.go", NO_GENERIC_FILE),
+        ];
+        for (name, text) in common.into_iter().chain(files) {
             std::fs::write(d.join(name), text).unwrap();
         }
     }
@@ -334,7 +358,7 @@ fn build_all(tc: &Toolchain, log: &mut String) -> Vec<Built> {
             );
             continue;
         }
-        let sibling = sibling
+        let symbols_twin = sibling
             .and_then(|s| built.iter().find(|b| b.variant == s))
             .map(|b| (b.path.clone(), same_addrs));
         let arch = if goarch == "arm64" {
@@ -348,27 +372,73 @@ fn build_all(tc: &Toolchain, log: &mut String) -> Vec<Built> {
             path: out,
             arch,
             pie,
-            sibling,
+            symbols_twin,
+            reference_twin: None,
         });
     }
-    // strip(1) of the default build: no symtab, and addresses identical to the unstripped file.
-    if let Some(default) = built.iter().find(|b| b.variant == "default").cloned() {
-        let out = dir.join("strip1");
-        let mut c = Command::new("strip");
-        c.arg("-o").arg(&out).arg(&default.path);
-        match run(c) {
-            Ok(_) => built.push(Built {
-                variant: "strip1",
-                path: out,
-                sibling: Some((default.path.clone(), true)),
-                ..default
-            }),
-            Err(e) => {
-                let _ = writeln!(log, "  {} strip1: skipped: {e}", tc.version);
+    // Copies that keep every address: strip(1) (as distributions do: no .symtab; for a Go 1.19
+    // cgo PIE not even a pclntab section, so it is found by scanning), and copies with the
+    // section headers removed (as sstrip does: everything is found from program headers).
+    let derived: [(&str, &str, Derive); 4] = [
+        ("strip1", "default", Derive::Strip),
+        ("cgo-pie-strip1", "cgo-pie", Derive::Strip),
+        ("noshdr", "stripped", Derive::DropSectionHeaders),
+        (
+            "cgo-pie-noshdr",
+            "cgo-pie-strip1",
+            Derive::DropSectionHeaders,
+        ),
+    ];
+    for (variant, base, how) in derived {
+        let Some(base) = built.iter().find(|b| b.variant == base).cloned() else {
+            continue;
+        };
+        let out = dir.join(variant);
+        let made = match how {
+            Derive::Strip => {
+                let mut c = Command::new("strip");
+                c.arg("-o").arg(&out).arg(&base.path);
+                run(c).map(|_| ())
             }
+            Derive::DropSectionHeaders => drop_section_headers(&base.path, &out),
+        };
+        if let Err(e) = made {
+            let _ = writeln!(log, "  {} {variant}: skipped: {e}", tc.version);
+            continue;
         }
+        let (symbols_twin, reference_twin) = match how {
+            Derive::Strip => (Some((base.path.clone(), true)), Some(base.path.clone())),
+            Derive::DropSectionHeaders => (
+                base.symbols_twin.clone(),
+                Some(base.reference_twin.clone().unwrap_or(base.path.clone())),
+            ),
+        };
+        built.push(Built {
+            variant,
+            path: out,
+            symbols_twin,
+            reference_twin,
+            ..base
+        });
     }
     built
+}
+
+#[derive(Clone, Copy)]
+enum Derive {
+    Strip,
+    DropSectionHeaders,
+}
+
+/// Zero e_shoff, e_shnum and e_shstrndx of an ELF64 file.
+fn drop_section_headers(from: &Path, to: &Path) -> Result<(), String> {
+    let mut data = std::fs::read(from).map_err(|e| e.to_string())?;
+    if data.len() < 64 {
+        return Err("too short".into());
+    }
+    data[40..48].fill(0);
+    data[60..64].fill(0);
+    std::fs::write(to, data).map_err(|e| e.to_string())
 }
 
 struct Fixture {
@@ -456,7 +526,7 @@ fn reference(lister: &Path, bin: &Path, text: Option<u64>) -> Result<Reference, 
 }
 
 /// `go tool objdump -s '^NAME$'`: (function start, RET addresses, JBE right after the
-/// `CMPQ ..(R14)` stack check).
+/// `CMPQ ..0x10(R14)` stack check (`0x10(CX)` before Go 1.17)).
 fn objdump(tc: &Toolchain, bin: &Path, name: &str) -> Result<(u64, Vec<u64>, Option<u64>), String> {
     let pattern = format!("^{}$", name.replace('.', "\\."));
     let mut c = go_cmd(tc, Path::new("/"));
@@ -487,7 +557,7 @@ fn objdump(tc: &Toolchain, bin: &Path, name: &str) -> Result<(u64, Vec<u64>, Opt
     let jbe = rows
         .windows(2)
         .find(|w| {
-            w[0].1.starts_with("CMPQ") && w[0].1.contains("(R14)") && w[1].1.starts_with("JBE")
+            w[0].1.starts_with("CMPQ") && w[0].1.contains("0x10(") && w[1].1.starts_with("JBE")
         })
         .map(|w| w[1].0);
     Ok((start, rets, jbe))
@@ -525,14 +595,15 @@ fn check_binary(fx: &Fixture, b: &Built, report: &mut String) -> Vec<String> {
         .all(|f| f.source == NameSource::Pclntab);
 
     // 1. Names and entries against debug/gosym.
-    let mut reference_result = reference(&fx.lister, &b.path, None);
-    if let (Ok((_, _, source)), Some((sib, _))) = (&reference_result, &b.sibling) {
+    let ref_file = b.reference_twin.as_deref().unwrap_or(&b.path);
+    let mut reference_result = reference(&fx.lister, ref_file, None);
+    if let (Ok((_, _, source)), Some((sib, _))) = (&reference_result, &b.symbols_twin) {
         // Without a symtab and (Go >= 1.26) without the header field, the lister falls back to
         // the .text section, which is wrong for external linking: use the sibling's runtime.text.
         if source == "section"
             && let Ok((_, text, _)) = reference(&fx.lister, sib, None)
         {
-            reference_result = reference(&fx.lister, &b.path, Some(text));
+            reference_result = reference(&fx.lister, ref_file, Some(text));
         }
     }
     let mut ref_count = 0;
@@ -661,7 +732,7 @@ fn check_binary(fx: &Fixture, b: &Built, report: &mut String) -> Vec<String> {
     if b.arch == Arch::X86_64 {
         // objdump needs symbols: use this binary, or the unstripped sibling.
         let (od_bin, same_addrs) = if stripped {
-            b.sibling.clone().unwrap_or((b.path.clone(), true))
+            b.symbols_twin.clone().unwrap_or((b.path.clone(), true))
         } else {
             (b.path.clone(), true)
         };
@@ -764,11 +835,15 @@ fn go_binaries_match_gosym_and_objdump() {
 
 #[test]
 fn stripped_and_unstripped_builds_agree() {
-    // strip(1) keeps every address: names, sizes aside, must be identical to the symtab build.
+    // Copies that keep every address must give the same Go functions and probe sites as the
+    // build with symbols.
     let Some(fx) = fixture() else { return };
-    for b in fx.built.iter().filter(|b| b.variant == "strip1") {
+    for b in fx.built.iter() {
+        let Some((twin, true)) = &b.symbols_twin else {
+            continue;
+        };
         let stripped = BinaryIndex::open(&b.path).unwrap();
-        let full = BinaryIndex::open(&b.sibling.as_ref().unwrap().0).unwrap();
+        let full = BinaryIndex::open(twin).unwrap();
         let go_only: Vec<(&str, u64)> = full
             .functions
             .iter()
@@ -780,14 +855,15 @@ fn stripped_and_unstripped_builds_agree() {
             .iter()
             .map(|f| (f.name.as_str(), f.addr))
             .collect();
-        assert_eq!(go_only, from_pcln, "{}", b.tc.version);
+        assert_eq!(go_only, from_pcln, "{} {}", b.tc.version, b.variant);
         for name in ["main.foo", "main.big"] {
             let (a, z) = (stripped.find(name).unwrap(), full.find(name).unwrap());
             assert_eq!(
                 stripped.probe_sites(a).unwrap(),
                 full.probe_sites(z).unwrap(),
-                "{} {name}",
-                b.tc.version
+                "{} {} {name}",
+                b.tc.version,
+                b.variant
             );
         }
     }

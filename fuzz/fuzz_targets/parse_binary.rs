@@ -2,7 +2,7 @@
 //! accessor a caller uses must work on every function without panicking.
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../../agent/src/inspect/mod.rs"]
 mod inspect;
 

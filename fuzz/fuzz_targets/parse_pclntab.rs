@@ -1,7 +1,7 @@
 //! The pclntab parser and the x86-64 probe-site decoder on arbitrary bytes.
 #![no_main]
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../../agent/src/inspect/mod.rs"]
 mod inspect;
 

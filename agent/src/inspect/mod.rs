@@ -619,6 +619,37 @@ mod tests {
     }
 
     #[test]
+    fn older_pclntab_layouts_and_build_info() {
+        for version in [PclnVersion::Go12, PclnVersion::Go116, PclnVersion::Go118] {
+            for symtab in [true, false] {
+                let spec = ElfSpec {
+                    pcln_version: version,
+                    old_buildinfo: true,
+                    symtab,
+                    ..ElfSpec::default()
+                };
+                let idx = parse(&spec).unwrap_or_else(|e| panic!("{version}: {e}"));
+                let info = idx.pclntab_info().unwrap();
+                assert_eq!(info.version, version);
+                let want = match (version.entries_relative_to_text(), symtab) {
+                    (false, _) => TextStartSource::NotNeeded,
+                    (true, true) => TextStartSource::Symtab,
+                    (true, false) => TextStartSource::Moduledata,
+                };
+                assert_eq!(info.text_start_source, want, "{version}");
+                assert_eq!(idx.go_version.as_deref(), Some("go1.15.1"), "{version}");
+                let names: Vec<_> = idx
+                    .functions
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.addr))
+                    .collect();
+                let want: Vec<_> = FUNCS.iter().map(|f| (f.0, TEXT + f.1)).collect();
+                assert_eq!(names, want, "{version}");
+            }
+        }
+    }
+
+    #[test]
     fn wrong_text_start_is_malformed_not_garbage() {
         let spec = ElfSpec {
             symtab: false,

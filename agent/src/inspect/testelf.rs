@@ -53,6 +53,9 @@ pub struct ElfSpec {
     pub text_section_addr: Option<u64>,
     pub machine: u16,
     pub corrupt_pclntab: bool,
+    pub pcln_version: PclnVersion,
+    /// Build info in the pre-1.18 layout: pointers to Go string headers instead of inline text.
+    pub old_buildinfo: bool,
 }
 
 impl Default for ElfSpec {
@@ -67,6 +70,8 @@ impl Default for ElfSpec {
             text_section_addr: None,
             machine: elf::EM_X86_64,
             corrupt_pclntab: false,
+            pcln_version: PclnVersion::Go120,
+            old_buildinfo: false,
         }
     }
 }
@@ -100,7 +105,7 @@ impl ElfSpec {
             })
             .collect();
         build(
-            PclnVersion::Go120,
+            self.pcln_version,
             TEXT,
             if self.header_text { TEXT } else { 0 },
             &funcs,
@@ -124,7 +129,19 @@ impl ElfSpec {
         note.extend_from_slice(go_id);
         note.resize(note.len().next_multiple_of(4), 0);
         let pcln = self.pclntab();
-        let buildinfo = {
+        let buildinfo = if self.old_buildinfo {
+            // Header, then *string (version) and *string (mod info); the string header at +0x40
+            // points at the text at +0x60.
+            let mut b = b"\xff Go buildinf:".to_vec();
+            b.extend_from_slice(&[8, 0]);
+            b.extend_from_slice(&(DATA + 0x40).to_le_bytes());
+            b.resize(0x40, 0);
+            b.extend_from_slice(&(DATA + 0x60).to_le_bytes());
+            b.extend_from_slice(&8u64.to_le_bytes());
+            b.resize(0x60, 0);
+            b.extend_from_slice(b"go1.15.1");
+            b
+        } else {
             let mut b = b"\xff Go buildinf:".to_vec();
             b.extend_from_slice(&[8, 2]);
             b.resize(32, 0);
@@ -140,7 +157,7 @@ impl ElfSpec {
                 put(&mut out, (PCLN - BASE) as usize + 8, u64::MAX / 2, 8);
             }
             place(&mut out, (DATA - BASE) as usize, &buildinfo);
-            if self.moduledata {
+            if self.moduledata && self.pcln_version >= PclnVersion::Go116 {
                 let t = Pclntab::parse(&pcln).unwrap();
                 let md = (MODULEDATA - BASE) as usize;
                 put(&mut out, md, PCLN, 8);
