@@ -128,6 +128,7 @@ fn is_stackguard_cmp(instr: &Instruction, g_regs: &[Register]) -> bool {
         && instr.memory_base() != Register::None
         && instr.memory_index() == Register::None
         && instr.memory_displacement64() == STACKGUARD0
+        // A plain [reg+0x10] (default DS); fs:/gs: overrides are TLS accesses, not g fields.
         && instr.memory_segment() == Register::DS
 }
 

@@ -43,7 +43,11 @@ impl LoadSegment {
     /// File offset of `vaddr` if it lies in the file-backed part of this segment.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         let rel = vaddr.checked_sub(self.vaddr)?;
-        (rel < self.filesz).then(|| self.offset + rel)
+        if rel < self.filesz {
+            self.offset.checked_add(rel)
+        } else {
+            None
+        }
     }
 }
 

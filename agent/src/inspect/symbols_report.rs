@@ -4,7 +4,9 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{BinaryIndex, EntryKind, Function, NameSource, ProbeSites};
+use super::{
+    BinaryIndex, EntryKind, Function, NameSource, PclntabSource, ProbeSites, TextStartSource,
+};
 
 /// Longest NAME column we pad to; longer (generic) names overflow their row rather than pushing
 /// every row of the table off the screen.
@@ -138,9 +140,19 @@ fn header_line(index: &BinaryIndex) -> String {
         (_, 0) => "names from .symtab".to_string(),
         (s, p) => format!("names from .symtab ({s}) and .gopclntab ({p})"),
     };
-    let pcln = index
-        .pclntab_info()
-        .map_or(String::new(), |p| format!(", pclntab {}", p.version));
+    // Say how the table was found when it took a fallback, since those are less certain.
+    let pcln = index.pclntab_info().map_or(String::new(), |p| {
+        let found = match p.source {
+            PclntabSource::Section(_) => "",
+            PclntabSource::Symbol => " (located by the runtime.pclntab symbol)",
+            PclntabSource::Scan => " (located by scanning: no section or symbol)",
+        };
+        let text = match p.text_start_source {
+            TextStartSource::TextSection => ", runtime.text assumed at the .text section start",
+            _ => "",
+        };
+        format!(", pclntab {}{found}{text}", p.version)
+    });
     format!(
         "{}: {}, build id {}, {}, {}, {}{}",
         index.path.display(),
