@@ -9,7 +9,9 @@ mod inspect;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(index) = inspect::BinaryIndex::parse("fuzz".into(), data.to_vec()) else { return };
+    let Ok(index) = inspect::BinaryIndex::parse("fuzz".into(), data.to_vec()) else {
+        return;
+    };
     for f in &index.functions {
         let _ = index.function_code(f);
         if let Ok(sites) = index.probe_sites(f) {
