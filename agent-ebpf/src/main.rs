@@ -22,10 +22,13 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
-use goprobe_common::{EntryStack, Frame, GoroutineKey, LatencyEvent, MAX_DEPTH, cookie, counter};
+use goprobe_common::{
+    EntryStack, Frame, GoroutineKey, InlineSite, LatencyEvent, MAX_DEPTH, MAX_INLINE_ACTIONS,
+    MAX_INLINE_SITES, cookie, counter,
+};
 
 /// Open calls per goroutine. An LRU map so a goroutine that exits inside a traced call (its entry
 /// can never be popped) is eventually evicted; user space also sweeps entries of dead processes.
@@ -46,6 +49,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// Events lost per function id (ring buffer full); touched only on the loss path.
 #[map]
 static LOST_BY_FUNC: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+/// Boundaries of inlined copies, indexed by the low bits of an `INLINE_SITE` cookie; written by
+/// user space before it attaches the sites.
+#[map]
+static INLINE_SITES: Array<InlineSite> = Array::with_max_entries(MAX_INLINE_SITES, 0);
 
 /// Completed calls. 4 MiB holds ~100k events: at 100k calls/s, a second of slack for the drain.
 #[map]
@@ -141,7 +149,7 @@ fn on_entry(ctx: &ProbeContext) {
         bump(counter::MORESTACK_SKIPPED);
         return;
     }
-    let func = (site & cookie::FUNC_MASK) as u32;
+    let low = (site & cookie::FUNC_MASK) as u32;
     let Some((key, sp_off)) = goroutine_site(regs) else {
         bump(counter::G_READ_ERRORS);
         return;
@@ -155,27 +163,85 @@ fn on_entry(ctx: &ProbeContext) {
         return;
     }
     // SAFETY: helper without arguments.
-    let start_ns = unsafe { bpf_ktime_get_ns() };
-    let new_frame = Frame {
-        start_ns,
-        sp_off,
-        func,
-    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if site & cookie::INLINE_SITE != 0 {
+        on_inline_site(&key, sp_off, low, now);
+        return;
+    }
+    push(
+        &key,
+        Frame {
+            start_ns: now,
+            sp_off,
+            func: low,
+        },
+        false,
+    );
+}
 
-    if let Some(stack) = GOROUTINES.get_ptr_mut(&key) {
+/// A boundary of inlined copies: close the copies control leaves here, open those it enters.
+#[inline(always)]
+fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64) {
+    let Some(site) = INLINE_SITES.get(index) else {
+        return;
+    };
+    if site.n_exits > 0 {
+        // Copies nested in each other may end at the same address; two passes pair them in
+        // either order.
+        for pass in 0..2 * MAX_INLINE_ACTIONS {
+            let i = pass % MAX_INLINE_ACTIONS;
+            if i < site.n_exits as usize {
+                pop(key, sp_off, site.exits[i], now, false);
+            }
+        }
+    }
+    for i in 0..MAX_INLINE_ACTIONS {
+        if i < site.n_entries as usize {
+            push(
+                key,
+                Frame {
+                    start_ns: now,
+                    sp_off,
+                    func: site.entries[i],
+                },
+                true,
+            );
+        }
+    }
+}
+
+/// Open a call. `inline`: an inlined copy, which runs in its caller's frame, so other open
+/// copies at the same stack position are its enclosing copies, not abandoned calls; and if
+/// this very copy is already open here, control came back to its first instruction from
+/// inside it (a loop), which is not a new call.
+#[inline(always)]
+fn push(key: &GoroutineKey, new_frame: Frame, inline: bool) {
+    let sp_off = new_frame.sp_off;
+    if let Some(stack) = GOROUTINES.get_ptr_mut(key) {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
         let stack = unsafe { &mut *stack };
-        // Open calls at this stack position or deeper cannot still be running: the goroutine is
-        // now making a new call from further out. They ended without returning (panic, Goexit).
+        // Open calls deeper than this one cannot still be running: the goroutine is now making
+        // a new call from further out. They ended without returning (panic, Goexit). A real
+        // call also closes what is open at its own position.
         for _ in 0..MAX_DEPTH {
             let depth = depth(stack);
-            if depth == 0 || frame(stack, depth - 1).sp_off < sp_off {
+            if depth == 0 {
+                break;
+            }
+            let top = frame(stack, depth - 1).sp_off;
+            if top < sp_off || (inline && top == sp_off) {
                 break;
             }
             stack.depth = depth as u32 - 1;
             bump(counter::ENTRIES_ABANDONED);
         }
         let depth = depth(stack);
+        if inline && depth > 0 {
+            let top = *frame(stack, depth - 1);
+            if top.sp_off == sp_off && top.func == new_frame.func {
+                return;
+            }
+        }
         if depth >= MAX_DEPTH {
             bump(counter::ENTRIES_DROPPED);
             return;
@@ -193,7 +259,7 @@ fn on_entry(ctx: &ProbeContext) {
     let scratch = unsafe { &mut *scratch };
     scratch.depth = 1;
     *frame(scratch, 0) = new_frame;
-    if GOROUTINES.insert(&key, scratch, BPF_NOEXIST as u64).is_ok() {
+    if GOROUTINES.insert(key, scratch, BPF_NOEXIST as u64).is_ok() {
         bump(counter::ENTRIES);
     } else {
         bump(counter::MAP_FULL);
@@ -210,18 +276,33 @@ fn on_return(ctx: &ProbeContext) {
         bump(counter::G_READ_ERRORS);
         return;
     };
-    let Some(stack) = GOROUTINES.get_ptr_mut(&key) else {
-        bump(counter::RETURNS_UNPAIRED);
-        return;
-    };
     // SAFETY: helper without arguments.
-    let end_ns = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !pop(&key, sp_off, func, now, true) {
+        bump(counter::RETURNS_UNPAIRED);
+    }
+}
+
+/// Close the open call of `func` at stack position `sp_off`, sending its latency; false if there
+/// is none. `returning`: a RET, which ends every call still open at its position (in a frameless
+/// function, its inlined copies share the position); at an inline exit, other copies at the
+/// position are the enclosing ones and stay open.
+#[inline(always)]
+fn pop(key: &GoroutineKey, sp_off: u32, func: u32, now: u64, returning: bool) -> bool {
+    let Some(stack) = GOROUTINES.get_ptr_mut(key) else {
+        return false;
+    };
     // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
     let stack = unsafe { &mut *stack };
     // Deeper open calls were abandoned (a panic unwound through them, recovered out here).
     for _ in 0..MAX_DEPTH {
         let depth = depth(stack);
-        if depth == 0 || frame(stack, depth - 1).sp_off <= sp_off {
+        if depth == 0 {
+            break;
+        }
+        let top = *frame(stack, depth - 1);
+        let stale = top.sp_off > sp_off || (returning && top.sp_off == sp_off && top.func != func);
+        if !stale {
             break;
         }
         stack.depth = depth as u32 - 1;
@@ -231,31 +312,30 @@ fn on_return(ctx: &ProbeContext) {
     let mut start_ns = None;
     if depth > 0 {
         let top = *frame(stack, depth - 1);
-        if top.sp_off == sp_off {
+        if top.sp_off == sp_off && top.func == func {
             depth -= 1;
-            if top.func == func {
-                start_ns = Some(top.start_ns);
-            } else {
-                // Another function's call at this very position cannot still be open.
-                bump(counter::ENTRIES_ABANDONED);
-            }
+            start_ns = Some(top.start_ns);
         }
     }
     stack.depth = depth as u32;
     if depth == 0 {
-        let _ = GOROUTINES.remove(&key);
+        let _ = GOROUTINES.remove(key);
     }
     let Some(start_ns) = start_ns else {
-        bump(counter::RETURNS_UNPAIRED);
-        return;
+        return false;
     };
-    let event = LatencyEvent {
+    send(LatencyEvent {
         tgid: key.tgid,
         func,
-        latency_ns: end_ns.saturating_sub(start_ns),
-        end_ns,
+        latency_ns: now.saturating_sub(start_ns),
+        end_ns: now,
         g: key.g,
-    };
+    });
+    true
+}
+
+#[inline(always)]
+fn send(event: LatencyEvent) {
     match EVENTS.reserve::<LatencyEvent>(0) {
         Some(mut slot) => {
             slot.write(event);
@@ -264,11 +344,11 @@ fn on_return(ctx: &ProbeContext) {
         }
         None => {
             bump(counter::EVENTS_LOST);
-            match LOST_BY_FUNC.get_ptr_mut(&func) {
+            match LOST_BY_FUNC.get_ptr_mut(&event.func) {
                 // SAFETY: per-CPU value.
                 Some(lost) => unsafe { *lost += 1 },
                 None => {
-                    let _ = LOST_BY_FUNC.insert(&func, &1, 0);
+                    let _ = LOST_BY_FUNC.insert(&event.func, &1, 0);
                 }
             }
         }

@@ -4,14 +4,14 @@ use std::{collections::HashMap, io, num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
     sys::{UProbeMultiFeature, is_uprobe_multi_supported},
 };
-use goprobe_common::{EntryStack, GoroutineKey, counter};
+use goprobe_common::{EntryStack, GoroutineKey, InlineSite, counter};
 
 /// Oldest kernel with everything goprobe uses: BPF ring buffer (5.8) and per-attach-point
 /// cookies on perf-event uprobes (5.15).
@@ -150,6 +150,19 @@ impl Kernel {
             // A link whose process already exited is gone from the kernel; nothing to report.
             let _ = program(&mut self.ebpf, name).detach(link);
         }
+    }
+
+    /// Describe inline boundary `index` (before attaching a site whose cookie names it).
+    pub fn set_inline_site(&mut self, index: u32, site: &InlineSite) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut("INLINE_SITES")
+            .ok_or_else(|| KernelError::Load("no INLINE_SITES map".into()))?;
+        let mut sites =
+            Array::<_, InlineSite>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
+        sites
+            .set(index, site, 0)
+            .map_err(|e| KernelError::Load(format!("inline site {index}: {e}")))
     }
 
     /// The ring buffer of completed calls; taken once, by the pipeline.

@@ -11,6 +11,10 @@ use hdrhistogram::Histogram;
 pub struct FunctionInfo {
     pub name: String,
     pub binary: PathBuf,
+    /// The function has its own machine code, probed at its entry and RETs.
+    pub out_of_line: bool,
+    /// Inlined copies of it that are probed.
+    pub inlined_copies: usize,
 }
 
 /// Function ids are indices into this table. Ids are per (binary, function), so the same name in
@@ -28,6 +32,12 @@ impl FunctionTable {
 
     pub fn get(&self, id: u32) -> Option<&FunctionInfo> {
         self.functions.get(id as usize)
+    }
+
+    /// # Panics
+    /// If `id` was not returned by [`FunctionTable::add`].
+    pub fn get_mut(&mut self, id: u32) -> &mut FunctionInfo {
+        &mut self.functions[id as usize]
     }
 }
 

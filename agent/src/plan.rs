@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 
-use crate::inspect::{BinaryIndex, EntryKind, Function};
+use crate::inspect::{BinaryIndex, EntryKind, Function, inline::InlinedCopy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
@@ -143,9 +143,22 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// Where to probe one inlined copy of a function, as file offsets.
+#[derive(Debug, Clone)]
+pub struct InlinePlan {
+    pub name: String,
+    /// The function that holds the copy, and where the inlined call is written.
+    pub caller: String,
+    pub call_site: String,
+    pub entry_offsets: Vec<u64>,
+    pub exit_offsets: Vec<u64>,
+}
+
 #[derive(Debug, Default)]
 pub struct BinaryPlan {
     pub functions: Vec<FunctionPlan>,
+    /// Inlined copies of matching functions (the pclntab's inline trees, Go >= 1.18).
+    pub inlined: Vec<InlinePlan>,
     pub refused: Vec<Refusal>,
     /// Entry site of `runtime.goexit1` (offset, check eflags), where every exiting goroutine
     /// passes: the kernel side drops entries it left open there (panics, `runtime.Goexit`).
@@ -197,7 +210,45 @@ pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
             }),
         }
     }
+    for copy in index.inlined_copies(&|name| pattern.matches(name)) {
+        match plan_inlined(index, &copy) {
+            Ok(p) => plan.inlined.push(p),
+            Err(reason) => plan.refused.push(Refusal {
+                name: format!(
+                    "{} (inlined in {} at {}:{})",
+                    copy.name, copy.caller, copy.call_file, copy.call_line
+                ),
+                reason,
+            }),
+        }
+    }
     plan
+}
+
+fn plan_inlined(index: &BinaryIndex, copy: &InlinedCopy) -> Result<InlinePlan, String> {
+    let sites = index
+        .inline_sites(copy)
+        .map_err(|e| format!("cannot decode its caller: {e}"))?;
+    if sites.entries.is_empty() || sites.exits.is_empty() {
+        return Err("no entry or no exit found in its caller's code".into());
+    }
+    let offsets = |addrs: &[u64]| -> Result<Vec<u64>, String> {
+        addrs
+            .iter()
+            .map(|&a| {
+                index.vaddr_to_file_offset(a).ok_or_else(|| {
+                    format!("address {a:#x} is not in an executable segment of the file")
+                })
+            })
+            .collect()
+    };
+    Ok(InlinePlan {
+        name: copy.name.clone(),
+        caller: copy.caller.clone(),
+        call_site: format!("{}:{}", copy.call_file, copy.call_line),
+        entry_offsets: offsets(&sites.entries)?,
+        exit_offsets: offsets(&sites.exits)?,
+    })
 }
 
 fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPlan, String> {

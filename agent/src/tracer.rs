@@ -1,26 +1,30 @@
 //! The pipeline that every front end drives: targets → inspect → plan → kernel → aggregation.
 //! `funclatency` is a short-lived tracer with one pattern; the daemon runs the same tracer.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
 };
 
 use aya::maps::{MapData, RingBuf};
-use goprobe_common::cookie;
+use goprobe_common::{InlineSite, cookie};
 
 use crate::{
     inspect::{BinaryIndex, InspectError},
     kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Site},
     pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
-    plan::{BinaryPlan, Pattern, plan_binary},
+    plan::{BinaryPlan, Pattern, Refusal, plan_binary},
     targets::BinaryKey,
 };
 
 /// A binary that was inspected for the pattern, and what came of it.
 #[derive(Debug)]
 pub enum BinaryState {
-    /// Matching functions, with their ids in the function table (same order as `plan.functions`).
-    Planned { plan: BinaryPlan, ids: Vec<u32> },
+    /// Matching functions and the probe sites for them (cookies carry the function ids).
+    Planned {
+        plan: BinaryPlan,
+        entries: Vec<Site>,
+        returns: Vec<Site>,
+    },
     /// Not traced: not Go, unreadable, or nothing matches (with the names of the binary kept
     /// for suggestions).
     Skipped { reason: String, names: Vec<String> },
@@ -37,12 +41,15 @@ pub struct Tracer {
     /// Distinct function names attached so far.
     pub traced_names: HashSet<String>,
     lost_seen: HashMap<u32, u64>,
+    next_inline_site: u32,
 }
 
 /// Where probes were attached.
 #[derive(Debug)]
 pub struct Attached {
+    /// Distinct functions traced (out-of-line, inlined, or both).
     pub functions: usize,
+    pub inlined_copies: usize,
     pub sites: usize,
     /// Matching functions that were not traced, with the reason.
     pub refused: Vec<crate::plan::Refusal>,
@@ -72,6 +79,7 @@ impl Tracer {
             attachments: Vec::new(),
             traced_names: HashSet::new(),
             lost_seen: HashMap::new(),
+            next_inline_site: 0,
         })
     }
 
@@ -91,7 +99,7 @@ impl Tracer {
     pub fn plan(&mut self, key: BinaryKey, path: &Path) -> &BinaryState {
         if !self.binaries.contains_key(&key) {
             let state = match inspect_and_plan(path, &self.pattern) {
-                Ok(plan) if plan.functions.is_empty() => {
+                Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
                         format!("no function matches {:?}", self.pattern.name)
                     } else {
@@ -107,19 +115,7 @@ impl Tracer {
                         names: Vec::new(),
                     }
                 }
-                Ok(plan) => {
-                    let ids = plan
-                        .functions
-                        .iter()
-                        .map(|f| {
-                            self.functions.add(FunctionInfo {
-                                name: f.name.clone(),
-                                binary: path.to_path_buf(),
-                            })
-                        })
-                        .collect();
-                    BinaryState::Planned { plan, ids }
-                }
+                Ok(plan) => self.probes_for(plan, path),
                 Err((reason, names)) => BinaryState::Skipped { reason, names },
             };
             self.binaries.insert(key, state);
@@ -127,23 +123,25 @@ impl Tracer {
         &self.binaries[&key]
     }
 
-    /// Attach the planned probes of binary `key`, reached through `path`, for `pid` only or (None)
-    /// for every process running that file.
-    pub fn attach(
-        &mut self,
-        key: BinaryKey,
-        path: &Path,
-        pid: Option<u32>,
-    ) -> Result<Attached, TraceError> {
-        let Some(BinaryState::Planned { plan, ids }) = self.binaries.get(&key) else {
-            return Err(TraceError::NoMatch(format!(
-                "{} has nothing to trace",
-                path.display()
-            )));
+    /// Give the planned functions ids, and turn the plan into probe sites. Inlined copies of one
+    /// function share its id; their boundaries go into the kernel's inline site table.
+    fn probes_for(&mut self, mut plan: BinaryPlan, path: &Path) -> BinaryState {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut id_of = |functions: &mut FunctionTable, name: &str| -> u32 {
+            *ids.entry(name.to_string()).or_insert_with(|| {
+                functions.add(FunctionInfo {
+                    name: name.to_string(),
+                    binary: path.to_path_buf(),
+                    out_of_line: false,
+                    inlined_copies: 0,
+                })
+            })
         };
-        let mut entries = Vec::with_capacity(plan.functions.len());
+        let mut entries = Vec::new();
         let mut returns = Vec::new();
-        for (function, &id) in plan.functions.iter().zip(ids) {
+        for function in &plan.functions {
+            let id = id_of(&mut self.functions, &function.name);
+            self.functions.get_mut(id).out_of_line = true;
             let flags = if function.check_eflags {
                 cookie::CHECK_EFLAGS
             } else {
@@ -158,6 +156,59 @@ impl Tracer {
                 cookie: cookie::encode(id, 0),
             }));
         }
+
+        // Each address where inlined copies begin or end is one site, doing all that happens there.
+        let mut boundaries: BTreeMap<u64, InlineSite> = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for copy in &plan.inlined {
+            let id = id_of(&mut self.functions, &copy.name);
+            self.functions.get_mut(id).inlined_copies += 1;
+            let mut fits = true;
+            for &offset in &copy.exit_offsets {
+                fits &= add_action(boundaries.entry(offset).or_default(), id, true);
+            }
+            for &offset in &copy.entry_offsets {
+                fits &= add_action(boundaries.entry(offset).or_default(), id, false);
+            }
+            if !fits {
+                dropped.push(copy.name.clone());
+            }
+        }
+        for (offset, site) in boundaries {
+            if self.next_inline_site >= goprobe_common::MAX_INLINE_SITES {
+                plan.refused.push(Refusal {
+                    name: "inlined copies".into(),
+                    reason: format!(
+                        "more than {} inline boundaries in all",
+                        goprobe_common::MAX_INLINE_SITES
+                    ),
+                });
+                break;
+            }
+            let index = self.next_inline_site;
+            if let Err(e) = self.kernel.set_inline_site(index, &site) {
+                plan.refused.push(Refusal {
+                    name: "inlined copies".into(),
+                    reason: e.to_string(),
+                });
+                break;
+            }
+            self.next_inline_site += 1;
+            entries.push(Site {
+                offset,
+                cookie: cookie::encode(index, cookie::INLINE_SITE),
+            });
+        }
+        for name in dropped {
+            plan.refused.push(Refusal {
+                name,
+                reason: format!(
+                    "some of its inlined copies meet more than {} others at one address; those are timed only in part",
+                    goprobe_common::MAX_INLINE_ACTIONS
+                ),
+            });
+        }
+
         if let Some((offset, check_eflags)) = plan.goroutine_exit
             && !entries.iter().any(|e| e.offset == offset)
         {
@@ -172,13 +223,45 @@ impl Tracer {
                 cookie: cookie::encode(0, flags),
             });
         }
-        let names: Vec<String> = plan.functions.iter().map(|f| f.name.clone()).collect();
+        BinaryState::Planned {
+            plan,
+            entries,
+            returns,
+        }
+    }
+
+    /// Attach the planned probes of binary `key`, reached through `path`, for `pid` only or (None)
+    /// for every process running that file.
+    pub fn attach(
+        &mut self,
+        key: BinaryKey,
+        path: &Path,
+        pid: Option<u32>,
+    ) -> Result<Attached, TraceError> {
+        let Some(BinaryState::Planned {
+            plan,
+            entries,
+            returns,
+        }) = self.binaries.get(&key)
+        else {
+            return Err(TraceError::NoMatch(format!(
+                "{} has nothing to trace",
+                path.display()
+            )));
+        };
+        let names: BTreeSet<String> = plan
+            .functions
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(plan.inlined.iter().map(|c| c.name.clone()))
+            .collect();
         let attached = Attached {
-            functions: plan.functions.len(),
+            functions: names.len(),
+            inlined_copies: plan.inlined.len(),
             sites: entries.len() + returns.len(),
             refused: plan.refused.clone(),
         };
-        let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
+        let attachment = self.kernel.attach(path, pid, entries, returns)?;
         self.attachments.push(attachment);
         self.traced_names.extend(names);
         Ok(attached)
@@ -227,11 +310,30 @@ impl Tracer {
     }
 }
 
+/// Record that inlined copies of function `id` end (`exit`) or begin at this site; false if the
+/// site has no room left.
+fn add_action(site: &mut InlineSite, id: u32, exit: bool) -> bool {
+    let (list, n) = if exit {
+        (&mut site.exits, &mut site.n_exits)
+    } else {
+        (&mut site.entries, &mut site.n_entries)
+    };
+    if list[..*n as usize].contains(&id) {
+        return true;
+    }
+    if *n as usize >= list.len() {
+        return false;
+    }
+    list[*n as usize] = id;
+    *n += 1;
+    true
+}
+
 /// Inspect and plan; on failure, a reason and (for Go binaries without a match) their names.
 fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, (String, Vec<String>)> {
     let index = BinaryIndex::open(path).map_err(|e| (e.to_string(), Vec::new()))?;
     let plan = plan_binary(&index, pattern);
-    if plan.functions.is_empty() && plan.refused.is_empty() {
+    if plan.functions.is_empty() && plan.inlined.is_empty() && plan.refused.is_empty() {
         let names = index.functions.iter().map(|f| f.name.clone()).collect();
         return Err((format!("no function matches {:?}", pattern.name), names));
     }

@@ -21,6 +21,9 @@ pub mod cookie {
     /// entries the goroutine still has open (calls that ended in a panic or `runtime.Goexit`),
     /// so the per-goroutine map stays bounded however long goprobe runs.
     pub const GOROUTINE_EXIT: u64 = 1 << 33;
+    /// A boundary of inlined copies: the low 32 bits index `INLINE_SITES`, which says which
+    /// copies control leaves and which it enters at this address.
+    pub const INLINE_SITE: u64 = 1 << 34;
 
     pub const fn encode(func: u32, flags: u64) -> u64 {
         func as u64 | flags
@@ -98,6 +101,27 @@ pub struct EntryStack {
     pub frames: [Frame; MAX_DEPTH],
 }
 
+/// Functions one inline site can end and start. Two copies meet at one address when one inlined
+/// call follows another (`fmt.Println(a); fmt.Println(b)`): the first's exit is the second's
+/// entry.
+pub const MAX_INLINE_ACTIONS: usize = 4;
+
+/// Entries in the `INLINE_SITES` array.
+pub const MAX_INLINE_SITES: u32 = 65536;
+
+/// What happens at one boundary of inlined code, in order: first the copies that control leaves
+/// here are closed (their open entry at this stack position is paired), then the copies it
+/// enters are opened. Inlined code runs in its caller's frame, so entry and exit see the same
+/// stack position.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InlineSite {
+    pub exits: [u32; MAX_INLINE_ACTIONS],
+    pub entries: [u32; MAX_INLINE_ACTIONS],
+    pub n_exits: u32,
+    pub n_entries: u32,
+}
+
 /// One completed call, sent through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,4 +141,5 @@ mod pod {
     unsafe impl aya::Pod for super::Frame {}
     unsafe impl aya::Pod for super::EntryStack {}
     unsafe impl aya::Pod for super::LatencyEvent {}
+    unsafe impl aya::Pod for super::InlineSite {}
 }

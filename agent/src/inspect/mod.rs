@@ -11,7 +11,10 @@
 
 pub mod disasm;
 pub mod elf;
+pub mod gofunc;
+pub mod inline;
 pub mod pclntab;
+pub mod pcvalue;
 pub mod symbols_report;
 #[cfg(test)]
 pub mod testelf;
