@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::FunclatencyArgs,
     kernel::AttachMode,
-    outputs::{self, Report, Row},
+    outputs::{self, FunctionSites, Report, Row},
     pipeline::{Latencies, Unit},
     plan::Pattern,
     targets::{self, BinaryKey, Process},
@@ -328,7 +328,12 @@ fn print_interval(
             pid,
             latencies: Latencies::default(),
             lost: 0,
+            sites: per_function.then(FunctionSites::default),
         });
+        if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
+            sites.out_of_line |= info.out_of_line;
+            sites.inlined_copies = sites.inlined_copies.max(info.inlined_copies);
+        }
         row.latencies.merge(&latencies);
         let owner = lost_owner.entry(func).or_insert((key.clone(), 0));
         if latencies.count > owner.1 {

@@ -3,7 +3,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::{cli::SymbolsArgs, inspect::BinaryIndex, plan::Pattern, targets::Process};
+use crate::{
+    cli::SymbolsArgs,
+    inspect::{BinaryIndex, symbols_report},
+    plan::Pattern,
+    targets::Process,
+};
 
 pub fn run(args: SymbolsArgs) -> anyhow::Result<()> {
     let path = match args.binary.parse::<u32>() {
@@ -18,9 +23,11 @@ pub fn run(args: SymbolsArgs) -> anyhow::Result<()> {
     let index = BinaryIndex::open(&path)?;
     let filter = |name: &str| pattern.as_ref().is_none_or(|p| p.matches(name));
     let mut stdout = std::io::stdout().lock();
-    let listed =
-        crate::inspect::symbols_report::write_symbols(&mut stdout, &index, &filter, args.json)
-            .context("writing the list")?;
+    let listed = symbols_report::write_symbols(&mut stdout, &index, &filter, args.json)
+        .and_then(|n| {
+            Ok(n + symbols_report::write_inlined(&mut stdout, &index, &filter, args.json)?)
+        })
+        .context("writing the list")?;
     if listed == 0
         && let Some(pattern) = &pattern
     {

@@ -238,3 +238,101 @@ mod tests {
         assert!(v["entry_addr"].is_null() && v["error"].is_string());
     }
 }
+
+#[derive(Serialize)]
+struct JsonInlined<'a> {
+    kind: &'static str,
+    name: &'a str,
+    caller: &'a str,
+    call_site: String,
+    ranges: Vec<[u64; 2]>,
+    entry_addrs: Option<&'a [u64]>,
+    exit_addrs: Option<&'a [u64]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Write the inlined copies of the functions whose name passes `filter`: which function holds
+/// each, where the inlined call is written, its code ranges, and its entry and exit sites.
+/// Returns how many were listed.
+pub fn write_inlined(
+    out: &mut dyn Write,
+    index: &BinaryIndex,
+    filter: &dyn Fn(&str) -> bool,
+    json: bool,
+) -> io::Result<usize> {
+    let copies = index.inlined_copies(filter);
+    let rows: Vec<_> = copies
+        .iter()
+        .map(|c| (c, index.inline_sites(c).map_err(|e| e.to_string())))
+        .collect();
+    if json {
+        for (c, sites) in &rows {
+            let ok = sites.as_ref().ok();
+            let row = JsonInlined {
+                kind: "inlined",
+                name: &c.name,
+                caller: &c.caller,
+                call_site: format!("{}:{}", c.call_file, c.call_line),
+                ranges: c.ranges.iter().map(|&(s, e)| [s, e]).collect(),
+                entry_addrs: ok.map(|s| s.entries.as_slice()),
+                exit_addrs: ok.map(|s| s.exits.as_slice()),
+                error: sites.as_ref().err().cloned(),
+            };
+            serde_json::to_writer(&mut *out, &row).map_err(io::Error::other)?;
+            writeln!(out)?;
+        }
+        return Ok(rows.len());
+    }
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Inlined copies (probed where their code is entered and left):"
+    )?;
+    let name_w = rows
+        .iter()
+        .map(|(c, _)| c.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, MAX_NAME_WIDTH);
+    let caller_w = rows
+        .iter()
+        .map(|(c, _)| c.caller.len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, MAX_NAME_WIDTH);
+    writeln!(
+        out,
+        "{:<name_w$}  {:<caller_w$}  {:<8}  {:<7}  {:<5}  CALL SITE / RANGES",
+        "NAME", "CALLER", "ENTRIES", "EXITS", "RANGES"
+    )?;
+    for (c, sites) in &rows {
+        let (entries, exits) = match sites {
+            Ok(s) => (s.entries.len().to_string(), s.exits.len().to_string()),
+            Err(_) => ("-".into(), "-".into()),
+        };
+        let ranges: Vec<String> = c
+            .ranges
+            .iter()
+            .map(|(s, e)| format!("{s:#x}-{e:#x}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<name_w$}  {:<caller_w$}  {entries:<8}  {exits:<7}  {:<5}  {}:{} {}",
+            c.name,
+            c.caller,
+            c.ranges.len(),
+            c.call_file,
+            c.call_line,
+            ranges.join(",")
+        )?;
+        if let Err(e) = sites {
+            writeln!(out, "    cannot probe: {e}")?;
+        }
+    }
+    writeln!(out, "{} inlined copies", rows.len())?;
+    Ok(rows.len())
+}

@@ -33,6 +33,11 @@ struct Line<'a> {
     /// The log2 histogram, in `unit`, non-empty buckets only.
     buckets: Vec<Bucket>,
     lost: u64,
+    /// Whether the function's own code is probed, and how many inlined copies of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out_of_line: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inlined_copies: Option<usize>,
 }
 
 pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
@@ -75,6 +80,8 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             p999_ns: l.quantile_ns(0.999),
             buckets,
             lost: row.lost,
+            out_of_line: row.sites.map(|s| s.out_of_line),
+            inlined_copies: row.sites.map(|s| s.inlined_copies),
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)?;

@@ -14,6 +14,15 @@ pub struct Row {
     pub latencies: Latencies,
     /// Events of this row lost because the ring buffer was full.
     pub lost: u64,
+    /// How the function is probed: its own code (entry and RETs) and/or inlined copies. `None`
+    /// for a row that merges several functions.
+    pub sites: Option<FunctionSites>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FunctionSites {
+    pub out_of_line: bool,
+    pub inlined_copies: usize,
 }
 
 /// What one interval (or the whole run, without -i) produced.

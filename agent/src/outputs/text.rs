@@ -13,6 +13,16 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for row in &report.rows {
         writeln!(out)?;
         writeln!(out, "Function = {} [{}]", row.function, row.pid)?;
+        if let Some(sites) = row.sites
+            && sites.inlined_copies > 0
+        {
+            let own = if sites.out_of_line {
+                "its own code and "
+            } else {
+                ""
+            };
+            writeln!(out, "Sites: {own}{} inlined copies", sites.inlined_copies)?;
+        }
         write_log2_table(
             out,
             &row.latencies.log2_in(report.unit),
