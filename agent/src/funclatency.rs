@@ -6,6 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use goprobe_common::counter;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -349,6 +350,8 @@ fn print_interval(
             row.lost += count;
         }
     }
+    let deltas = tracer.counter_deltas();
+    let untimed = deltas[counter::ENTRIES_DROPPED as usize] + deltas[counter::MAP_FULL as usize];
     let report = Report {
         rows: rows.into_values().collect(),
         unit,
@@ -356,6 +359,7 @@ fn print_interval(
         show_time: args.timestamp,
         interval_s: elapsed.map_or(0.0, |d| d.as_secs_f64()),
         lost: total_lost,
+        untimed,
     };
     let mut stdout = std::io::stdout().lock();
     if args.json {

@@ -41,6 +41,7 @@ pub struct Tracer {
     /// Distinct function names attached so far.
     pub traced_names: HashSet<String>,
     lost_seen: HashMap<u32, u64>,
+    counters_seen: Counters,
     next_inline_site: u32,
 }
 
@@ -79,6 +80,7 @@ impl Tracer {
             attachments: Vec::new(),
             traced_names: HashSet::new(),
             lost_seen: HashMap::new(),
+            counters_seen: Counters::default(),
             next_inline_site: 0,
         })
     }
@@ -292,6 +294,17 @@ impl Tracer {
 
     pub fn counters(&self) -> Counters {
         self.kernel.counters()
+    }
+
+    /// How much each counter grew since the last call.
+    pub fn counter_deltas(&mut self) -> Counters {
+        let now = self.kernel.counters();
+        let mut delta = now;
+        for (d, seen) in delta.iter_mut().zip(self.counters_seen) {
+            *d = d.saturating_sub(seen);
+        }
+        self.counters_seen = now;
+        delta
     }
 
     pub fn sweep(&mut self, keep: impl Fn(u32) -> bool) -> usize {

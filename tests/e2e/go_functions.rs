@@ -51,6 +51,45 @@ fn recursion_pairs_each_level() {
     });
 }
 
+/// Recursion deeper than the per-goroutine stack of open calls holds (64): the outer 64 levels
+/// are timed, the deeper ones are counted as untimed, and no return is paired with the wrong
+/// entry (the shortest timed call still contains every level below it).
+#[test]
+fn recursion_deeper_than_the_entry_stack_is_counted() {
+    let build = &matrix()[0];
+    let (truth, out) = trace_program(
+        &build.program("recursion"),
+        &["-n", "20", "-depth", "100", "-spin", "20us"],
+        &[],
+        &[],
+        "go:main.goprobeE2EDepth",
+    )
+    .unwrap();
+    let h = only_row(&out, "main.goprobeE2EDepth").unwrap();
+    let (outer, levels, spin) = (
+        u64_field(&truth, "outer_calls"),
+        u64_field(&truth, "levels"),
+        u64_field(&truth, "spin_ns"),
+    );
+    let kept = 64;
+    assert_eq!(u64_field(&h, "count"), outer * kept, "{h}");
+    let counters = out.counters();
+    assert_eq!(
+        counters["entries_dropped"],
+        outer * (levels - kept),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["returns_unpaired"],
+        outer * (levels - kept),
+        "{counters}"
+    );
+    assert!(
+        u64_field(&h, "min_ns") >= (levels - kept + 1) * spin,
+        "a timed call was paired too early: {h}"
+    );
+}
+
 /// Calls that panic (recovered a frame above) or end in runtime.Goexit yield no sample and leave
 /// no open entry behind: goprobe's counters show every one of them abandoned, and nothing open,
 /// while the program is still running.

@@ -2,12 +2,17 @@
 //! every instruction that returns from it.
 //!
 //! A uprobe placed off an instruction boundary is accepted by the kernel and corrupts the
-//! target, so sites only ever come from a real decoder (iced-x86) walking the function linearly
-//! from its first byte; any undecodable byte fails the whole function rather than guessing.
+//! target, so sites only ever come from a real decoder walking the function linearly from its
+//! first byte (iced-x86 for x86-64, yaxpeax-arm for arm64, in `disasm_arm64.rs`); any
+//! undecodable instruction fails the whole function rather than guessing.
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 use super::{Arch, EntryKind, ProbeSites};
+
+#[path = "disasm_arm64.rs"]
+mod arm64;
+pub use arm64::aarch64_sites;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -34,12 +39,6 @@ pub fn sites(arch: Arch, code: &[u8], addr: u64) -> Result<ProbeSites, DisasmErr
         Arch::X86_64 => x86_64_sites(code, addr),
         Arch::Aarch64 => aarch64_sites(code, addr),
     }
-}
-
-/// arm64 is not decoded yet: its stack check is `ldr x16,[x28,#16]; cmp sp,x16; b.ls`, and RET
-/// is a fixed 4-byte pattern, but nothing here has been checked against real binaries.
-pub fn aarch64_sites(_code: &[u8], _addr: u64) -> Result<ProbeSites, DisasmError> {
-    Err(DisasmError::UnsupportedArch(Arch::Aarch64))
 }
 
 /// Decode `code` (the bytes of one function, loaded at `addr`) and find its probe sites.
@@ -318,10 +317,16 @@ mod tests {
     }
 
     #[test]
-    fn arm64_is_reported_unsupported() {
+    fn arm64_code_goes_to_the_arm64_decoder() {
+        // ret, as arm64 and as x86-64 (where 0xc0 0x03 is `rol byte [rbx], imm8` cut short).
+        let ret = [0xc0, 0x03, 0x5f, 0xd6];
         assert_eq!(
-            sites(Arch::Aarch64, &[0xc0, 0x03, 0x5f, 0xd6], 0),
-            Err(DisasmError::UnsupportedArch(Arch::Aarch64))
+            sites(Arch::Aarch64, &ret, 0x1000).unwrap().returns,
+            vec![0x1000]
+        );
+        assert_ne!(
+            sites(Arch::X86_64, &ret, 0x1000).map(|s| s.returns),
+            Ok(vec![0x1000])
         );
     }
 }

@@ -37,6 +37,10 @@ pub struct Report {
     pub interval_s: f64,
     /// Events lost in this interval over all functions.
     pub lost: u64,
+    /// Calls not timed in this interval because a goroutine had more traced calls open than the
+    /// kernel side keeps (nesting or recursion deeper than `MAX_DEPTH`), or the goroutine map
+    /// was full. Counted, never mis-paired.
+    pub untimed: u64,
 }
 
 /// `HH:MM:SS` in local time, like bcc's `strftime("%H:%M:%S")`.

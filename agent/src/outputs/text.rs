@@ -33,6 +33,15 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             writeln!(out, "lost = {} events (ring buffer full)", row.lost)?;
         }
     }
+    if report.untimed > 0 {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "untimed = {} calls (nested deeper than {} traced calls on one goroutine, or too many goroutines in traced calls)",
+            report.untimed,
+            goprobe_common::MAX_DEPTH
+        )?;
+    }
     if report.lost > 0 {
         writeln!(out)?;
         writeln!(
