@@ -84,7 +84,7 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
     let end = addr
         .checked_add(code.len() as u64)
         .ok_or(DisasmError::NoCode { addr })?;
-    if addr % 4 != 0 {
+    if !addr.is_multiple_of(4) {
         // arm64 instructions are word-aligned: this is not the start of code.
         return Err(DisasmError::InvalidInstruction { addr });
     }
@@ -453,8 +453,7 @@ mod tests {
             0x54000563, // BCC 43(PC)
             CMP_X17,    // CMP R16, R17
             0x54000529, // BLS 41(PC)
-            RET,
-            UDF0,
+            RET, UDF0,
         ]);
         let s = aarch64_sites(&c, BASE).unwrap();
         assert_eq!(
@@ -536,20 +535,21 @@ mod tests {
 
     #[test]
     fn literal_pool_words_are_data() {
-        // ldr w27, +0x10 loads the word at +0x14, which holds the bit pattern of `ret`; and
-        // ldr x1, +0xc an 8-byte literal at +0x18 made of words that do not decode.
+        // A 4-byte literal holding the bit pattern of `ret`, and an 8-byte one made of words
+        // that do not decode, both after the function's real return.
         let c = code(&[
-            0x1800009b, // +0x0 ldr w27, $+0x14 (MOVWU 5(PC), R27)
-            0x58000061, // +0x4 ldr x1, $+0xc   (MOVD 3(PC), R1): 8 bytes at +0x10
-            RET,        // +0x8 ret
-            UDF0,       // +0xc
-            0xffffffff, // +0x10 data (8-byte literal, first word): undecodable
-            RET,        // +0x14 data: not a return
+            0x180000db, // +0x00 ldr w27, $+0x18 (MOVWU 6(PC), R27)
+            0x58000061, // +0x04 ldr x1, $+0xc   (MOVD 3(PC), R1): 8 bytes at +0x10
+            RET,        // +0x08 ret
+            UDF0,       // +0x0c
+            0xffffffff, // +0x10 data
+            0xffffffff, // +0x14 data
+            RET,        // +0x18 data: not a return
         ]);
         let s = aarch64_sites(&c, BASE).unwrap();
         assert_eq!(s.returns, vec![BASE + 8]);
-        // The same bytes without the loads: the undecodable word is an error.
-        let c = code(&[NOP, NOP, RET, UDF0, 0xffffffff, RET]);
+        // The same words without the loads: the undecodable word is an error.
+        let c = code(&[NOP, NOP, RET, UDF0, 0xffffffff, 0xffffffff, RET]);
         assert_eq!(
             aarch64_sites(&c, BASE),
             Err(DisasmError::InvalidInstruction { addr: BASE + 0x10 })
