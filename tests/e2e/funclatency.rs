@@ -38,6 +38,36 @@ fn exact_counts() {
     });
 }
 
+/// The same exact counts with one perf-event uprobe per site, the fallback for kernels without
+/// uprobe_multi (before 6.6).
+#[test]
+fn exact_counts_with_per_site_uprobes() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(&build.program("count"), &[], &[]);
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start_with_env(
+        &[
+            "funclatency",
+            "--json",
+            "-v",
+            "-p",
+            &pid,
+            "go:main.goprobeE2ECount",
+        ],
+        &[("GOPROBE_ATTACH", "single")],
+    );
+    probe.wait_tracing().unwrap();
+    go.go();
+    let truth = go.finish(Duration::from_secs(120)).unwrap();
+    let out = probe.wait(Duration::from_secs(30));
+    assert!(out.stderr.contains("attach mode PerSite"), "{}", out.stderr);
+    let lines = out.json();
+    let h =
+        histogram_of(&lines, "main.goprobeE2ECount", pid.parse().unwrap()).expect("a histogram");
+    assert_eq!(u64_field(h, "count"), u64_field(&truth, "calls"));
+    assert_eq!(u64_field(h, "lost"), 0);
+}
+
 /// A function that sleeps 5 ms, called from 16 goroutines that move between threads while they
 /// sleep: keyed by goroutine, every call pairs with its own return.
 #[test]

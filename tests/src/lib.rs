@@ -286,8 +286,13 @@ impl Finished {
 
 impl Goprobe {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(goprobe_bin())
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
