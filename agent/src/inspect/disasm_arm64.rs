@@ -1,14 +1,23 @@
 //! Probe sites in arm64 Go code, from the yaxpeax-arm decoder.
 //!
 //! Instructions are fixed 4-byte words, so boundaries are never in doubt, but every word is still
-//! decoded: a RET is whatever the decoder says is a return, and a word it cannot decode fails the
-//! function instead of being guessed at. Two things make a plain word-by-word walk wrong:
+//! decoded: a RET is whatever the decoder says is a return, and a word it cannot decode where
+//! execution can reach it fails the function instead of being guessed at. Go's text also holds
+//! words that are not instructions, which a plain word-by-word walk would get wrong:
 //!
 //! - Literal pools: Go's assembler places constants in the text after an unconditional branch and
-//!   loads them with `ldr <reg>, <label>` (objdump: `MOVWU 112(PC), R27`). Those words are data;
-//!   the first pass collects the targets of every literal load inside the function and the second
-//!   pass skips them, so a constant that happens to look like `ret` is never probed.
-//! - Padding: functions are padded to 16 bytes with zero words, which decode as `udf #0`.
+//!   loads them with `ldr <reg>, <label>` (objdump: `MOVWU 112(PC), R27`). Those words are data:
+//!   the targets of every literal load inside the function are skipped, so a constant that
+//!   happens to look like `ret` is never probed (a uprobe there would corrupt the constant).
+//! - Unreferenced pools: Go 1.19–1.21 leave pools nothing loads from (constants for large
+//!   offsets that a later assembler pass encoded otherwise) after a `b .` at the function's end.
+//!   So an undecodable word is an error only where control can fall into it: at the start, after
+//!   an instruction that continues to the next word, or at a direct branch target. After an
+//!   unconditional branch, return or trap, undecodable words up to the next branch target are dead
+//!   data and skipped. Decodable words there are still classified (and their RETs probed): code
+//!   reached only through a jump table (`br`) looks exactly like that.
+//! - Traps: Go's `UNDEF` is `udf #0` (0x00000000) since Go 1.24, and 0xbea71700 (an encoding
+//!   guaranteed undefined, which no decoder knows) before; functions are padded with zero words.
 //!
 //! ## Entry: Go's stack check on arm64
 //!
@@ -76,9 +85,14 @@ const COND_LS: u8 = 0b1001;
 /// instructions, 8 when its constant needs `movz` + two `movk`.
 const PROLOGUE_WINDOW: usize = 10;
 
+/// What Go's assembler emits for `UNDEF` before Go 1.24 (asm7.go: "guaranteed to raise undefined
+/// instruction exception"); since 1.24 it is `udf #0`.
+const GO_UNDEF_OLD: u32 = 0xbea7_1700;
+
 /// Decode `code` (the bytes of one function, loaded at `addr`) and find its probe sites.
 pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> {
-    if code.is_empty() {
+    if code.len() < 4 {
+        // Not even one instruction (Go's `go:textfipsstart`-style markers are 1 byte long).
         return Err(DisasmError::Empty { addr });
     }
     let end = addr
@@ -89,18 +103,20 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
         return Err(DisasmError::InvalidInstruction { addr });
     }
     let decoder = InstDecoder::default();
-    // Pass 1: decode every word. A trailing partial word is an error only if it is reached as
-    // code (it cannot be, being shorter than an instruction), hence `None`.
-    let decoded: Vec<Option<Instruction>> = code
+    // Pass 1: decode every word (`None`: undecodable, or a trailing partial word).
+    let words: Vec<Word> = code
         .chunks(4)
-        .map(|word| {
-            if word.len() < 4 {
-                return None;
-            }
-            decoder.decode(&mut U8Reader::new(word)).ok()
+        .map(|bytes| match <[u8; 4]>::try_from(bytes) {
+            Ok(b) if u32::from_le_bytes(b) == GO_UNDEF_OLD => Word::Trap,
+            Ok(b) => match decoder.decode(&mut U8Reader::new(&b)) {
+                Ok(ins) => Word::Insn(ins),
+                Err(_) => Word::Invalid,
+            },
+            Err(_) => Word::Invalid,
         })
         .collect();
-    let data = literal_words(&decoded);
+    let data = literal_words(&words);
+    let targets = branch_targets(&words);
 
     // Pass 2: classify.
     let mut entry = None;
@@ -110,14 +126,25 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
     // Bit n set: xn holds g.stackguard0.
     let mut guard_regs: u32 = 0;
     let mut prev_was_guard_cmp = false;
-    for (i, ins) in decoded.iter().enumerate() {
+    // Whether control can reach this word from the one before (or it is the first).
+    let mut falls_in = true;
+    for (i, word) in words.iter().enumerate() {
         let pc = addr + 4 * i as u64;
+        falls_in |= targets[i];
         if data[i] {
+            // Code resumes after a pool at a branch target.
+            falls_in = false;
             prev_was_guard_cmp = false;
             continue;
         }
-        let Some(ins) = ins else {
-            return Err(DisasmError::InvalidInstruction { addr: pc });
+        let ins = match word {
+            Word::Insn(ins) => ins,
+            Word::Invalid if falls_in => return Err(DisasmError::InvalidInstruction { addr: pc }),
+            Word::Invalid | Word::Trap => {
+                falls_in = false;
+                prev_was_guard_cmp = false;
+                continue;
+            }
         };
         if i < PROLOGUE_WINDOW && entry.is_none() {
             if prev_was_guard_cmp && ins.opcode == Opcode::Bcc(COND_LS) {
@@ -130,6 +157,7 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
             }
             prev_was_guard_cmp = is_stackguard_cmp(ins, guard_regs);
         }
+        falls_in = true;
         match ins.opcode {
             Opcode::RET
             | Opcode::RETAA
@@ -137,7 +165,10 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
             | Opcode::RETAASPPC
             | Opcode::RETABSPPC
             | Opcode::RETAASPPCR
-            | Opcode::RETABSPPCR => returns.push(pc),
+            | Opcode::RETABSPPCR => {
+                returns.push(pc);
+                falls_in = false;
+            }
             Opcode::B => {
                 if let Operand::PCOffset(off) = ins.operands[0] {
                     let target = pc.wrapping_add_signed(off);
@@ -145,10 +176,13 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
                         tail_jumps += 1;
                     }
                 }
+                falls_in = false;
             }
             Opcode::BR | Opcode::BRAA | Opcode::BRAAZ | Opcode::BRAB | Opcode::BRABZ => {
-                indirect_jumps += 1
+                indirect_jumps += 1;
+                falls_in = false;
             }
+            Opcode::UDF => falls_in = false,
             _ => {}
         }
     }
@@ -166,25 +200,66 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
     })
 }
 
+/// One word of the function.
+enum Word {
+    Insn(Instruction),
+    /// Go's old `UNDEF` encoding: a trap, like `udf`.
+    Trap,
+    /// Not an instruction the decoder knows, or fewer than 4 bytes left.
+    Invalid,
+}
+
+impl Word {
+    fn insn(&self) -> Option<&Instruction> {
+        match self {
+            Word::Insn(ins) => Some(ins),
+            _ => None,
+        }
+    }
+}
+
+/// Mark the words `[4*i + off, +size)` in `marks`, if inside.
+fn mark(marks: &mut [bool], i: usize, off: i64, size: usize) {
+    let Some(start) = (4 * i as i64).checked_add(off) else {
+        return;
+    };
+    // Targets are word-aligned (imm * 4); a 16-byte `ldr q` literal covers four words.
+    for w in 0..size.div_ceil(4) {
+        let byte = start + 4 * w as i64;
+        if byte >= 0
+            && let Some(m) = marks.get_mut((byte / 4) as usize)
+        {
+            *m = true;
+        }
+    }
+}
+
+/// Which words are the targets of direct branches inside the function (`b`, `b.cond`,
+/// `cbz`/`cbnz`, `tbz`/`tbnz`).
+fn branch_targets(words: &[Word]) -> Vec<bool> {
+    let mut targets = vec![false; words.len()];
+    for (i, ins) in words.iter().enumerate() {
+        let Some(ins) = ins.insn() else { continue };
+        let off = match ins.opcode {
+            Opcode::B | Opcode::Bcc(_) | Opcode::BCcc(_) => ins.operands[0],
+            Opcode::CBZ | Opcode::CBNZ => ins.operands[1],
+            Opcode::TBZ | Opcode::TBNZ => ins.operands[2],
+            _ => continue,
+        };
+        if let Operand::PCOffset(off) = off {
+            mark(&mut targets, i, off, 4);
+        }
+    }
+    targets
+}
+
 /// Which words of the function are literal-pool data: the targets of PC-relative loads
 /// (`ldr`/`ldrsw` literal) that fall inside it.
-fn literal_words(decoded: &[Option<Instruction>]) -> Vec<bool> {
-    let mut data = vec![false; decoded.len()];
-    for (i, ins) in decoded.iter().enumerate() {
-        let Some((off, size)) = ins.as_ref().and_then(literal_load) else {
-            continue;
-        };
-        let Some(start) = (4 * i as i64).checked_add(off) else {
-            continue;
-        };
-        // Literals are word-aligned (imm19 * 4); a 16-byte `ldr q` covers four words.
-        for w in 0..size.div_ceil(4) {
-            let byte = start + 4 * w as i64;
-            if byte >= 0
-                && let Some(d) = data.get_mut((byte / 4) as usize)
-            {
-                *d = true;
-            }
+fn literal_words(words: &[Word]) -> Vec<bool> {
+    let mut data = vec![false; words.len()];
+    for (i, ins) in words.iter().enumerate() {
+        if let Some((off, size)) = ins.insn().and_then(literal_load) {
+            mark(&mut data, i, off, size);
         }
     }
     data
@@ -537,23 +612,81 @@ mod tests {
     fn literal_pool_words_are_data() {
         // A 4-byte literal holding the bit pattern of `ret`, and an 8-byte one made of words
         // that do not decode, both after the function's real return.
-        let c = code(&[
+        let pool = [0xffffffff, 0xffffffff, RET];
+        let mut words = vec![
             0x180000db, // +0x00 ldr w27, $+0x18 (MOVWU 6(PC), R27)
             0x58000061, // +0x04 ldr x1, $+0xc   (MOVD 3(PC), R1): 8 bytes at +0x10
             RET,        // +0x08 ret
             UDF0,       // +0x0c
-            0xffffffff, // +0x10 data
-            0xffffffff, // +0x14 data
-            RET,        // +0x18 data: not a return
+        ];
+        words.extend(pool); // +0x10, +0x14, +0x18
+        let s = aarch64_sites(&code(&words), BASE).unwrap();
+        assert_eq!(
+            s.returns,
+            vec![BASE + 8],
+            "the `ret` constant is not a return"
+        );
+        // Without the loads, the same words after the return are dead code or data: the
+        // undecodable ones are skipped, the `ret` is taken for one.
+        let mut words = vec![NOP, NOP, RET, UDF0];
+        words.extend(pool);
+        let s = aarch64_sites(&code(&words), BASE).unwrap();
+        assert_eq!(s.returns, vec![BASE + 8, BASE + 0x18]);
+    }
+
+    #[test]
+    fn unreferenced_pool_after_the_end_go119() {
+        // The end of `runtime.(*mheap).sysAlloc`, Go 1.19.8: a pool nothing loads from (mheap
+        // field offsets that the assembler finally encoded as `ADD $(16<<12), R6, R27`),
+        // after `b .`. objdump shows `?` for these words; they must not fail the function.
+        let c = code(&[
+            0xaa1e03e3, // MOVD R30, R3
+            0x94013f1e, // CALL runtime.morestack_noctxt.abi0(SB)
+            0xf94007e0, // MOVD 8(RSP), R0
+            0xf9400be1, // MOVD 16(RSP), R1
+            0x17fffea3, // JMP runtime.(*mheap).sysAlloc(SB)
+            0x14000000, // JMP 0(PC)
+            0x00010190, 0x000101f0, 0x000101e8, 0x000101e0, // ?
+            0x000101b8, 0x000169e0, 0x000169b0, 0x000169c8, // ?
+            UDF0,
         ]);
         let s = aarch64_sites(&c, BASE).unwrap();
-        assert_eq!(s.returns, vec![BASE + 8]);
-        // The same words without the loads: the undecodable word is an error.
-        let c = code(&[NOP, NOP, RET, UDF0, 0xffffffff, 0xffffffff, RET]);
+        assert!(s.returns.is_empty());
+        assert_eq!(
+            s.tail_jumps, 1,
+            "the snippet's jump to the start is outside it"
+        );
+        // The same words where execution falls into them are an error.
+        let c = code(&[NOP, 0x00010190, RET]);
         assert_eq!(
             aarch64_sites(&c, BASE),
-            Err(DisasmError::InvalidInstruction { addr: BASE + 0x10 })
+            Err(DisasmError::InvalidInstruction { addr: BASE + 4 })
         );
+        // ... and so is one that a branch targets: b.eq +8 over a ret, onto a bad word.
+        let c = code(&[0x54000040, RET, 0x00010190, RET]);
+        assert_eq!(
+            aarch64_sites(&c, BASE),
+            Err(DisasmError::InvalidInstruction { addr: BASE + 8 })
+        );
+    }
+
+    #[test]
+    fn go_undef_before_124_is_a_trap() {
+        // `runtime.systemstack_switch`, Go 1.22.10: UNDEF was 0xbea71700, which no decoder
+        // knows; what follows it is not reached by falling through.
+        let c = code(&[
+            0xf81f0ffe, // MOVD.W R30, -16(RSP)
+            0xf81f83fd, // MOVD R29, -8(RSP)
+            0xd10023fd, // SUB $8, RSP, R29
+            0xbea71700, // UNDEF (objdump: ?)
+            0xd63f03c0, // CALL (R30)
+            0xa97ffbfd, // LDP -8(RSP), (R29, R30)
+            0x910043ff, // ADD $16, RSP, RSP
+            RET,        // RET
+        ]);
+        let s = aarch64_sites(&c, BASE).unwrap();
+        assert_eq!(s.returns, vec![BASE + 0x1c]);
+        assert_eq!(s.entry_kind, EntryKind::FunctionStart);
     }
 
     #[test]
@@ -562,20 +695,26 @@ mod tests {
             aarch64_sites(&code(&[NOP, 0xffffffff, RET]), BASE),
             Err(DisasmError::InvalidInstruction { addr: BASE + 4 })
         );
-        let mut c = code(&[RET]);
-        c.extend_from_slice(&[0x1f, 0x20]);
-        assert_eq!(
-            aarch64_sites(&c, BASE),
-            Err(DisasmError::InvalidInstruction { addr: BASE + 4 })
-        );
+        // A partial word where execution falls into it; after a return it is just a tail.
+        for (first, want) in [
+            (NOP, Err(DisasmError::InvalidInstruction { addr: BASE + 4 })),
+            (RET, Ok(vec![BASE])),
+        ] {
+            let mut c = code(&[first]);
+            c.extend_from_slice(&[0x1f, 0x20]);
+            assert_eq!(aarch64_sites(&c, BASE).map(|s| s.returns), want);
+        }
         assert_eq!(
             aarch64_sites(&code(&[RET]), BASE + 2),
             Err(DisasmError::InvalidInstruction { addr: BASE + 2 })
         );
-        assert_eq!(
-            aarch64_sites(&[], BASE),
-            Err(DisasmError::Empty { addr: BASE })
-        );
+        // Empty, or too short for one instruction (Go's 1-byte `go:textfipsstart` marker).
+        for c in [&[][..], &[0][..], &[0xc0, 0x03, 0x5f][..]] {
+            assert_eq!(
+                aarch64_sites(c, BASE),
+                Err(DisasmError::Empty { addr: BASE })
+            );
+        }
         assert_eq!(
             aarch64_sites(&code(&[RET, RET]), u64::MAX - 3),
             Err(DisasmError::NoCode { addr: u64::MAX - 3 })
