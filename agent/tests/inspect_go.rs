@@ -35,7 +35,8 @@ type T struct{ n int }
 //go:noinline
 func (t *T) M(x int) int { return t.n + x }
 
-// Three returns, a small frame: cmp rsp,[r14+0x10]; jbe.
+// Three returns, a small frame: cmp rsp,[r14+0x10]; jbe
+// (arm64: ldr x16,[x28,#16]; cmp sp,x16; b.ls).
 //
 //go:noinline
 func foo(n int) int {
@@ -53,7 +54,9 @@ func foo(n int) int {
 	return s
 }
 
-// A frame between StackSmall and StackBig: lea r12,[rsp-X]; cmp r12,[r14+0x10]; jbe.
+// A frame between StackSmall and StackBig (buf must not escape to the heap):
+// lea r12,[rsp-X]; cmp r12,[r14+0x10]; jbe
+// (arm64: ldr x16,[x28,#16]; sub x17,sp,#X; cmp x17,x16; b.ls).
 //
 //go:noinline
 func mid(n int) byte {
@@ -61,11 +64,12 @@ func mid(n int) byte {
 	for i := range buf {
 		buf[i] = byte(i * n)
 	}
-	fmt.Println(buf[:n])
-	return buf[n%len(buf)]
+	fmt.Println("mid", buf[n%len(buf)])
+	return buf[(n+1)%len(buf)]
 }
 
-// A huge frame: mov r12,rsp; sub r12,X; jb; cmp r12,[r14+0x10]; jbe.
+// A huge frame: mov r12,rsp; sub r12,X; jb; cmp r12,[r14+0x10]; jbe
+// (arm64: ldr x16,[x28,#16]; mov x27,#X; subs x17,sp,x27; b.lo; cmp x17,x16; b.ls).
 //
 //go:noinline
 func big(n int) byte {
@@ -525,42 +529,200 @@ fn reference(lister: &Path, bin: &Path, text: Option<u64>) -> Result<Reference, 
     Ok((funcs, text, source))
 }
 
-/// `go tool objdump -s '^NAME$'`: (function start, RET addresses, JBE right after the
-/// `CMPQ ..0x10(R14)` stack check (`0x10(CX)` before Go 1.17)).
-fn objdump(tc: &Toolchain, bin: &Path, name: &str) -> Result<(u64, Vec<u64>, Option<u64>), String> {
-    let pattern = format!("^{}$", name.replace('.', "\\."));
+/// One function of a `go tool objdump` listing: its TEXT name and (address, Go assembly) rows.
+struct OdFunc {
+    name: String,
+    rows: Vec<(u64, String)>,
+}
+
+/// How many instructions from the start objdump's listing is searched for the stack check.
+const OD_PROLOGUE_ROWS: usize = 10;
+
+impl OdFunc {
+    fn start(&self) -> u64 {
+        self.rows[0].0
+    }
+
+    fn rets(&self) -> Vec<u64> {
+        self.rows
+            .iter()
+            .filter(|r| r.1 == "RET" || r.1.starts_with("RET "))
+            .map(|r| r.0)
+            .collect()
+    }
+
+    /// The conditional branch right after the stack check's compare: amd64 `JBE` after
+    /// `CMPQ ..0x10(R14)` (`0x10(CX)` before Go 1.17); arm64 `BLS` after `CMP Rg, X`, where
+    /// `MOVD 16(R28), Rg` loaded g.stackguard0 (Go's `CMP Rm, Rn` computes Rn - Rm).
+    fn stack_check_branch(&self, arch: Arch) -> Option<u64> {
+        let mut guards: Vec<&str> = Vec::new();
+        for w in self.rows.windows(2).take(OD_PROLOGUE_ROWS) {
+            let (cur, next) = (w[0].1.as_str(), w[1].1.as_str());
+            let found = match arch {
+                Arch::X86_64 => {
+                    cur.starts_with("CMPQ") && cur.contains("0x10(") && next.starts_with("JBE")
+                }
+                Arch::Aarch64 => {
+                    if let Some(reg) = cur.strip_prefix("MOVD 16(R28), ") {
+                        guards.push(reg.trim());
+                    }
+                    cur.strip_prefix("CMP ")
+                        .and_then(|ops| ops.split_once(','))
+                        .is_some_and(|(rm, _)| guards.contains(&rm.trim()))
+                        && next.starts_with("BLS")
+                }
+            };
+            if found {
+                return Some(w[1].0);
+            }
+        }
+        None
+    }
+
+    /// arm64 `JMP (Rn)` (`br xn`).
+    fn indirect_jumps(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.1.starts_with("JMP (R"))
+            .count()
+    }
+
+    /// arm64 `JMP` out of `[start, end)`: Go prints `JMP sym(SB)` when the target is a symbol's
+    /// start (this function's own start included) and `JMP N(PC)` (N instructions) otherwise.
+    fn tail_jumps(&self, end: u64) -> usize {
+        let start = self.start();
+        self.rows
+            .iter()
+            .filter(|(addr, asm)| {
+                let Some(target) = asm.strip_prefix("JMP ").map(str::trim) else {
+                    return false;
+                };
+                if let Some(sym) = target.strip_suffix("(SB)") {
+                    return sym != self.name;
+                }
+                let Some(n) = target
+                    .strip_suffix("(PC)")
+                    .and_then(|n| n.parse::<i64>().ok())
+                else {
+                    return false;
+                };
+                let t = addr.wrapping_add_signed(4 * n);
+                t < start || t >= end
+            })
+            .count()
+    }
+}
+
+/// `go tool objdump [-s PATTERN] BIN`, split into functions.
+fn objdump_listing(
+    tc: &Toolchain,
+    bin: &Path,
+    pattern: Option<&str>,
+) -> Result<Vec<OdFunc>, String> {
     let mut c = go_cmd(tc, Path::new("/"));
-    c.args(["tool", "objdump", "-s", &pattern]).arg(bin);
+    c.args(["tool", "objdump"]);
+    if let Some(p) = pattern {
+        c.args(["-s", p]);
+    }
+    c.arg(bin);
     let text = run(c)?;
-    let mut rows = Vec::new(); // (addr, asm)
-    for line in text.lines().filter(|l| !l.starts_with("TEXT")) {
+    let mut funcs: Vec<OdFunc> = Vec::new();
+    for line in text.lines() {
+        // "TEXT main.foo(SB) /path/main.go"
+        // (generic names have spaces: "TEXT main.F[go.shape.struct { X int }](SB) ...").
+        if let Some(rest) = line.strip_prefix("TEXT ") {
+            let name = rest.split_once("(SB)").map_or(rest, |(n, _)| n);
+            funcs.push(OdFunc {
+                name: name.to_string(),
+                rows: Vec::new(),
+            });
+            continue;
+        }
+        // "  main.go:16\t\t0x8f500\t\tf9400b90\t\tMOVD 16(R28), R16\t"
         let cols: Vec<&str> = line
             .split('\t')
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .collect();
         if cols.len() >= 4
+            && let Some(f) = funcs.last_mut()
             && let Ok(addr) = u64::from_str_radix(cols[1].trim_start_matches("0x"), 16)
         {
-            rows.push((addr, cols[3].to_string()));
+            f.rows.push((addr, cols[3].to_string()));
         }
     }
-    let start = rows
+    funcs.retain(|f| !f.rows.is_empty());
+    Ok(funcs)
+}
+
+/// `go tool objdump -s '^NAME$'`: (function start, RET addresses, the stack check's branch).
+fn objdump(
+    tc: &Toolchain,
+    bin: &Path,
+    name: &str,
+    arch: Arch,
+) -> Result<(u64, Vec<u64>, Option<u64>), String> {
+    let pattern = format!("^{}$", name.replace('.', "\\."));
+    let funcs = objdump_listing(tc, bin, Some(&pattern))?;
+    let f = funcs
         .first()
-        .ok_or_else(|| format!("objdump found no {name} in {}", bin.display()))?
-        .0;
-    let rets = rows
-        .iter()
-        .filter(|r| r.1 == "RET" || r.1.starts_with("RET "))
-        .map(|r| r.0)
-        .collect();
-    let jbe = rows
-        .windows(2)
-        .find(|w| {
-            w[0].1.starts_with("CMPQ") && w[0].1.contains("0x10(") && w[1].1.starts_with("JBE")
-        })
-        .map(|w| w[1].0);
-    Ok((start, rets, jbe))
+        .ok_or_else(|| format!("objdump found no {name} in {}", bin.display()))?;
+    Ok((f.start(), f.rets(), f.stack_check_branch(arch)))
+}
+
+/// Every function of an arm64 binary with symbols against `go tool objdump` of the same file:
+/// RETs, the stack-check entry, indirect and tail jumps. Returns (functions compared, problems).
+fn compare_all_with_objdump(idx: &BinaryIndex, b: &Built) -> (usize, Vec<String>) {
+    let listing = match objdump_listing(&b.tc, &b.path, None) {
+        Ok(l) => l,
+        Err(e) => return (0, vec![e]),
+    };
+    let mut compared = 0;
+    let mut mismatches = Vec::new();
+    for od in &listing {
+        let Some(f) = idx.function_at(od.start()).filter(|f| f.addr == od.start()) else {
+            continue;
+        };
+        let Ok(s) = idx.probe_sites(f) else {
+            continue; // reported with the decode errors
+        };
+        compared += 1;
+        let od_entry = od.stack_check_branch(b.arch);
+        let want_kind = if od_entry.is_some() {
+            EntryKind::StackCheckBranch
+        } else {
+            EntryKind::FunctionStart
+        };
+        if (s.entry_kind, s.entry) != (want_kind, od_entry.unwrap_or(f.addr)) {
+            mismatches.push(format!(
+                "{}: entry {:?} at {:#x}, objdump's BLS {od_entry:x?}",
+                f.name, s.entry_kind, s.entry
+            ));
+        }
+        if s.returns != od.rets() {
+            mismatches.push(format!(
+                "{}: RETs {:x?}, objdump {:x?}",
+                f.name,
+                s.returns,
+                od.rets()
+            ));
+        }
+        let od_jumps = (od.tail_jumps(f.addr + f.size), od.indirect_jumps());
+        if (s.tail_jumps, s.indirect_jumps) != od_jumps {
+            mismatches.push(format!(
+                "{}: (tail, indirect) jumps {:?}, objdump {od_jumps:?}",
+                f.name,
+                (s.tail_jumps, s.indirect_jumps)
+            ));
+        }
+    }
+    if compared < idx.functions.len() / 2 {
+        mismatches.push(format!(
+            "only {compared} of {} functions found in objdump's listing",
+            idx.functions.len()
+        ));
+    }
+    (compared, mismatches)
 }
 
 /// Everything checked for one binary; returns the problems found.
@@ -685,38 +847,66 @@ fn check_binary(fx: &Fixture, b: &Built, report: &mut String) -> Vec<String> {
         ));
     }
 
-    // 3. Probe sites: every function decodes (x86-64), RETs are RET bytes, and the checked
-    //    functions agree with objdump.
+    // 3. Probe sites: every function decodes, entries are conditional branches and RETs are
+    //    returns by their encoding, and the checked functions agree with objdump.
     let t1 = Instant::now();
     let mut decode_errors = Vec::new();
     let mut stack_checks = 0;
+    let byte_at = |a: u64| {
+        idx.vaddr_to_file_offset(a)
+            .and_then(|o| file.get(o as usize).copied())
+    };
+    let word_at = |a: u64| {
+        let o = idx.vaddr_to_file_offset(a)? as usize;
+        Some(u32::from_le_bytes(file.get(o..o + 4)?.try_into().ok()?))
+    };
     for f in &idx.functions {
         match idx.probe_sites(f) {
             Ok(s) => {
-                let byte_at = |a: u64| {
-                    idx.vaddr_to_file_offset(a)
-                        .and_then(|o| file.get(o as usize).copied())
+                let (entry_ok, what) = match b.arch {
+                    Arch::X86_64 => (matches!(byte_at(s.entry), Some(0x76 | 0x0f)), "jbe"),
+                    // b.cond is 0x54000000 | imm19 << 5 | cond; LS is 0b1001.
+                    Arch::Aarch64 => (
+                        word_at(s.entry).is_some_and(|w| w & 0xff00_001f == 0x5400_0009),
+                        "b.ls",
+                    ),
                 };
                 if s.entry_kind == EntryKind::StackCheckBranch {
                     stack_checks += 1;
-                    let op = byte_at(s.entry);
-                    if op != Some(0x76) && op != Some(0x0f) {
+                    if !entry_ok {
                         decode_errors
-                            .push(format!("{}: entry {:#x} is not a jbe", f.name, s.entry));
+                            .push(format!("{}: entry {:#x} is not a {what}", f.name, s.entry));
                     }
                 }
-                if let Some(r) = s
-                    .returns
-                    .iter()
-                    .find(|&&r| !matches!(byte_at(r), Some(0xc3 | 0xc2)))
+                // arm64: a function that starts by loading g.stackguard0
+                // (`ldr xN, [x28, #16]`) must have its entry on the stack check.
+                if b.arch == Arch::Aarch64
+                    && word_at(f.addr).is_some_and(|w| w & 0xffff_ffe0 == 0xf940_0b80)
+                    && s.entry_kind != EntryKind::StackCheckBranch
                 {
+                    decode_errors.push(format!(
+                        "{}: starts with a stackguard load but has no stack-check entry",
+                        f.name
+                    ));
+                }
+                let is_ret = |r: u64| match b.arch {
+                    Arch::X86_64 => matches!(byte_at(r), Some(0xc3 | 0xc2)),
+                    // ret xN, retaa, retab
+                    Arch::Aarch64 => word_at(r).is_some_and(|w| {
+                        w & 0xffff_fc1f == 0xd65f_0000 || w == 0xd65f_0bff || w == 0xd65f_0fff
+                    }),
+                };
+                if let Some(r) = s.returns.iter().find(|&&r| !is_ret(r)) {
                     decode_errors.push(format!("{}: {r:#x} is not a RET", f.name));
                 }
             }
-            Err(DisasmError::UnsupportedArch(Arch::Aarch64)) if b.arch == Arch::Aarch64 => {}
             // The BoringCrypto marker function is data placed in text, never executed.
             Err(DisasmError::InvalidInstruction { .. })
                 if f.name.starts_with("crypto/internal/boring/sig.") => {}
+            // Go 1.24+ marks the FIPS module's code with 1-byte symbols: too short for an arm64
+            // instruction.
+            Err(DisasmError::Empty { .. })
+                if b.arch == Arch::Aarch64 && f.name.starts_with("go:textfips") => {}
             Err(e) => decode_errors.push(format!("{}: {e}", f.name)),
         }
     }
@@ -729,70 +919,90 @@ fn check_binary(fx: &Fixture, b: &Built, report: &mut String) -> Vec<String> {
         ));
     }
 
-    if b.arch == Arch::X86_64 {
-        // objdump needs symbols: use this binary, or the unstripped sibling.
-        let (od_bin, same_addrs) = if stripped {
-            b.symbols_twin.clone().unwrap_or((b.path.clone(), true))
-        } else {
-            (b.path.clone(), true)
+    // objdump needs symbols: use this binary, or the unstripped sibling.
+    let (od_bin, same_addrs) = if stripped {
+        b.symbols_twin.clone().unwrap_or((b.path.clone(), true))
+    } else {
+        (b.path.clone(), true)
+    };
+    for &(name, has_check) in CHECKED {
+        let Some(f) = idx.find(name) else {
+            problem(format!("{name} not found"));
+            continue;
         };
-        for &(name, has_check) in CHECKED {
-            let Some(f) = idx.find(name) else {
-                problem(format!("{name} not found"));
+        let sites = match idx.probe_sites(f) {
+            Ok(s) => s,
+            Err(e) => {
+                problem(format!("{name}: {e}"));
                 continue;
-            };
-            let sites = match idx.probe_sites(f) {
-                Ok(s) => s,
-                Err(e) => {
-                    problem(format!("{name}: {e}"));
-                    continue;
-                }
-            };
-            let (od_start, od_rets, od_jbe) = match objdump(&b.tc, &od_bin, name) {
-                Ok(v) => v,
-                Err(e) => {
-                    problem(e);
-                    continue;
-                }
-            };
-            if same_addrs && od_start != f.addr {
-                problem(format!(
-                    "{name} at {:#x}, objdump says {od_start:#x}",
-                    f.addr
-                ));
             }
-            // Compare offsets from the function start, valid across relinked siblings.
-            let rel = |v: &[u64], base: u64| v.iter().map(|a| a - base).collect::<Vec<_>>();
-            if rel(&sites.returns, f.addr) != rel(&od_rets, od_start) {
-                problem(format!(
-                    "{name}: RETs at {:x?}, objdump has {:x?}",
-                    rel(&sites.returns, f.addr),
-                    rel(&od_rets, od_start)
-                ));
+        };
+        let (od_start, od_rets, od_branch) = match objdump(&b.tc, &od_bin, name, b.arch) {
+            Ok(v) => v,
+            Err(e) => {
+                problem(e);
+                continue;
             }
-            let want_kind = if has_check {
-                EntryKind::StackCheckBranch
-            } else {
-                EntryKind::FunctionStart
-            };
-            if sites.entry_kind != want_kind {
-                problem(format!(
-                    "{name}: entry {:?}, expected {want_kind:?}",
-                    sites.entry_kind
-                ));
-            }
-            let od_entry = od_jbe.map_or(0, |j| j - od_start);
-            if sites.entry - f.addr != od_entry {
-                problem(format!(
-                    "{name}: entry at +{:#x}, objdump's stack-check JBE at +{od_entry:#x}",
-                    sites.entry - f.addr
-                ));
-            }
+        };
+        if same_addrs && od_start != f.addr {
+            problem(format!(
+                "{name} at {:#x}, objdump says {od_start:#x}",
+                f.addr
+            ));
         }
+        // Compare offsets from the function start, valid across relinked siblings.
+        let rel = |v: &[u64], base: u64| v.iter().map(|a| a - base).collect::<Vec<_>>();
+        if rel(&sites.returns, f.addr) != rel(&od_rets, od_start) {
+            problem(format!(
+                "{name}: RETs at {:x?}, objdump has {:x?}",
+                rel(&sites.returns, f.addr),
+                rel(&od_rets, od_start)
+            ));
+        }
+        if od_rets.is_empty() {
+            problem(format!("{name}: objdump shows no RET"));
+        }
+        let want_kind = if has_check {
+            EntryKind::StackCheckBranch
+        } else {
+            EntryKind::FunctionStart
+        };
+        if sites.entry_kind != want_kind {
+            problem(format!(
+                "{name}: entry {:?}, expected {want_kind:?}",
+                sites.entry_kind
+            ));
+        }
+        if has_check != od_branch.is_some() {
+            problem(format!(
+                "{name}: objdump's stack-check branch {od_branch:x?}, expected one: {has_check}"
+            ));
+        }
+        let od_entry = od_branch.map_or(0, |j| j - od_start);
+        if sites.entry - f.addr != od_entry {
+            problem(format!(
+                "{name}: entry at +{:#x}, objdump's stack-check branch at +{od_entry:#x}",
+                sites.entry - f.addr
+            ));
+        }
+    }
+
+    // arm64: not only the checked functions but every function of the binary.
+    let mut all_compared = String::new();
+    if b.arch == Arch::Aarch64 && !stripped {
+        let (n, mismatches) = compare_all_with_objdump(&idx, b);
+        if !mismatches.is_empty() {
+            problem(format!(
+                "{} differences from objdump over all functions, e.g. {}",
+                mismatches.len(),
+                mismatches[..mismatches.len().min(5)].join("; ")
+            ));
+        }
+        all_compared = format!(", {n} functions' sites equal to objdump's");
     }
     let _ = writeln!(
         report,
-        "  {what:<24} {} functions ({} from symtab), {ref_count} in debug/gosym, {stack_checks} stack-check entries; open {:.1?}, sites {:.1?}",
+        "  {what:<24} {} functions ({} from symtab), {ref_count} in debug/gosym, {stack_checks} stack-check entries{all_compared}; open {:.1?}, sites {:.1?}",
         idx.functions.len(),
         idx.name_counts().0,
         open_time,
