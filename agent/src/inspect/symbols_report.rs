@@ -69,9 +69,10 @@ pub fn write_symbols(
         .map(|(f, sites)| {
             let (entry, rets) = match sites {
                 Ok(s) => {
-                    let what = match s.entry_kind {
-                        EntryKind::StackCheckBranch => "jbe",
-                        EntryKind::FunctionStart => "start",
+                    let what = match (s.entry_kind, index.arch) {
+                        (EntryKind::StackCheckBranch, super::Arch::Aarch64) => "b.ls",
+                        (EntryKind::StackCheckBranch, _) => "jbe",
+                        (EntryKind::FunctionStart, _) => "start",
                     };
                     (
                         format!("+{:#x} {what}", s.entry.wrapping_sub(f.addr)),
@@ -230,7 +231,7 @@ mod tests {
         let mut out = Vec::new();
         write_symbols(&mut out, &idx, &|_| true, false).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("note: no probe sites for 3 of these functions (probe sites for arm64 code are not implemented yet)"), "{text}");
+        assert!(text.contains("note: no probe sites for 3 of these functions (undecodable instruction at 0x401000)"), "{text}");
         assert!(text.ends_with("3 functions\n"));
         let mut out = Vec::new();
         write_symbols(&mut out, &idx, &|n| n == "main.foo", true).unwrap();
