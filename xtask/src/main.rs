@@ -236,7 +236,10 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
         "--exclude",
         "agent-ebpf",
     ])
-    .current_dir(util::root());
+    .current_dir(util::root())
+    // The inspect tests build Go programs with these toolchains: the run's selection, not
+    // every Go that happens to be installed.
+    .env("GOPROBE_GO_TOOLCHAINS", matrix.toolchain_paths());
     if e2e {
         unit.args(["--exclude", "goprobe-e2e"]);
     }
