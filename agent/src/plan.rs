@@ -304,15 +304,18 @@ fn writes_goroutine_register(index: &BinaryIndex, function: &Function) -> bool {
     let Some(code) = index.function_code(function) else {
         return false;
     };
-    let mut decoder = Decoder::with_ip(64, code, function.addr, DecoderOptions::NONE);
+    let decoder = Decoder::with_ip(64, code, function.addr, DecoderOptions::NONE);
+    let instructions: Vec<_> = decoder.into_iter().filter(|i| !i.is_invalid()).collect();
     let mut info = InstructionInfoFactory::new();
-    for instruction in &mut decoder {
-        // After calls into ABI0 code the compiler reloads g from thread-local storage
-        // (`mov r14, fs:[-8]`): the same goroutine again, not a clobber.
-        if instruction.is_invalid() || instruction.memory_segment() == Register::FS {
+    let tls_load = |i: &iced_x86::Instruction| i.memory_segment() == Register::FS;
+    for (n, instruction) in instructions.iter().enumerate() {
+        // After calls into ABI0 code the compiler reloads g from thread-local storage: the
+        // same goroutine again, not a clobber. `mov r14, fs:[-8]` in executables; in PIE the TLS
+        // offset is loaded first, `mov r14, [rip+off]; mov r14, fs:[r14]`.
+        if tls_load(instruction) || instructions.get(n + 1).is_some_and(tls_load) {
             continue;
         }
-        let used = info.info(&instruction);
+        let used = info.info(instruction);
         if used.used_registers().iter().any(|r| {
             r.register().full_register() == Register::R14
                 && matches!(

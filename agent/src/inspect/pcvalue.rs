@@ -588,6 +588,15 @@ impl<'a> LineTable<'a> {
         self.inlined_call(f, index)
     }
 
+    /// Whether any function name in the table (inlined-only ones included: inline trees name
+    /// their functions through the same name table) satisfies `pred`. A cheap test before
+    /// walking every function's inline tree.
+    pub fn any_name(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.funcnametab
+            .split(|&b| b == 0)
+            .any(|name| std::str::from_utf8(name).is_ok_and(|n| !n.is_empty() && pred(n)))
+    }
+
     /// The inline tree index at `pc` (-1: the function's own code).
     pub fn inline_index_at(&self, f: &FuncRef, pc: u64) -> Option<i32> {
         self.pcdata_value(f, PCDATA_INL_TREE_INDEX, pc)
