@@ -169,7 +169,7 @@ fn host_wide_finds_running_and_new_processes() {
         .stderr
         .wait_for(
             "goprobe to attach to the new process",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             |l| l.contains("attached") && l.contains(&format!("PID {}", later.pid)),
         )
         .unwrap();
