@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod disasm;
+pub mod dwarf;
 pub mod elf;
 pub mod gofunc;
 pub mod inline;
