@@ -46,40 +46,43 @@ pub struct InlineSites {
 }
 
 impl BinaryIndex {
-    /// Every inlined copy of a function whose name satisfies `wanted`. Empty for binaries
-    /// without inline trees in their pclntab (before Go 1.18) or without a pclntab.
+    /// Every inlined copy of a function whose name satisfies `wanted`: from the pclntab's inline
+    /// trees (Go ≥ 1.18, also in stripped binaries), else from DWARF `DW_TAG_inlined_subroutine`
+    /// (older Go, or `go:func.*` not found). Empty when neither is readable.
     pub fn inlined_copies(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<InlinedCopy> {
-        let mut copies = Vec::new();
-        let Some(info) = self.pclntab else {
-            return copies;
-        };
-        let data = self.bytes();
-        let Ok(elf) = Elf::parse(data) else {
-            return copies;
-        };
-        let Some((pcln_vaddr, pcln, _)) = elf.find_pclntab() else {
-            return copies;
-        };
+        self.pclntab_inlined_copies(wanted)
+            .unwrap_or_else(|| self.dwarf_inlined_copies(wanted))
+    }
+
+    /// Inlined copies from DWARF alone; empty without DWARF (see [`super::dwarf`]).
+    pub fn dwarf_inlined_copies(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<InlinedCopy> {
+        super::dwarf::inlined_copies(self.bytes(), wanted).unwrap_or_default()
+    }
+
+    /// Inlined copies from the pclntab's inline trees alone; `None` when the binary has none
+    /// that goprobe reads (before Go 1.18, or `go:func.*` not found).
+    pub fn pclntab_inlined_copies(
+        &self,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Option<Vec<InlinedCopy>> {
+        let info = self.pclntab?;
+        let elf = Elf::parse(self.bytes()).ok()?;
+        let (pcln_vaddr, pcln, _) = elf.find_pclntab()?;
         if pcln_vaddr != info.vaddr {
-            return copies;
+            return None;
         }
-        let Ok(tab) = Pclntab::parse(pcln) else {
-            return copies;
-        };
-        let Some(gofunc) = gofunc::find(
+        let tab = Pclntab::parse(pcln).ok()?;
+        let gofunc = gofunc::find(
             &elf,
             &tab,
             pcln,
             pcln_vaddr,
             info.text_start,
             self.go_version.as_deref(),
-        ) else {
-            return copies;
-        };
-        let Ok(table) = LineTable::parse(pcln, info.text_start) else {
-            return copies;
-        };
+        )?;
+        let table = LineTable::parse(pcln, info.text_start).ok()?;
         let table = table.with_gofunc(gofunc);
+        let mut copies = Vec::new();
 
         for f in table.func_refs() {
             let runs = table.inline_index_runs(&f);
@@ -155,7 +158,7 @@ impl BinaryIndex {
                 });
             }
         }
-        copies
+        Some(copies)
     }
 
     /// Entry and exit sites of an inlined copy, from decoding its caller.
