@@ -82,6 +82,9 @@ impl BinaryIndex {
         )?;
         let table = LineTable::parse(pcln, info.text_start).ok()?;
         let table = table.with_gofunc(gofunc);
+        if !table.any_name(wanted) {
+            return Some(Vec::new());
+        }
         let mut copies = Vec::new();
 
         for f in table.func_refs() {
