@@ -1,0 +1,1 @@
+//! Deploy files, checked offline: systemd, Kubernetes, Prometheus rules.
