@@ -407,9 +407,15 @@ impl Agent {
             self.forget(pid, "exited", true);
         }
         for pid in pids {
-            let Some((start, comm)) = labels::stat(pid) else {
-                continue; // exited meanwhile, or a thread
+            let stat = match labels::stat(pid) {
+                Some(stat) if !stat.zombie => stat,
+                // Exited (a zombie until its parent reaps it), or gone meanwhile.
+                _ => {
+                    self.forget(pid, "exited", true);
+                    continue;
+                }
             };
+            let start = stat.start;
             let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
             if let Some(known) = self.processes.get(&pid) {
                 if known.start == start && known.binary == binary {
@@ -417,13 +423,15 @@ impl Agent {
                 }
                 let why = if known.start != start {
                     "exited (its PID was reused)"
+                } else if binary.is_none() {
+                    "exited"
                 } else {
                     "exec'd another binary"
                 };
                 self.forget(pid, why, true);
             }
             let state = match binary {
-                Some(_) => self.consider(pid, &comm),
+                Some(_) => self.consider(pid, &stat.comm),
                 None => ProcessState::Ignored,
             };
             self.processes.insert(
