@@ -551,3 +551,87 @@ impl Drop for PrometheusServer {
         let _ = self.child.wait();
     }
 }
+
+/// The agent runs as an unprivileged user with exactly the capabilities the systemd unit grants
+/// (read from deploy/systemd/goprobe.service) and traces a root-owned program that only root
+/// may read (mode 0700): each of those capabilities is needed for that, and none is missing.
+#[test]
+fn runs_with_only_the_units_capabilities() {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    };
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/goprobe.service"),
+    )
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit sets AmbientCapabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect();
+    let set = format!("-all,+{}", caps.join(",+"));
+
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = Scratch::new("agent-caps");
+    fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o755)).unwrap();
+    let program = scratch.program("agentload");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o700)).unwrap();
+    let goprobe = scratch.0.join("goprobe");
+    fs::copy(goprobe_e2e::goprobe_bin(), &goprobe).unwrap();
+    // The archive's directory belongs to the agent's user (nobody), as StateDirectory= does.
+    let state = scratch.0.join("state");
+    fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "").replace(
+        &scratch.0.join("archive.redb").display().to_string(),
+        &state.join("archive.redb").display().to_string(),
+    );
+    fs::write(&config_path, text).unwrap();
+
+    let mut child = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
+        .arg(&goprobe)
+        .args(["agent", "--config", config_path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(scratch.0.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || fs::read_to_string(scratch.0.join("agent.log")).unwrap_or_default();
+    let result = (|| {
+        poll("the agent to start", Duration::from_secs(30), || {
+            log().contains("agent running").then_some(())
+        })?;
+        let mut run = GoProgram::start(&program, &["-n", "25", "-g", "2", "-phases", "1"], &[]);
+        let pid = run.pid;
+        poll("the agent to attach", Duration::from_secs(20), || {
+            log().contains(&format!("in PID {pid} ")).then_some(())
+        })?;
+        run.go();
+        let calls = u64_field(&run.finish(Duration::from_secs(60))?, "calls");
+        poll(
+            "/metrics to count every call",
+            Duration::from_secs(15),
+            || {
+                let (_, text) = http_get(port, "/metrics").ok()?;
+                (metric_sum(&text, COUNT, &[("function", FUNCTION)]) as u64 == calls).then_some(())
+            },
+        )
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        panic!("{e}\nagent log:\n{}", log());
+    }
+}
