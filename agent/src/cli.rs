@@ -244,7 +244,7 @@ Examples:
 const DIFF_EXAMPLES: &str = "\
 Examples:
   goprobe diff -2h..-1h -1h..now                    # the last hour against the one before
-  goprobe diff -1d-1h..-1d -1h..now -f 'main.*'     # against the same hour yesterday
+  goprobe diff -25h..-24h -1h..now -f 'main.*'     # against the same hour yesterday
   goprobe diff @1767225600..@1767229200 -1h.. --json
 
 In the table, ▲ marks a latency that rose by more than 10 %, ▼ one that fell by more than 10 %.";
