@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -602,41 +602,78 @@ pub fn percent_decode(s: &str) -> String {
 /// A plain-HTTP GET (the agent listens on loopback by default; for a remote agent, tunnel or
 /// proxy). Returns the body of a 200 answer; anything else is an error with the agent's text.
 pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("{url}: only http:// URLs are supported"))?;
+    http_request(url, token, None).map_err(|e| match e {
+        HttpError::Unreachable(host, e) => anyhow::anyhow!(
+            "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
+        ),
+        e => anyhow::anyhow!("{url}: {e}"),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("only http:// URLs are supported")]
+    NotHttp,
+    #[error("cannot reach {0}: {1}")]
+    Unreachable(String, std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed HTTP answer")]
+    Malformed,
+    #[error("HTTP {0}: {1}")]
+    Status(u16, String),
+}
+
+/// One HTTP/1.1 request over plain TCP: GET, or POST of `body` as (content type, bytes).
+/// Returns the body of a 2xx answer.
+pub fn http_request(
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Result<String, HttpError> {
+    let rest = url.strip_prefix("http://").ok_or(HttpError::NotHttp)?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let unreachable = |e: std::io::Error| {
-        anyhow::anyhow!(
-            "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
-        )
-    };
+    let unreachable = |e| HttpError::Unreachable(host.to_string(), e);
     let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
         .map_err(unreachable)?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{host}: no address"))?;
+        .ok_or_else(|| unreachable(std::io::ErrorKind::NotFound.into()))?;
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\nUser-Agent: goprobe\r\n\r\n"
-    )?;
+    let (method, extra) = match body {
+        Some((content_type, bytes)) => (
+            "POST",
+            format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+                bytes.len()
+            ),
+        ),
+        None => ("GET", String::new()),
+    };
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}Connection: close\r\nUser-Agent: goprobe/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
+    if let Some((_, bytes)) = body {
+        request.extend_from_slice(bytes);
+    }
+    stream.write_all(&request)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("{url}: malformed HTTP answer"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(HttpError::Malformed)?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .ok_or(HttpError::Malformed)?;
     let chunked = head.lines().any(|l| {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
@@ -646,8 +683,8 @@ pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<String> {
     } else {
         body.to_string()
     };
-    if status != 200 {
-        bail!("{url}: HTTP {status}: {}", body.trim());
+    if !(200..300).contains(&status) {
+        return Err(HttpError::Status(status, body.trim().to_string()));
     }
     Ok(body)
 }

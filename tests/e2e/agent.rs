@@ -314,6 +314,7 @@ fn diff_finds_the_change_across_sigkill() {
     let first = Agent::start(&config_path, port);
     let mut run = GoProgram::start(&program, &["-n", "100", "-g", "4", "-phases", "1,5"], &[]);
     first.wait_attached(run.pid);
+    let started = format!("@{:.3}", now_s());
     run.send("go");
     run.stdout
         .wait_for("the fast phase", Duration::from_secs(30), |l| {
@@ -321,28 +322,24 @@ fn diff_finds_the_change_across_sigkill() {
         })
         .unwrap();
     first.wait_count(400);
-    // Let one archive interval pass so the fast phase is committed, then kill -9.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the interval that holds the fast phase is committed, kill -9: it must survive.
+    wait_archived(port, &format!("{started}.."), 400);
     let killed = first.probe.signal(libc::SIGKILL);
     assert!(!killed.status.success());
 
     let second = Agent::start(&config_path, port);
+    assert_eq!(archived(port, &format!("{started}..")), Some(400));
     second.wait_attached(run.pid);
     run.send("next");
     let truth = run.finish(Duration::from_secs(60)).unwrap();
     let phases = truth["phases"].as_array().unwrap().clone();
     second.wait_count(phases[1]["calls"].as_u64().unwrap());
-    std::thread::sleep(Duration::from_millis(1500));
 
-    // Intervals are kept by their end: a range reaches one interval (1 s) past the phase.
-    let range = |p: &Value| {
-        format!(
-            "@{:.3}..@{:.3}",
-            u64_field(p, "start_ms") as f64 / 1000.0,
-            (u64_field(p, "end_ms") + 1200) as f64 / 1000.0
-        )
-    };
-    let (base, compare) = (range(&phases[0]), range(&phases[1]));
+    // The phases as ranges: the fast one until the slow one began, the slow one until now.
+    let slow_start = u64_field(&phases[1], "start_ms") as f64 / 1000.0;
+    let base = format!("{started}..@{:.3}", slow_start - 0.001);
+    let compare = format!("@{slow_start:.3}..");
+    wait_archived(port, &compare, 400);
     let url = format!("http://127.0.0.1:{port}");
     let live = run_goprobe(&["diff", "--url", &url, "--json", &base, &compare]);
     assert!(live.status.success(), "{}", live.stderr);
@@ -400,6 +397,47 @@ fn diff_finds_the_change_across_sigkill() {
         query.stdout
     );
     assert!(query.stdout.contains("count: 400"), "{}", query.stdout);
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Calls the agent's archive holds for the range `FROM..TO` (an open end is now).
+fn archived(port: u16, range: &str) -> Option<u64> {
+    let (from, to) = range.split_once("..").unwrap();
+    let to = if to.is_empty() { "now" } else { to };
+    let (status, body) = http_get(
+        port,
+        &format!(
+            "/api/v1/query?from={}&to={}",
+            url_encode(from),
+            url_encode(to)
+        ),
+    )
+    .ok()?;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    Some(
+        answer["histograms"]
+            .as_array()?
+            .iter()
+            .filter(|h| h["function"] == FUNCTION)
+            .map(|h| u64_field(h, "count"))
+            .sum(),
+    )
+}
+
+fn wait_archived(port: u16, range: &str, calls: u64) {
+    poll(
+        &format!("the archive to hold {calls} calls in {range}"),
+        Duration::from_secs(15),
+        || (archived(port, range) == Some(calls)).then_some(()),
+    )
+    .unwrap();
 }
 
 fn check_diff(diff: &Value, phases: &[Value]) {
@@ -633,5 +671,163 @@ fn runs_with_only_the_units_capabilities() {
     let _ = child.wait();
     if let Err(e) = result {
         panic!("{e}\nagent log:\n{}", log());
+    }
+}
+
+/// OTLP: the agent pushes the same histograms to an OTLP/HTTP endpoint, here a receiver in
+/// the test that decodes the requests with the OpenTelemetry crates' own messages. Both
+/// histogram kinds carry every call of the program.
+#[test]
+fn otlp_pushes_the_histograms() {
+    use opentelemetry_proto::tonic::{
+        collector::metrics::v1::ExportMetricsServiceRequest, metrics::v1::metric::Data,
+    };
+    use prost::Message as _;
+
+    for kind in ["explicit", "exponential"] {
+        eprintln!("--- {kind}");
+        let scratch = Scratch::new(&format!("agent-otlp-{kind}"));
+        let program = scratch.program("agentload");
+        let receiver = OtlpReceiver::start();
+        let port = free_port();
+        let config_path = scratch.0.join("agent.toml");
+        let otlp = format!(
+            "\n[otlp]\nendpoint = \"http://127.0.0.1:{}/v1/metrics\"\ninterval = \"1s\"\nhistogram = \"{kind}\"\n",
+            receiver.port
+        );
+        fs::write(&config_path, config(&scratch.0, port, "") + &otlp).unwrap();
+        let agent = Agent::start(&config_path, port);
+        let run = start_program(&agent, &program, &["-n", "50", "-g", "4", "-phases", "2"]);
+        let calls = u64_field(&run.finish(Duration::from_secs(60)).unwrap(), "calls");
+
+        // The data point of the traced function in a request, once it counts every call.
+        let point = |body: &[u8]| -> Option<(u64, f64, u64)> {
+            let request = ExportMetricsServiceRequest::decode(body).expect("a valid OTLP request");
+            let metrics = &request
+                .resource_metrics
+                .first()?
+                .scope_metrics
+                .first()?
+                .metrics;
+            let metric = metrics
+                .iter()
+                .find(|m| m.name == "goprobe.function.latency")?;
+            assert_eq!(metric.unit, "s");
+            let has_function =
+                |attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+                    attributes
+                        .iter()
+                        .any(|a| a.key == "function" && format!("{:?}", a.value).contains(FUNCTION))
+                };
+            match metric.data.as_ref()? {
+                Data::Histogram(h) if kind == "explicit" => {
+                    let p = h.data_points.iter().find(|p| has_function(&p.attributes))?;
+                    assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+                    Some((p.count, p.sum?, p.bucket_counts.iter().sum()))
+                }
+                Data::ExponentialHistogram(h) if kind == "exponential" => {
+                    let p = h.data_points.iter().find(|p| has_function(&p.attributes))?;
+                    let buckets = p.positive.as_ref()?;
+                    Some((
+                        p.count,
+                        p.sum?,
+                        buckets.bucket_counts.iter().sum::<u64>() + p.zero_count,
+                    ))
+                }
+                other => panic!("{kind}: unexpected data {other:?}"),
+            }
+        };
+        let (count, sum, in_buckets) = poll(
+            "an OTLP export with every call",
+            Duration::from_secs(20),
+            || {
+                receiver
+                    .bodies()
+                    .iter()
+                    .rev()
+                    .find_map(|b| point(b).filter(|p| p.0 == calls))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{kind}: {e}; agent: {}", agent.probe.stderr.text()));
+        assert_eq!(count, calls);
+        assert_eq!(in_buckets, calls, "{kind}: buckets do not add up");
+        let avg = sum / calls as f64;
+        assert!(
+            (0.002..0.004).contains(&avg),
+            "{kind}: average {avg} s for 2 ms sleeps"
+        );
+        // The agent counts an export once the receiver has answered.
+        let text = poll(
+            "the agent to count its exports",
+            Duration::from_secs(5),
+            || {
+                let text = agent.metrics();
+                (metric_sum(&text, "goprobe_agent_otlp_exports_total", &[]) >= 1.0).then_some(text)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            metric_sum(&text, "goprobe_agent_otlp_errors_total", &[]),
+            0.0
+        );
+        agent.stop();
+    }
+}
+
+/// A minimal OTLP/HTTP receiver: accepts POSTs, keeps their bodies, answers 200.
+struct OtlpReceiver {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl OtlpReceiver {
+    fn start() -> Self {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                let mut content_type = String::new();
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-type:") {
+                        content_type = v.trim().to_string();
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok()
+                    && request_line.starts_with("POST /v1/metrics ")
+                    && content_type == "application/x-protobuf"
+                {
+                    sink.lock().unwrap().push(body);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                } else {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        Self { port, bodies }
+    }
+
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().unwrap().clone()
     }
 }

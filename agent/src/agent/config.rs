@@ -134,10 +134,6 @@ impl Default for ArchiveSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "read once OTLP export lands; the section is refused until then"
-)]
 pub struct OtlpSection {
     /// OTLP/HTTP metrics endpoint, e.g. `http://127.0.0.1:4318/v1/metrics`.
     pub endpoint: HttpUrl,

@@ -161,6 +161,7 @@ struct Agent {
     health: Health,
     pods: PodNames,
     pods_fetched: Option<Instant>,
+    otlp: otlp::Exporter,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -176,9 +177,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Everything that can fail is checked before any probe is attached, so an error never
     // leaves a half-configured agent behind.
     let token = read_token(&config)?;
-    if config.otlp.is_some() {
-        otlp::check_supported()?;
-    }
     let listen = config.http.listen;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
@@ -199,10 +197,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
     tracer.keep_names = false;
 
+    let start_ms = now_ms();
     let health = Health {
-        start_time_s: now_ms() as f64 / 1000.0,
+        start_time_s: start_ms as f64 / 1000.0,
         ..Health::default()
     };
+    let otlp = otlp::Exporter::new(config.otlp.as_ref(), start_ms * 1_000_000);
     let shared = Arc::new(Shared {
         metrics: Mutex::new((
             Cumulative::new(&config.histogram.buckets.0, otlp::wants_exact(&config)),
@@ -223,6 +223,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         health,
         pods: PodNames::default(),
         pods_fetched: None,
+        otlp,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -257,8 +258,7 @@ impl Agent {
         let mut scan = tokio::time::interval(self.config.agent.scan_interval.0);
         let mut archive = tokio::time::interval(self.config.archive.interval.0);
         archive.tick().await; // the first tick is immediate
-        let mut otlp = otlp::Exporter::new(self.config.otlp.as_ref());
-        let mut push = tokio::time::interval(otlp.interval());
+        let mut push = tokio::time::interval(self.otlp.interval());
         push.tick().await;
 
         self.scan();
@@ -280,19 +280,10 @@ impl Agent {
                 _ = scan.tick() => self.scan(),
                 _ = sweep.tick() => { self.tracer.sweep(targets::is_alive); }
                 _ = archive.tick() => self.write_interval(),
-                _ = push.tick(), if otlp.enabled() => {
+                _ = push.tick(), if self.otlp.enabled() => {
                     self.fold();
-                    let ok = {
-                        let guard = self.shared.metrics.lock().expect("metrics lock");
-                        otlp.export(&guard.0)
-                    };
-                    match ok {
-                        Ok(()) => self.health.otlp_exports += 1,
-                        Err(e) => {
-                            self.health.otlp_errors += 1;
-                            eprintln!("goprobe: OTLP export failed: {e}");
-                        }
-                    }
+                    let guard = self.shared.metrics.lock().expect("metrics lock");
+                    self.otlp.export(&guard.0, now_ms() * 1_000_000);
                 }
             }
         }
@@ -322,6 +313,7 @@ impl Agent {
             .copied()
             .zip(counters)
             .collect();
+        (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
         self.health.binaries_inspected = self.tracer.inspections;
         self.health.inspection_failures = self.tracer.inspection_failures;
         let (mut processes, mut probes) = (0, 0);
