@@ -291,8 +291,13 @@ mod tests {
         l.record(1_000_000);
         l.record(1_010_000);
         let p = exponential(&l);
-        assert_eq!(p.scale, MAX_SCALE);
-        assert_eq!(p.positive.unwrap().bucket_counts.iter().sum::<u64>(), 2);
+        // 1 % apart: the finest scale that spans them in 160 buckets is 13 (0.0085 % wide).
+        assert_eq!(p.scale, 13);
+        let buckets = p.positive.unwrap();
+        assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 2);
+        assert!(buckets.bucket_counts.len() as i64 <= MAX_BUCKETS);
+        let one = Latencies::default();
+        assert_eq!(exponential(&one).count, 0);
         assert_eq!(index(1.0, 0), -1);
         assert_eq!(index(1.5, 0), 0);
         assert_eq!(index(2.0, 0), 0);
