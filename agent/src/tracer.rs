@@ -490,10 +490,7 @@ struct Skip {
 /// Inspect and plan.
 fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, Skip> {
     let index = BinaryIndex::open(path).map_err(|e| Skip {
-        failed: !matches!(
-            e,
-            InspectError::NotGo { .. } | InspectError::NotElf { .. }
-        ),
+        failed: !matches!(e, InspectError::NotGo { .. } | InspectError::NotElf { .. }),
         reason: e.to_string(),
         names: Vec::new(),
     })?;

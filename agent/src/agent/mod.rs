@@ -25,7 +25,7 @@ pub mod prometheus;
 pub mod series;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -138,6 +138,9 @@ enum ProcessState {
     Traced {
         attachment: AttachmentId,
         functions: usize,
+        /// Ids of the functions traced for this process: events of others (inlined copies
+        /// that share a probe site with a selected function) are not counted.
+        ids: BTreeSet<u32>,
         labels: ProcessLabels,
     },
 }
@@ -303,6 +306,12 @@ impl Agent {
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
         for ((func, pid), latencies) in histograms {
+            if let Some(ProcessState::Traced { ids, .. }) =
+                self.processes.get(&pid).map(|t| &t.state)
+                && !ids.contains(&func)
+            {
+                continue;
+            }
             let key = self.series_key(func, pid);
             guard.0.add(&key, &latencies);
             self.interval.entry(key).or_default().merge(&latencies);
@@ -527,6 +536,7 @@ impl Agent {
                 ProcessState::Traced {
                     attachment,
                     functions: attached.functions,
+                    ids: attached.ids,
                     labels: ProcessLabels {
                         service,
                         container: who
