@@ -8,8 +8,8 @@ use std::{
 };
 
 use goprobe_e2e::{
-    Finished, GoProgram, Goprobe, free_port, http_get, matrix, metric_sum, poll, run_goprobe,
-    u64_field, url_encode,
+    Finished, GoProgram, Goprobe, free_port, http_get, http_request, matrix, metric_sum, poll,
+    run_goprobe, u64_field, url_encode,
 };
 use serde_json::Value;
 
@@ -830,4 +830,55 @@ impl OtlpReceiver {
     fn bodies(&self) -> Vec<Vec<u8>> {
         self.bodies.lock().unwrap().clone()
     }
+}
+
+/// The HTTP server is read-only, and with a bearer token configured every request must bring
+/// it; `goprobe query --token-file` does.
+#[test]
+fn http_is_read_only_and_token_protected() {
+    let scratch = Scratch::new("agent-http");
+    let port = free_port();
+    let token = scratch.0.join("token");
+    fs::write(&token, "s3cret-token\n").unwrap();
+    let text = config(&scratch.0, port, "").replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nbearer_token_file = \"{}\"",
+            token.display()
+        ),
+    );
+    let config_path = scratch.0.join("agent.toml");
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let auth = "Authorization: Bearer s3cret-token";
+
+    assert_eq!(http_get(port, "/metrics").unwrap().0, 401);
+    assert_eq!(
+        http_request(port, "GET", "/metrics", &["Authorization: Bearer wrong"])
+            .unwrap()
+            .0,
+        401
+    );
+    let (status, body) = http_request(port, "GET", "/metrics", &[auth]).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("goprobe_agent_build_info"), "{body}");
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (status, _) = http_request(port, method, "/metrics", &[auth]).unwrap();
+        assert_eq!(status, 405, "{method} must be refused");
+    }
+    assert_eq!(
+        http_request(port, "GET", "/nowhere", &[auth]).unwrap().0,
+        404
+    );
+
+    let url = format!("http://127.0.0.1:{port}");
+    let refused = run_goprobe(&["query", "--url", &url, "--from", "-1m"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(refused.stderr.contains("HTTP 401"), "{}", refused.stderr);
+    let token = token.to_str().unwrap();
+    let ok = run_goprobe(&["query", "--url", &url, "--token-file", token, "--json"]);
+    assert!(ok.status.success(), "{}", ok.stderr);
+    let answer: Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert!(answer["histograms"].as_array().is_some(), "{answer}");
+    agent.stop();
 }

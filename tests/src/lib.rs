@@ -457,15 +457,26 @@ pub fn free_port() -> u16 {
 /// GET `http://127.0.0.1:PORT/PATH_AND_QUERY` with HTTP/1.0 (no chunking); returns the status
 /// and the body, or an error if nothing answered.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_request(port, "GET", path, &[])
+}
+
+/// An HTTP/1.0 request with `method` and extra `headers` to 127.0.0.1:PORT.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> Result<(u16, String), String> {
     use std::io::Read as _;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();

@@ -160,8 +160,9 @@ pub enum OtlpHistogram {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubernetesSection {
-    /// The kubelet's pod list (e.g. `http://127.0.0.1:10255/pods`, the read-only port), to
+    /// The kubelet's pod list (e.g. `http://${NODE_NAME}:10255/pods`, the read-only port), to
     /// name the pods that cgroups give only by UID. Without it, pods are labelled by UID.
+    /// `${NAME}` is replaced by the environment variable NAME (the downward API sets them).
     pub kubelet_pods_url: Option<HttpUrl>,
 }
 

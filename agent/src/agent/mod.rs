@@ -570,11 +570,12 @@ impl Agent {
             return;
         }
         self.pods_fetched = Some(Instant::now());
-        match crate::query::http_get(&url.0, None)
+        let url = expand_env(&url.0);
+        match crate::query::http_get(&url, None)
             .and_then(|body| Ok(serde_json::from_str::<serde_json::Value>(&body)?))
         {
             Ok(list) => self.pods = PodNames::from_pod_list(&list),
-            Err(e) => eprintln!("goprobe: kubelet pod list {}: {e}", url.0),
+            Err(e) => eprintln!("goprobe: kubelet pod list {url}: {e}"),
         }
     }
 
@@ -634,5 +635,90 @@ impl Agent {
         self.health.config_reloads += 1;
         eprintln!("goprobe: config reloaded: {} probes", self.probes.len());
         self.scan();
+    }
+}
+
+/// `${NAME}` replaced by the environment variable NAME (empty if unset): the kubelet's
+/// address can come from the downward API (`http://${NODE_NAME}:10255/pods`).
+fn expand_env(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + 2 + end];
+                out.push_str(&std::env::var(name).unwrap_or_default());
+                rest = &rest[start + 3 + end..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_environment_variables() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(expand_env("a${PATH}b"), format!("a{path}b"));
+        assert_eq!(
+            expand_env("http://${GOPROBE_SURELY_UNSET_VAR}:1/x${"),
+            "http://:1/x${"
+        );
+    }
+
+    fn who(exe: &str, comm: &str, container: Option<&str>, pod: Option<&str>) -> Who {
+        Who {
+            exe: exe.into(),
+            comm: comm.into(),
+            container_id: container.map(String::from),
+            pod_uid: pod.map(String::from),
+            pod_name: None,
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn selectors_must_all_hold() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            r#"
+[[probe]]
+functions = ["go:main.a"]
+[[probe]]
+functions = ["go:main.b"]
+exe = ["/srv/**"]
+process = ["web*"]
+[[probe]]
+functions = ["go:main.c"]
+container = ["*"]
+[[probe]]
+functions = ["go:main.d"]
+container = ["3f1d7a0b9c8e"]
+pod = ["1b2c3d4e-*"]
+"#,
+        )
+        .unwrap();
+        let probes = Probe::compile(&config);
+        let id = "3f1d7a0b9c8e4f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a";
+        let uid = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901";
+        let host = who("/srv/app/web", "webd", None, None);
+        let in_pod = who("/app", "app", Some(id), Some(uid));
+        let sel = |w: &Who| -> Vec<bool> { probes.iter().map(|p| p.selects(w)).collect() };
+        assert_eq!(sel(&host), [true, true, false, false]);
+        assert_eq!(sel(&in_pod), [true, false, true, true]);
+        assert_eq!(
+            sel(&who("/srv/app/web", "other", None, None)),
+            [true, false, false, false]
+        );
+        assert!(probes[1].traces("main.b") && !probes[1].traces("main.a"));
     }
 }
