@@ -519,8 +519,9 @@ impl Agent {
                     .map(|&i| self.probes[i].name.as_str())
                     .collect();
                 eprintln!(
-                    "goprobe: attached {} functions ({} probe sites) in PID {pid} ({}) for {}",
+                    "goprobe: attached {} functions ({} inlined copies, {} probe sites) in PID {pid} ({}) for {}",
                     attached.functions,
+                    attached.inlined_copies,
                     attached.sites,
                     who.exe,
                     names.join(", ")
