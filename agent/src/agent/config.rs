@@ -99,13 +99,26 @@ impl Default for HttpSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistogramSection {
     /// Upper bounds (`le`) of the Prometheus histogram buckets, in seconds, increasing.
     pub buckets: Buckets,
     /// Add a `pid` label to every series (off by default: PIDs make cardinality unbounded).
     pub pid_label: bool,
+    /// Series without a call for this long leave /metrics (and OTLP): containers that are
+    /// gone stop costing series.
+    pub idle_series_ttl: Seconds,
+}
+
+impl Default for HistogramSection {
+    fn default() -> Self {
+        Self {
+            buckets: Buckets::default(),
+            pid_label: false,
+            idle_series_ttl: Seconds(Duration::from_secs(3600)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -492,6 +505,7 @@ bearer_token_file = "/etc/goprobe/token"
 [histogram]
 buckets = [0.001, 0.01, 0.1]
 pid_label = true
+idle_series_ttl = "10m"
 [archive]
 path = "/tmp/a.redb"
 interval = "1s"
@@ -512,6 +526,7 @@ pod = ["web-*"]
         )
         .unwrap();
         assert_eq!(c.archive.max_size.0, 100 << 20);
+        assert_eq!(c.histogram.idle_series_ttl.0, Duration::from_secs(600));
         assert_eq!(c.archive.retention.0, Duration::from_secs(7 * 86400));
         assert_eq!(c.otlp.unwrap().histogram, OtlpHistogram::Exponential);
         let p = &c.probes[0];

@@ -364,6 +364,13 @@ impl Agent {
     /// Write this interval's histograms to the archive and start the next interval.
     fn write_interval(&mut self) {
         self.fold();
+        let ttl = self.config.histogram.idle_series_ttl.0;
+        self.shared
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .0
+            .expire(ttl);
         let end_ms = now_ms();
         let start_ms = std::mem::replace(&mut self.interval_start_ms, end_ms);
         let interval = std::mem::take(&mut self.interval);

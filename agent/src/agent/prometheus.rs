@@ -222,6 +222,8 @@ mod tests {
         };
         c.add(&key, &l);
         let text = render(&c, &Health::default());
+        assert_eq!(c.clone().expire(std::time::Duration::from_secs(60)), 0);
+        assert_eq!(c.clone().expire(std::time::Duration::ZERO), 1);
         let base = r#"function="main.(*T).Get",service="web \"1\"""#;
         for line in [
             format!("goprobe_function_latency_seconds_bucket{{{base},le=\"0.001\"}} 1"),

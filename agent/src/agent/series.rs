@@ -1,6 +1,8 @@
 //! Series: what the agent's histograms are keyed by once PIDs are resolved to labels.
 //! PIDs stay out of the key unless `histogram.pid_label` is set, so the number of series is
-//! bounded by functions × services × containers rather than by process churn.
+//! bounded by functions × services × containers rather than by process churn; and series that
+//! saw no call for `histogram.idle_series_ttl` are dropped, so containers that come and go
+//! (every pod restart brings a new container ID) do not pile up series either.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -52,6 +54,8 @@ pub struct PromHistogram {
     pub buckets: Vec<u64>,
     pub count: u64,
     pub sum_ns: u128,
+    /// When a call was last added.
+    pub updated: std::time::Instant,
 }
 
 impl PromHistogram {
@@ -60,6 +64,7 @@ impl PromHistogram {
             buckets: vec![0; bounds + 1],
             count: 0,
             sum_ns: 0,
+            updated: std::time::Instant::now(),
         }
     }
 
@@ -72,6 +77,7 @@ impl PromHistogram {
         }
         self.count += latencies.count;
         self.sum_ns += u128::from(latencies.sum_ns);
+        self.updated = std::time::Instant::now();
     }
 }
 
@@ -107,6 +113,23 @@ impl Cumulative {
         if self.keep_exact {
             self.exact.entry(key.clone()).or_default().merge(latencies);
         }
+    }
+
+    /// Drop the series that saw no call for `ttl`; returns how many. A series that comes back
+    /// starts from zero, which Prometheus' `rate()` reads as a counter reset.
+    pub fn expire(&mut self, ttl: std::time::Duration) -> usize {
+        let before = self.series.len();
+        let idle: Vec<SeriesKey> = self
+            .series
+            .iter()
+            .filter(|(_, h)| h.updated.elapsed() > ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &idle {
+            self.series.remove(key);
+            self.exact.remove(key);
+        }
+        before - self.series.len()
     }
 
     /// New bucket bounds (a config reload): series keep their count and sum, and their
