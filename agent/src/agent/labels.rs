@@ -1,5 +1,5 @@
-//! Who a process is, for labels and selectors: its start time (so a reused PID is a new
-//! process), its name, and the container and pod it runs in, from `/proc/PID/cgroup`.
+//! Where a process runs, for labels and selectors: the container and pod, from
+//! `/proc/PID/cgroup`, and pod names from the kubelet.
 //!
 //! Container runtimes name cgroups after the container ID, and the kubelet names pod cgroups
 //! after the pod UID, in one of two layouts:
@@ -79,37 +79,6 @@ pub fn short_container(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// What `/proc/PID/stat` says about a live process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    /// Start time in clock ticks since boot: tells a process from a later one with its PID.
-    pub start: u64,
-    pub comm: String,
-    /// Exited, not yet reaped by its parent: no longer running anything.
-    pub zombie: bool,
-}
-
-pub fn stat(pid: u32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-pub fn parse_stat(text: &str) -> Option<Stat> {
-    // "PID (comm) S ppid ...": comm may hold spaces and parentheses, so split at the last ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    // Fields after comm start at field 3 (state); starttime is field 22.
-    let mut fields = text.get(close + 1..)?.split_whitespace();
-    let state = fields.next()?;
-    let start = fields.nth(22 - 4)?.parse().ok()?;
-    Some(Stat {
-        start,
-        comm,
-        zombie: matches!(state, "Z" | "X"),
-    })
-}
-
 /// Pod names and namespaces by UID, from the kubelet's pod list (`/pods`), when configured.
 #[derive(Debug, Default, Clone)]
 pub struct PodNames {
@@ -164,19 +133,6 @@ mod tests {
         assert_eq!(p.pod_uid, None);
         let p = parse_cgroup("0::/user.slice/user-0.slice/session-3.scope\n");
         assert_eq!(p, Placement::default());
-    }
-
-    #[test]
-    fn stat_with_odd_comm() {
-        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(
-            (s.start, s.comm.as_str(), s.zombie),
-            (123456, "a (b) c", false)
-        );
-        let line = "42 (x) Z 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 99 0 0";
-        assert!(parse_stat(line).unwrap().zombie);
-        assert!(stat(std::process::id()).unwrap().start > 0);
     }
 
     #[test]

@@ -276,8 +276,16 @@ impl Agent {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
+                    let interval = self.config.archive.interval.0;
                     self.reload();
                     scan = tokio::time::interval(self.config.agent.scan_interval.0);
+                    if self.config.archive.interval.0 != interval {
+                        // The interval in progress is written at the new pace's first tick.
+                        archive = tokio::time::interval_at(
+                            tokio::time::Instant::now() + self.config.archive.interval.0,
+                            self.config.archive.interval.0,
+                        );
+                    }
                 }
                 _ = drain.tick() => self.fold(),
                 _ = scan.tick() => self.scan(),
@@ -415,7 +423,7 @@ impl Agent {
             self.forget(pid, "exited", true);
         }
         for pid in pids {
-            let stat = match labels::stat(pid) {
+            let stat = match targets::stat(pid) {
                 Some(stat) if !stat.zombie => stat,
                 // Exited (a zombie until its parent reaps it), or gone meanwhile.
                 _ => {
