@@ -29,6 +29,12 @@ pub enum Command {
     Funclatency(FunclatencyArgs),
     /// List the functions of a Go binary that can be traced, and how
     Symbols(SymbolsArgs),
+    /// Run the always-on daemon: probes from a config file, /metrics, an archive on the host
+    Agent(AgentArgs),
+    /// Print the archived latency histograms of a time range
+    Query(QueryArgs),
+    /// Compare two time ranges of the archive: how count, p50, p99 and max moved per function
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +117,137 @@ pub struct SymbolsArgs {
     #[arg(long = "json")]
     pub json: bool,
 }
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = AGENT_EXAMPLES)]
+pub struct AgentArgs {
+    /// The config file (TOML): probes (functions and the processes they apply to), histogram
+    /// buckets, archive and HTTP settings. See the README for every setting
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "GOPROBE_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Check the config file and exit (0 if it is valid, 2 with the error's file:line if not)
+    #[arg(long = "check")]
+    pub check: bool,
+}
+
+/// Where `query` and `diff` read the archive.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SourceArgs {
+    /// The running agent's HTTP address [default: http://127.0.0.1:9476]
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        env = "GOPROBE_URL",
+        conflicts_with = "archive"
+    )]
+    pub url: Option<String>,
+
+    /// Read this archive file directly instead (only while no agent holds it open)
+    #[arg(long = "archive", value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+
+    /// A file holding the bearer token the agent requires (http.bearer_token_file)
+    #[arg(long = "token-file", value_name = "FILE", env = "GOPROBE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = QUERY_EXAMPLES)]
+pub struct QueryArgs {
+    /// Start of the range: `now`, `-DURATION` (e.g. `-1h`), `@UNIX_SECONDS` or RFC 3339
+    #[arg(
+        long = "from",
+        value_name = "TIME",
+        default_value = "-1h",
+        allow_hyphen_values = true
+    )]
+    pub from: String,
+
+    /// End of the range (same forms as --from)
+    #[arg(
+        long = "to",
+        value_name = "TIME",
+        default_value = "now",
+        allow_hyphen_values = true
+    )]
+    pub to: String,
+
+    /// Only functions matching this glob (`*`, `?`), e.g. 'main.handle*'
+    #[arg(short = 'f', long = "function", value_name = "GLOB")]
+    pub function: Option<String>,
+
+    /// JSON on stdout: one object with the range and a histogram per function and service
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Microsecond histogram (default: nanoseconds)
+    #[arg(short = 'u', long = "microseconds", conflicts_with = "milliseconds")]
+    pub microseconds: bool,
+
+    /// Millisecond histogram (default: nanoseconds)
+    #[arg(short = 'm', long = "milliseconds")]
+    pub milliseconds: bool,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = DIFF_EXAMPLES)]
+pub struct DiffArgs {
+    /// The range to compare against, `FROM..TO` (times as in `query --from`), e.g. -2h..-1h
+    #[arg(allow_hyphen_values = true)]
+    pub base: String,
+
+    /// The range to compare, `FROM..TO`, e.g. -1h..now
+    #[arg(allow_hyphen_values = true)]
+    pub compare: String,
+
+    /// Only functions matching this glob (`*`, `?`)
+    #[arg(short = 'f', long = "function", value_name = "GLOB")]
+    pub function: Option<String>,
+
+    /// JSON on stdout instead of the table
+    #[arg(long = "json")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  goprobe agent --config /etc/goprobe/agent.toml
+  goprobe agent --config agent.toml --check        # validate only
+  systemd-run --unit goprobe goprobe agent --config /etc/goprobe/agent.toml
+
+SIGHUP reloads the config (a config with an error is refused and the running one stays);
+SIGTERM or Ctrl-C writes the last interval to the archive, detaches and exits 0.";
+
+const QUERY_EXAMPLES: &str = "\
+Examples:
+  goprobe query                                     # the last hour, from the running agent
+  goprobe query --from -10m -f 'main.handle*' -u
+  goprobe query --from 2026-11-27T09:00:00Z --to 2026-11-27T10:00:00Z --json
+  goprobe query --archive /var/lib/goprobe/archive.redb --from -1d   # agent stopped";
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  goprobe diff -2h..-1h -1h..now                    # the last hour against the one before
+  goprobe diff -25h..-24h -1h..now -f 'main.*'     # against the same hour yesterday
+  goprobe diff @1767225600..@1767229200 -1h.. --json
+
+In the table, ▲ marks a latency that rose by more than 10 %, ▼ one that fell by more than 10 %.";
 
 const FUNCLATENCY_EXAMPLES: &str = "\
 Examples:

@@ -1,6 +1,6 @@
 //! `goprobe funclatency`: a short-lived tracer with one pattern, printing histograms.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io::Write as _,
     time::{Duration, Instant, SystemTime},
 };
@@ -86,7 +86,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             report_attached(verbose, &attached, None, path);
         }
         Selection::HostWide => {
-            let found = scan_host(&mut tracer, &mut HashSet::new(), verbose);
+            let found = scan_host(&mut tracer, &mut HashMap::new(), verbose);
             if found == 0 {
                 let suggestions = tracer.suggestions(5);
                 let hint = if suggestions.is_empty() {
@@ -191,12 +191,13 @@ fn report_attached(
     }
 }
 
-/// Look at every process not seen yet; attach to each new Go binary that matches. Returns how
+/// Look at every process not seen yet (a reused PID is a new process); attach to each new Go
+/// binary that matches. Returns how
 /// many binaries were attached.
-fn scan_host(tracer: &mut Tracer, seen: &mut HashSet<u32>, verbose: bool) -> usize {
+fn scan_host(tracer: &mut Tracer, seen: &mut HashMap<u32, u64>, verbose: bool) -> usize {
     let mut attached_binaries = 0;
     for pid in targets::all_pids() {
-        if !seen.insert(pid) {
+        if !targets::first_sight(seen, pid) {
             continue;
         }
         let process = match Process::get(pid) {
@@ -260,7 +261,10 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut seen_pids: HashSet<u32> = targets::all_pids().into_iter().collect();
+    let mut seen_pids: HashMap<u32, u64> = HashMap::new();
+    for pid in targets::all_pids() {
+        targets::first_sight(&mut seen_pids, pid);
+    }
     let mut interval_start = Instant::now();
 
     loop {

@@ -1,7 +1,9 @@
 //! goprobe: trace Go functions with eBPF.
 //!
 //! Data flow: targets → inspect → plan → kernel → pipeline → outputs.
-//! `funclatency` drives it once from the command line; `symbols` shows what inspect and plan see.
+//! `funclatency` drives it once from the command line; `symbols` shows what inspect and plan see;
+//! `agent` runs it continuously from a config file, and `query`/`diff` read the agent's archive.
+mod agent;
 mod cli;
 mod funclatency;
 mod inspect;
@@ -9,6 +11,7 @@ mod kernel;
 mod outputs;
 mod pipeline;
 mod plan;
+mod query;
 mod symbols;
 mod targets;
 mod tracer;
@@ -25,6 +28,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Funclatency(args) => funclatency::run(args),
         cli::Command::Symbols(args) => symbols::run(args),
+        cli::Command::Agent(args) => agent::run(args),
+        cli::Command::Query(args) => query::run_query(args),
+        cli::Command::Diff(args) => query::run_diff(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

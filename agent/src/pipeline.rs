@@ -128,6 +128,95 @@ impl Latencies {
     }
 }
 
+/// Compact binary form of [`Latencies`], for the agent's archive: LEB128 varints of count, sum,
+/// min, max, the non-empty log2 buckets, and the HDR histogram as (value delta, count) pairs.
+/// A 1000-call interval takes ~100 bytes.
+impl Latencies {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, 1); // format version
+        for v in [self.count, self.sum_ns, self.min_ns, self.max_ns] {
+            put_varint(out, v);
+        }
+        let log2: Vec<(usize, u64)> = self
+            .log2_ns
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        put_varint(out, log2.len() as u64);
+        for (i, c) in log2 {
+            put_varint(out, i as u64);
+            put_varint(out, c);
+        }
+        let values: Vec<(u64, u64)> = self.values().collect();
+        put_varint(out, values.len() as u64);
+        let mut previous = 0;
+        for (value, count) in values {
+            put_varint(out, value - previous);
+            put_varint(out, count);
+            previous = value;
+        }
+    }
+
+    pub fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let b = &mut bytes;
+        if get_varint(b)? != 1 {
+            return None;
+        }
+        let mut l = Latencies {
+            count: get_varint(b)?,
+            sum_ns: get_varint(b)?,
+            min_ns: get_varint(b)?,
+            max_ns: get_varint(b)?,
+            ..Latencies::default()
+        };
+        for _ in 0..get_varint(b)? {
+            let i = usize::try_from(get_varint(b)?).ok().filter(|&i| i < 64)?;
+            l.log2_ns[i] = get_varint(b)?;
+        }
+        let mut value = 0u64;
+        for _ in 0..get_varint(b)? {
+            value = value.checked_add(get_varint(b)?)?;
+            let count = get_varint(b)?;
+            l.hdr.record_n(value.clamp(1, HDR_MAX_NS), count).ok()?;
+        }
+        Some(l)
+    }
+
+    /// The recorded latencies as (ns, calls), in increasing order, at HDR resolution
+    /// (each value stands for its ~0.1 %-wide bucket).
+    pub fn values(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.hdr.iter_recorded().map(|v| {
+            (
+                self.hdr.highest_equivalent(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        })
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// bcc's bucket index: floor(log2(v)), with 0 in bucket 0.
 pub fn log2_bucket(v: u64) -> usize {
     if v == 0 {
@@ -246,6 +335,26 @@ mod tests {
         let p50 = l.quantile_ns(0.5);
         assert!((1_998..=2_002).contains(&p50), "{p50}");
         assert!(agg.take().is_empty());
+    }
+
+    #[test]
+    fn encodes_and_decodes() {
+        let mut l = Latencies::default();
+        for ns in [1, 900, 1_000_000, 5_000_000, 5_000_100] {
+            l.record(ns);
+        }
+        let mut bytes = Vec::new();
+        l.encode(&mut bytes);
+        let back = Latencies::decode(&bytes).unwrap();
+        assert_eq!(back.count, 5);
+        assert_eq!(back.log2_ns, l.log2_ns);
+        assert_eq!(
+            (back.min_ns, back.max_ns, back.sum_ns),
+            (1, 5_000_100, l.sum_ns)
+        );
+        assert_eq!(back.quantile_ns(0.5), l.quantile_ns(0.5));
+        assert_eq!(back.values().map(|v| v.1).sum::<u64>(), 5);
+        assert!(Latencies::decode(&bytes[..bytes.len() - 1]).is_none());
     }
 
     #[test]

@@ -70,6 +70,33 @@ impl Pattern {
         })
     }
 
+    /// One pattern that matches what any of `patterns` matches (the agent plans a binary once
+    /// for all its probes). Its `name` lists theirs, for messages.
+    pub fn any_of(patterns: &[Pattern]) -> Self {
+        let source = patterns
+            .iter()
+            .map(|p| format!("(?:{})", p.matcher.as_str()))
+            .collect::<Vec<_>>()
+            .join("|");
+        let name = patterns
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            name,
+            binary: None,
+            // Each part compiled on its own, so their alternation compiles too; an empty list
+            // matches nothing.
+            matcher: Regex::new(if patterns.is_empty() {
+                "[^\\s\\S]"
+            } else {
+                &source
+            })
+            .expect("an alternation of valid regexes is valid"),
+        }
+    }
+
     pub fn matches(&self, function: &str) -> bool {
         self.matcher.is_match(function)
     }
@@ -154,7 +181,7 @@ pub struct InlinePlan {
     pub exit_offsets: Vec<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BinaryPlan {
     pub functions: Vec<FunctionPlan>,
     /// Inlined copies of matching functions (the pclntab's inline trees, Go >= 1.18).
@@ -371,6 +398,17 @@ mod tests {
         assert!(p.matches("main.F[...]"));
         let p = Pattern::parse("go:main.?un", false).unwrap();
         assert!(p.matches("main.run"));
+    }
+
+    #[test]
+    fn any_of_matches_each_part() {
+        let a = Pattern::parse("go:main.a*", false).unwrap();
+        let b = Pattern::parse(r"go:\.handle$", true).unwrap();
+        let both = Pattern::any_of(&[a, b]);
+        assert!(both.matches("main.abc"));
+        assert!(both.matches("net/http.handle"));
+        assert!(!both.matches("xmain.a"));
+        assert!(!Pattern::any_of(&[]).matches("main.main"));
     }
 
     #[test]

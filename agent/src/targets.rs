@@ -2,6 +2,7 @@
 //! /proc. A process's binary is identified by (device, inode), so copies of the same file run by
 //! many processes, or seen through different paths and mount namespaces, are inspected once.
 use std::{
+    collections::HashMap,
     fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -108,6 +109,44 @@ pub fn all_pids() -> Vec<u32> {
     pids
 }
 
+/// What `/proc/PID/stat` says about a live process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Start time in clock ticks since boot: tells a process from a later one with its PID.
+    pub start: u64,
+    pub comm: String,
+    /// Exited, not yet reaped by its parent: no longer running anything.
+    pub zombie: bool,
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    // "PID (comm) S ppid ...": comm may hold spaces and parentheses, so split at the last ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    // Fields after comm start at field 3 (state); starttime is field 22.
+    let mut fields = text.get(close + 1..)?.split_whitespace();
+    let state = fields.next()?;
+    let start = fields.nth(22 - 4)?.parse().ok()?;
+    Some(Stat {
+        start,
+        comm,
+        zombie: matches!(state, "Z" | "X"),
+    })
+}
+
+/// Whether `pid` is a process not seen before: a new PID, or a PID now held by a later process
+/// than the one seen (PIDs are reused). Records it in `seen` (PID → start time).
+pub fn first_sight(seen: &mut HashMap<u32, u64>, pid: u32) -> bool {
+    let start = stat(pid).map_or(0, |s| s.start);
+    seen.insert(pid, start) != Some(start)
+}
+
 pub fn is_alive(pid: u32) -> bool {
     // Signal 0 checks existence; EPERM still means the process exists.
     // SAFETY: kill with signal 0 sends nothing.
@@ -121,6 +160,30 @@ pub fn is_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (s.start, s.comm.as_str(), s.zombie),
+            (123456, "a (b) c", false)
+        );
+        let line = "42 (x) Z 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 99 0 0";
+        assert!(parse_stat(line).unwrap().zombie);
+        assert!(stat(std::process::id()).unwrap().start > 0);
+    }
+
+    #[test]
+    fn reused_pids_are_seen_again() {
+        let me = std::process::id();
+        let mut seen = HashMap::new();
+        assert!(first_sight(&mut seen, me));
+        assert!(!first_sight(&mut seen, me));
+        // Another process got this PID: another start time.
+        *seen.get_mut(&me).unwrap() += 1;
+        assert!(first_sight(&mut seen, me));
+    }
 
     #[test]
     fn finds_itself_and_rejects_missing() {

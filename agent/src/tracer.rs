@@ -1,5 +1,10 @@
 //! The pipeline that every front end drives: targets → inspect → plan → kernel → aggregation.
-//! `funclatency` is a short-lived tracer with one pattern; the daemon runs the same tracer.
+//! `funclatency` is a short-lived tracer with one pattern; the daemon (`goprobe agent`) runs the
+//! same tracer with the patterns of all its probes, and attaches each process to the functions
+//! of the probes that select it ([`Tracer::attach_selected`]).
+//!
+//! Binaries are inspected once per build ID: copies of one build (the same program in many
+//! containers) share one inspection and one plan, and only the attachments differ.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
@@ -17,7 +22,7 @@ use crate::{
 };
 
 /// A binary that was inspected for the pattern, and what came of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BinaryState {
     /// Matching functions and the probe sites for them (cookies carry the function ids).
     Planned {
@@ -37,7 +42,20 @@ pub struct Tracer {
     pub functions: FunctionTable,
     pub aggregator: Aggregator,
     binaries: HashMap<BinaryKey, BinaryState>,
-    attachments: Vec<Attachment>,
+    /// The binary (file) first planned for each build ID: other files with that build ID reuse
+    /// its plan instead of being inspected again.
+    by_build_id: HashMap<String, BinaryKey>,
+    attachments: HashMap<AttachmentId, Attachment>,
+    next_attachment: u64,
+    /// Keep the function names of Go binaries where nothing matched, for "closest names"
+    /// hints (`funclatency`); a long-running agent does not need them.
+    pub keep_names: bool,
+    /// Binaries inspected (ELF and pclntab read) so far: once per distinct build ID.
+    pub inspections: u64,
+    /// Inspections that failed on a Go binary or an unreadable file (not "not a Go binary").
+    pub inspection_failures: u64,
+    /// The function ids each inline site acts on, to attach only the selected ones.
+    inline_site_functions: HashMap<u32, Vec<u32>>,
     /// Distinct function names attached so far.
     pub traced_names: HashSet<String>,
     lost_seen: HashMap<u32, u64>,
@@ -54,7 +72,13 @@ pub struct Attached {
     pub sites: usize,
     /// Matching functions that were not traced, with the reason.
     pub refused: Vec<crate::plan::Refusal>,
+    /// Ids of the functions attached (their events carry these).
+    pub ids: BTreeSet<u32>,
 }
+
+/// Names one [`Tracer::attach`] so it can be detached alone (the agent, when a process exits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttachmentId(u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -77,12 +101,28 @@ impl Tracer {
             functions: FunctionTable::default(),
             aggregator: Aggregator::default(),
             binaries: HashMap::new(),
-            attachments: Vec::new(),
+            by_build_id: HashMap::new(),
+            attachments: HashMap::new(),
+            next_attachment: 0,
+            keep_names: true,
+            inspections: 0,
+            inspection_failures: 0,
+            inline_site_functions: HashMap::new(),
             traced_names: HashSet::new(),
             lost_seen: HashMap::new(),
             counters_seen: Counters::default(),
             next_inline_site: 0,
         })
+    }
+
+    /// Trace another pattern from now on (the agent's config was reloaded). Plans are made
+    /// again when binaries are next planned; function ids stay unique, so events still in the
+    /// ring buffer from earlier attachments keep their names. Detach first.
+    pub fn set_pattern(&mut self, pattern: Pattern) {
+        self.pattern = pattern;
+        self.binaries.clear();
+        self.by_build_id.clear();
+        self.traced_names.clear();
     }
 
     pub fn kernel(&self) -> &Kernel {
@@ -99,7 +139,21 @@ impl Tracer {
 
     /// Inspect a binary once and plan its probe sites; later calls for the same file reuse it.
     pub fn plan(&mut self, key: BinaryKey, path: &Path) -> &BinaryState {
-        if !self.binaries.contains_key(&key) {
+        if self.binaries.contains_key(&key) {
+            return &self.binaries[&key];
+        }
+        // Another file of the same build (a copy, or the same image in another container)
+        // was planned already: reuse it. The plan is in file offsets, which a build ID fixes.
+        let build_id = crate::inspect::read_build_id(path);
+        if let Some(known) = build_id.as_ref().and_then(|id| self.by_build_id.get(id))
+            && let Some(state) = self.binaries.get(known)
+        {
+            let state = state.clone();
+            self.binaries.insert(key, state);
+            return &self.binaries[&key];
+        }
+        {
+            self.inspections += 1;
             let state = match inspect_and_plan(path, &self.pattern) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
@@ -118,8 +172,21 @@ impl Tracer {
                     }
                 }
                 Ok(plan) => self.probes_for(plan, path),
-                Err((reason, names)) => BinaryState::Skipped { reason, names },
+                Err(Skip {
+                    reason,
+                    names,
+                    failed,
+                }) => {
+                    self.inspection_failures += u64::from(failed);
+                    BinaryState::Skipped {
+                        reason,
+                        names: if self.keep_names { names } else { Vec::new() },
+                    }
+                }
             };
+            if let Some(id) = build_id {
+                self.by_build_id.insert(id, key);
+            }
             self.binaries.insert(key, state);
         }
         &self.binaries[&key]
@@ -196,6 +263,12 @@ impl Tracer {
                 break;
             }
             self.next_inline_site += 1;
+            let acting = site.entries[..site.n_entries as usize]
+                .iter()
+                .chain(&site.exits[..site.n_exits as usize])
+                .copied()
+                .collect();
+            self.inline_site_functions.insert(index, acting);
             entries.push(Site {
                 offset,
                 cookie: cookie::encode(index, cookie::INLINE_SITE),
@@ -240,6 +313,21 @@ impl Tracer {
         path: &Path,
         pid: Option<u32>,
     ) -> Result<Attached, TraceError> {
+        self.attach_selected(key, path, pid, &|_| true)
+            .map(|(attached, _)| attached)
+    }
+
+    /// Like [`Tracer::attach`], for the planned functions whose name `select` accepts only
+    /// (the agent: the functions of the probes that select this process). Returns the id to
+    /// detach them with. An inline site where a selected and an unselected function's copies
+    /// meet times both; [`Attached::ids`] names the selected ones.
+    pub fn attach_selected(
+        &mut self,
+        key: BinaryKey,
+        path: &Path,
+        pid: Option<u32>,
+        select: &dyn Fn(&str) -> bool,
+    ) -> Result<(Attached, AttachmentId), TraceError> {
         let Some(BinaryState::Planned {
             plan,
             entries,
@@ -251,26 +339,74 @@ impl Tracer {
                 path.display()
             )));
         };
+        let selected = |id: u32| {
+            self.functions
+                .get(id)
+                .is_some_and(|f| select(f.name.as_str()))
+        };
+        let keep = |site: &&Site| {
+            let low = (site.cookie & cookie::FUNC_MASK) as u32;
+            if site.cookie & cookie::GOROUTINE_EXIT != 0 {
+                true
+            } else if site.cookie & cookie::INLINE_SITE != 0 {
+                self.inline_site_functions
+                    .get(&low)
+                    .is_some_and(|ids| ids.iter().any(|&id| selected(id)))
+            } else {
+                selected(low)
+            }
+        };
+        let entries: Vec<Site> = entries.iter().filter(keep).copied().collect();
+        let returns: Vec<Site> = returns.iter().filter(keep).copied().collect();
         let names: BTreeSet<String> = plan
             .functions
             .iter()
             .map(|f| f.name.clone())
             .chain(plan.inlined.iter().map(|c| c.name.clone()))
+            .filter(|name| select(name))
             .collect();
+        if names.is_empty() {
+            return Err(TraceError::NoMatch(format!(
+                "{} has no selected function to trace",
+                path.display()
+            )));
+        }
+        let mut ids = BTreeSet::new();
+        for site in entries.iter().chain(&returns) {
+            let low = (site.cookie & cookie::FUNC_MASK) as u32;
+            if site.cookie & cookie::GOROUTINE_EXIT != 0 {
+                continue;
+            } else if site.cookie & cookie::INLINE_SITE != 0 {
+                let acting = self.inline_site_functions.get(&low).into_iter().flatten();
+                ids.extend(acting.copied().filter(|&id| selected(id)));
+            } else {
+                ids.insert(low);
+            }
+        }
         let attached = Attached {
             functions: names.len(),
-            inlined_copies: plan.inlined.len(),
+            inlined_copies: plan.inlined.iter().filter(|c| select(&c.name)).count(),
             sites: entries.len() + returns.len(),
             refused: plan.refused.clone(),
+            ids,
         };
-        let attachment = self.kernel.attach(path, pid, entries, returns)?;
-        self.attachments.push(attachment);
+        let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
+        let id = AttachmentId(self.next_attachment);
+        self.next_attachment += 1;
+        self.attachments.insert(id, attachment);
         self.traced_names.extend(names);
-        Ok(attached)
+        Ok((attached, id))
+    }
+
+    /// Detach one attachment (its process exited, or the agent's config changed).
+    pub fn detach(&mut self, id: AttachmentId) {
+        if let Some(attachment) = self.attachments.remove(&id) {
+            self.kernel.detach(attachment);
+        }
     }
 
     pub fn detach_all(&mut self) {
-        for attachment in std::mem::take(&mut self.attachments) {
+        for (_, attachment) in std::mem::take(&mut self.attachments) {
             self.kernel.detach(attachment);
         }
     }
@@ -342,13 +478,30 @@ fn add_action(site: &mut InlineSite, id: u32, exit: bool) -> bool {
     true
 }
 
-/// Inspect and plan; on failure, a reason and (for Go binaries without a match) their names.
-fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, (String, Vec<String>)> {
-    let index = BinaryIndex::open(path).map_err(|e| (e.to_string(), Vec::new()))?;
+/// Why a binary is not planned.
+struct Skip {
+    reason: String,
+    /// For Go binaries without a match: their function names.
+    names: Vec<String>,
+    /// Inspection failed on something that should have been readable (not merely "not Go").
+    failed: bool,
+}
+
+/// Inspect and plan.
+fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, Skip> {
+    let index = BinaryIndex::open(path).map_err(|e| Skip {
+        failed: !matches!(e, InspectError::NotGo { .. } | InspectError::NotElf { .. }),
+        reason: e.to_string(),
+        names: Vec::new(),
+    })?;
     let plan = plan_binary(&index, pattern);
     if plan.functions.is_empty() && plan.inlined.is_empty() && plan.refused.is_empty() {
         let names = index.functions.iter().map(|f| f.name.clone()).collect();
-        return Err((format!("no function matches {:?}", pattern.name), names));
+        return Err(Skip {
+            reason: format!("no function matches {:?}", pattern.name),
+            names,
+            failed: false,
+        });
     }
     Ok(plan)
 }

@@ -45,3 +45,18 @@ fn funclatency_help_snapshot() {
 fn symbols_help_snapshot() {
     check_snapshot("symbols-help.txt", &["symbols", "--help"]);
 }
+
+#[test]
+fn agent_help_snapshot() {
+    check_snapshot("agent-help.txt", &["agent", "--help"]);
+}
+
+#[test]
+fn query_help_snapshot() {
+    check_snapshot("query-help.txt", &["query", "--help"]);
+}
+
+#[test]
+fn diff_help_snapshot() {
+    check_snapshot("diff-help.txt", &["diff", "--help"]);
+}

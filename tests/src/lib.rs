@@ -207,6 +207,15 @@ impl GoProgram {
         program
     }
 
+    /// Write one line to the program's stdin and keep it open (for programs that wait for
+    /// more than the go-ahead, like `agentload` between phases).
+    pub fn send(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
     /// Let the workload run (stdin stays open: a `-linger` program waits for it to close).
     pub fn go(&mut self) {
         if let Some(stdin) = self.stdin.as_mut() {
@@ -435,4 +444,129 @@ pub fn trace_program(
         ));
     }
     Ok((truth, finished))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+/// GET `http://127.0.0.1:PORT/PATH_AND_QUERY` with HTTP/1.0 (no chunking); returns the status
+/// and the body, or an error if nothing answered.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_request(port, "GET", path, &[])
+}
+
+/// An HTTP/1.0 request with `method` and extra `headers` to 127.0.0.1:PORT.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> Result<(u16, String), String> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("malformed HTTP answer: {text}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// Percent-encode a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Wait until `check` returns Some, polling every 100 ms.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One sample of a Prometheus text exposition: metric name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// A Prometheus text exposition, parsed.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap_or((line, "nan"));
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or(f64::NAN),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let mut labels = Vec::new();
+                let mut rest = rest.trim_end_matches('}');
+                while let Some((key, after)) = rest.split_once("=\"") {
+                    // Values in these tests hold no escaped quotes.
+                    let (value, after) = after.split_once('"').unwrap_or((after, ""));
+                    labels.push((key.trim_start_matches(',').to_string(), value.to_string()));
+                    rest = after;
+                }
+                (name.to_string(), labels)
+            }
+            None => (series.to_string(), Vec::new()),
+        };
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+/// Sum of the samples of `name` whose labels include all of `with`.
+pub fn metric_sum(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && with
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
 }

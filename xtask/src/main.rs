@@ -18,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  setup      install the pinned Rust toolchains, bpf-linker and the Go toolchains (idempotent)
+  setup      install the pinned Rust toolchains, bpf-linker, the Go toolchains and the agent's
+             test tools (Prometheus, systemd-analyze, kubernetes-validate) (idempotent)
   build      build goprobe (release) and the Go test programs
   build-go   build only the Go test programs
   test       setup, build, unit tests, then the end-to-end tests (as root)
@@ -273,6 +274,7 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
                 .env("GOPROBE_GO_PROGRAMS", programs)
                 .env("GOPROBE_GO_MATRIX", matrix.spec())
                 .env("GOPROBE_GO_TOOLCHAINS", matrix.toolchain_paths())
+                .env("GOPROBE_KUBERNETES_VALIDATE", tools::kubernetes_validate())
                 .current_dir(util::root()),
         )
     })

