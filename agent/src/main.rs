@@ -9,6 +9,7 @@ mod kernel;
 mod outputs;
 mod pipeline;
 mod plan;
+mod symbolize;
 mod symbols;
 mod targets;
 mod tracer;
