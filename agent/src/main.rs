@@ -9,6 +9,9 @@ mod kernel;
 mod outputs;
 mod pipeline;
 mod plan;
+mod profile;
+mod stackcount;
+mod stacks;
 mod symbolize;
 mod symbols;
 mod targets;
@@ -26,6 +29,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Funclatency(args) => funclatency::run(args),
         cli::Command::Symbols(args) => symbols::run(args),
+        cli::Command::Stackcount(args) => stackcount::run(args),
+        cli::Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
