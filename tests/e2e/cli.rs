@@ -45,3 +45,13 @@ fn funclatency_help_snapshot() {
 fn symbols_help_snapshot() {
     check_snapshot("symbols-help.txt", &["symbols", "--help"]);
 }
+
+#[test]
+fn stackcount_help_snapshot() {
+    check_snapshot("stackcount-help.txt", &["stackcount", "--help"]);
+}
+
+#[test]
+fn profile_help_snapshot() {
+    check_snapshot("profile-help.txt", &["profile", "--help"]);
+}
