@@ -12,6 +12,10 @@ mod outputs;
 mod pipeline;
 mod plan;
 mod query;
+mod profile;
+mod stackcount;
+mod stacks;
+mod symbolize;
 mod symbols;
 mod targets;
 mod tracer;
@@ -31,6 +35,8 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => agent::run(args),
         cli::Command::Query(args) => query::run_query(args),
         cli::Command::Diff(args) => query::run_diff(args),
+        cli::Command::Stackcount(args) => stackcount::run(args),
+        cli::Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use goprobe_common::{InlineSite, cookie};
 
 use crate::{
     inspect::{BinaryIndex, InspectError},
-    kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Site},
+    kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Probes, Site},
     pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
     plan::{BinaryPlan, Pattern, Refusal, plan_binary},
     targets::BinaryKey,
@@ -91,8 +91,27 @@ pub enum TraceError {
 }
 
 impl Tracer {
+    #[allow(
+        dead_code,
+        reason = "plain latency tracing, for callers without stacks"
+    )]
     pub fn new(pattern: Pattern, mode: Option<AttachMode>) -> Result<Self, KernelError> {
-        let mut kernel = Kernel::load(mode)?;
+        Self::with_probes(
+            pattern,
+            mode,
+            Probes::Latency {
+                stacks_min_ns: None,
+            },
+        )
+    }
+
+    /// A tracer whose probes do `probes` (latency, with or without stacks, or stack counts).
+    pub fn with_probes(
+        pattern: Pattern,
+        mode: Option<AttachMode>,
+        probes: Probes,
+    ) -> Result<Self, KernelError> {
+        let mut kernel = Kernel::load_with(mode, probes)?;
         let ring = kernel.take_events()?;
         Ok(Self {
             pattern,
@@ -127,6 +146,23 @@ impl Tracer {
 
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
+    }
+
+    /// The entry site of every out-of-line function planned so far: (binary, function id, file
+    /// offset). Stack users place a binary in a process from where its sites were hit.
+    pub fn entry_sites(&self) -> Vec<(BinaryKey, u32, u64)> {
+        let mut out = Vec::new();
+        for (key, state) in &self.binaries {
+            if let BinaryState::Planned { entries, .. } = state {
+                out.extend(
+                    entries
+                        .iter()
+                        .filter(|s| s.cookie & (cookie::INLINE_SITE | cookie::GOROUTINE_EXIT) == 0)
+                        .map(|s| (*key, (s.cookie & cookie::FUNC_MASK) as u32, s.offset)),
+                );
+            }
+        }
+        out
     }
 
     pub fn is_known(&self, key: &BinaryKey) -> bool {

@@ -60,3 +60,13 @@ fn query_help_snapshot() {
 fn diff_help_snapshot() {
     check_snapshot("diff-help.txt", &["diff", "--help"]);
 }
+
+#[test]
+fn stackcount_help_snapshot() {
+    check_snapshot("stackcount-help.txt", &["stackcount", "--help"]);
+}
+
+#[test]
+fn profile_help_snapshot() {
+    check_snapshot("profile-help.txt", &["profile", "--help"]);
+}
