@@ -73,29 +73,38 @@ fn exact_counts_with_per_site_uprobes() {
 #[test]
 fn goroutine_keyed_latency() {
     for_each_build(&matrix(), |build| {
-        let (truth, out) = trace_program(
-            &build.program("sleep"),
-            &[],
-            &[],
-            &[],
-            "go:main.goprobeE2ESleep",
-        )?;
-        let lines = out.json();
-        let h = histogram_of(&lines, "main.goprobeE2ESleep", pid_of(&lines)?)
-            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
-        check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
-        let p50 = u64_field(h, "p50_ns");
-        if !(5_000_000..=7_000_000).contains(&p50) {
-            return Err(format!("p50 {p50} ns is outside [5 ms, 7 ms]: {h}"));
-        }
-        let min = u64_field(h, "min_ns");
-        if min < 5_000_000 {
-            return Err(format!(
-                "a 5 ms sleep measured {min} ns: entries paired with the wrong return"
-            ));
-        }
-        Ok(())
+        // The counts are exact on any host; the p50 bound is about timing, which a host busy
+        // with other work can stretch (a 5 ms sleep then wakes late): one retry before failing.
+        sleep_latency(build).or_else(|first| {
+            eprintln!("    retrying once: {first}");
+            sleep_latency(build)
+        })
     });
+}
+
+fn sleep_latency(build: &goprobe_e2e::Build) -> Result<(), String> {
+    let (truth, out) = trace_program(
+        &build.program("sleep"),
+        &[],
+        &[],
+        &[],
+        "go:main.goprobeE2ESleep",
+    )?;
+    let lines = out.json();
+    let h = histogram_of(&lines, "main.goprobeE2ESleep", pid_of(&lines)?)
+        .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+    check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
+    let min = u64_field(h, "min_ns");
+    if min < 5_000_000 {
+        return Err(format!(
+            "a 5 ms sleep measured {min} ns: entries paired with the wrong return"
+        ));
+    }
+    let p50 = u64_field(h, "p50_ns");
+    if !(5_000_000..=7_000_000).contains(&p50) {
+        return Err(format!("p50 {p50} ns is outside [5 ms, 7 ms]: {h}"));
+    }
+    Ok(())
 }
 
 /// Deep recursion with large frames while goroutine stacks grow and are copied: the program
