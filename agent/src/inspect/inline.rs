@@ -183,13 +183,12 @@ impl BinaryIndex {
 
 /// The boundaries of the code `ranges` inside the function `code` at `addr`.
 pub fn x86_64_inline_sites(code: &[u8], addr: u64, ranges: &[(u64, u64)]) -> InlineSites {
-    let inside = |pc: u64| ranges.iter().any(|&(s, e)| pc >= s && pc < e);
     let end = addr + code.len() as u64;
     let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
-    // (pc, successors) of every instruction, in order.
-    let mut flow: Vec<(u64, [Option<u64>; 2])> = Vec::new();
+    // (pc, straight-line?, successors) of every instruction, in order.
+    let mut flow: Vec<(u64, bool, [Option<u64>; 2])> = Vec::new();
+    let mut indirect_at = Vec::new();
     let mut starts = BTreeSet::new();
-    let mut indirect_jumps = 0;
     for ins in &mut decoder {
         if ins.is_invalid() {
             continue;
@@ -198,26 +197,29 @@ pub fn x86_64_inline_sites(code: &[u8], addr: u64, ranges: &[(u64, u64)]) -> Inl
         starts.insert(pc);
         let next = Some(ins.next_ip());
         let target = Some(ins.near_branch_target()).filter(|&t| t != 0);
-        let succ = match ins.flow_control() {
+        let (straight, succ) = match ins.flow_control() {
             FlowControl::Next
             | FlowControl::Call
             | FlowControl::IndirectCall
-            | FlowControl::XbeginXabortXend => [next, None],
-            FlowControl::UnconditionalBranch => [target, None],
-            FlowControl::ConditionalBranch => [next, target],
+            | FlowControl::XbeginXabortXend => (true, [next, None]),
+            FlowControl::UnconditionalBranch => (false, [target, None]),
+            FlowControl::ConditionalBranch => (false, [next, target]),
             FlowControl::IndirectBranch => {
-                if inside(pc) {
-                    indirect_jumps += 1;
-                }
-                [None, None]
+                indirect_at.push(pc);
+                (false, [None, None])
             }
-            FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => [None, None],
+            FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => {
+                (false, [None, None])
+            }
         };
-        flow.push((pc, succ));
+        flow.push((pc, straight, succ));
     }
+    let ranges = close_gaps(ranges, &flow);
+    let inside = |pc: u64| ranges.iter().any(|&(s, e)| pc >= s && pc < e);
     let mut entries = BTreeSet::new();
     let mut exits = BTreeSet::new();
-    for (pc, succ) in flow {
+    let indirect_jumps = indirect_at.iter().filter(|&&pc| inside(pc)).count();
+    for &(pc, _, succ) in &flow {
         for s in succ.into_iter().flatten() {
             // Only real instruction starts of this function are probe sites.
             if s >= end || s < addr || !starts.contains(&s) {
@@ -241,6 +243,39 @@ pub fn x86_64_inline_sites(code: &[u8], addr: u64, ranges: &[(u64, u64)]) -> Inl
     }
 }
 
+/// The scheduler interleaves caller code with an inlined copy's (`fmt.Println`'s argument setup,
+/// then the caller's loop increment, then the call): the copy's code comes in several ranges
+/// with straight-line caller code between them. Leaving a range into such a gap and coming back
+/// is not leaving the copy, so a gap is taken into the copy when every instruction in it goes
+/// straight on (no branch) and no branch from outside the copy lands in it.
+fn close_gaps(ranges: &[(u64, u64)], flow: &[(u64, bool, [Option<u64>; 2])]) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    for (start, end) in sorted {
+        let Some(last) = merged.last_mut() else {
+            merged.push((start, end));
+            continue;
+        };
+        let gap = last.1..start;
+        let straight = flow
+            .iter()
+            .filter(|(pc, _, _)| gap.contains(pc))
+            .all(|&(_, straight, _)| straight);
+        let in_copy_or_gap =
+            |pc: u64| gap.contains(&pc) || ranges.iter().any(|&(s, e)| pc >= s && pc < e);
+        let landed_from_outside = flow.iter().any(|&(pc, _, succ)| {
+            !in_copy_or_gap(pc) && succ.iter().flatten().any(|t| gap.contains(t))
+        });
+        if start <= last.1 || (straight && !landed_from_outside) {
+            last.1 = last.1.max(end);
+        } else {
+            merged.push((start, end));
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +297,30 @@ mod tests {
         assert_eq!(sites.entries, vec![0x1001]);
         assert_eq!(sites.exits, vec![0x100c]);
         assert_eq!(sites.indirect_jumps, 0);
+    }
+
+    #[test]
+    fn caller_code_scheduled_inside_a_copy_is_not_an_exit() {
+        // Go 1.21's main.main: Println's argument setup, the caller's loop increment, then the
+        // rest of Println (the call):
+        // 0x3000: nop            (caller)
+        // 0x3001: nop            (copy, range 1)
+        // 0x3002: nop            (caller code scheduled in between)
+        // 0x3003: nop; nop       (copy, range 2)
+        // 0x3005: ret            (caller)
+        let code = [0x90, 0x90, 0x90, 0x90, 0x90, 0xc3];
+        let sites = x86_64_inline_sites(&code, 0x3000, &[(0x3001, 0x3002), (0x3003, 0x3005)]);
+        assert_eq!(sites.entries, vec![0x3001]);
+        assert_eq!(sites.exits, vec![0x3005]);
+        // But a gap that a branch from outside lands in is the caller's own code.
+        // 0x4000: jmp 0x4003     (caller, into the gap)
+        // 0x4002: nop            (copy)
+        // 0x4003: nop            (gap)
+        // 0x4004: nop            (copy)
+        // 0x4005: ret
+        let code = [0xeb, 0x01, 0x90, 0x90, 0x90, 0xc3];
+        let sites = x86_64_inline_sites(&code, 0x4000, &[(0x4002, 0x4003), (0x4004, 0x4005)]);
+        assert_eq!(sites.exits, vec![0x4003, 0x4005]);
     }
 
     #[test]
