@@ -174,9 +174,6 @@ pub struct Refusal {
 #[derive(Debug, Clone)]
 pub struct InlinePlan {
     pub name: String,
-    /// The function that holds the copy, and where the inlined call is written.
-    pub caller: String,
-    pub call_site: String,
     pub entry_offsets: Vec<u64>,
     pub exit_offsets: Vec<u64>,
 }
@@ -271,8 +268,6 @@ fn plan_inlined(index: &BinaryIndex, copy: &InlinedCopy) -> Result<InlinePlan, S
     };
     Ok(InlinePlan {
         name: copy.name.clone(),
-        caller: copy.caller.clone(),
-        call_site: format!("{}:{}", copy.call_file, copy.call_line),
         entry_offsets: offsets(&sites.entries)?,
         exit_offsets: offsets(&sites.exits)?,
     })

@@ -32,7 +32,7 @@ fn recursion_pairs_each_level() {
             &h,
         )?;
         let p50 = u64_field(&h, "p50_ns");
-        let middle = (levels + 1) / 2 * spin;
+        let middle = levels.div_ceil(2) * spin;
         check(
             "the median call is a middle level",
             p50 >= middle - spin && p50 <= middle + 2 * spin,

@@ -28,17 +28,17 @@ fn reference_lister() -> PathBuf {
 /// From the lowest entry to the highest end the reference lists.
 fn reference_text_range(listing: &str) -> std::ops::Range<u64> {
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    let mut range = u64::MAX..0;
+    let (mut lo, mut hi) = (u64::MAX, 0);
     for line in listing.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         if let (Some(start), Some(end)) =
             (f.get(1).and_then(|s| hex(s)), f.get(2).and_then(|s| hex(s)))
         {
-            range.start = range.start.min(start);
-            range.end = range.end.max(end);
+            lo = lo.min(start);
+            hi = hi.max(end);
         }
     }
-    range
+    lo..hi
 }
 
 #[test]

@@ -439,10 +439,7 @@ impl<'a> LineTable<'a> {
                 end,
                 funcoff: usize::try_from(funcoff).ok()?,
             };
-            let Some(&nfuncdata) = self.funcdata.get(f.funcoff + self.func_header_size() - 1)
-            else {
-                return None;
-            };
+            let &nfuncdata = self.funcdata.get(f.funcoff + self.func_header_size() - 1)?;
             if u32::from(nfuncdata) <= FUNCDATA_INL_TREE {
                 continue;
             }
@@ -484,25 +481,6 @@ fn uvarint32(p: &[u8]) -> Option<(u32, usize)> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uvarints() {
-        assert_eq!(uvarint32(&[0]), Some((0, 1)));
-        assert_eq!(uvarint32(&[0x7f]), Some((127, 1)));
-        assert_eq!(uvarint32(&[0x80, 0x01]), Some((128, 2)));
-        assert_eq!(
-            uvarint32(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
-            Some((u32::MAX, 5))
-        );
-        assert_eq!(uvarint32(&[0x80]), None);
-        assert_eq!(uvarint32(&[]), None);
-        assert_eq!(uvarint32(&[0x80; 6]), None);
-    }
 }
 
 /// Inline instances, for probing inlined copies of a function (see `inspect::inline`).
@@ -600,5 +578,24 @@ impl<'a> LineTable<'a> {
     /// The inline tree index at `pc` (-1: the function's own code).
     pub fn inline_index_at(&self, f: &FuncRef, pc: u64) -> Option<i32> {
         self.pcdata_value(f, PCDATA_INL_TREE_INDEX, pc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uvarints() {
+        assert_eq!(uvarint32(&[0]), Some((0, 1)));
+        assert_eq!(uvarint32(&[0x7f]), Some((127, 1)));
+        assert_eq!(uvarint32(&[0x80, 0x01]), Some((128, 2)));
+        assert_eq!(
+            uvarint32(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Some((u32::MAX, 5))
+        );
+        assert_eq!(uvarint32(&[0x80]), None);
+        assert_eq!(uvarint32(&[]), None);
+        assert_eq!(uvarint32(&[0x80; 6]), None);
     }
 }
