@@ -12,6 +12,7 @@ mod outputs;
 mod pipeline;
 mod plan;
 mod query;
+mod symbolize;
 mod symbols;
 mod targets;
 mod tracer;
