@@ -15,6 +15,8 @@
 #![no_std]
 #![no_main]
 
+mod stacks;
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
@@ -165,7 +167,7 @@ fn on_entry(ctx: &ProbeContext) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if site & cookie::INLINE_SITE != 0 {
-        on_inline_site(&key, sp_off, low, now);
+        on_inline_site(&key, sp_off, low, now, regs);
         return;
     }
     push(
@@ -181,7 +183,7 @@ fn on_entry(ctx: &ProbeContext) {
 
 /// A boundary of inlined copies: close the copies control leaves here, open those it enters.
 #[inline(always)]
-fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64) {
+fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64, regs: &pt_regs) {
     let Some(site) = INLINE_SITES.get(index) else {
         return;
     };
@@ -191,7 +193,7 @@ fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64) {
         for pass in 0..2 * MAX_INLINE_ACTIONS {
             let i = pass % MAX_INLINE_ACTIONS;
             if i < site.n_exits as usize {
-                pop(key, sp_off, site.exits[i], now, false);
+                pop(key, sp_off, site.exits[i], now, false, regs);
             }
         }
     }
@@ -278,7 +280,7 @@ fn on_return(ctx: &ProbeContext) {
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !pop(&key, sp_off, func, now, true) {
+    if !pop(&key, sp_off, func, now, true, regs) {
         bump(counter::RETURNS_UNPAIRED);
     }
 }
@@ -288,7 +290,15 @@ fn on_return(ctx: &ProbeContext) {
 /// function, its inlined copies share the position); at an inline exit, other copies at the
 /// position are the enclosing ones and stay open.
 #[inline(always)]
-fn pop(key: &GoroutineKey, sp_off: u32, func: u32, now: u64, returning: bool) -> bool {
+/// `regs`: the registers at the site, to walk the stack the call returns to (`--stacks`).
+fn pop(
+    key: &GoroutineKey,
+    sp_off: u32,
+    func: u32,
+    now: u64,
+    returning: bool,
+    regs: &pt_regs,
+) -> bool {
     let Some(stack) = GOROUTINES.get_ptr_mut(key) else {
         return false;
     };
@@ -324,32 +334,44 @@ fn pop(key: &GoroutineKey, sp_off: u32, func: u32, now: u64, returning: bool) ->
     let Some(start_ns) = start_ns else {
         return false;
     };
-    send(LatencyEvent {
-        tgid: key.tgid,
-        func,
-        latency_ns: now.saturating_sub(start_ns),
-        end_ns: now,
-        g: key.g,
-    });
+    send(
+        LatencyEvent {
+            tgid: key.tgid,
+            func,
+            latency_ns: now.saturating_sub(start_ns),
+            end_ns: now,
+            g: key.g,
+        },
+        regs,
+    );
     true
 }
 
+/// Submit a completed call; with `funclatency --stacks`, calls slow enough carry the stack they
+/// return to, walked here.
 #[inline(always)]
-fn send(event: LatencyEvent) {
-    match EVENTS.reserve::<LatencyEvent>(0) {
-        Some(mut slot) => {
-            slot.write(event);
-            slot.submit(BPF_RB_NO_WAKEUP as u64);
-            bump(counter::EVENTS_SENT);
+fn send(event: LatencyEvent, regs: &pt_regs) {
+    let sent = if stacks::wants_latency_stack(event.latency_ns) {
+        stacks::submit_latency(&EVENTS, regs, event)
+    } else {
+        match EVENTS.reserve::<LatencyEvent>(0) {
+            Some(mut slot) => {
+                slot.write(event);
+                slot.submit(BPF_RB_NO_WAKEUP as u64);
+                true
+            }
+            None => false,
         }
-        None => {
-            bump(counter::EVENTS_LOST);
-            match LOST_BY_FUNC.get_ptr_mut(&event.func) {
-                // SAFETY: per-CPU value.
-                Some(lost) => unsafe { *lost += 1 },
-                None => {
-                    let _ = LOST_BY_FUNC.insert(&event.func, &1, 0);
-                }
+    };
+    if sent {
+        bump(counter::EVENTS_SENT);
+    } else {
+        bump(counter::EVENTS_LOST);
+        match LOST_BY_FUNC.get_ptr_mut(&event.func) {
+            // SAFETY: per-CPU value.
+            Some(lost) => unsafe { *lost += 1 },
+            None => {
+                let _ = LOST_BY_FUNC.insert(&event.func, &1, 0);
             }
         }
     }

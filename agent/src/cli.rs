@@ -1,6 +1,6 @@
 //! Command-line interface. Flags follow bcc's funclatency where it has them, so its users
 //! need no new habits; every flag documents its default.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -35,6 +35,10 @@ pub enum Command {
     Query(QueryArgs),
     /// Compare two time ranges of the archive: how count, p50, p99 and max moved per function
     Diff(DiffArgs),
+    /// Count the distinct call stacks at entry to Go functions (like bcc's stackcount)
+    Stackcount(StackcountArgs),
+    /// Sample the CPU of Go processes and write a pprof profile (or folded stacks, a flame graph)
+    Profile(ProfileArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +101,140 @@ pub struct FunclatencyArgs {
     /// own counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+
+    /// Break latency down by calling stack: for each distinct stack the calls returned to, their
+    /// count, p50, p99 and max (stacks are walked at the RET with frame pointers; default: off)
+    #[arg(long = "stacks")]
+    pub stacks: bool,
+
+    /// Keep stacks only of calls at least this slow, e.g. 500us, 10ms, 1s (implies --stacks;
+    /// default: the stacks of every call)
+    #[arg(long = "slower-than", value_name = "DURATION", value_parser = parse_duration)]
+    pub slower_than: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = STACKCOUNT_EXAMPLES)]
+pub struct StackcountArgs {
+    /// What to count: `go:NAME` or `PATH:NAME`, as for funclatency (`*` and `?` glob; with -r,
+    /// NAME is a regular expression)
+    pub pattern: String,
+
+    /// Only this process (repeatable). Default: every Go process on the host whose binary has a
+    /// matching function, including processes that start later
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only processes running this binary (now and later)
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
+    pub binary: Option<PathBuf>,
+
+    /// Stop after SECONDS (default: run until Ctrl-C, SIGTERM, or the end of every -p process)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// NAME is a regular expression, searched anywhere in the function name (default: glob)
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// Print folded stacks (`root;...;leaf COUNT`, for flamegraph tools) instead of the stack list
+    #[arg(long = "folded")]
+    pub folded: bool,
+
+    /// Also write the stacks as a gzipped pprof profile (sample type calls/count) to FILE
+    #[arg(long = "pprof", value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
+    /// Also draw the stacks as an SVG flame graph into FILE
+    #[arg(long = "svg", value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Say on stderr what is attached where, and goprobe's own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = PROFILE_EXAMPLES)]
+pub struct ProfileArgs {
+    /// Sample this process (repeatable)
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        required_unless_present = "binary"
+    )]
+    pub pids: Vec<u32>,
+
+    /// Sample every process running this binary (now and later)
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
+    pub binary: Option<PathBuf>,
+
+    /// Samples per second on each CPU (default: 99)
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    /// Stop after SECONDS (default: run until Ctrl-C, SIGTERM, or the end of every -p process)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Write a gzipped pprof CPU profile (samples/count, cpu/nanoseconds) to FILE, for
+    /// `go tool pprof`
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print folded stacks (`root;...;leaf COUNT`) on stdout
+    #[arg(long = "folded")]
+    pub folded: bool,
+
+    /// Draw an SVG flame graph into FILE
+    #[arg(long = "svg", value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Also record the kernel stack of samples taken in the kernel (system calls, page faults)
+    #[arg(long = "kernel")]
+    pub kernel: bool,
+
+    /// Say on stderr which processes are sampled, and goprobe's own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+/// A duration with its unit: `250ns`, `10us` (or `10µs`), `5ms`, `2s`, `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{text:?} has no unit: write e.g. 500us, 10ms or 1s"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 500us, 10ms or 1s"))?;
+    let ns_per = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use ns, us, ms, s or m"
+            ));
+        }
+    };
+    Ok(Duration::from_nanos((value * ns_per).round() as u64))
 }
 
 #[derive(Debug, Args)]
@@ -257,9 +395,31 @@ Examples:
   goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
   goprobe funclatency -r 'go:main\\.handle.*'
 
+  goprobe funclatency -p 4242 --stacks --slower-than 10ms 'go:main.(*Store).Get'
+
 Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
-and a `lost` line if the ring buffer overflowed. Ctrl-C, SIGTERM or the end of -d prints what was
+and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, one line per
+calling stack (count, p50, p99, max) with the stack below it, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
 collected, detaches every probe and exits 0. Errors print one line and exit 2.";
+
+const STACKCOUNT_EXAMPLES: &str = "\
+Examples:
+  goprobe stackcount -p 4242 'go:database/sql.(*DB).QueryContext'
+  goprobe stackcount -b /usr/bin/caddy -d 10 --folded 'go:net/http.(*conn).serve' > stacks.folded
+  goprobe stackcount -p 4242 -d 30 --svg calls.svg --pprof calls.pb.gz 'go:main.handle*'
+
+Output: each distinct stack, innermost frame first with file:line and inlined frames marked, then
+its count; least frequent first, like bcc's stackcount. A stack that cannot be followed further
+ends with a [truncated: ...] frame saying why (a runtime stack switch, C code).";
+
+const PROFILE_EXAMPLES: &str = "\
+Examples:
+  goprobe profile -p 4242 -d 30 -o cpu.pb.gz && go tool pprof -top cpu.pb.gz
+  goprobe profile -b /usr/bin/caddy -F 199 -d 10 --svg cpu.svg
+  goprobe profile -p 4242 -d 10 --kernel --folded > cpu.folded
+
+Samples on-CPU time with a perf event on every CPU and walks the Go stack with frame pointers;
+the process needs no pprof endpoint. Without -o, --svg or --folded, prints the top functions.";
 
 const SYMBOLS_EXAMPLES: &str = "\
 Examples:
@@ -275,5 +435,15 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10h").unwrap_err().contains("unknown unit"));
     }
 }

@@ -2,6 +2,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io::Write as _,
+    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -11,10 +12,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::FunclatencyArgs,
-    kernel::AttachMode,
+    kernel::{AttachMode, Probes},
     outputs::{self, FunctionSites, Report, Row},
     pipeline::{Latencies, Unit},
     plan::Pattern,
+    stacks::StackView,
     targets::{self, BinaryKey, Process},
     tracer::{BinaryState, Selection, Tracer},
 };
@@ -30,34 +32,113 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let pattern = Pattern::parse(&args.pattern, args.regex)?;
     let selection = selection(&args, &pattern)?;
-    let mode = match std::env::var("GOPROBE_ATTACH").as_deref() {
+    let mode = attach_mode_from_env();
+
+    // Everything that can be checked without touching a target is checked before loading BPF.
+    let processes = check_targets(&selection)?;
+    let probes = Probes::Latency {
+        stacks_min_ns: stacks_min_ns(&args)?,
+    };
+    let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
+    let verbose = args.verbose;
+    if verbose {
+        eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
+    }
+    let tracked_pids = attach_targets(&mut tracer, &selection, &processes, verbose)?;
+    let mut stack_view = probes_stacks(&probes).then(StackView::default);
+    if let Some(view) = stack_view.as_mut() {
+        view.observe_pids(processes.iter().map(|p| p.pid));
+    }
+
+    let banner = format!(
+        "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
+        tracer.traced_names.len(),
+        args.pattern
+    );
+    if args.json {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+        let _ = std::io::stdout().flush();
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(event_loop(
+        &mut tracer,
+        &args,
+        &selection,
+        tracked_pids,
+        &mut stack_view,
+    ))?;
+
+    tracer.detach_all();
+    tracer.drain();
+    print_interval(&mut tracer, &args, None, &mut stack_view)?;
+    if verbose {
+        print_counters(&tracer);
+    }
+    if !args.json {
+        println!("Detaching...");
+    }
+    Ok(())
+}
+
+/// `GOPROBE_ATTACH=multi|single` forces an attach mode (tests compare both).
+pub(crate) fn attach_mode_from_env() -> Option<AttachMode> {
+    match std::env::var("GOPROBE_ATTACH").as_deref() {
         Ok("multi") => Some(AttachMode::Multi),
         Ok("single") | Ok("per-site") => Some(AttachMode::PerSite),
         _ => None,
-    };
+    }
+}
 
-    // Everything that can be checked without touching a target is checked before loading BPF.
-    let processes = match &selection {
+fn probes_stacks(probes: &Probes) -> bool {
+    matches!(
+        probes,
+        Probes::Latency {
+            stacks_min_ns: Some(_)
+        }
+    )
+}
+
+/// --stacks / --slower-than: the latency from which calls carry their stack.
+fn stacks_min_ns(args: &FunclatencyArgs) -> anyhow::Result<Option<u64>> {
+    Ok(match args.slower_than {
+        Some(d) => Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)),
+        None if args.stacks => Some(0),
+        None => None,
+    })
+}
+
+/// The processes named by -p, checked before anything is loaded; a -b binary must be readable.
+pub(crate) fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process>> {
+    let processes = match selection {
         Selection::Pids(pids) => pids
             .iter()
             .map(|&pid| Process::get(pid))
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    if let Selection::Binary(path) = &selection {
+    if let Selection::Binary(path) = selection {
         std::fs::File::open(path)
             .with_context(|| format!("cannot read binary {}", path.display()))?;
     }
+    Ok(processes)
+}
 
-    let mut tracer = Tracer::new(pattern, mode)?;
-    let verbose = args.verbose;
-    if verbose {
-        eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
-    }
+/// Plan and attach the pattern's probes to the selected targets; the PIDs tracked with -p.
+pub(crate) fn attach_targets(
+    tracer: &mut Tracer,
+    selection: &Selection,
+    processes: &[Process],
+    verbose: bool,
+) -> anyhow::Result<HashSet<u32>> {
     let mut tracked_pids: HashSet<u32> = HashSet::new();
-    match &selection {
+    match selection {
         Selection::Pids(_) => {
-            for process in &processes {
+            for process in processes {
                 tracer.plan(process.binary, &process.exe);
                 if let Some(BinaryState::Skipped { reason, names }) =
                     tracer.binary_state(&process.binary)
@@ -86,7 +167,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             report_attached(verbose, &attached, None, path);
         }
         Selection::HostWide => {
-            let found = scan_host(&mut tracer, &mut HashMap::new(), verbose);
+            let found = scan_host(tracer, &mut HashMap::new(), verbose);
             if found == 0 {
                 let suggestions = tracer.suggestions(5);
                 let hint = if suggestions.is_empty() {
@@ -101,39 +182,21 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             }
         }
     }
-
-    let banner = format!(
-        "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
-        tracer.traced_names.len(),
-        args.pattern
-    );
-    if args.json {
-        eprintln!("{banner}");
-    } else {
-        println!("{banner}");
-        let _ = std::io::stdout().flush();
-    }
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(event_loop(&mut tracer, &args, &selection, tracked_pids))?;
-
-    tracer.detach_all();
-    tracer.drain();
-    print_interval(&mut tracer, &args, None)?;
-    if verbose {
-        print_counters(&tracer);
-    }
-    if !args.json {
-        println!("Detaching...");
-    }
-    Ok(())
+    Ok(tracked_pids)
 }
 
 fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Selection> {
+    select(pattern, &args.pids, args.binary.as_ref())
+}
+
+/// What to trace, from the pattern and -p/-b.
+pub(crate) fn select(
+    pattern: &Pattern,
+    pids: &[u32],
+    binary: Option<&PathBuf>,
+) -> anyhow::Result<Selection> {
     if let Some(path) = &pattern.binary {
-        if let Some(other) = &args.binary
+        if let Some(other) = binary
             && other != path
         {
             bail!(
@@ -142,14 +205,14 @@ fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Select
                 other.display()
             );
         }
-        if !args.pids.is_empty() {
-            return Ok(Selection::Pids(args.pids.clone()));
+        if !pids.is_empty() {
+            return Ok(Selection::Pids(pids.to_vec()));
         }
         return Ok(Selection::Binary(path.clone()));
     }
-    Ok(match (&args.binary, args.pids.is_empty()) {
+    Ok(match (binary, pids.is_empty()) {
         (Some(path), _) => Selection::Binary(path.clone()),
-        (None, false) => Selection::Pids(args.pids.clone()),
+        (None, false) => Selection::Pids(pids.to_vec()),
         (None, true) => Selection::HostWide,
     })
 }
@@ -194,7 +257,7 @@ fn report_attached(
 /// Look at every process not seen yet (a reused PID is a new process); attach to each new Go
 /// binary that matches. Returns how
 /// many binaries were attached.
-fn scan_host(tracer: &mut Tracer, seen: &mut HashMap<u32, u64>, verbose: bool) -> usize {
+pub(crate) fn scan_host(tracer: &mut Tracer, seen: &mut HashMap<u32, u64>, verbose: bool) -> usize {
     let mut attached_binaries = 0;
     for pid in targets::all_pids() {
         if !targets::first_sight(seen, pid) {
@@ -242,6 +305,7 @@ async fn event_loop(
     args: &FunclatencyArgs,
     selection: &Selection,
     tracked_pids: HashSet<u32>,
+    stack_view: &mut Option<StackView>,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -272,10 +336,15 @@ async fn event_loop(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut until_deadline => break,
-            _ = drain.tick() => { tracer.drain(); }
+            _ = drain.tick() => {
+                tracer.drain();
+                if let Some(view) = stack_view.as_mut() {
+                    view.observe(&tracer.aggregator.stacks);
+                }
+            }
             _ = print.tick(), if interval.is_some() => {
                 tracer.drain();
-                print_interval(tracer, args, Some(interval_start.elapsed()))?;
+                print_interval(tracer, args, Some(interval_start.elapsed()), stack_view)?;
                 interval_start = Instant::now();
             }
             _ = scan.tick() => match selection {
@@ -302,8 +371,10 @@ fn print_interval(
     tracer: &mut Tracer,
     args: &FunclatencyArgs,
     elapsed: Option<Duration>,
+    stack_view: &mut Option<StackView>,
 ) -> anyhow::Result<()> {
     let (histograms, lost) = tracer.take_interval();
+    let by_stack = tracer.aggregator.stacks.take();
     let unit = if args.milliseconds {
         Unit::Milliseconds
     } else if args.microseconds {
@@ -334,6 +405,7 @@ fn print_interval(
             latencies: Latencies::default(),
             lost: 0,
             sites: per_function.then(FunctionSites::default),
+            stacks: stack_view.as_ref().map(|_| Vec::new()),
         });
         if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
             sites.out_of_line |= info.out_of_line;
@@ -343,6 +415,28 @@ fn print_interval(
         let owner = lost_owner.entry(func).or_insert((key.clone(), 0));
         if latencies.count > owner.1 {
             *owner = (key, latencies.count);
+        }
+    }
+    if let Some(view) = stack_view.as_mut() {
+        view.observe(&by_stack);
+        for ((func, pid), stacks) in &by_stack.by_call {
+            let function = if per_function {
+                name_of(*func)
+            } else {
+                tracer.pattern.name.clone()
+            };
+            let found = view.rows(tracer.kernel().ebpf(), *pid, stacks);
+            if let Some(row) = rows.get_mut(&(function, *pid))
+                && let Some(row_stacks) = row.stacks.as_mut()
+            {
+                row_stacks.extend(found);
+                row_stacks.sort_by(|a, b| {
+                    b.latencies
+                        .quantile_ns(0.99)
+                        .cmp(&a.latencies.quantile_ns(0.99))
+                        .then(b.latencies.count.cmp(&a.latencies.count))
+                });
+            }
         }
     }
     let mut total_lost = 0;
@@ -364,6 +458,7 @@ fn print_interval(
         interval_s: elapsed.map_or(0.0, |d| d.as_secs_f64()),
         lost: total_lost,
         untimed,
+        stacks_min_ns: stacks_min_ns(args)?.filter(|&ns| ns > 0),
     };
     let mut stdout = std::io::stdout().lock();
     if args.json {

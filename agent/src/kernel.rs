@@ -21,6 +21,18 @@ const ENTRY: &str = "goprobe_entry";
 const RETURN: &str = "goprobe_return";
 const ENTRY_MULTI: &str = "goprobe_entry_multi";
 const RETURN_MULTI: &str = "goprobe_return_multi";
+const STACKCOUNT: &str = "goprobe_stackcount";
+const STACKCOUNT_MULTI: &str = "goprobe_stackcount_multi";
+
+/// What the uprobes of a run do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probes {
+    /// Time calls (entry and RET sites); with `Some(ns)`, calls at least that slow also carry the
+    /// stack they return to (`funclatency --stacks`).
+    Latency { stacks_min_ns: Option<u64> },
+    /// Count calls per stack at entry sites (`stackcount`); RET sites are not used.
+    StackCount,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -65,13 +77,27 @@ pub struct Attachment {
 pub struct Kernel {
     ebpf: Ebpf,
     mode: AttachMode,
+    probes: Probes,
 }
 
 /// Counter totals summed over CPUs, indexed by `goprobe_common::counter`.
 pub type Counters = [u64; counter::COUNT as usize];
 
 impl Kernel {
+    #[allow(
+        dead_code,
+        reason = "plain latency tracing, for callers without stacks"
+    )]
     pub fn load(mode: Option<AttachMode>) -> Result<Self, KernelError> {
+        Self::load_with(
+            mode,
+            Probes::Latency {
+                stacks_min_ns: None,
+            },
+        )
+    }
+
+    pub fn load_with(mode: Option<AttachMode>, probes: Probes) -> Result<Self, KernelError> {
         check_kernel_version()?;
         check_privileges()?;
         // BPF memory is charged to the cgroup on kernels >= 5.11; raising RLIMIT_MEMLOCK matters
@@ -86,18 +112,36 @@ impl Kernel {
                 _ => AttachMode::PerSite,
             }
         });
-        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goprobe"));
-        let mut ebpf = EbpfLoader::new().load(object).map_err(|e| load_error(&e))?;
-        let names: &[&str] = match mode {
-            AttachMode::Multi => &[ENTRY_MULTI, RETURN_MULTI],
-            AttachMode::PerSite => &[ENTRY, RETURN],
+        let mut loader = EbpfLoader::new();
+        let stacks_min_ns = match probes {
+            Probes::Latency { stacks_min_ns } => stacks_min_ns,
+            Probes::StackCount => None,
         };
-        for name in names {
+        let min_ns = stacks_min_ns.unwrap_or(u64::MAX);
+        if stacks_min_ns.is_some() {
+            loader.override_global("LATENCY_STACKS_MIN_NS", &min_ns, true);
+        }
+        crate::stacks::size_unused_maps(
+            &mut loader,
+            crate::stacks::MapUse {
+                stacks: stacks_min_ns.is_some() || probes == Probes::StackCount,
+                stack_counts: probes == Probes::StackCount,
+                profile: false,
+            },
+        );
+        let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
+        let (entry, ret) = program_names(probes, mode);
+        for name in [Some(entry), ret].into_iter().flatten() {
             program(&mut ebpf, name)
                 .load()
                 .map_err(|e| load_error(&e))?;
         }
-        Ok(Self { ebpf, mode })
+        Ok(Self { ebpf, mode, probes })
+    }
+
+    /// The loaded object, for the maps that other modules read (stacks, counts).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -117,15 +161,12 @@ impl Kernel {
             Some(pid) => UProbeScope::OneProcess(pid),
             None => UProbeScope::AllProcesses,
         };
-        let (entry, ret) = match self.mode {
-            AttachMode::Multi => (ENTRY_MULTI, RETURN_MULTI),
-            AttachMode::PerSite => (ENTRY, RETURN),
-        };
+        let (entry, ret) = program_names(self.probes, self.mode);
         let mut attachment = Attachment { links: Vec::new() };
-        for (name, sites) in [(entry, entries), (ret, returns)] {
-            if sites.is_empty() {
+        for (name, sites) in [(Some(entry), entries), (ret, returns)] {
+            let Some(name) = name.filter(|_| !sites.is_empty()) else {
                 continue;
-            }
+            };
             let points = sites.iter().map(|s| UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(s.offset),
                 cookie: Some(s.cookie),
@@ -237,13 +278,36 @@ impl Kernel {
     }
 }
 
+/// The entry and (if used) return programs of a run.
+fn program_names(probes: Probes, mode: AttachMode) -> (&'static str, Option<&'static str>) {
+    match (probes, mode) {
+        (Probes::StackCount, AttachMode::Multi) => (STACKCOUNT_MULTI, None),
+        (Probes::StackCount, AttachMode::PerSite) => (STACKCOUNT, None),
+        (Probes::Latency { .. }, AttachMode::Multi) => (ENTRY_MULTI, Some(RETURN_MULTI)),
+        (Probes::Latency { .. }, AttachMode::PerSite) => (ENTRY, Some(RETURN)),
+    }
+}
+
+/// The kernel programs, built from `agent-ebpf` by build.rs.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/goprobe"))
+}
+
+/// Checks done before loading anything: kernel version and privileges.
+pub fn preflight() -> Result<(), KernelError> {
+    check_kernel_version()?;
+    check_privileges()?;
+    raise_rlimit(libc::RLIMIT_MEMLOCK, libc::RLIM_INFINITY);
+    Ok(())
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut UProbe {
     ebpf.program_mut(name)
         .and_then(|p| <&mut UProbe>::try_from(p).ok())
         .unwrap_or_else(|| unreachable!("the eBPF object defines uprobe {name}"))
 }
 
-fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
+pub fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
     if is_permission_error(error) {
         KernelError::NotPermitted
     } else {

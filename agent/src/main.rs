@@ -11,7 +11,10 @@ mod kernel;
 mod outputs;
 mod pipeline;
 mod plan;
+mod profile;
 mod query;
+mod stackcount;
+mod stacks;
 mod symbolize;
 mod symbols;
 mod targets;
@@ -32,6 +35,8 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => agent::run(args),
         cli::Command::Query(args) => query::run_query(args),
         cli::Command::Diff(args) => query::run_diff(args),
+        cli::Command::Stackcount(args) => stackcount::run(args),
+        cli::Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

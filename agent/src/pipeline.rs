@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::maps::{MapData, RingBuf};
-use goprobe_common::LatencyEvent;
+use goprobe_common::{LatencyEvent, StackLatencyEvent};
 use hdrhistogram::Histogram;
 
 /// What the user side knows about a traced function, by the id carried in probe cookies.
@@ -257,6 +257,8 @@ impl Unit {
 pub struct Aggregator {
     pub histograms: BTreeMap<(u32, u32), Latencies>,
     pub events: u64,
+    /// Latencies per calling stack (`funclatency --stacks`).
+    pub stacks: crate::stacks::LatencyByStack,
 }
 
 impl Aggregator {
@@ -279,7 +281,14 @@ impl Aggregator {
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
         let mut drained = 0;
         while let Some(item) = ring.next() {
-            if item.len() >= size_of::<LatencyEvent>() {
+            if item.len() >= size_of::<StackLatencyEvent>() {
+                // SAFETY: as below; `funclatency --stacks` events extend a LatencyEvent.
+                let event =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StackLatencyEvent>()) };
+                self.record(&event.call);
+                self.stacks.record(&event);
+                drained += 1;
+            } else if item.len() >= size_of::<LatencyEvent>() {
                 // SAFETY: the kernel side writes exactly a LatencyEvent; read_unaligned copes with
                 // the ring buffer's 8-byte record alignment.
                 let event =

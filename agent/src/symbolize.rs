@@ -316,14 +316,18 @@ struct MapEntry {
     path: String,
 }
 
+/// An executable mapping of a process: the map line, the Go binary in it with its load bias
+/// (runtime address - link address), and the mapping as profiles describe it.
+type MappedCode = (MapEntry, Option<(Arc<GoBinary>, u64)>, Arc<Mapping>);
+
 /// How a process's addresses are symbolized.
 #[derive(Debug, Clone)]
 pub struct ProcessView {
-    maps: Vec<(MapEntry, Option<(Arc<GoBinary>, u64)>, Arc<Mapping>)>,
+    maps: Vec<MappedCode>,
 }
 
 impl ProcessView {
-    fn find(&self, addr: u64) -> Option<&(MapEntry, Option<(Arc<GoBinary>, u64)>, Arc<Mapping>)> {
+    fn find(&self, addr: u64) -> Option<&MappedCode> {
         self.maps
             .iter()
             .find(|(m, _, _)| addr >= m.start && addr < m.end)
@@ -375,8 +379,8 @@ fn read_maps(pid: u32) -> Option<Vec<MapEntry>> {
 pub struct Symbolizer {
     binaries: HashMap<(u64, u64), Option<Arc<GoBinary>>>,
     processes: HashMap<u32, Option<Arc<ProcessView>>>,
-    /// (binary identity, vaddr looked up) → source frames.
-    lines: HashMap<((u64, u64), u64), Arc<Vec<Line>>>,
+    /// (binary, vaddr looked up) → source frames.
+    lines: HashMap<(usize, u64), Arc<Vec<Line>>>,
     kernel: Option<KernelSymbols>,
 }
 
@@ -647,8 +651,9 @@ impl Symbolizer {
     }
 }
 
-fn binary_key(binary: &Arc<GoBinary>) -> (u64, u64) {
-    (Arc::as_ptr(binary) as u64, 0)
+/// A binary's identity while the symbolizer keeps it (it never drops one).
+fn binary_key(binary: &Arc<GoBinary>) -> usize {
+    Arc::as_ptr(binary) as usize
 }
 
 fn file_name(path: &Path) -> String {

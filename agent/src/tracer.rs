@@ -15,7 +15,7 @@ use goprobe_common::{InlineSite, cookie};
 
 use crate::{
     inspect::{BinaryIndex, InspectError},
-    kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Site},
+    kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Probes, Site},
     pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
     plan::{BinaryPlan, Pattern, Refusal, plan_binary},
     targets::BinaryKey,
@@ -91,8 +91,27 @@ pub enum TraceError {
 }
 
 impl Tracer {
+    #[allow(
+        dead_code,
+        reason = "plain latency tracing, for callers without stacks"
+    )]
     pub fn new(pattern: Pattern, mode: Option<AttachMode>) -> Result<Self, KernelError> {
-        let mut kernel = Kernel::load(mode)?;
+        Self::with_probes(
+            pattern,
+            mode,
+            Probes::Latency {
+                stacks_min_ns: None,
+            },
+        )
+    }
+
+    /// A tracer whose probes do `probes` (latency, with or without stacks, or stack counts).
+    pub fn with_probes(
+        pattern: Pattern,
+        mode: Option<AttachMode>,
+        probes: Probes,
+    ) -> Result<Self, KernelError> {
+        let mut kernel = Kernel::load_with(mode, probes)?;
         let ring = kernel.take_events()?;
         Ok(Self {
             pattern,

@@ -134,6 +134,119 @@ pub struct LatencyEvent {
     pub g: u64,
 }
 
+/// User stacks captured by the kernel side (stackcount, `funclatency --stacks`, profile).
+///
+/// The kernel walks the frame-pointer chain (Go keeps frame pointers on amd64) from `rbp` and
+/// stores the chain in [`StackTrace`], deduplicated by a hash of its contents. What only user
+/// space can decide (it needs the function's SP table) travels next to the hash: the word at
+/// `rsp` (the return address while a function's frame is not yet, or no longer, set up, as at an
+/// entry or RET probe or in a frameless leaf) and `rbp - rsp` (which tells whether the frame is
+/// set up).
+pub mod stack {
+    /// Frames kept per stack, the leaf PC included (Go's own CPU profiles keep 64, newer ones 128).
+    pub const MAX_FRAMES: usize = 128;
+
+    /// How the kernel's frame-pointer walk ended ([`super::StackTrace::end`]).
+    /// The chain ended at a zero frame pointer or return address: the stack's true end.
+    pub const END_CLEAN: u32 = 0;
+    /// [`MAX_FRAMES`] reached with frames left.
+    pub const END_DEPTH: u32 = 1;
+    /// A frame record could not be read (not a frame pointer, or not mapped).
+    pub const END_UNREADABLE: u32 = 2;
+    /// The next frame pointer was not above the current one: not a frame chain (C code, or a
+    /// switch to another stack).
+    pub const END_NOT_ASCENDING: u32 = 3;
+
+    /// `StackSample::flags`: the sample interrupted the kernel; the user registers are the ones
+    /// saved at the kernel entry.
+    pub const SAMPLE_IN_KERNEL: u32 = 1;
+
+    /// Indices into the per-CPU `STACK_COUNTERS` array (apart from `counter`, which counts calls).
+    pub mod counter {
+        /// Stacks walked.
+        pub const WALKED: u32 = 0;
+        /// Stacks not kept because the `STACKS` map was full (the call or sample is still counted).
+        pub const STACKS_FULL: u32 = 1;
+        /// Calls not counted by `stackcount` because its counter map was full.
+        pub const COUNTS_FULL: u32 = 2;
+        /// Profile samples of a traced process.
+        pub const SAMPLES: u32 = 3;
+        /// Profile samples lost because the `SAMPLES` ring buffer was full.
+        pub const SAMPLES_LOST: u32 = 4;
+        pub const COUNT: u32 = 5;
+
+        /// Names in index order, for reports.
+        pub const NAMES: [&str; COUNT as usize] = [
+            "stacks_walked",
+            "stacks_full",
+            "stack_counts_full",
+            "samples",
+            "samples_lost",
+        ];
+    }
+}
+
+/// A user stack: `pcs[0]` is the PC at the probe or sample, `pcs[1..len]` the return addresses
+/// read from the frame-pointer chain starting at `rbp`, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackTrace {
+    pub len: u32,
+    /// One of `stack::END_*`.
+    pub end: u32,
+    pub pcs: [u64; stack::MAX_FRAMES],
+}
+
+/// What user space needs besides the chain to rebuild the innermost frames (see [`stack`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LeafContext {
+    /// The word at `rsp` (0 if unreadable).
+    pub sp0: u64,
+    /// `rbp - rsp`, wrapping.
+    pub fp_off: u64,
+}
+
+/// Key of the per-stack call counters of `stackcount`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackCountKey {
+    pub tgid: u32,
+    pub func: u32,
+    /// Hash of the [`StackTrace`] in the `STACKS` map (never 0).
+    pub stack: u64,
+    pub leaf: LeafContext,
+}
+
+/// A completed call with the stack it returned to (`funclatency --stacks`). It starts with a
+/// [`LatencyEvent`], so readers of plain events can read it too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackLatencyEvent {
+    pub call: LatencyEvent,
+    /// Hash of the [`StackTrace`] in `STACKS`, captured at the RET; 0 when the stack was not
+    /// captured (faster than `--slower-than`, or the walk failed).
+    pub stack: u64,
+    pub leaf: LeafContext,
+}
+
+/// One CPU-profile sample, sent through the `SAMPLES` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackSample {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Hash of the user [`StackTrace`] in `STACKS` (0: none captured).
+    pub stack: u64,
+    pub leaf: LeafContext,
+    /// The word at `rsp + 8`: the return address right after a prologue's `push rbp`.
+    pub sp8: u64,
+    /// Kernel stack id in `KSTACKS` (negative: none).
+    pub kstack: i32,
+    /// `stack::SAMPLE_*` bits.
+    pub flags: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
@@ -142,4 +255,9 @@ mod pod {
     unsafe impl aya::Pod for super::EntryStack {}
     unsafe impl aya::Pod for super::LatencyEvent {}
     unsafe impl aya::Pod for super::InlineSite {}
+    unsafe impl aya::Pod for super::StackTrace {}
+    unsafe impl aya::Pod for super::LeafContext {}
+    unsafe impl aya::Pod for super::StackCountKey {}
+    unsafe impl aya::Pod for super::StackLatencyEvent {}
+    unsafe impl aya::Pod for super::StackSample {}
 }

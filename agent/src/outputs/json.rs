@@ -38,6 +38,53 @@ struct Line<'a> {
     out_of_line: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inlined_copies: Option<usize>,
+    /// `--stacks`: latency per calling stack, slowest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stacks: Option<Vec<StackLine<'a>>>,
+}
+
+#[derive(Serialize)]
+struct StackLine<'a> {
+    count: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    max_ns: u64,
+    /// Innermost first: the caller of the traced function, then its callers.
+    frames: Vec<FrameLine<'a>>,
+}
+
+#[derive(Serialize)]
+struct FrameLine<'a> {
+    function: &'a str,
+    file: &'a str,
+    line: u32,
+    /// Inlined into the next frame.
+    inlined: bool,
+}
+
+fn stack_lines(stacks: &[crate::stacks::StackRow]) -> Vec<StackLine<'_>> {
+    stacks
+        .iter()
+        .map(|row| StackLine {
+            count: row.latencies.count,
+            p50_ns: row.latencies.quantile_ns(0.5),
+            p99_ns: row.latencies.quantile_ns(0.99),
+            max_ns: row.latencies.max_ns,
+            frames: row
+                .stack
+                .iter()
+                .flat_map(|loc| {
+                    let last = loc.lines.len().saturating_sub(1);
+                    loc.lines.iter().enumerate().map(move |(i, l)| FrameLine {
+                        function: &l.function,
+                        file: &l.file,
+                        line: l.line,
+                        inlined: i < last,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
@@ -82,6 +129,7 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             lost: row.lost,
             out_of_line: row.sites.map(|s| s.out_of_line),
             inlined_copies: row.sites.map(|s| s.inlined_copies),
+            stacks: row.stacks.as_deref().map(stack_lines),
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)?;

@@ -1,5 +1,8 @@
 //! Renderings of one interval's histograms: bcc funclatency's text layout, and JSON lines.
+pub mod flamegraph;
 pub mod json;
+pub mod pprof;
+pub mod stacktext;
 pub mod text;
 
 use std::time::SystemTime;
@@ -14,6 +17,8 @@ pub struct Row {
     pub latencies: Latencies,
     /// Events of this row lost because the ring buffer was full.
     pub lost: u64,
+    /// `--stacks`: latency per calling stack, slowest first (None without --stacks).
+    pub stacks: Option<Vec<crate::stacks::StackRow>>,
     /// How the function is probed: its own code (entry and RETs) and/or inlined copies. `None`
     /// for a row that merges several functions.
     pub sites: Option<FunctionSites>,
@@ -41,6 +46,8 @@ pub struct Report {
     /// kernel side keeps (nesting or recursion deeper than `MAX_DEPTH`), or the goroutine map
     /// was full. Counted, never mis-paired.
     pub untimed: u64,
+    /// `--slower-than`: stacks were kept only for calls at least this slow (ns).
+    pub stacks_min_ns: Option<u64>,
 }
 
 /// `HH:MM:SS` in local time, like bcc's `strftime("%H:%M:%S")`.

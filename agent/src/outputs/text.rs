@@ -32,6 +32,9 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         if row.lost > 0 {
             writeln!(out, "lost = {} events (ring buffer full)", row.lost)?;
         }
+        if let Some(stacks) = &row.stacks {
+            write_stacks(out, stacks, report)?;
+        }
     }
     if report.untimed > 0 {
         writeln!(out)?;
@@ -51,6 +54,39 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         )?;
     }
     out.flush()
+}
+
+/// `--stacks`: one line per calling stack (count, p50, p99, max), with the stack below it.
+fn write_stacks(
+    out: &mut dyn Write,
+    stacks: &[crate::stacks::StackRow],
+    report: &Report,
+) -> io::Result<()> {
+    let d = report.unit.divisor();
+    let label = report.unit.label();
+    writeln!(out)?;
+    let which = match report.stacks_min_ns {
+        Some(ns) => format!("calls of {ns} nsecs or more"),
+        None => "all calls".to_string(),
+    };
+    writeln!(
+        out,
+        "Calling stacks ({which}; {} stacks, slowest first):",
+        stacks.len()
+    )?;
+    for row in stacks {
+        let l = &row.latencies;
+        writeln!(
+            out,
+            "    count = {}, p50 = {}, p99 = {}, max = {} {label}",
+            l.count,
+            l.quantile_ns(0.50) / d,
+            l.quantile_ns(0.99) / d,
+            l.max_ns / d
+        )?;
+        super::stacktext::write_stack(out, &row.stack, "        ")?;
+    }
+    Ok(())
 }
 
 fn write_summary(out: &mut dyn Write, l: &Latencies, report: &Report) -> io::Result<()> {

@@ -1,0 +1,357 @@
+//! pprof's `profile.proto`, gzipped, as `go tool pprof` reads it: sample types, mappings,
+//! functions, and locations whose lines list the inlined frames at a PC (innermost first, the
+//! function they were inlined into last), as Go's own runtime/pprof writes them.
+//!
+//! The messages are declared with prost's derive, field for field from
+//! github.com/google/pprof/proto/profile.proto (what prost-build would generate, without needing
+//! protoc at build time); prost does the encoding.
+use std::{collections::HashMap, io::Write as _, path::Path};
+
+use prost::Message as _;
+
+use crate::symbolize::{Kind, Location as StackLocation};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Profile {
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<Location>,
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<Function>,
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    #[prost(int64, tag = "7")]
+    pub drop_frames: i64,
+    #[prost(int64, tag = "8")]
+    pub keep_frames: i64,
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
+    #[prost(int64, tag = "14")]
+    pub default_sample_type: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValueType {
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    /// The leaf is at `location_id[0]`.
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+    #[prost(int64, tag = "4")]
+    pub num_unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mapping {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+    #[prost(bool, tag = "10")]
+    pub has_inline_frames: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Location {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    /// Inlined frames first; the last line is the function they were inlined into.
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+    #[prost(bool, tag = "5")]
+    pub is_folded: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Line {
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+    #[prost(int64, tag = "2")]
+    pub line: i64,
+    #[prost(int64, tag = "3")]
+    pub column: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Function {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
+    #[prost(int64, tag = "5")]
+    pub start_line: i64,
+}
+
+/// Builds a [`Profile`] from symbolized stacks, interning strings, functions, mappings and
+/// locations.
+pub struct ProfileBuilder {
+    profile: Profile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(String, String), u64>,
+    mappings: HashMap<crate::symbolize::Mapping, u64>,
+    locations: HashMap<StackLocation, u64>,
+}
+
+impl ProfileBuilder {
+    /// `sample_types`: (type, unit) per value, e.g. `[("samples", "count"), ("cpu",
+    /// "nanoseconds")]`. `period`: (type, unit, value) of the sampling period, if any.
+    pub fn new(sample_types: &[(&str, &str)], period: Option<(&str, &str, i64)>) -> Self {
+        let mut b = Self {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            mappings: HashMap::new(),
+            locations: HashMap::new(),
+        };
+        b.string(""); // string_table[0] must be ""
+        b.profile.sample_type = sample_types
+            .iter()
+            .map(|(t, u)| ValueType {
+                r#type: b.string(t),
+                unit: b.string(u),
+            })
+            .collect();
+        if let Some((t, u, p)) = period {
+            b.profile.period_type = Some(ValueType {
+                r#type: b.string(t),
+                unit: b.string(u),
+            });
+            b.profile.period = p;
+        }
+        b
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_string());
+        self.strings.insert(s.to_string(), i);
+        i
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        if let Some(&id) = self.functions.get(&(name.to_string(), file.to_string())) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        let (name_i, file_i) = (self.string(name), self.string(file));
+        self.profile.function.push(Function {
+            id,
+            name: name_i,
+            system_name: name_i,
+            filename: file_i,
+            start_line: 0,
+        });
+        self.functions
+            .insert((name.to_string(), file.to_string()), id);
+        id
+    }
+
+    fn mapping(&mut self, m: &crate::symbolize::Mapping) -> u64 {
+        if let Some(&id) = self.mappings.get(m) {
+            return id;
+        }
+        let id = self.profile.mapping.len() as u64 + 1;
+        let (file, build_id) = (self.string(&m.file), self.string(&m.build_id));
+        // Everything goprobe writes is symbolized already: pprof must not look for the binary.
+        self.profile.mapping.push(Mapping {
+            id,
+            memory_start: m.start,
+            memory_limit: m.limit,
+            file_offset: m.offset,
+            filename: file,
+            build_id,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        });
+        self.mappings.insert(m.clone(), id);
+        id
+    }
+
+    fn location(&mut self, loc: &StackLocation) -> u64 {
+        if let Some(&id) = self.locations.get(loc) {
+            return id;
+        }
+        let id = self.profile.location.len() as u64 + 1;
+        let mapping_id = loc.mapping.as_ref().map_or(0, |m| self.mapping(m));
+        let line = loc
+            .lines
+            .iter()
+            .map(|l| Line {
+                function_id: self.function(&l.function, &l.file),
+                line: i64::from(l.line),
+                column: 0,
+            })
+            .collect();
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: if loc.kind == Kind::Truncated {
+                0
+            } else {
+                loc.address
+            },
+            line,
+            is_folded: false,
+        });
+        self.locations.insert(loc.clone(), id);
+        id
+    }
+
+    /// Add a sample: a stack (innermost first) and one value per sample type.
+    pub fn add(&mut self, stack: &[StackLocation], values: &[i64], labels: &[(&str, &str)]) {
+        let location_id = stack.iter().map(|l| self.location(l)).collect();
+        let label = labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: self.string(k),
+                str: self.string(v),
+                num: 0,
+                num_unit: 0,
+            })
+            .collect();
+        self.profile.sample.push(Sample {
+            location_id,
+            value: values.to_vec(),
+            label,
+        });
+    }
+
+    pub fn comment(&mut self, text: &str) {
+        let i = self.string(text);
+        self.profile.comment.push(i);
+    }
+
+    pub fn finish(mut self, time_nanos: i64, duration_nanos: i64) -> Profile {
+        self.profile.time_nanos = time_nanos;
+        self.profile.duration_nanos = duration_nanos;
+        self.profile
+    }
+}
+
+/// The profile, gzipped: what `go tool pprof` opens and what `/debug/pprof/profile` serves.
+pub fn to_gzip(profile: &Profile) -> std::io::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    gz.finish()
+}
+
+pub fn write_file(profile: &Profile, path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::write(path, to_gzip(profile)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::symbolize::{Line as SrcLine, Mapping as SrcMapping};
+
+    fn loc(addr: u64, names: &[&str]) -> StackLocation {
+        StackLocation {
+            address: addr,
+            kind: Kind::Go,
+            mapping: Some(Arc::new(SrcMapping {
+                start: 0x400000,
+                limit: 0x500000,
+                offset: 0,
+                file: "/bin/app".into(),
+                build_id: "abc".into(),
+            })),
+            lines: names
+                .iter()
+                .map(|n| SrcLine {
+                    function: n.to_string(),
+                    file: "main.go".into(),
+                    line: 7,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn interns_and_round_trips() {
+        let mut b = ProfileBuilder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            Some(("cpu", "nanoseconds", 10_000_000)),
+        );
+        let leaf = loc(0x401000, &["main.inlined", "main.hot"]);
+        let root = loc(0x402000, &["main.main"]);
+        b.add(&[leaf.clone(), root.clone()], &[3, 30_000_000], &[]);
+        b.add(&[leaf, root], &[1, 10_000_000], &[("pid", "7")]);
+        let p = b.finish(1, 2);
+        assert_eq!(p.string_table[0], "");
+        assert_eq!(p.sample.len(), 2);
+        assert_eq!(p.location.len(), 2);
+        assert_eq!(p.mapping.len(), 1);
+        assert_eq!(p.function.len(), 3);
+        assert_eq!(p.location[0].line.len(), 2, "inlined frame and its caller");
+        assert_eq!(p.sample[0].location_id, vec![1, 2]);
+        let bytes = to_gzip(&p).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw)
+            .unwrap();
+        assert_eq!(Profile::decode(&raw[..]).unwrap(), p);
+    }
+}

@@ -1,0 +1,507 @@
+//! `goprobe profile`: on-CPU sampling of Go processes with eBPF, written as a pprof CPU profile
+//! (what `go tool pprof` opens), folded stacks or a flame graph. The process needs no pprof
+//! endpoint: a software cpu-clock perf event on every CPU runs a BPF program that walks the
+//! user stack (and the kernel stack with --kernel) of the sampled thread, if it belongs to a
+//! traced process.
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
+    programs::{
+        PerfEvent,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use goprobe_common::{StackSample, stack};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::ProfileArgs,
+    kernel::{self, KernelError, error_chain},
+    outputs::{flamegraph, pprof::ProfileBuilder},
+    stacks::{self, StackReader},
+    symbolize::{Kind, Line, Location, Stack, Symbolizer},
+    targets::{self, BinaryKey, Process},
+};
+
+const PROGRAM: &str = "goprobe_profile";
+/// How often the samples ring buffer is drained and /proc scanned (for -b).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// What one sample was, before symbolization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SampleKey {
+    tgid: u32,
+    stack: u64,
+    leaf: goprobe_common::LeafContext,
+    sp8: u64,
+    kstack: i32,
+}
+
+/// A running CPU profiler: perf events on every CPU, the BPF program, the samples so far.
+pub struct Profiler {
+    ebpf: Ebpf,
+    samples: RingBuf<MapData>,
+    counts: HashMap<SampleKey, u64>,
+    pub frequency: u64,
+    tgids: HashSet<u32>,
+    started: Instant,
+    start_time: SystemTime,
+}
+
+/// A finished profile: symbolized stacks (innermost first) and their sample counts.
+pub struct CpuProfile {
+    pub stacks: Vec<(Stack, u64)>,
+    pub frequency: u64,
+    pub duration: Duration,
+    pub start_time: SystemTime,
+}
+
+impl Profiler {
+    /// Load the sampling program and start sampling at `frequency` Hz on every CPU. No process is
+    /// sampled until [`Self::add_pid`].
+    pub fn start(frequency: u64, kernel_stacks: bool) -> Result<Self, KernelError> {
+        kernel::preflight()?;
+        let mut loader = EbpfLoader::new();
+        let kernel_flag = u8::from(kernel_stacks);
+        loader.override_global("PROFILE_KERNEL_STACKS", &kernel_flag, true);
+        stacks::size_unused_maps(
+            &mut loader,
+            stacks::MapUse {
+                stacks: true,
+                stack_counts: false,
+                profile: true,
+            },
+        );
+        if !kernel_stacks {
+            loader.map_max_entries("KSTACKS", 1);
+        }
+        // The uprobe programs' maps are not used by the profiler.
+        loader.map_max_entries("GOROUTINES", 1);
+        loader.map_max_entries("LOST_BY_FUNC", 1);
+        loader.map_max_entries("EVENTS", 4096);
+        let mut ebpf = loader
+            .load(kernel::object())
+            .map_err(|e| kernel::load_error(&e))?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .unwrap_or_else(|| unreachable!("the eBPF object defines {PROGRAM}"));
+        program.load().map_err(|e| kernel::load_error(&e))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(1_000_000_000 / frequency.max(1)),
+                    false,
+                )
+                .map_err(|e| KernelError::Attach {
+                    target: format!("CPU {cpu}"),
+                    sites: 1,
+                    reason: error_chain(&e),
+                })?;
+        }
+        let samples = ebpf
+            .take_map("SAMPLES")
+            .ok_or_else(|| KernelError::Load("no SAMPLES map".into()))
+            .and_then(|m| RingBuf::try_from(m).map_err(|e| KernelError::Load(e.to_string())))?;
+        Ok(Self {
+            ebpf,
+            samples,
+            counts: HashMap::new(),
+            frequency,
+            tgids: HashSet::new(),
+            started: Instant::now(),
+            start_time: SystemTime::now(),
+        })
+    }
+
+    pub fn add_pid(&mut self, tgid: u32) -> anyhow::Result<()> {
+        if !self.tgids.insert(tgid) {
+            return Ok(());
+        }
+        let map = self
+            .ebpf
+            .map_mut("PROFILE_TGIDS")
+            .context("no PROFILE_TGIDS map")?;
+        let mut tgids = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)?;
+        tgids
+            .insert(&tgid, &1, 0)
+            .with_context(|| format!("cannot sample PID {tgid} (more than 4096 processes?)"))
+    }
+
+    pub fn pids(&self) -> &HashSet<u32> {
+        &self.tgids
+    }
+
+    /// Read the samples taken so far.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.samples.next() {
+            if item.len() < size_of::<StackSample>() {
+                continue;
+            }
+            // SAFETY: the kernel side writes exactly a StackSample; read_unaligned copes with
+            // the ring buffer's 8-byte record alignment.
+            let s = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StackSample>()) };
+            *self
+                .counts
+                .entry(SampleKey {
+                    tgid: s.tgid,
+                    stack: s.stack,
+                    leaf: s.leaf,
+                    sp8: s.sp8,
+                    kstack: if s.flags & stack::SAMPLE_IN_KERNEL != 0 {
+                        s.kstack
+                    } else {
+                        -1
+                    },
+                })
+                .or_default() += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Stop sampling (the perf events are closed with the program's links) and symbolize.
+    pub fn finish(mut self, symbolizer: &mut Symbolizer) -> CpuProfile {
+        self.drain();
+        let duration = self.started.elapsed();
+        if let Some(program) = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .and_then(|p| <&mut PerfEvent>::try_from(p).ok())
+        {
+            // Unloading detaches every link.
+            let _ = program.unload();
+        }
+        let mut reader = StackReader::default();
+        let kernel_stacks = self
+            .ebpf
+            .map("KSTACKS")
+            .and_then(|m| StackTraceMap::<&MapData>::try_from(m).ok());
+        let mut merged: HashMap<Stack, u64> = HashMap::new();
+        for (key, count) in &self.counts {
+            let mut stack: Stack = Vec::new();
+            if key.kstack >= 0
+                && let Some(trace) = kernel_stacks
+                    .as_ref()
+                    .and_then(|m| m.get(&(key.kstack as u32), 0).ok())
+            {
+                let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                stack.extend(symbolizer.kernel_stack(&ips));
+            }
+            match reader.get(&self.ebpf, key.stack) {
+                Some(trace) => {
+                    stack.extend(symbolizer.user_stack(key.tgid, &trace, key.leaf, Some(key.sp8)))
+                }
+                None => stack.push(Location {
+                    address: 0,
+                    kind: Kind::Truncated,
+                    mapping: None,
+                    lines: vec![Line {
+                        function: "[truncated: no user stack]".into(),
+                        file: String::new(),
+                        line: 0,
+                    }],
+                }),
+            }
+            *merged.entry(stack).or_default() += count;
+        }
+        let mut stacks: Vec<(Stack, u64)> = merged.into_iter().collect();
+        stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        CpuProfile {
+            stacks,
+            frequency: self.frequency,
+            duration,
+            start_time: self.start_time,
+        }
+    }
+
+    /// The stack health counters.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        stacks::counters(&self.ebpf)
+    }
+}
+
+impl CpuProfile {
+    /// Nanoseconds of CPU one sample stands for.
+    pub fn period_ns(&self) -> i64 {
+        1_000_000_000 / self.frequency.max(1) as i64
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.stacks.iter().map(|s| s.1).sum()
+    }
+
+    /// As Go's runtime/pprof writes a CPU profile: samples/count and cpu/nanoseconds.
+    pub fn to_pprof(&self, comment: &str) -> crate::outputs::pprof::Profile {
+        let period = self.period_ns();
+        let mut builder = ProfileBuilder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            Some(("cpu", "nanoseconds", period)),
+        );
+        builder.comment(comment);
+        for (stack, count) in &self.stacks {
+            builder.add(stack, &[*count as i64, *count as i64 * period], &[]);
+        }
+        let start_ns = self
+            .start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        builder.finish(start_ns, self.duration.as_nanos() as i64)
+    }
+
+    pub fn folded(&self) -> Vec<String> {
+        flamegraph::folded_lines(self.stacks.iter().map(|(s, c)| (&s[..], *c)))
+    }
+
+    /// The functions with the most samples, `pprof -top` style: (flat, cum, name).
+    pub fn top(&self, limit: usize) -> Vec<(u64, u64, String)> {
+        let mut flat: HashMap<&str, u64> = HashMap::new();
+        let mut cum: HashMap<&str, u64> = HashMap::new();
+        for (stack, count) in &self.stacks {
+            if let Some(leaf) = stack.iter().find(|l| l.kind != Kind::Truncated)
+                && let Some(line) = leaf.lines.first()
+            {
+                *flat.entry(line.function.as_str()).or_default() += count;
+            }
+            let mut seen = HashSet::new();
+            for line in stack.iter().flat_map(|l| l.lines.iter()) {
+                if seen.insert(line.function.as_str()) {
+                    *cum.entry(line.function.as_str()).or_default() += count;
+                }
+            }
+        }
+        let mut rows: Vec<(u64, u64, String)> = cum
+            .iter()
+            .map(|(name, &c)| (flat.get(name).copied().unwrap_or(0), c, name.to_string()))
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        rows.truncate(limit);
+        rows
+    }
+}
+
+/// The processes a profile run samples.
+enum Targets {
+    Pids(Vec<u32>),
+    Binary { path: PathBuf, key: BinaryKey },
+}
+
+pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    let targets = match &args.binary {
+        Some(path) => Targets::Binary {
+            key: BinaryKey::of(path)
+                .with_context(|| format!("cannot read binary {}", path.display()))?,
+            path: path.clone(),
+        },
+        None => {
+            for &pid in &args.pids {
+                Process::get(pid)?;
+            }
+            Targets::Pids(args.pids.clone())
+        }
+    };
+    let mut symbolizer = Symbolizer::default();
+    let mut profiler = Profiler::start(args.frequency, args.kernel)?;
+    add_targets(&mut profiler, &mut symbolizer, &targets, args.verbose)?;
+    if let Targets::Binary { path, .. } = &targets
+        && profiler.pids().is_empty()
+    {
+        eprintln!(
+            "goprobe: no process runs {} yet; waiting for one",
+            path.display()
+        );
+    }
+    eprintln!(
+        "Sampling {} at {} Hz... Hit Ctrl-C to end.",
+        match &targets {
+            Targets::Pids(pids) => format!(
+                "PID {}",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Targets::Binary { path, .. } => format!("processes of {}", path.display()),
+        },
+        args.frequency
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(event_loop(&mut profiler, &mut symbolizer, &args, &targets))?;
+    let counters = profiler.counters();
+    let profile = profiler.finish(&mut symbolizer);
+    if args.verbose {
+        let fields: serde_json::Map<String, serde_json::Value> = counters
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.into()))
+            .collect();
+        eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
+    }
+    if let Some(path) = &args.output {
+        let comment = format!(
+            "goprobe profile, {} Hz, {:.1} s",
+            args.frequency,
+            profile.duration.as_secs_f64()
+        );
+        crate::outputs::pprof::write_file(&profile.to_pprof(&comment), path)?;
+        eprintln!(
+            "goprobe: wrote {} samples to {} (go tool pprof {})",
+            profile.samples(),
+            path.display(),
+            path.display()
+        );
+    }
+    let folded = profile.folded();
+    if let Some(path) = &args.svg {
+        flamegraph::write_svg(path, &folded, "goprobe CPU profile", "samples")?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.folded {
+        flamegraph::write_folded(&mut stdout, &folded)?;
+    } else if args.output.is_none() && args.svg.is_none() {
+        let total = profile.samples().max(1);
+        writeln!(
+            stdout,
+            "{} samples in {:.1} s at {} Hz",
+            profile.samples(),
+            profile.duration.as_secs_f64(),
+            profile.frequency
+        )?;
+        writeln!(
+            stdout,
+            "{:>8} {:>7} {:>8} {:>7}  function",
+            "flat", "flat%", "cum", "cum%"
+        )?;
+        for (flat, cum, name) in profile.top(20) {
+            writeln!(
+                stdout,
+                "{flat:>8} {:>6.2}% {cum:>8} {:>6.2}%  {name}",
+                flat as f64 * 100.0 / total as f64,
+                cum as f64 * 100.0 / total as f64
+            )?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+fn add_targets(
+    profiler: &mut Profiler,
+    symbolizer: &mut Symbolizer,
+    targets: &Targets,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    match targets {
+        Targets::Pids(pids) => {
+            for &pid in pids {
+                symbolizer.observe(pid);
+                profiler.add_pid(pid)?;
+            }
+        }
+        Targets::Binary { key, .. } => {
+            for pid in targets::all_pids() {
+                if profiler.pids().contains(&pid) {
+                    continue;
+                }
+                if let Ok(process) = Process::get(pid)
+                    && process.binary == *key
+                {
+                    symbolizer.observe(pid);
+                    profiler.add_pid(pid)?;
+                    if verbose {
+                        eprintln!("goprobe: sampling PID {pid}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn event_loop(
+    profiler: &mut Profiler,
+    symbolizer: &mut Symbolizer,
+    args: &ProfileArgs,
+    targets: &Targets,
+) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
+    let until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut until_deadline => break,
+            _ = tick.tick() => {
+                profiler.drain();
+                match targets {
+                    Targets::Pids(pids) => {
+                        if pids.iter().all(|&pid| !targets::is_alive(pid)) {
+                            if args.verbose {
+                                eprintln!("goprobe: every sampled process has exited");
+                            }
+                            break;
+                        }
+                    }
+                    Targets::Binary { .. } => add_targets(profiler, symbolizer, targets, args.verbose)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Profile `pid` for `duration` at `frequency` Hz: the library entry point for callers other
+/// than the CLI (e.g. an HTTP endpoint serving `/debug/pprof/profile?pid=N&seconds=S`).
+#[allow(dead_code)]
+pub async fn profile_pid(
+    pid: u32,
+    duration: Duration,
+    frequency: u64,
+) -> anyhow::Result<crate::outputs::pprof::Profile> {
+    Process::get(pid)?;
+    let mut symbolizer = Symbolizer::default();
+    symbolizer.observe(pid);
+    let mut profiler = Profiler::start(frequency, false)?;
+    profiler.add_pid(pid)?;
+    let end = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(DRAIN_EVERY.min(end - tokio::time::Instant::now())).await;
+        profiler.drain();
+        if !targets::is_alive(pid) {
+            break;
+        }
+    }
+    let profile = profiler.finish(&mut symbolizer);
+    if profile.samples() == 0 && !targets::is_alive(pid) {
+        bail!("PID {pid} exited before any sample was taken");
+    }
+    Ok(profile.to_pprof(&format!(
+        "goprobe profile of PID {pid}, {frequency} Hz, {:.1} s",
+        duration.as_secs_f64()
+    )))
+}

@@ -1,0 +1,266 @@
+//! The user side of stack capture: sizing the stack maps, reading stacks and per-stack counts
+//! from the kernel, and latency per calling stack (`funclatency --stacks`).
+use std::collections::{BTreeMap, HashMap};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+};
+use goprobe_common::{LeafContext, StackCountKey, StackLatencyEvent, StackTrace, stack::counter};
+use hdrhistogram::Histogram;
+
+use crate::symbolize::{Kind, Line, Location, Stack, Symbolizer};
+
+/// Which stack maps a run uses; the others are created with one entry, so a run pays nothing for
+/// what it does not use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MapUse {
+    pub stacks: bool,
+    pub stack_counts: bool,
+    pub profile: bool,
+}
+
+pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
+    if !used.stacks {
+        loader.map_max_entries("STACKS", 1);
+    }
+    if !used.stack_counts {
+        loader.map_max_entries("STACK_COUNTS", 1);
+    }
+    if !used.profile {
+        // A ring buffer's size is a power-of-two number of pages.
+        loader.map_max_entries("SAMPLES", 4096);
+        loader.map_max_entries("PROFILE_TGIDS", 1);
+        loader.map_max_entries("KSTACKS", 1);
+    }
+}
+
+/// Stacks read from the `STACKS` map, cached by hash (a hash names one stack for the whole run).
+#[derive(Default)]
+pub struct StackReader {
+    cache: HashMap<u64, Option<StackTrace>>,
+}
+
+impl StackReader {
+    pub fn get(&mut self, ebpf: &Ebpf, hash: u64) -> Option<StackTrace> {
+        if hash == 0 {
+            return None;
+        }
+        if let Some(trace) = self.cache.get(&hash) {
+            return *trace;
+        }
+        let trace = ebpf
+            .map("STACKS")
+            .and_then(|m| BpfHashMap::<&MapData, u64, StackTrace>::try_from(m).ok())
+            .and_then(|m| m.get(&hash, 0).ok());
+        // Cache only hits: a miss may be a stack that was not written yet.
+        if trace.is_some() {
+            self.cache.insert(hash, trace);
+        }
+        trace
+    }
+}
+
+/// `stackcount`'s counters: calls per (process, function, stack).
+pub fn read_stack_counts(ebpf: &Ebpf) -> Vec<(StackCountKey, u64)> {
+    ebpf.map("STACK_COUNTS")
+        .and_then(|m| BpfHashMap::<&MapData, StackCountKey, u64>::try_from(m).ok())
+        .map(|m| m.iter().filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// The stack health counters, summed over CPUs, with their names.
+pub fn counters(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = counter::NAMES.iter().map(|&n| (n, 0)).collect();
+    if let Some(array) = ebpf
+        .map("STACK_COUNTERS")
+        .and_then(|m| PerCpuArray::<&MapData, u64>::try_from(m).ok())
+    {
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = array.get(&(i as u32), 0) {
+                slot.1 = values.iter().sum();
+            }
+        }
+    }
+    out
+}
+
+/// Latencies of the calls that returned to one stack: a small HDR histogram (2 significant
+/// digits, ~1 % error, a few KiB) since there may be many stacks, and the exact maximum.
+#[derive(Debug, Clone)]
+pub struct StackLatencies {
+    hdr: Histogram<u64>,
+    pub count: u64,
+    pub max_ns: u64,
+}
+
+const HDR_MAX_NS: u64 = 3_600_000_000_000;
+
+impl Default for StackLatencies {
+    fn default() -> Self {
+        Self {
+            hdr: Histogram::new_with_bounds(1, HDR_MAX_NS, 2).expect("constant bounds are valid"),
+            count: 0,
+            max_ns: 0,
+        }
+    }
+}
+
+impl StackLatencies {
+    pub fn record(&mut self, ns: u64) {
+        self.hdr.saturating_record(ns.clamp(1, HDR_MAX_NS));
+        self.count += 1;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn merge(&mut self, other: &StackLatencies) {
+        let _ = self.hdr.add(&other.hdr);
+        self.count += other.count;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            self.hdr.value_at_quantile(q).min(self.max_ns)
+        }
+    }
+}
+
+/// A raw stack as the kernel reported it: its hash in `STACKS` and the leaf context.
+pub type RawStack = (u64, LeafContext);
+
+/// Latencies per (function, pid) and raw stack, for `funclatency --stacks`.
+#[derive(Debug, Default)]
+pub struct LatencyByStack {
+    pub by_call: BTreeMap<(u32, u32), HashMap<RawStack, StackLatencies>>,
+    /// Calls slow enough to want a stack whose stack could not be walked or stored.
+    pub missing: u64,
+}
+
+impl LatencyByStack {
+    pub fn record(&mut self, event: &StackLatencyEvent) {
+        if event.stack == 0 {
+            self.missing += 1;
+            return;
+        }
+        self.by_call
+            .entry((event.call.func, event.call.tgid))
+            .or_default()
+            .entry((event.stack, event.leaf))
+            .or_default()
+            .record(event.call.latency_ns);
+    }
+
+    pub fn take(&mut self) -> LatencyByStack {
+        std::mem::take(self)
+    }
+}
+
+/// One calling stack of a latency report: the callers (innermost first, the traced function
+/// itself left out) and the latencies of the calls that returned to them.
+#[derive(Debug, Clone)]
+pub struct StackRow {
+    pub stack: Stack,
+    pub latencies: StackLatencies,
+}
+
+/// Symbolizes `funclatency --stacks` reports.
+#[derive(Default)]
+pub struct StackView {
+    symbolizer: Symbolizer,
+    reader: StackReader,
+}
+
+impl StackView {
+    pub fn observe_pids(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            self.symbolizer.observe(pid);
+        }
+    }
+
+    /// Note the processes seen so far, so their maps are read while they run.
+    pub fn observe(&mut self, by: &LatencyByStack) {
+        for &(_, pid) in by.by_call.keys() {
+            self.symbolizer.observe(pid);
+        }
+    }
+
+    /// The calling stacks of one (function, pid), merged by symbolized caller stack, slowest first.
+    pub fn rows(
+        &mut self,
+        ebpf: &Ebpf,
+        pid: u32,
+        stacks: &HashMap<RawStack, StackLatencies>,
+    ) -> Vec<StackRow> {
+        let mut merged: HashMap<Stack, StackLatencies> = HashMap::new();
+        for ((hash, leaf), latencies) in stacks {
+            let mut stack = match self.reader.get(ebpf, *hash) {
+                Some(trace) => self.symbolizer.user_stack(pid, &trace, *leaf, None),
+                None => vec![Location {
+                    address: 0,
+                    kind: Kind::Truncated,
+                    mapping: None,
+                    lines: vec![Line {
+                        function: "[truncated: stack not kept (map full)]".into(),
+                        file: String::new(),
+                        line: 0,
+                    }],
+                }],
+            };
+            // The innermost location is the traced function at the RET that was probed; calls
+            // differ only by their callers.
+            if stack.len() > 1 && stack[0].kind == Kind::Go {
+                stack.remove(0);
+            }
+            merged.entry(stack).or_default().merge(latencies);
+        }
+        let mut rows: Vec<StackRow> = merged
+            .into_iter()
+            .map(|(stack, latencies)| StackRow { stack, latencies })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.latencies
+                .quantile_ns(0.99)
+                .cmp(&a.latencies.quantile_ns(0.99))
+                .then(b.latencies.count.cmp(&a.latencies.count))
+                .then_with(|| a.stack.cmp(&b.stack))
+        });
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goprobe_common::LatencyEvent;
+
+    #[test]
+    fn latency_per_stack() {
+        let mut by = LatencyByStack::default();
+        for (stack, ns) in [(7, 100), (7, 300), (9, 5_000_000), (0, 1)] {
+            by.record(&StackLatencyEvent {
+                call: LatencyEvent {
+                    tgid: 1,
+                    func: 2,
+                    latency_ns: ns,
+                    ..Default::default()
+                },
+                stack,
+                leaf: LeafContext::default(),
+            });
+        }
+        assert_eq!(by.missing, 1);
+        let stacks = &by.by_call[&(2, 1)];
+        let slow = &stacks[&(9, LeafContext::default())];
+        assert_eq!((slow.count, slow.max_ns), (1, 5_000_000));
+        let fast = &stacks[&(7, LeafContext::default())];
+        assert_eq!(fast.count, 2);
+        assert!(
+            (99..=101).contains(&fast.quantile_ns(0.5)),
+            "{}",
+            fast.quantile_ns(0.5)
+        );
+    }
+}

@@ -1,0 +1,68 @@
+// cpuhot spends most of its CPU in main.goprobeE2EHot, reached through two call paths,
+// goprobeE2EPathA and goprobeE2EPathB, in a known ratio of CPU time (-ratio to 1). Part of the hot
+// loop is main.goprobeE2EInlinedMix, which the compiler inlines into goprobeE2EHot: a CPU profile
+// must show it as a frame of its own, as Go's pprof does.
+//
+// Ground truth: the CPU time each path took, measured by the program around each call (one
+// goroutine, so wall time is on-CPU time).
+package main
+
+import (
+	"flag"
+	"runtime"
+	"time"
+
+	"goprobe.test/progs/internal/harness"
+)
+
+// goprobeE2EInlinedMix is small: inlined into goprobeE2EHot.
+func goprobeE2EInlinedMix(x uint64) uint64 {
+	x ^= x >> 13
+	return x * 0x2545f4914f6cdd1d
+}
+
+//go:noinline
+func goprobeE2EHot(n int, seed uint64) uint64 {
+	x := seed | 1
+	for i := 0; i < n; i++ {
+		// Most of the work is the hot function's own ...
+		for j := 0; j < 6; j++ {
+			x ^= x << 7
+			x ^= x >> 9
+			x += uint64(j) * 0x9e3779b97f4a7c15
+		}
+		// ... and some is inlined code.
+		x = goprobeE2EInlinedMix(x)
+	}
+	return x
+}
+
+//go:noinline
+func goprobeE2EPathA(n int, seed uint64) uint64 { return goprobeE2EHot(n, seed) + 1 }
+
+//go:noinline
+func goprobeE2EPathB(n int, seed uint64) uint64 { return goprobeE2EHot(n, seed) + 2 }
+
+func main() {
+	ms := flag.Int("ms", 2000, "milliseconds of CPU to burn")
+	ratio := flag.Int("ratio", 3, "iterations of path A for each of path B")
+	harness.Start()
+	runtime.LockOSThread()
+	const chunk = 20000
+	var aNs, bNs int64
+	var sink uint64
+	deadline := time.Now().Add(time.Duration(*ms) * time.Millisecond)
+	for time.Now().Before(deadline) {
+		t0 := time.Now()
+		sink += goprobeE2EPathA(chunk*(*ratio), sink)
+		t1 := time.Now()
+		sink += goprobeE2EPathB(chunk, sink)
+		t2 := time.Now()
+		aNs += int64(t1.Sub(t0))
+		bNs += int64(t2.Sub(t1))
+	}
+	if sink == 42 {
+		println(sink)
+	}
+	harness.Result(map[string]int64{"path_a_ns": aNs, "path_b_ns": bNs})
+}
