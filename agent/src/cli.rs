@@ -182,7 +182,7 @@ pub struct ProfileArgs {
     )]
     pub binary: Option<PathBuf>,
 
-    /// Samples per second on each CPU (default: 99)
+    /// Samples per second on each CPU
     #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub frequency: u64,
 
@@ -394,12 +394,11 @@ Examples:
   goprobe funclatency -b /usr/bin/caddy -F 'go:net/http.*' -i 5 -d 60
   goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
   goprobe funclatency -r 'go:main\\.handle.*'
-
-  goprobe funclatency -p 4242 --stacks --slower-than 10ms 'go:main.(*Store).Get'
+  goprobe funclatency -p 4242 -m --slower-than 10ms 'go:main.(*Store).Get'  # who sees slow calls?
 
 Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
-and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, one line per
-calling stack (count, p50, p99, max) with the stack below it, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
+and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, each calling stack
+with its count, p50, p99 and max, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
 collected, detaches every probe and exits 0. Errors print one line and exit 2.";
 
 const STACKCOUNT_EXAMPLES: &str = "\

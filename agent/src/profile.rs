@@ -300,15 +300,23 @@ enum Targets {
 }
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    // Only Go programs: their stacks are what goprobe can follow and symbolize.
     let targets = match &args.binary {
-        Some(path) => Targets::Binary {
-            key: BinaryKey::of(path)
-                .with_context(|| format!("cannot read binary {}", path.display()))?,
-            path: path.clone(),
-        },
+        Some(path) => {
+            let key = BinaryKey::of(path)
+                .with_context(|| format!("cannot read binary {}", path.display()))?;
+            crate::inspect::BinaryIndex::open(path)?;
+            Targets::Binary {
+                key,
+                path: path.clone(),
+            }
+        }
         None => {
             for &pid in &args.pids {
-                Process::get(pid)?;
+                let process = Process::get(pid)?;
+                crate::inspect::BinaryIndex::open(&process.exe).map_err(|e| {
+                    anyhow::anyhow!("PID {pid} ({}): {e}", process.exe_name.display())
+                })?;
             }
             Targets::Pids(args.pids.clone())
         }

@@ -494,6 +494,8 @@ impl Symbolizer {
                 .map_or_else(|| entry.path.clone(), |n| n.to_string_lossy().into_owned());
             let name = if name.is_empty() {
                 "[anonymous]".into()
+            } else if name.starts_with('[') {
+                name // [vdso], [stack], ...
             } else {
                 format!("[{name}]")
             };

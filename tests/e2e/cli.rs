@@ -59,4 +59,11 @@ fn query_help_snapshot() {
 #[test]
 fn diff_help_snapshot() {
     check_snapshot("diff-help.txt", &["diff", "--help"]);
+fn stackcount_help_snapshot() {
+    check_snapshot("stackcount-help.txt", &["stackcount", "--help"]);
+}
+
+#[test]
+fn profile_help_snapshot() {
+    check_snapshot("profile-help.txt", &["profile", "--help"]);
 }

@@ -146,3 +146,28 @@ fn not_permitted_to_load_bpf() {
     };
     assert_one_line_error(&out, &["not allowed to load eBPF", "CAP_BPF"]);
 }
+
+/// stackcount and profile check their targets the same way, before loading anything.
+#[test]
+fn stackcount_and_profile_bad_targets() {
+    let out = run_goprobe(&["stackcount", "-p", "2147483646", "go:main.main"]);
+    assert_one_line_error(&out, &["no process with PID 2147483646"]);
+    let out = run_goprobe(&["profile", "-p", "2147483646", "-d", "1"]);
+    assert_one_line_error(&out, &["no process with PID 2147483646"]);
+    let out = run_goprobe(&["profile", "-b", "/nonexistent/goprobe-test", "-d", "1"]);
+    assert_one_line_error(&out, &["cannot read binary /nonexistent/goprobe-test"]);
+    let out = run_goprobe(&["profile", "-b", "/bin/true", "-d", "1"]);
+    assert_one_line_error(&out, &["/bin/true", "not a Go binary"]);
+    let out = run_goprobe(&["stackcount", "-b", "/bin/true", "go:main.main"]);
+    assert_one_line_error(&out, &["/bin/true", "not a Go binary"]);
+}
+
+/// A wrong function name gets the closest names, as with funclatency.
+#[test]
+fn stackcount_nothing_matches() {
+    let build = &matrix()[0];
+    let go = GoProgram::start(&build.program("callers"), &[], &[]);
+    let pid = go.pid.to_string();
+    let out = run_goprobe(&["stackcount", "-p", &pid, "go:main.goprobeE2ECuonted"]);
+    assert_one_line_error(&out, &["closest names", "main.goprobeE2ECounted"]);
+}

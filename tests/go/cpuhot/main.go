@@ -45,18 +45,30 @@ func goprobeE2EPathB(n int, seed uint64) uint64 { return goprobeE2EHot(n, seed) 
 
 func main() {
 	ms := flag.Int("ms", 2000, "milliseconds of CPU to burn")
-	ratio := flag.Int("ratio", 3, "iterations of path A for each of path B")
+	ratio := flag.Int("ratio", 3, "time on path A for each unit of time on path B")
+	cycle := flag.Int("cycle", 40, "milliseconds of one A+B cycle: long against a sampling period, so periodic samples do not alias with the cycle")
 	harness.Start()
 	runtime.LockOSThread()
-	const chunk = 20000
-	var aNs, bNs int64
+
+	// Calibrate: iterations of the hot loop per millisecond.
 	var sink uint64
+	t0 := time.Now()
+	const probe = 200000
+	sink += goprobeE2EHot(probe, 1)
+	perMs := int(float64(probe) / (float64(time.Since(t0)) / float64(time.Millisecond)))
+	if perMs < 1 {
+		perMs = 1
+	}
+	bIters := perMs * *cycle / (*ratio + 1)
+	aIters := bIters * *ratio
+
+	var aNs, bNs int64
 	deadline := time.Now().Add(time.Duration(*ms) * time.Millisecond)
 	for time.Now().Before(deadline) {
 		t0 := time.Now()
-		sink += goprobeE2EPathA(chunk*(*ratio), sink)
+		sink += goprobeE2EPathA(aIters, sink)
 		t1 := time.Now()
-		sink += goprobeE2EPathB(chunk, sink)
+		sink += goprobeE2EPathB(bIters, sink)
 		t2 := time.Now()
 		aNs += int64(t1.Sub(t0))
 		bNs += int64(t2.Sub(t1))

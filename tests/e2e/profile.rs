@@ -1,0 +1,165 @@
+//! `goprobe profile` on the real kernel against `tests/go/cpuhot`, read back with `go tool pprof`:
+//! the hot function is on top, its two call paths come out in the program's own ratio, and code
+//! inlined into the hot function is a frame of its own, as in Go's own profiles.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use goprobe_e2e::{Build, GoProgram, Goprobe, for_each_build, matrix};
+use serde_json::Value;
+
+const HOT: &str = "main.goprobeE2EHot";
+const INLINED: &str = "main.goprobeE2EInlinedMix";
+
+fn go_tool() -> PathBuf {
+    std::env::var("GOPROBE_GO_TOOLCHAINS")
+        .ok()
+        .and_then(|list| {
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .next_back()
+                .map(PathBuf::from)
+        })
+        .expect(
+            "GOPROBE_GO_TOOLCHAINS is not set: run the end-to-end tests through `cargo xtask test`",
+        )
+}
+
+fn pprof(args: &[&str], file: &Path) -> Result<String, String> {
+    let out = Command::new(go_tool())
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "go tool pprof {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Profile one run of cpuhot; its ground truth and goprobe's stderr.
+fn profile(build: &Build, extra: &[&str]) -> Result<(Value, String), String> {
+    let mut go = GoProgram::start(&build.program("cpuhot"), &["-ms", "1500"], &[]);
+    let pid = go.pid.to_string();
+    let mut args = vec!["profile", "-v", "-p", &pid, "-F", "999"];
+    args.extend_from_slice(extra);
+    let probe = Goprobe::start(&args);
+    probe
+        .stderr
+        .wait_for("the sampling banner", Duration::from_secs(30), |l| {
+            l.starts_with("Sampling ")
+        })?;
+    go.go();
+    let truth = go.finish(Duration::from_secs(60))?;
+    let out = probe.wait(Duration::from_secs(30));
+    if !out.status.success() {
+        return Err(format!("goprobe failed ({}): {}", out.status, out.stderr));
+    }
+    Ok((truth, out.stdout + &out.stderr))
+}
+
+/// A duration as pprof prints it (`1.23s`, `450ms`, `12.5us`), in ns.
+fn pprof_ns(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "ns" => n,
+        "us" => n * 1e3,
+        "ms" => n * 1e6,
+        "s" => n * 1e9,
+        "mins" => n * 60e9,
+        "hrs" => n * 3600e9,
+        _ => return None,
+    })
+}
+
+#[test]
+fn hot_function_on_top_paths_in_ratio_inlined_frames() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for_each_build(&matrix(), |build| {
+        let file = dir.join(format!("{}-{}.pb.gz", build.go, build.variant));
+        let (truth, _) = profile(build, &["-o", file.to_str().unwrap()])?;
+
+        // The hot function is on top of `go tool pprof -top`.
+        let top = pprof(&["-top"], &file)?;
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .ok_or_else(|| format!("no rows in -top:\n{top}"))?;
+        if !first.ends_with(HOT) {
+            return Err(format!("{HOT} is not on top:\n{top}"));
+        }
+        // The inlined code is a frame of its own.
+        if !top.contains(&format!("{INLINED} (inline)")) {
+            return Err(format!("no inlined frame {INLINED}:\n{top}"));
+        }
+
+        // Both call paths, in the program's ratio (within 15 %), from -traces.
+        let traces = pprof(&["-traces"], &file)?;
+        let (mut a, mut b) = (0.0, 0.0);
+        for block in traces.split("-----------+-") {
+            let Some(value) = block
+                .lines()
+                .find_map(|l| l.split_whitespace().next().and_then(pprof_ns))
+            else {
+                continue;
+            };
+            if !block.contains(HOT) {
+                continue;
+            }
+            if block.contains("main.goprobeE2EPathA") {
+                a += value;
+            } else if block.contains("main.goprobeE2EPathB") {
+                b += value;
+            }
+        }
+        let want = truth["path_a_ns"].as_f64().unwrap() / truth["path_b_ns"].as_f64().unwrap();
+        if b == 0.0 {
+            return Err(format!("no samples through path B:\n{traces}"));
+        }
+        let got = a / b;
+        eprintln!("    path A/B: profile {got:.2}, program {want:.2}");
+        if (got / want - 1.0).abs() > 0.15 {
+            return Err(format!(
+                "path A/B ratio {got:.2} is not within 15% of the program's {want:.2}"
+            ));
+        }
+        Ok(())
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Folded stacks on stdout and an SVG flame graph, on one build.
+#[test]
+fn folded_and_svg() {
+    let builds: Vec<_> = matrix().into_iter().take(1).collect();
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-profile-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for_each_build(&builds, |build| {
+        let svg = dir.join("cpu.svg");
+        let (_, out) = profile(build, &["--folded", "--svg", svg.to_str().unwrap()])?;
+        let hot = out
+            .lines()
+            .find(|l| l.contains(&format!("main.goprobeE2EPathA;{HOT}")))
+            .ok_or_else(|| format!("no folded stack through path A:\n{out}"))?;
+        if !hot.starts_with("runtime.goexit;runtime.main;main.main;") {
+            return Err(format!("the stack is not followed to its root: {hot}"));
+        }
+        let svg_text = std::fs::read_to_string(&svg).map_err(|e| e.to_string())?;
+        if !svg_text.contains("<svg") || !svg_text.contains("goprobeE2EHot") {
+            return Err("the SVG has no flame graph".into());
+        }
+        Ok(())
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,220 @@
+//! Stacks of Go calls on the real kernel, for every build in the matrix: `goprobe stackcount`
+//! counts calls per calling stack exactly, and `goprobe funclatency --stacks` attributes slow
+//! calls to the caller that made them. Ground truth comes from `tests/go/callers`.
+use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
+
+use goprobe_e2e::{GoProgram, Goprobe, for_each_build, histogram_of, matrix, trace_program};
+use serde_json::Value;
+
+const COUNTED: &str = "main.goprobeE2ECounted";
+
+/// Run `goprobe stackcount ARGS -p PID go:main.goprobeE2ECounted` over the count workload.
+fn stackcount(program: &std::path::Path, extra: &[&str]) -> Result<(Value, String), String> {
+    let mut go = GoProgram::start(program, &["-mode", "count"], &[]);
+    let pid = go.pid.to_string();
+    let mut args = vec!["stackcount", "-v", "-p", &pid];
+    args.extend_from_slice(extra);
+    let pattern = format!("go:{COUNTED}");
+    args.push(&pattern);
+    let mut probe = Goprobe::start(&args);
+    probe.wait_tracing()?;
+    go.go();
+    let truth = go.finish(Duration::from_secs(60))?;
+    let out = probe.wait(Duration::from_secs(30));
+    if !out.status.success() {
+        return Err(format!("goprobe failed ({}): {}", out.status, out.stderr));
+    }
+    Ok((truth, out.stdout))
+}
+
+/// A function called from three call sites a known number of times each: exactly those three
+/// stacks, with exactly those counts; the inlined hop of the third caller is a frame of its own.
+#[test]
+fn stackcount_counts_each_calling_stack() {
+    for_each_build(&matrix(), |build| {
+        let (truth, stdout) = stackcount(&build.program("callers"), &["--folded"])?;
+        let folded: BTreeMap<String, u64> = stdout
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("Tracing"))
+            .map(|l| {
+                let (frames, count) = l.rsplit_once(' ').expect("folded line");
+                (frames.to_string(), count.parse().expect("count"))
+            })
+            .collect();
+        let callers = truth["callers"].as_object().ok_or("no callers in truth")?;
+        if folded.len() != callers.len() {
+            return Err(format!(
+                "{} stacks, want {}: {folded:#?}",
+                folded.len(),
+                callers.len()
+            ));
+        }
+        for (caller, want) in callers {
+            let want = want.as_u64().unwrap();
+            let tail = if caller.ends_with("CallerC") {
+                format!("{caller};main.goprobeE2EInlinedHop;{COUNTED}")
+            } else {
+                format!("{caller};{COUNTED}")
+            };
+            let (frames, got) = folded
+                .iter()
+                .find(|(frames, _)| frames.ends_with(&tail))
+                .ok_or_else(|| format!("no stack ends with {tail}: {folded:#?}"))?;
+            if *got != want {
+                return Err(format!("{frames}: {got} calls, want {want}"));
+            }
+            if frames.contains("[truncated") || !frames.starts_with("runtime.goexit;") {
+                return Err(format!(
+                    "stack not followed to the goroutine's start: {frames}"
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
+fn go_tool() -> Option<PathBuf> {
+    std::env::var("GOPROBE_GO_TOOLCHAINS")
+        .ok()?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .next_back()
+        .map(PathBuf::from)
+}
+
+/// The text layout (file:line, inlined frames marked), and the pprof and SVG outputs.
+#[test]
+fn stackcount_text_pprof_and_svg() {
+    let builds: Vec<_> = matrix().into_iter().take(1).collect();
+    for_each_build(&builds, |build| {
+        let dir =
+            std::env::temp_dir().join(format!("goprobe-e2e-stackcount-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pb, svg) = (dir.join("calls.pb.gz"), dir.join("calls.svg"));
+        let (_, stdout) = stackcount(
+            &build.program("callers"),
+            &[
+                "--pprof",
+                pb.to_str().unwrap(),
+                "--svg",
+                svg.to_str().unwrap(),
+            ],
+        )?;
+        for want in [
+            "  main.goprobeE2ECounted ",
+            "main.goprobeE2EInlinedHop ",
+            "(inlined)",
+            "callers/main.go:",
+            "    3000",
+            "Detaching...",
+        ] {
+            if !stdout.contains(want) {
+                return Err(format!("no {want:?} in:\n{stdout}"));
+            }
+        }
+        let svg_text = std::fs::read_to_string(&svg).map_err(|e| e.to_string())?;
+        if !svg_text.contains("<svg") || !svg_text.contains("goprobeE2ECallerB") {
+            return Err("the SVG has no flame graph of the stacks".into());
+        }
+        if let Some(go) = go_tool() {
+            let top = Command::new(&go)
+                .args(["tool", "pprof", "-top"])
+                .arg(&pb)
+                .env("GOTOOLCHAIN", "local")
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&top.stdout);
+            if !top.status.success() || !text.contains("of 6000 total") {
+                return Err(format!(
+                    "go tool pprof: {}{text}",
+                    String::from_utf8_lossy(&top.stderr)
+                ));
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    });
+}
+
+/// One caller is slow, one is fast, both calling the same function: `--stacks --slower-than`
+/// keeps only the slow caller's stack, with all its calls; without a threshold both callers
+/// appear, each with its own latencies.
+#[test]
+fn stacks_find_the_slow_caller() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("callers"),
+            &["-mode", "latency"],
+            &[],
+            &["--stacks", "--slower-than", "1ms"],
+            "go:main.goprobeE2EWork",
+        )?;
+        let lines = out.json();
+        let pid = lines
+            .first()
+            .and_then(|l| l["pid"].as_u64())
+            .ok_or_else(|| format!("no output: {}", out.stdout))? as u32;
+        let h = histogram_of(&lines, "main.goprobeE2EWork", pid)
+            .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
+        let slow_calls = truth["slow_calls"].as_u64().unwrap();
+        let fast_calls = truth["fast_calls"].as_u64().unwrap();
+        let slow_ns = truth["slow_ns"].as_u64().unwrap();
+        if h["count"].as_u64() != Some(slow_calls + fast_calls) {
+            return Err(format!(
+                "count {} != {}",
+                h["count"],
+                slow_calls + fast_calls
+            ));
+        }
+        let stacks = h["stacks"].as_array().ok_or("no stacks")?;
+        if stacks.len() != 1 {
+            return Err(format!(
+                "{} stacks, want only the slow caller's: {h}",
+                stacks.len()
+            ));
+        }
+        let s = &stacks[0];
+        if s["frames"][0]["function"] != "main.goprobeE2ESlowCaller" {
+            return Err(format!(
+                "the slow calls are attributed to {}",
+                s["frames"][0]
+            ));
+        }
+        if s["count"].as_u64() != Some(slow_calls) || s["p50_ns"].as_u64() < Some(slow_ns) {
+            return Err(format!(
+                "slow caller: {s}, want {slow_calls} calls of >= {slow_ns} ns"
+            ));
+        }
+        Ok(())
+    });
+    // Without a threshold, on one build: both callers, told apart by their latencies.
+    let builds: Vec<_> = matrix().into_iter().take(1).collect();
+    for_each_build(&builds, |build| {
+        let (truth, out) = trace_program(
+            &build.program("callers"),
+            &["-mode", "latency"],
+            &[],
+            &["--stacks"],
+            "go:main.goprobeE2EWork",
+        )?;
+        let lines = out.json();
+        let stacks = lines[0]["stacks"].as_array().ok_or("no stacks")?;
+        let by_caller = |name: &str| {
+            stacks
+                .iter()
+                .find(|s| s["frames"][0]["function"] == name)
+                .ok_or_else(|| format!("no stack of {name}: {stacks:?}"))
+        };
+        let slow = by_caller("main.goprobeE2ESlowCaller")?;
+        let fast = by_caller("main.goprobeE2EFastCaller")?;
+        if fast["count"] != truth["fast_calls"] || slow["count"] != truth["slow_calls"] {
+            return Err(format!("counts: slow {slow}, fast {fast}; truth {truth}"));
+        }
+        if fast["p99_ns"].as_u64() >= slow["p50_ns"].as_u64() {
+            return Err(format!(
+                "the fast caller is not faster: slow {slow}, fast {fast}"
+            ));
+        }
+        Ok(())
+    });
+}
