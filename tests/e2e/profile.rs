@@ -18,8 +18,7 @@ fn go_tool() -> PathBuf {
         .ok()
         .and_then(|list| {
             list.split(',')
-                .filter(|s| !s.is_empty())
-                .next_back()
+                .rfind(|s| !s.is_empty())
                 .map(PathBuf::from)
         })
         .expect(

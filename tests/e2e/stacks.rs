@@ -77,8 +77,7 @@ fn go_tool() -> Option<PathBuf> {
     std::env::var("GOPROBE_GO_TOOLCHAINS")
         .ok()?
         .split(',')
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .map(PathBuf::from)
 }
 
