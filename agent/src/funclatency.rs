@@ -425,7 +425,7 @@ fn print_interval(
             } else {
                 tracer.pattern.name.clone()
             };
-            let found = view.rows(tracer.kernel().ebpf(), *pid, stacks);
+            let found = view.rows(tracer.kernel().ebpf(), *pid, &name_of(*func), stacks);
             if let Some(row) = rows.get_mut(&(function, *pid))
                 && let Some(row_stacks) = row.stacks.as_mut()
             {

@@ -188,10 +188,12 @@ impl StackView {
     }
 
     /// The calling stacks of one (function, pid), merged by symbolized caller stack, slowest first.
+    /// `traced`: the function's name.
     pub fn rows(
         &mut self,
         ebpf: &Ebpf,
         pid: u32,
+        traced: &str,
         stacks: &HashMap<RawStack, StackLatencies>,
     ) -> Vec<StackRow> {
         let mut merged: HashMap<Stack, StackLatencies> = HashMap::new();
@@ -209,9 +211,13 @@ impl StackView {
                     }],
                 }],
             };
-            // The innermost location is the traced function at the RET that was probed; calls
-            // differ only by their callers.
-            if stack.len() > 1 && stack[0].kind == Kind::Go {
+            // Walked at a RET, the innermost location is the traced function itself, where calls
+            // differ only by which RET they took: leave it out. Walked where an inlined copy
+            // ends, it is already the caller (the code after the copy).
+            if stack.len() > 1
+                && stack[0].kind == Kind::Go
+                && stack[0].lines.first().is_some_and(|l| l.function == traced)
+            {
                 stack.remove(0);
             }
             merged.entry(stack).or_default().merge(latencies);
