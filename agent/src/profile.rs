@@ -176,7 +176,6 @@ impl Profiler {
     /// Stop sampling (the perf events are closed with the program's links) and symbolize.
     pub fn finish(mut self, symbolizer: &mut Symbolizer) -> CpuProfile {
         self.drain();
-        let duration = self.started.elapsed();
         if let Some(program) = self
             .ebpf
             .program_mut(PROGRAM)
@@ -185,13 +184,25 @@ impl Profiler {
             // Unloading detaches every link.
             let _ = program.unload();
         }
+        self.snapshot(symbolizer)
+    }
+
+    /// The profile since the start or the last snapshot, symbolized; sampling goes on (for
+    /// periodic profiles, one per interval).
+    pub fn snapshot(&mut self, symbolizer: &mut Symbolizer) -> CpuProfile {
+        self.drain();
+        let duration = self.started.elapsed();
+        let start_time = self.start_time;
+        self.started = Instant::now();
+        self.start_time = SystemTime::now();
+        let counts = std::mem::take(&mut self.counts);
         let mut reader = StackReader::default();
         let kernel_stacks = self
             .ebpf
             .map("KSTACKS")
             .and_then(|m| StackTraceMap::<&MapData>::try_from(m).ok());
         let mut merged: HashMap<Stack, u64> = HashMap::new();
-        for (key, count) in &self.counts {
+        for (key, count) in &counts {
             let mut stack: Stack = Vec::new();
             if key.kstack >= 0
                 && let Some(trace) = kernel_stacks
@@ -224,7 +235,7 @@ impl Profiler {
             stacks,
             frequency: self.frequency,
             duration,
-            start_time: self.start_time,
+            start_time,
         }
     }
 

@@ -183,6 +183,7 @@ impl GoBinary {
         })
     }
 
+    #[allow(dead_code, reason = "tests check that inline trees were found")]
     pub fn has_inline_trees(&self) -> bool {
         self.gofunc.is_some()
     }

@@ -145,6 +145,7 @@ pub struct ProfileBuilder {
     functions: HashMap<(String, String), u64>,
     mappings: HashMap<crate::symbolize::Mapping, u64>,
     locations: HashMap<StackLocation, u64>,
+    raw_locations: HashMap<(u64, u64, Vec<(u64, i64)>), u64>,
 }
 
 impl ProfileBuilder {
@@ -157,6 +158,7 @@ impl ProfileBuilder {
             functions: HashMap::new(),
             mappings: HashMap::new(),
             locations: HashMap::new(),
+            raw_locations: HashMap::new(),
         };
         b.string(""); // string_table[0] must be ""
         b.profile.sample_type = sample_types
@@ -257,9 +259,31 @@ impl ProfileBuilder {
         id
     }
 
+    /// A location from already interned lines (for merging profiles), deduplicated.
+    fn raw_location(&mut self, mapping_id: u64, address: u64, line: Vec<Line>) -> u64 {
+        let key = (mapping_id, address, line.iter().map(|l| (l.function_id, l.line)).collect());
+        if let Some(&id) = self.raw_locations.get(&key) {
+            return id;
+        }
+        let id = self.profile.location.len() as u64 + 1;
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address,
+            line,
+            is_folded: false,
+        });
+        self.raw_locations.insert(key, id);
+        id
+    }
+
     /// Add a sample: a stack (innermost first) and one value per sample type.
     pub fn add(&mut self, stack: &[StackLocation], values: &[i64], labels: &[(&str, &str)]) {
         let location_id = stack.iter().map(|l| self.location(l)).collect();
+        self.add_raw(location_id, values, labels);
+    }
+
+    fn add_raw(&mut self, location_id: Vec<u64>, values: &[i64], labels: &[(&str, &str)]) {
         let label = labels
             .iter()
             .map(|(k, v)| Label {
@@ -285,6 +309,112 @@ impl ProfileBuilder {
         self.profile.time_nanos = time_nanos;
         self.profile.duration_nanos = duration_nanos;
         self.profile
+    }
+}
+
+/// Several profiles of the same kind as one (e.g. the periodic profiles of a time range): their
+/// samples side by side, strings, functions, locations and mappings re-interned. Sample types and
+/// period come from the first; time spans from the earliest start to the latest end.
+pub fn merge(profiles: &[Profile]) -> Profile {
+    merge_scaled(profiles.iter().map(|p| (p, 1)))
+}
+
+/// `compare` minus `base`, the way `go tool pprof -diff_base` shows a change: the base's samples
+/// are added negated and labelled `pprof::base`, so pprof can still tell them apart.
+pub fn diff(base: &[Profile], compare: &[Profile]) -> Profile {
+    merge_scaled(compare.iter().map(|p| (p, 1)).chain(base.iter().map(|p| (p, -1))))
+}
+
+fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profile {
+    let mut out: Option<ProfileBuilder> = None;
+    let (mut start, mut end) = (i64::MAX, i64::MIN);
+    for (p, sign) in profiles {
+        let s = |i: i64| -> &str { p.string_table.get(i as usize).map_or("", String::as_str) };
+        let b = out.get_or_insert_with(|| {
+            let types: Vec<(&str, &str)> =
+                p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+            let period = p
+                .period_type
+                .as_ref()
+                .map(|t| (s(t.r#type), s(t.unit), p.period));
+            let mut b = ProfileBuilder::new(&types, period);
+            b.profile.default_sample_type = p.default_sample_type;
+            b
+        });
+        start = start.min(p.time_nanos);
+        end = end.max(p.time_nanos.saturating_add(p.duration_nanos));
+        for c in &p.comment {
+            let text = s(*c).to_string();
+            if !b.profile.comment.iter().any(|&i| b.profile.string_table[i as usize] == text) {
+                b.comment(&text);
+            }
+        }
+        // Re-intern this profile's tables into the builder's.
+        let mapping_ids: HashMap<u64, u64> = p
+            .mapping
+            .iter()
+            .map(|m| {
+                let id = b.mapping(&crate::symbolize::Mapping {
+                    start: m.memory_start,
+                    limit: m.memory_limit,
+                    offset: m.file_offset,
+                    file: s(m.filename).to_string(),
+                    build_id: s(m.build_id).to_string(),
+                });
+                (m.id, id)
+            })
+            .collect();
+        let functions: HashMap<u64, (&str, &str)> = p
+            .function
+            .iter()
+            .map(|f| (f.id, (s(f.name), s(f.filename))))
+            .collect();
+        let locations: HashMap<u64, u64> = p
+            .location
+            .iter()
+            .map(|l| {
+                let lines: Vec<Line> = l
+                    .line
+                    .iter()
+                    .map(|line| {
+                        let (name, file) = functions
+                            .get(&line.function_id)
+                            .copied()
+                            .unwrap_or(("?", ""));
+                        Line {
+                            function_id: b.function(name, file),
+                            line: line.line,
+                            column: line.column,
+                        }
+                    })
+                    .collect();
+                let mapping_id = mapping_ids.get(&l.mapping_id).copied().unwrap_or(0);
+                (l.id, b.raw_location(mapping_id, l.address, lines))
+            })
+            .collect();
+        for sample in &p.sample {
+            let mut labels: Vec<(String, String)> = sample
+                .label
+                .iter()
+                .map(|l| (s(l.key).to_string(), s(l.str).to_string()))
+                .collect();
+            if sign < 0 {
+                labels.push(("pprof::base".into(), "true".into()));
+            }
+            let label_refs: Vec<(&str, &str)> =
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let ids: Vec<u64> = sample
+                .location_id
+                .iter()
+                .filter_map(|id| locations.get(id).copied())
+                .collect();
+            let values: Vec<i64> = sample.value.iter().map(|v| v * sign).collect();
+            b.add_raw(ids, &values, &label_refs);
+        }
+    }
+    match out {
+        Some(b) => b.finish(start, end.saturating_sub(start)),
+        None => Profile::default(),
     }
 }
 
@@ -353,5 +483,26 @@ mod tests {
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw)
             .unwrap();
         assert_eq!(Profile::decode(&raw[..]).unwrap(), p);
+    }
+
+    #[test]
+    fn merges_and_diffs() {
+        let one = |n: i64, at: i64| {
+            let mut b = ProfileBuilder::new(&[("samples", "count")], None);
+            b.add(&[loc(0x401000, &["main.hot"]), loc(0x402000, &["main.main"])], &[n], &[]);
+            b.finish(at, 10)
+        };
+        let merged = merge(&[one(2, 100), one(3, 200)]);
+        assert_eq!(merged.sample.len(), 2);
+        assert_eq!(merged.location.len(), 2, "same locations are merged");
+        assert_eq!(merged.function.len(), 2);
+        let total: i64 = merged.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total, 5);
+        assert_eq!((merged.time_nanos, merged.duration_nanos), (100, 110));
+        let d = diff(&[one(2, 100)], &[one(3, 200)]);
+        let total: i64 = d.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total, 1);
+        let base = d.sample.iter().find(|s| s.value[0] < 0).unwrap();
+        assert_eq!(d.string_table[base.label[0].key as usize], "pprof::base");
     }
 }
