@@ -100,13 +100,9 @@ const STACK_SWITCHES: &[&str] = &[
     "runtime.sigtrampgo",
 ];
 
-/// Functions a stack may end with when it ends normally.
-const ROOTS: &[&str] = &[
-    "runtime.goexit",
-    "runtime.mstart",
-    "runtime.rt0_go",
-    "runtime.main",
-];
+/// Functions a stack ends with when it was followed to its start: every goroutine's, a Go
+/// thread's system stack, the main thread's.
+const ROOTS: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
 
 /// A Go binary's symbol tables, mapped once.
 pub struct GoBinary {
@@ -541,12 +537,12 @@ impl Symbolizer {
                 return out;
             }
         }
+        // A stack that ends anywhere but where goroutines and threads start did not reach its
+        // true root: say so.
         let at_root = out.last().is_some_and(|l| ROOTS.contains(&l.function()));
         match trace.end {
             stack::END_DEPTH => out.push(Location::truncated("deeper than the frame limit")),
-            stack::END_UNREADABLE | stack::END_NOT_ASCENDING if !at_root => {
-                out.push(Location::truncated("frame chain ends"))
-            }
+            _ if !at_root => out.push(Location::truncated("frame chain ends")),
             _ => {}
         }
         out

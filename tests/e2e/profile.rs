@@ -16,11 +16,7 @@ const INLINED: &str = "main.goprobeE2EInlinedMix";
 fn go_tool() -> PathBuf {
     std::env::var("GOPROBE_GO_TOOLCHAINS")
         .ok()
-        .and_then(|list| {
-            list.split(',')
-                .rfind(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
+        .and_then(|list| list.split(',').rfind(|s| !s.is_empty()).map(PathBuf::from))
         .expect(
             "GOPROBE_GO_TOOLCHAINS is not set: run the end-to-end tests through `cargo xtask test`",
         )
@@ -161,4 +157,68 @@ fn folded_and_svg() {
         Ok(())
     });
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A program that parks and wakes goroutines all the time spends much of its CPU in the scheduler
+/// on the runtime's system stack, and in system calls. Every stack either reaches where goroutines
+/// and threads start, or ends in a `[truncated: ...]` frame that says why; none is invented. With
+/// --kernel, samples taken in system calls carry their kernel frames.
+#[test]
+fn stacks_end_at_a_root_or_a_marker() {
+    for_each_build(&matrix(), |build| {
+        let mut go = GoProgram::start(&build.program("sleep"), &["-n", "200", "-ms", "1"], &[]);
+        let pid = go.pid.to_string();
+        let probe = Goprobe::start(&["profile", "-p", &pid, "-F", "999", "--kernel", "--folded"]);
+        probe
+            .stderr
+            .wait_for("the sampling banner", Duration::from_secs(30), |l| {
+                l.starts_with("Sampling ")
+            })?;
+        go.go();
+        go.finish(Duration::from_secs(60))?;
+        let out = probe.wait(Duration::from_secs(30));
+        if !out.status.success() {
+            return Err(format!("goprobe failed: {}", out.stderr));
+        }
+        let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
+        if lines.len() < 5 {
+            return Err(format!("too few stacks:\n{}", out.stdout));
+        }
+        let (mut switches, mut kernel) = (0, 0);
+        for line in &lines {
+            let (frames, _) = line.rsplit_once(' ').ok_or("bad folded line")?;
+            let root = frames.split(';').next().unwrap_or("");
+            let ok = ["runtime.goexit", "runtime.mstart", "runtime.rt0_go"].contains(&root)
+                || root.starts_with("[truncated: ");
+            if !ok {
+                return Err(format!(
+                    "a stack ends neither at a root nor at a marker: {line}"
+                ));
+            }
+            // A marker only ever ends a stack: nothing follows it on the root side.
+            if frames
+                .split(';')
+                .skip(1)
+                .any(|f| f.starts_with("[truncated"))
+            {
+                return Err(format!("a frame beyond a truncation: {line}"));
+            }
+            if root == "[truncated: runtime stack switch]" {
+                switches += 1;
+            }
+            if frames.contains("do_syscall_64") {
+                kernel += 1;
+            }
+        }
+        if switches == 0 {
+            return Err(format!(
+                "no stack through a runtime stack switch:\n{}",
+                out.stdout
+            ));
+        }
+        if kernel == 0 {
+            return Err(format!("no kernel frames with --kernel:\n{}", out.stdout));
+        }
+        Ok(())
+    });
 }

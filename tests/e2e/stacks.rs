@@ -152,7 +152,8 @@ fn stacks_find_the_slow_caller() {
         let pid = lines
             .first()
             .and_then(|l| l["pid"].as_u64())
-            .ok_or_else(|| format!("no output: {}", out.stdout))? as u32;
+            .ok_or_else(|| format!("no output: {}\nstderr: {}", out.stdout, out.stderr))?
+            as u32;
         let h = histogram_of(&lines, "main.goprobeE2EWork", pid)
             .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
         let slow_calls = truth["slow_calls"].as_u64().unwrap();

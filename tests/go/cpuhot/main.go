@@ -3,14 +3,17 @@
 // loop is main.goprobeE2EInlinedMix, which the compiler inlines into goprobeE2EHot: a CPU profile
 // must show it as a frame of its own, as Go's pprof does.
 //
-// Ground truth: the CPU time each path took, measured by the program around each call (one
-// goroutine, so wall time is on-CPU time).
+// Ground truth: the CPU time each path took, measured by the program around each call with the
+// thread's CPU clock (the goroutine is locked to its thread), so time the thread spent preempted
+// on a busy machine does not count.
 package main
 
 import (
 	"flag"
 	"runtime"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"goprobe.test/progs/internal/harness"
 )
@@ -43,6 +46,17 @@ func goprobeE2EPathA(n int, seed uint64) uint64 { return goprobeE2EHot(n, seed) 
 //go:noinline
 func goprobeE2EPathB(n int, seed uint64) uint64 { return goprobeE2EHot(n, seed) + 2 }
 
+// threadCPU is CLOCK_THREAD_CPUTIME_ID: the calling thread's CPU time, in ns.
+func threadCPU() int64 {
+	var ts syscall.Timespec
+	const clockThreadCPUTime = 3
+	_, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTime, uintptr(unsafe.Pointer(&ts)), 0)
+	if errno != 0 {
+		harness.Fail("clock_gettime: %v", errno)
+	}
+	return ts.Nano()
+}
+
 func main() {
 	ms := flag.Int("ms", 2000, "milliseconds of CPU to burn")
 	ratio := flag.Int("ratio", 3, "time on path A for each unit of time on path B")
@@ -65,13 +79,13 @@ func main() {
 	var aNs, bNs int64
 	deadline := time.Now().Add(time.Duration(*ms) * time.Millisecond)
 	for time.Now().Before(deadline) {
-		t0 := time.Now()
+		t0 := threadCPU()
 		sink += goprobeE2EPathA(aIters, sink)
-		t1 := time.Now()
+		t1 := threadCPU()
 		sink += goprobeE2EPathB(bIters, sink)
-		t2 := time.Now()
-		aNs += int64(t1.Sub(t0))
-		bNs += int64(t2.Sub(t1))
+		t2 := threadCPU()
+		aNs += t1 - t0
+		bNs += t2 - t1
 	}
 	if sink == 42 {
 		println(sink)
