@@ -145,8 +145,11 @@ pub struct ProfileBuilder {
     functions: HashMap<(String, String), u64>,
     mappings: HashMap<crate::symbolize::Mapping, u64>,
     locations: HashMap<StackLocation, u64>,
-    raw_locations: HashMap<(u64, u64, Vec<(u64, i64)>), u64>,
+    raw_locations: HashMap<RawLocationKey, u64>,
 }
+
+/// A location of a merged profile: mapping id, address, (function id, line) per line.
+type RawLocationKey = (u64, u64, Vec<(u64, i64)>);
 
 impl ProfileBuilder {
     /// `sample_types`: (type, unit) per value, e.g. `[("samples", "count"), ("cpu",
@@ -261,7 +264,11 @@ impl ProfileBuilder {
 
     /// A location from already interned lines (for merging profiles), deduplicated.
     fn raw_location(&mut self, mapping_id: u64, address: u64, line: Vec<Line>) -> u64 {
-        let key = (mapping_id, address, line.iter().map(|l| (l.function_id, l.line)).collect());
+        let key = (
+            mapping_id,
+            address,
+            line.iter().map(|l| (l.function_id, l.line)).collect(),
+        );
         if let Some(&id) = self.raw_locations.get(&key) {
             return id;
         }
@@ -315,14 +322,27 @@ impl ProfileBuilder {
 /// Several profiles of the same kind as one (e.g. the periodic profiles of a time range): their
 /// samples side by side, strings, functions, locations and mappings re-interned. Sample types and
 /// period come from the first; time spans from the earliest start to the latest end.
+#[allow(
+    dead_code,
+    reason = "for the agent's `query --profile` (issue 5); tested here"
+)]
 pub fn merge(profiles: &[Profile]) -> Profile {
     merge_scaled(profiles.iter().map(|p| (p, 1)))
 }
 
 /// `compare` minus `base`, the way `go tool pprof -diff_base` shows a change: the base's samples
 /// are added negated and labelled `pprof::base`, so pprof can still tell them apart.
+#[allow(
+    dead_code,
+    reason = "for the agent's `diff` of profiles (issue 5); tested here"
+)]
 pub fn diff(base: &[Profile], compare: &[Profile]) -> Profile {
-    merge_scaled(compare.iter().map(|p| (p, 1)).chain(base.iter().map(|p| (p, -1))))
+    merge_scaled(
+        compare
+            .iter()
+            .map(|p| (p, 1))
+            .chain(base.iter().map(|p| (p, -1))),
+    )
 }
 
 fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profile {
@@ -331,8 +351,11 @@ fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profi
     for (p, sign) in profiles {
         let s = |i: i64| -> &str { p.string_table.get(i as usize).map_or("", String::as_str) };
         let b = out.get_or_insert_with(|| {
-            let types: Vec<(&str, &str)> =
-                p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+            let types: Vec<(&str, &str)> = p
+                .sample_type
+                .iter()
+                .map(|t| (s(t.r#type), s(t.unit)))
+                .collect();
             let period = p
                 .period_type
                 .as_ref()
@@ -345,7 +368,12 @@ fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profi
         end = end.max(p.time_nanos.saturating_add(p.duration_nanos));
         for c in &p.comment {
             let text = s(*c).to_string();
-            if !b.profile.comment.iter().any(|&i| b.profile.string_table[i as usize] == text) {
+            if !b
+                .profile
+                .comment
+                .iter()
+                .any(|&i| b.profile.string_table[i as usize] == text)
+            {
                 b.comment(&text);
             }
         }
@@ -401,8 +429,10 @@ fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profi
             if sign < 0 {
                 labels.push(("pprof::base".into(), "true".into()));
             }
-            let label_refs: Vec<(&str, &str)> =
-                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let label_refs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let ids: Vec<u64> = sample
                 .location_id
                 .iter()
@@ -489,7 +519,11 @@ mod tests {
     fn merges_and_diffs() {
         let one = |n: i64, at: i64| {
             let mut b = ProfileBuilder::new(&[("samples", "count")], None);
-            b.add(&[loc(0x401000, &["main.hot"]), loc(0x402000, &["main.main"])], &[n], &[]);
+            b.add(
+                &[loc(0x401000, &["main.hot"]), loc(0x402000, &["main.main"])],
+                &[n],
+                &[],
+            );
             b.finish(at, 10)
         };
         let merged = merge(&[one(2, 100), one(3, 200)]);
