@@ -56,9 +56,10 @@ pub struct Profiler {
     start_time: SystemTime,
 }
 
-/// A finished profile: symbolized stacks (innermost first) and their sample counts.
+/// A finished profile: symbolized stacks (innermost first) with the process they were sampled in,
+/// and their sample counts.
 pub struct CpuProfile {
-    pub stacks: Vec<(Stack, u64)>,
+    pub stacks: Vec<(Stack, u32, u64)>,
     pub frequency: u64,
     pub duration: Duration,
     pub start_time: SystemTime,
@@ -201,7 +202,7 @@ impl Profiler {
             .ebpf
             .map("KSTACKS")
             .and_then(|m| StackTraceMap::<&MapData>::try_from(m).ok());
-        let mut merged: HashMap<Stack, u64> = HashMap::new();
+        let mut merged: HashMap<(Stack, u32), u64> = HashMap::new();
         for (key, count) in &counts {
             let mut stack: Stack = Vec::new();
             if key.kstack >= 0
@@ -227,10 +228,13 @@ impl Profiler {
                     }],
                 }),
             }
-            *merged.entry(stack).or_default() += count;
+            *merged.entry((stack, key.tgid)).or_default() += count;
         }
-        let mut stacks: Vec<(Stack, u64)> = merged.into_iter().collect();
-        stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut stacks: Vec<(Stack, u32, u64)> = merged
+            .into_iter()
+            .map(|((stack, pid), count)| (stack, pid, count))
+            .collect();
+        stacks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1))));
         CpuProfile {
             stacks,
             frequency: self.frequency,
@@ -251,8 +255,19 @@ impl CpuProfile {
         1_000_000_000 / self.frequency.max(1) as i64
     }
 
+    /// The samples of one process (a daemon archives one profile per process).
+    #[allow(dead_code, reason = "for the agent's continuous profiling (issue 5)")]
+    pub fn of_pid(&self, pid: u32) -> CpuProfile {
+        CpuProfile {
+            stacks: self.stacks.iter().filter(|s| s.1 == pid).cloned().collect(),
+            frequency: self.frequency,
+            duration: self.duration,
+            start_time: self.start_time,
+        }
+    }
+
     pub fn samples(&self) -> u64 {
-        self.stacks.iter().map(|s| s.1).sum()
+        self.stacks.iter().map(|s| s.2).sum()
     }
 
     /// As Go's runtime/pprof writes a CPU profile: samples/count and cpu/nanoseconds.
@@ -263,8 +278,14 @@ impl CpuProfile {
             Some(("cpu", "nanoseconds", period)),
         );
         builder.comment(comment);
-        for (stack, count) in &self.stacks {
-            builder.add(stack, &[*count as i64, *count as i64 * period], &[]);
+        for (stack, pid, count) in &self.stacks {
+            // A `pid` label, as Go's pprof labels: `go tool pprof -tagfocus pid=N` keeps one.
+            let pid = pid.to_string();
+            builder.add(
+                stack,
+                &[*count as i64, *count as i64 * period],
+                &[("pid", &pid)],
+            );
         }
         let start_ns = self
             .start_time
@@ -274,14 +295,14 @@ impl CpuProfile {
     }
 
     pub fn folded(&self) -> Vec<String> {
-        flamegraph::folded_lines(self.stacks.iter().map(|(s, c)| (&s[..], *c)))
+        flamegraph::folded_lines(self.stacks.iter().map(|(s, _, c)| (&s[..], *c)))
     }
 
     /// The functions with the most samples, `pprof -top` style: (flat, cum, name).
     pub fn top(&self, limit: usize) -> Vec<(u64, u64, String)> {
         let mut flat: HashMap<&str, u64> = HashMap::new();
         let mut cum: HashMap<&str, u64> = HashMap::new();
-        for (stack, count) in &self.stacks {
+        for (stack, _, count) in &self.stacks {
             if let Some(leaf) = stack.iter().find(|l| l.kind != Kind::Truncated)
                 && let Some(line) = leaf.lines.first()
             {
