@@ -35,6 +35,8 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     for process in &processes {
         symbolizer.observe(process.pid);
     }
+    let mut sites = HashMap::new();
+    preload_sites(&tracer, &mut symbolizer, &mut sites);
 
     let banner = format!(
         "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
@@ -55,6 +57,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     runtime.block_on(event_loop(
         &mut tracer,
         &mut symbolizer,
+        &mut sites,
         &args,
         &selection,
         tracked,
@@ -62,19 +65,20 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     tracer.detach_all();
     let elapsed = started.elapsed();
 
-    // Stacks of processes that exited before their maps were read: a non-PIE binary of a -b run
-    // is still symbolized at its link addresses.
     let counts = stacks::read_stack_counts(tracer.kernel().ebpf());
-    if let Selection::Binary(path) = &selection {
-        for (key, _) in &counts {
-            symbolizer.assume_binary(key.tgid, path);
-        }
-    }
     let mut reader = StackReader::default();
     let mut merged: HashMap<Stack, u64> = HashMap::new();
     for (key, count) in &counts {
         let stack = match reader.get(tracer.kernel().ebpf(), key.stack) {
-            Some(trace) => symbolizer.user_stack(key.tgid, &trace, key.leaf, None),
+            Some(trace) => {
+                // A process that exited before its maps were read: its binary is placed where
+                // the entry site of the counted function was hit (the stack's first PC).
+                symbolizer.observe(key.tgid);
+                if let Some(&(binary, offset)) = sites.get(&key.func) {
+                    symbolizer.assume_site(key.tgid, binary, offset, trace.pcs[0]);
+                }
+                symbolizer.user_stack(key.tgid, &trace, key.leaf, None)
+            }
             None => vec![crate::symbolize::Location {
                 address: 0,
                 kind: crate::symbolize::Kind::Truncated,
@@ -139,9 +143,29 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Open every traced binary while a process of it is alive, and note where each function's entry
+/// site is in it (function id → (binary, file offset)).
+fn preload_sites(
+    tracer: &Tracer,
+    symbolizer: &mut Symbolizer,
+    sites: &mut HashMap<u32, ((u64, u64), u64)>,
+) {
+    for (_, func, offset) in tracer.entry_sites() {
+        if sites.contains_key(&func) {
+            continue;
+        }
+        if let Some(info) = tracer.functions.get(func)
+            && let Some(binary) = symbolizer.preload(&info.binary)
+        {
+            sites.insert(func, (binary, offset));
+        }
+    }
+}
+
 async fn event_loop(
     tracer: &mut Tracer,
     symbolizer: &mut Symbolizer,
+    sites: &mut HashMap<u32, ((u64, u64), u64)>,
     args: &StackcountArgs,
     selection: &Selection,
     tracked: HashSet<u32>,
@@ -176,6 +200,7 @@ async fn event_loop(
                 match selection {
                     Selection::HostWide => {
                         scan_host(tracer, &mut seen_pids, args.verbose);
+                        preload_sites(tracer, symbolizer, sites);
                     }
                     Selection::Pids(_) => {
                         if tracked.iter().all(|&pid| !targets::is_alive(pid)) {

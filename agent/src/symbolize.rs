@@ -113,7 +113,6 @@ pub struct GoBinary {
     gofunc: Option<(usize, usize)>,
     pub build_id: String,
     pub segments: Vec<LoadSegment>,
-    pub pie: bool,
     /// Function symbols of `.symtab` (C code in cgo binaries), sorted, for what the pclntab lacks.
     native: Vec<(u64, u64, String)>,
 }
@@ -164,7 +163,6 @@ impl GoBinary {
         native.sort_unstable();
         let build_id = elf.build_id().unwrap_or_default();
         let segments = elf.segments.clone();
-        let pie = elf.e_type == object::elf::ET_DYN;
         drop(elf);
         Ok(Self {
             path: path.to_path_buf(),
@@ -174,7 +172,6 @@ impl GoBinary {
             gofunc,
             build_id,
             segments,
-            pie,
             native,
         })
     }
@@ -311,29 +308,42 @@ impl Symbolizer {
         self.processes.insert(pid, view.map(Arc::new));
     }
 
-    /// For a process that may be gone before its maps are read: assume it runs `path` loaded at
-    /// its link addresses (exact for non-PIE Go binaries, which is how Go builds by default).
-    pub fn assume_binary(&mut self, pid: u32, path: &Path) {
+    /// Open (once) the binary at `path` while it can still be opened (`/proc/PID/exe` of a live
+    /// process), so that its processes can be symbolized after they are gone. Returns its key.
+    pub fn preload(&mut self, path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = fs::metadata(path).ok()?;
+        self.binary(path).map(|_| (meta.dev(), meta.ino()))
+    }
+
+    /// For a process whose maps could not be read: place the preloaded binary `key` where a probe
+    /// site at `file_offset` of it was hit at runtime address `pc` (PIE or not, Go maps its whole
+    /// binary with one bias).
+    pub fn assume_site(&mut self, pid: u32, key: (u64, u64), file_offset: u64, pc: u64) {
         if matches!(self.processes.get(&pid), Some(Some(_))) {
             return;
         }
-        let Some(binary) = self.binary(path) else {
+        let Some(Some(binary)) = self.binaries.get(&key).cloned() else {
             return;
         };
-        if binary.pie {
-            return;
+        if let Some(vaddr) = binary.file_offset_to_vaddr(file_offset) {
+            self.assume_view(pid, binary, pc.wrapping_sub(vaddr));
         }
+    }
+
+    fn assume_view(&mut self, pid: u32, binary: Arc<GoBinary>, bias: u64) {
+        let path = binary.path.display().to_string();
         let maps = binary
             .segments
             .iter()
             .filter(|s| s.executable())
             .map(|s| {
                 let entry = MapEntry {
-                    start: s.vaddr,
-                    end: s.vaddr + s.memsz,
+                    start: s.vaddr.wrapping_add(bias),
+                    end: (s.vaddr + s.memsz).wrapping_add(bias),
                     offset: s.offset,
                     inode: 0,
-                    path: path.display().to_string(),
+                    path: path.clone(),
                 };
                 let mapping = Arc::new(Mapping {
                     start: entry.start,
@@ -342,7 +352,7 @@ impl Symbolizer {
                     file: entry.path.clone(),
                     build_id: binary.build_id.clone(),
                 });
-                (entry, Some((binary.clone(), 0)), mapping)
+                (entry, Some((binary.clone(), bias)), mapping)
             })
             .collect();
         self.processes

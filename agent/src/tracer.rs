@@ -148,6 +148,23 @@ impl Tracer {
         &self.kernel
     }
 
+    /// The entry site of every out-of-line function planned so far: (binary, function id, file
+    /// offset). Stack users place a binary in a process from where its sites were hit.
+    pub fn entry_sites(&self) -> Vec<(BinaryKey, u32, u64)> {
+        let mut out = Vec::new();
+        for (key, state) in &self.binaries {
+            if let BinaryState::Planned { entries, .. } = state {
+                out.extend(
+                    entries
+                        .iter()
+                        .filter(|s| s.cookie & (cookie::INLINE_SITE | cookie::GOROUTINE_EXIT) == 0)
+                        .map(|s| (*key, (s.cookie & cookie::FUNC_MASK) as u32, s.offset)),
+                );
+            }
+        }
+        out
+    }
+
     pub fn is_known(&self, key: &BinaryKey) -> bool {
         self.binaries.contains_key(key)
     }

@@ -218,3 +218,49 @@ fn stacks_find_the_slow_caller() {
         Ok(())
     });
 }
+
+/// `-b`: processes that start after goprobe and are gone before it ends are still symbolized,
+/// PIE ones included (their load address is known from where the probe site was hit).
+#[test]
+fn stackcount_binary_outlives_its_processes() {
+    for_each_build(&goprobe_e2e::builds_with_variant("pie"), |build| {
+        let program = build.program("callers");
+        let mut probe = Goprobe::start(&[
+            "stackcount",
+            "--folded",
+            "-d",
+            "4",
+            "-b",
+            program.to_str().unwrap(),
+            &format!("go:{COUNTED}"),
+        ]);
+        probe.wait_tracing()?;
+        let go = GoProgram::start(&program, &["-mode", "count", "-nowait"], &[]);
+        go.finish(Duration::from_secs(60))?;
+        let out = probe.wait(Duration::from_secs(30));
+        if !out.status.success() {
+            return Err(format!("goprobe failed: {}", out.stderr));
+        }
+        let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
+        let want = [
+            ("main.goprobeE2ECallerA;", 1000),
+            ("main.goprobeE2ECallerB;", 2000),
+            ("main.goprobeE2EInlinedHop;", 3000),
+        ];
+        for (caller, count) in want {
+            if !lines
+                .iter()
+                .any(|l| l.contains(caller) && l.ends_with(&format!(" {count}")))
+            {
+                return Err(format!(
+                    "no stack through {caller} with {count} calls:\n{}",
+                    out.stdout
+                ));
+            }
+        }
+        if lines.len() != 3 || out.stdout.contains("[truncated") {
+            return Err(format!("want exactly three whole stacks:\n{}", out.stdout));
+        }
+        Ok(())
+    });
+}
