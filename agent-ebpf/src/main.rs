@@ -288,9 +288,9 @@ fn on_return(ctx: &ProbeContext) {
 /// Close the open call of `func` at stack position `sp_off`, sending its latency; false if there
 /// is none. `returning`: a RET, which ends every call still open at its position (in a frameless
 /// function, its inlined copies share the position); at an inline exit, other copies at the
-/// position are the enclosing ones and stay open.
+/// position are the enclosing ones and stay open. `regs`: the registers at the site, to walk the
+/// stack the call returns to (`--stacks`).
 #[inline(always)]
-/// `regs`: the registers at the site, to walk the stack the call returns to (`--stacks`).
 fn pop(
     key: &GoroutineKey,
     sp_off: u32,
