@@ -135,9 +135,10 @@ fn stackcount_text_pprof_and_svg() {
     });
 }
 
-/// One caller is slow, one is fast, both calling the same function: `--stacks --slower-than`
-/// keeps only the slow caller's stack, with all its calls; without a threshold both callers
-/// appear, each with its own latencies.
+/// One caller is slow (3 ms calls), one is fast (about a microsecond), both calling the same
+/// function: `--stacks --slower-than 2ms` keeps the slow caller's stack with all its calls, and
+/// of the fast caller at most the odd call a busy host preempted; without a threshold both
+/// callers appear, each with its own latencies.
 #[test]
 fn stacks_find_the_slow_caller() {
     for_each_build(&matrix(), |build| {
@@ -145,7 +146,7 @@ fn stacks_find_the_slow_caller() {
             &build.program("callers"),
             &["-mode", "latency"],
             &[],
-            &["--stacks", "--slower-than", "1ms"],
+            &["--stacks", "--slower-than", "2ms"],
             "go:main.goprobeE2EWork",
         )?;
         let lines = out.json();
@@ -167,23 +168,31 @@ fn stacks_find_the_slow_caller() {
             ));
         }
         let stacks = h["stacks"].as_array().ok_or("no stacks")?;
-        if stacks.len() != 1 {
-            return Err(format!(
-                "{} stacks, want only the slow caller's: {h}",
-                stacks.len()
-            ));
-        }
-        let s = &stacks[0];
-        if s["frames"][0]["function"] != "main.goprobeE2ESlowCaller" {
-            return Err(format!(
-                "the slow calls are attributed to {}",
-                s["frames"][0]
-            ));
-        }
+        let caller = |s: &Value| {
+            s["frames"][0]["function"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        let s = stacks
+            .iter()
+            .find(|s| caller(s) == "main.goprobeE2ESlowCaller")
+            .ok_or_else(|| format!("no stack of the slow caller: {h}"))?;
         if s["count"].as_u64() != Some(slow_calls) || s["p50_ns"].as_u64() < Some(slow_ns) {
             return Err(format!(
                 "slow caller: {s}, want {slow_calls} calls of >= {slow_ns} ns"
             ));
+        }
+        // A fast call that a busy host preempted past the threshold is rightly kept too, but
+        // only such outliers, each at least as slow as the threshold.
+        for other in stacks
+            .iter()
+            .filter(|o| caller(o) != "main.goprobeE2ESlowCaller")
+        {
+            let outliers = other["count"].as_u64().unwrap_or(u64::MAX);
+            if outliers > fast_calls / 20 || other["p50_ns"].as_u64() < Some(2_000_000) {
+                return Err(format!("a stack of fast calls was kept: {other}"));
+            }
         }
         Ok(())
     });
