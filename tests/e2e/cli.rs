@@ -59,6 +59,9 @@ fn query_help_snapshot() {
 #[test]
 fn diff_help_snapshot() {
     check_snapshot("diff-help.txt", &["diff", "--help"]);
+}
+
+#[test]
 fn stackcount_help_snapshot() {
     check_snapshot("stackcount-help.txt", &["stackcount", "--help"]);
 }
