@@ -541,14 +541,15 @@ pub fn profile_request(
 }
 
 /// Profile `pid` for `duration` at `frequency` Hz: the library entry point for callers other
-/// than the CLI (e.g. an HTTP endpoint serving `/debug/pprof/profile?pid=N&seconds=S`).
-#[allow(dead_code)]
+/// than the CLI (the agent's `/debug/pprof/profile?pid=N&seconds=S`).
 pub async fn profile_pid(
     pid: u32,
     duration: Duration,
     frequency: u64,
 ) -> anyhow::Result<crate::outputs::pprof::Profile> {
-    Process::get(pid)?;
+    let process = Process::get(pid)?;
+    crate::inspect::BinaryIndex::open(&process.exe)
+        .map_err(|e| anyhow::anyhow!("PID {pid} ({}): {e}", process.exe_name.display()))?;
     let mut symbolizer = Symbolizer::default();
     symbolizer.observe(pid);
     let mut profiler = Profiler::start(frequency, false)?;
