@@ -141,6 +141,18 @@ impl Profiler {
             .with_context(|| format!("cannot sample PID {tgid} (more than 4096 processes?)"))
     }
 
+    /// Stop sampling a process (it exited, or is no longer traced).
+    pub fn remove_pid(&mut self, tgid: u32) {
+        if !self.tgids.remove(&tgid) {
+            return;
+        }
+        if let Some(map) = self.ebpf.map_mut("PROFILE_TGIDS")
+            && let Ok(mut tgids) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
+        {
+            let _ = tgids.remove(&tgid);
+        }
+    }
+
     pub fn pids(&self) -> &HashSet<u32> {
         &self.tgids
     }
@@ -255,8 +267,7 @@ impl CpuProfile {
         1_000_000_000 / self.frequency.max(1) as i64
     }
 
-    /// The samples of one process (a daemon archives one profile per process).
-    #[allow(dead_code, reason = "for the agent's continuous profiling (issue 5)")]
+    /// The samples of one process (the agent archives one profile per process).
     pub fn of_pid(&self, pid: u32) -> CpuProfile {
         CpuProfile {
             stacks: self.stacks.iter().filter(|s| s.1 == pid).cloned().collect(),
