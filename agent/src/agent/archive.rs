@@ -220,7 +220,11 @@ impl Archive {
     }
 
     /// Every CPU profile of an interval that ended within `[from_ms, to_ms]`.
-    pub fn read_profiles(&self, from_ms: u64, to_ms: u64) -> Result<Vec<ProfileRecord>, ArchiveError> {
+    pub fn read_profiles(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<ProfileRecord>, ArchiveError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = match txn.open_table(PROFILES) {
             Ok(table) => table,

@@ -512,6 +512,22 @@ mod tests {
     }
 
     #[test]
+    fn profile_section() {
+        let probe = "[[probe]]\nfunctions = [\"go:main.f\"]\n";
+        let c = parse(probe).unwrap();
+        assert!(c.profile.enabled);
+        assert_eq!(c.profile.frequency, 19);
+        let c = parse(&format!(
+            "[profile]\nenabled = false\nfrequency = 99\n{probe}"
+        ))
+        .unwrap();
+        assert!(!c.profile.enabled);
+        assert_eq!(c.profile.frequency, 99);
+        let e = parse(&format!("[profile]\nfrequency = 0\n{probe}")).unwrap_err();
+        assert!(e.contains("profile.frequency"), "{e}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse("[[probe]]\nfunctions = [\"go:main.handle*\"]\n").unwrap();
         assert_eq!(c.http.listen.to_string(), DEFAULT_LISTEN);

@@ -167,6 +167,8 @@ struct Agent {
     otlp: otlp::Exporter,
     /// Continuous profiling of the traced processes (`[profile]`), when it could start.
     profiler: Option<(crate::profile::Profiler, crate::symbolize::Symbolizer)>,
+    /// The service label of each profiled process, kept until its last profile is written.
+    profiled: HashMap<u32, String>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -241,6 +243,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         pods_fetched: None,
         otlp,
         profiler,
+        profiled: HashMap::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -433,14 +436,16 @@ impl Agent {
         let profile = profiler.snapshot(symbolizer);
         let pids: BTreeSet<u32> = profile.stacks.iter().map(|s| s.1).collect();
         let mut records = Vec::new();
+        // Processes no longer traced have had their last samples in this snapshot.
+        let traced: HashSet<u32> = profiler.pids().clone();
+        let services = std::mem::take(&mut self.profiled);
+        for (pid, service) in &services {
+            if traced.contains(pid) {
+                self.profiled.insert(*pid, service.clone());
+            }
+        }
         for pid in pids {
-            let service = match self.processes.get(&pid) {
-                Some(Tracked {
-                    state: ProcessState::Traced { labels, .. },
-                    ..
-                }) => labels.service.clone(),
-                _ => String::new(),
-            };
+            let service = services.get(&pid).cloned().unwrap_or_default();
             let one = profile.of_pid(pid);
             let comment = format!(
                 "goprobe agent: PID {pid} {service}, {} Hz",
@@ -617,8 +622,11 @@ impl Agent {
                     });
                 if let Some((profiler, symbolizer)) = &mut self.profiler {
                     symbolizer.observe(pid);
-                    if let Err(e) = profiler.add_pid(pid) {
-                        eprintln!("goprobe: not profiling PID {pid}: {e}");
+                    match profiler.add_pid(pid) {
+                        Ok(()) => {
+                            self.profiled.insert(pid, service.clone());
+                        }
+                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e}"),
                     }
                 }
                 ProcessState::Traced {
