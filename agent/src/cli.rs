@@ -335,6 +335,15 @@ pub struct QueryArgs {
     #[arg(short = 'm', long = "milliseconds")]
     pub milliseconds: bool,
 
+    /// Instead of histograms, write the archived CPU profiles of the range, merged, to FILE
+    /// (gzipped pprof, for `go tool pprof`)
+    #[arg(long = "profile", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: only this process's profiles (default: every profiled process)
+    #[arg(long = "pid", value_name = "PID", requires = "profile")]
+    pub pid: Option<u32>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -359,6 +368,15 @@ pub struct DiffArgs {
     #[arg(long = "json")]
     pub json: bool,
 
+    /// Instead of histograms, write COMPARE's CPU profiles minus BASE's to FILE, as
+    /// `go tool pprof -diff_base` shows a change (gzipped pprof)
+    #[arg(long = "profile", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: only this process's profiles (default: every profiled process)
+    #[arg(long = "pid", value_name = "PID", requires = "profile")]
+    pub pid: Option<u32>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -377,13 +395,15 @@ Examples:
   goprobe query                                     # the last hour, from the running agent
   goprobe query --from -10m -f 'main.handle*' -u
   goprobe query --from 2026-11-27T09:00:00Z --to 2026-11-27T10:00:00Z --json
-  goprobe query --archive /var/lib/goprobe/archive.redb --from -1d   # agent stopped";
+  goprobe query --archive /var/lib/goprobe/archive.redb --from -1d   # agent stopped
+  goprobe query --from -30m --profile cpu.pb.gz && go tool pprof -top cpu.pb.gz";
 
 const DIFF_EXAMPLES: &str = "\
 Examples:
   goprobe diff -2h..-1h -1h..now                    # the last hour against the one before
   goprobe diff -25h..-24h -1h..now -f 'main.*'     # against the same hour yesterday
   goprobe diff @1767225600..@1767229200 -1h.. --json
+  goprobe diff -2h..-1h -1h..now --profile cpu-diff.pb.gz && go tool pprof -top cpu-diff.pb.gz
 
 In the table, ▲ marks a latency that rose by more than 10 %, ▼ one that fell by more than 10 %.";
 

@@ -48,6 +48,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let mut stack_view = probes_stacks(&probes).then(StackView::default);
     if let Some(view) = stack_view.as_mut() {
         view.observe_pids(processes.iter().map(|p| p.pid));
+        view.preload(&tracer);
     }
 
     let banner = format!(
@@ -348,7 +349,12 @@ async fn event_loop(
                 interval_start = Instant::now();
             }
             _ = scan.tick() => match selection {
-                Selection::HostWide => { scan_host(tracer, &mut seen_pids, args.verbose); }
+                Selection::HostWide => {
+                    scan_host(tracer, &mut seen_pids, args.verbose);
+                    if let Some(view) = stack_view.as_mut() {
+                        view.preload(tracer);
+                    }
+                }
                 Selection::Pids(_) => {
                     // Like `perf -p`: when every traced process has exited, there is nothing left.
                     if tracked_pids.iter().all(|&pid| !targets::is_alive(pid)) {
@@ -425,7 +431,12 @@ fn print_interval(
             } else {
                 tracer.pattern.name.clone()
             };
-            let found = view.rows(tracer.kernel().ebpf(), *pid, &name_of(*func), stacks);
+            let found = view.rows(
+                tracer.kernel().ebpf(),
+                *pid,
+                (*func, &name_of(*func)),
+                stacks,
+            );
             if let Some(row) = rows.get_mut(&(function, *pid))
                 && let Some(row_stacks) = row.stacks.as_mut()
             {

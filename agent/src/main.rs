@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause the message already quotes.
-fn one_line(error: &anyhow::Error) -> String {
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
     let mut line = error.to_string();
     for cause in error.chain().skip(1) {
         let cause = cause.to_string();

@@ -141,6 +141,18 @@ impl Profiler {
             .with_context(|| format!("cannot sample PID {tgid} (more than 4096 processes?)"))
     }
 
+    /// Stop sampling a process (it exited, or is no longer traced).
+    pub fn remove_pid(&mut self, tgid: u32) {
+        if !self.tgids.remove(&tgid) {
+            return;
+        }
+        if let Some(map) = self.ebpf.map_mut("PROFILE_TGIDS")
+            && let Ok(mut tgids) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
+        {
+            let _ = tgids.remove(&tgid);
+        }
+    }
+
     pub fn pids(&self) -> &HashSet<u32> {
         &self.tgids
     }
@@ -255,8 +267,7 @@ impl CpuProfile {
         1_000_000_000 / self.frequency.max(1) as i64
     }
 
-    /// The samples of one process (a daemon archives one profile per process).
-    #[allow(dead_code, reason = "for the agent's continuous profiling (issue 5)")]
+    /// The samples of one process (the agent archives one profile per process).
     pub fn of_pid(&self, pid: u32) -> CpuProfile {
         CpuProfile {
             stacks: self.stacks.iter().filter(|s| s.1 == pid).cloned().collect(),
@@ -515,15 +526,41 @@ async fn event_loop(
     Ok(())
 }
 
+/// What `GET /debug/pprof/profile?pid=N[&seconds=S][&hz=F]` asks for, as `go tool pprof` sends
+/// it: Go's own defaults (30 s, 100 Hz), the duration capped at 10 minutes.
+#[allow(
+    dead_code,
+    reason = "for the agent's HTTP endpoint (issue 5); tested here"
+)]
+pub fn profile_request(
+    params: &HashMap<String, String>,
+) -> Result<(u32, Duration, u64), (u16, String)> {
+    let number = |name: &str, default: Option<u64>, max: u64| -> Result<u64, (u16, String)> {
+        match params.get(name) {
+            None => default.ok_or_else(|| (400, format!("missing {name}= (e.g. ?{name}=1234)"))),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= 1 && n <= max)
+                .ok_or_else(|| (400, format!("{name}={v:?} is not a number from 1 to {max}"))),
+        }
+    };
+    let pid = number("pid", None, u64::from(u32::MAX))? as u32;
+    let seconds = number("seconds", Some(30), 600)?;
+    let hz = number("hz", Some(100), 10_000)?;
+    Ok((pid, Duration::from_secs(seconds), hz))
+}
+
 /// Profile `pid` for `duration` at `frequency` Hz: the library entry point for callers other
-/// than the CLI (e.g. an HTTP endpoint serving `/debug/pprof/profile?pid=N&seconds=S`).
-#[allow(dead_code)]
+/// than the CLI (the agent's `/debug/pprof/profile?pid=N&seconds=S`).
 pub async fn profile_pid(
     pid: u32,
     duration: Duration,
     frequency: u64,
 ) -> anyhow::Result<crate::outputs::pprof::Profile> {
-    Process::get(pid)?;
+    let process = Process::get(pid)?;
+    crate::inspect::BinaryIndex::open(&process.exe)
+        .map_err(|e| anyhow::anyhow!("PID {pid} ({}): {e}", process.exe_name.display()))?;
     let mut symbolizer = Symbolizer::default();
     symbolizer.observe(pid);
     let mut profiler = Profiler::start(frequency, false)?;
@@ -544,4 +581,70 @@ pub async fn profile_pid(
         "goprobe profile of PID {pid}, {frequency} Hz, {:.1} s",
         duration.as_secs_f64()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &[(&str, &str)]) -> HashMap<String, String> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn profile_requests_as_go_tool_pprof_sends_them() {
+        assert_eq!(
+            profile_request(&params(&[("pid", "42")])),
+            Ok((42, Duration::from_secs(30), 100))
+        );
+        assert_eq!(
+            profile_request(&params(&[("pid", "42"), ("seconds", "5"), ("hz", "499")])),
+            Ok((42, Duration::from_secs(5), 499))
+        );
+        assert_eq!(profile_request(&params(&[])).unwrap_err().0, 400);
+        assert_eq!(
+            profile_request(&params(&[("pid", "x")])).unwrap_err().0,
+            400
+        );
+        assert!(
+            profile_request(&params(&[("pid", "1"), ("seconds", "0")]))
+                .unwrap_err()
+                .1
+                .contains("seconds")
+        );
+    }
+
+    #[test]
+    fn top_and_pid_filter() {
+        let loc = |name: &str| Location {
+            address: 1,
+            kind: Kind::Go,
+            mapping: None,
+            lines: vec![Line {
+                function: name.into(),
+                file: String::new(),
+                line: 0,
+            }],
+        };
+        let profile = CpuProfile {
+            stacks: vec![
+                (vec![loc("main.hot"), loc("main.main")], 1, 30),
+                (vec![loc("main.cold"), loc("main.main")], 1, 10),
+                (vec![loc("main.hot"), loc("main.main")], 2, 5),
+            ],
+            frequency: 100,
+            duration: Duration::from_secs(1),
+            start_time: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(profile.samples(), 45);
+        let top = profile.top(2);
+        assert_eq!(top[0], (35, 35, "main.hot".to_string()));
+        assert_eq!(top[1], (10, 10, "main.cold".to_string()));
+        assert_eq!(profile.of_pid(2).samples(), 5);
+        let pprof = profile.to_pprof("test");
+        assert_eq!(pprof.period, 10_000_000);
+        assert_eq!(pprof.sample[0].value, vec![30, 300_000_000]);
+    }
 }

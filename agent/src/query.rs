@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     agent::{
-        archive::{Archive, Record},
+        archive::{Archive, ProfileRecord, Record},
         config::DEFAULT_LISTEN,
     },
     cli::{DiffArgs, QueryArgs, SourceArgs},
@@ -473,6 +473,93 @@ fn function_pattern(glob: Option<&str>) -> anyhow::Result<Option<Pattern>> {
     Ok(glob.map(|g| Pattern::name_only(g, false)).transpose()?)
 }
 
+/// The archived CPU profiles of `records` (of process `pid`, or all), decoded.
+pub fn decode_profiles(
+    records: &[ProfileRecord],
+    pid: Option<u32>,
+) -> anyhow::Result<Vec<crate::outputs::pprof::Profile>> {
+    use prost::Message as _;
+    records
+        .iter()
+        .filter(|r| pid.is_none_or(|p| p == r.pid))
+        .map(|r| {
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&r.pprof_gz[..]),
+                &mut raw,
+            )?;
+            Ok(crate::outputs::pprof::Profile::decode(&raw[..])?)
+        })
+        .collect()
+}
+
+/// The merged profile of a range (`diff`: compare minus base), gzipped.
+pub fn answer_profile(
+    archive: &Archive,
+    ranges: &[Range],
+    pid: Option<u32>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut sets = Vec::new();
+    for r in ranges {
+        sets.push(decode_profiles(
+            &archive.read_profiles(r.from_ms, r.to_ms)?,
+            pid,
+        )?);
+    }
+    let profile = match &sets[..] {
+        [one] => crate::outputs::pprof::merge(one),
+        [base, compare] => crate::outputs::pprof::diff(base, compare),
+        _ => anyhow::bail!("one or two ranges"),
+    };
+    Ok(crate::outputs::pprof::to_gzip(&profile)?)
+}
+
+/// `query --profile` / `diff --profile`: from the archive or the agent, into `path`.
+fn write_profile(
+    source: Source,
+    ranges: &[Range],
+    pid: Option<u32>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = match source {
+        Source::Archive(archive) => answer_profile(&archive, ranges, pid)?,
+        Source::Url { base, token } => {
+            let at = |ms: u64| ms as f64 / 1000.0;
+            let mut url = match ranges {
+                [r] => format!(
+                    "{base}/api/v1/profile?from=@{}&to=@{}",
+                    at(r.from_ms),
+                    at(r.to_ms)
+                ),
+                [a, b] => format!(
+                    "{base}/api/v1/profile?base=@{}..@{}&compare=@{}..@{}",
+                    at(a.from_ms),
+                    at(a.to_ms),
+                    at(b.from_ms),
+                    at(b.to_ms)
+                ),
+                _ => anyhow::bail!("one or two ranges"),
+            };
+            if let Some(pid) = pid {
+                url.push_str(&format!("&pid={pid}"));
+            }
+            http_request_bytes(&url, token.as_deref(), None).map_err(|e| match e {
+                HttpError::Unreachable(host, e) => anyhow::anyhow!(
+                    "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
+                ),
+                e => anyhow::anyhow!("{url}: {e}"),
+            })?
+        }
+    };
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "goprobe: wrote {} (go tool pprof {})",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
 pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
     let now = now_ms();
     let range = Range {
@@ -480,6 +567,9 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
         to_ms: parse_time(&args.to, now).map_err(anyhow::Error::msg)?,
     };
     check_range(range).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.profile {
+        return write_profile(source(&args.source)?, &[range], args.pid, path);
+    }
     let answer = match source(&args.source)? {
         Source::Archive(archive) => {
             let records = archive.read(range.from_ms, range.to_ms)?;
@@ -524,6 +614,9 @@ pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
     let base = parse_range(&args.base, now).map_err(|e| anyhow::anyhow!("BASE_RANGE: {e}"))?;
     let compare =
         parse_range(&args.compare, now).map_err(|e| anyhow::anyhow!("COMPARE_RANGE: {e}"))?;
+    if let Some(path) = &args.profile {
+        return write_profile(source(&args.source)?, &[base, compare], args.pid, path);
+    }
     let diff = match source(&args.source)? {
         Source::Archive(archive) => {
             let a = archive.read(base.from_ms, base.to_ms)?;
@@ -631,6 +724,15 @@ pub fn http_request(
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> Result<String, HttpError> {
+    http_request_bytes(url, token, body).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// [`http_request`] for binary bodies (gzipped profiles).
+pub fn http_request_bytes(
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Result<Vec<u8>, HttpError> {
     let rest = url.strip_prefix("http://").ok_or(HttpError::NotHttp)?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -667,8 +769,12 @@ pub fn http_request(
     stream.write_all(&request)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(HttpError::Malformed)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(HttpError::Malformed)?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = &raw[split + 4..];
     let status: u16 = head
         .split_whitespace()
         .nth(1)
@@ -681,25 +787,30 @@ pub fn http_request(
     let body = if chunked {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
     if !(200..300).contains(&status) {
-        return Err(HttpError::Status(status, body.trim().to_string()));
+        return Err(HttpError::Status(
+            status,
+            String::from_utf8_lossy(&body).trim().to_string(),
+        ));
     }
     Ok(body)
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
+        let rest = &body[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }

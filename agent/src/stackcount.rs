@@ -183,7 +183,6 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    // Processes already running were looked at when attaching; a reused PID is a new process.
     let mut seen_pids: HashMap<u32, u64> = HashMap::new();
     for pid in targets::all_pids() {
         targets::first_sight(&mut seen_pids, pid);

@@ -171,9 +171,29 @@ pub struct StackRow {
 pub struct StackView {
     symbolizer: Symbolizer,
     reader: StackReader,
+    /// Function id → (binary, file offsets of its RETs), to place the binary of a process that
+    /// exited before its maps were read.
+    returns: HashMap<u32, ((u64, u64), Vec<u64>)>,
 }
 
 impl StackView {
+    /// Open every traced binary while a process of it is alive, and note its functions' RETs.
+    pub fn preload(&mut self, tracer: &crate::tracer::Tracer) {
+        for (_, func, offset) in tracer.return_sites() {
+            if let Some(entry) = self.returns.get_mut(&func) {
+                if !entry.1.contains(&offset) {
+                    entry.1.push(offset);
+                }
+                continue;
+            }
+            if let Some(info) = tracer.functions.get(func)
+                && let Some(binary) = self.symbolizer.preload(&info.binary)
+            {
+                self.returns.insert(func, (binary, vec![offset]));
+            }
+        }
+    }
+
     pub fn observe_pids(&mut self, pids: impl IntoIterator<Item = u32>) {
         for pid in pids {
             self.symbolizer.observe(pid);
@@ -193,13 +213,22 @@ impl StackView {
         &mut self,
         ebpf: &Ebpf,
         pid: u32,
-        traced: &str,
+        (func, traced): (u32, &str),
         stacks: &HashMap<RawStack, StackLatencies>,
     ) -> Vec<StackRow> {
         let mut merged: HashMap<Stack, StackLatencies> = HashMap::new();
         for ((hash, leaf), latencies) in stacks {
             let mut stack = match self.reader.get(ebpf, *hash) {
-                Some(trace) => self.symbolizer.user_stack(pid, &trace, *leaf, None),
+                Some(trace) => {
+                    // A process gone before its maps were read: place its binary from the RET
+                    // that was hit (the stack's first PC).
+                    self.symbolizer.observe(pid);
+                    if let Some((binary, offsets)) = self.returns.get(&func) {
+                        self.symbolizer
+                            .assume_one_of(pid, *binary, offsets, trace.pcs[0]);
+                    }
+                    self.symbolizer.user_stack(pid, &trace, *leaf, None)
+                }
                 None => vec![Location {
                     address: 0,
                     kind: Kind::Truncated,

@@ -331,6 +331,24 @@ impl Symbolizer {
         }
     }
 
+    /// Like [`Self::assume_site`] when the site hit is one of `file_offsets` (the RETs of a
+    /// function): the one that puts the binary at a page-aligned bias, as loaders do.
+    pub fn assume_one_of(&mut self, pid: u32, key: (u64, u64), file_offsets: &[u64], pc: u64) {
+        if matches!(self.processes.get(&pid), Some(Some(_))) {
+            return;
+        }
+        let Some(Some(binary)) = self.binaries.get(&key).cloned() else {
+            return;
+        };
+        let found = file_offsets.iter().find_map(|&offset| {
+            let bias = pc.wrapping_sub(binary.file_offset_to_vaddr(offset)?);
+            (bias % 4096 == 0).then_some(bias)
+        });
+        if let Some(bias) = found {
+            self.assume_view(pid, binary, bias);
+        }
+    }
+
     fn assume_view(&mut self, pid: u32, binary: Arc<GoBinary>, bias: u64) {
         let path = binary.path.display().to_string();
         let maps = binary

@@ -165,6 +165,22 @@ impl Tracer {
         out
     }
 
+    /// The RET sites of every out-of-line function planned so far: (binary, function id, file
+    /// offset).
+    pub fn return_sites(&self) -> Vec<(BinaryKey, u32, u64)> {
+        let mut out = Vec::new();
+        for (key, state) in &self.binaries {
+            if let BinaryState::Planned { returns, .. } = state {
+                out.extend(
+                    returns
+                        .iter()
+                        .map(|s| (*key, (s.cookie & cookie::FUNC_MASK) as u32, s.offset)),
+                );
+            }
+        }
+        out
+    }
+
     pub fn is_known(&self, key: &BinaryKey) -> bool {
         self.binaries.contains_key(key)
     }

@@ -222,3 +222,145 @@ fn stacks_end_at_a_root_or_a_marker() {
         Ok(())
     });
 }
+
+/// The agent serves a fresh eBPF CPU profile of any Go process at `/debug/pprof/profile`, and
+/// `go tool pprof` fetches it by URL, as from a service's own `net/http/pprof`.
+#[test]
+fn agent_endpoint_serves_go_tool_pprof() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-agent-pprof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = goprobe_e2e::free_port();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[archive]\npath = \"{}\"\n\n\
+             [[probe]]\nfunctions = [\"go:main.goprobeE2ENothing\"]\nexe = [\"/nonexistent-goprobe-e2e/*\"]\n",
+            dir.join("archive.redb").display()
+        ),
+    )
+    .unwrap();
+    let agent = Goprobe::start(&["agent", "--config", config.to_str().unwrap()]);
+    agent
+        .stderr
+        .wait_for("the agent's start line", Duration::from_secs(60), |l| {
+            l.starts_with("goprobe: agent running")
+        })
+        .unwrap();
+    let build = &matrix()[0];
+    let go = GoProgram::start(&build.program("cpuhot"), &["-ms", "4000", "-nowait"], &[]);
+    let url = format!(
+        "http://127.0.0.1:{port}/debug/pprof/profile?pid={}&seconds=2",
+        go.pid
+    );
+    let out = Command::new(go_tool())
+        .args(["tool", "pprof", "-top", &url])
+        .env("GOTOOLCHAIN", "local")
+        .env("PPROF_TMPDIR", &dir)
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "go tool pprof {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in -top:\n{top}"));
+    assert!(first.ends_with(HOT), "{HOT} is not on top:\n{top}");
+    // Errors are JSON with a status, never a hang.
+    let (status, body) = goprobe_e2e::http_get(port, "/debug/pprof/profile?seconds=1").unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        goprobe_e2e::http_get(port, "/debug/pprof/profile?pid=2147483646&seconds=1").unwrap();
+    assert_eq!(status, 404, "{body}");
+    drop(go);
+    drop(agent);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Continuous profiling: the agent archives a CPU profile of each traced process per interval;
+/// `goprobe query --profile` merges a time range into one pprof profile, `goprobe diff --profile`
+/// compares two, and `go tool pprof` opens both.
+#[test]
+fn agent_archives_profiles_for_query_and_diff() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-agent-cont-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("cpuhot");
+    std::fs::copy(matrix()[0].program("cpuhot"), &program).unwrap();
+    let port = goprobe_e2e::free_port();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [archive]\npath = \"{}\"\ninterval = \"1s\"\n\n[profile]\nfrequency = 99\n\n\
+             [[probe]]\nfunctions = [\"go:main.goprobeE2EPathB\"]\nexe = [\"{}/*\"]\n",
+            dir.join("archive.redb").display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = Goprobe::start(&["agent", "--config", config.to_str().unwrap()]);
+    agent
+        .stderr
+        .wait_for("the agent's start line", Duration::from_secs(60), |l| {
+            l.starts_with("goprobe: agent running")
+        })
+        .unwrap();
+    let mut go = GoProgram::start(&program, &["-ms", "2000"], &[]);
+    let pid = go.pid;
+    agent
+        .stderr
+        .wait_for("the agent to attach", Duration::from_secs(30), |l| {
+            l.contains(&format!("in PID {pid} "))
+        })
+        .unwrap();
+    go.go();
+    go.finish(Duration::from_secs(60)).unwrap();
+    // The last interval of the process is written at the next archive tick.
+    std::thread::sleep(Duration::from_millis(2500));
+    let url = format!("http://127.0.0.1:{port}");
+    let merged = dir.join("merged.pb.gz");
+    let out = goprobe_e2e::run_goprobe(&[
+        "query",
+        "--url",
+        &url,
+        "--from",
+        "-5m",
+        "--pid",
+        &pid.to_string(),
+        "--profile",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let top = pprof(&["-top"], &merged).unwrap();
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in -top:\n{top}"));
+    assert!(first.ends_with(HOT), "{HOT} is not on top:\n{top}");
+    assert!(top.contains(&format!("{INLINED} (inline)")), "{top}");
+    // Compare the range that holds the run against an earlier, empty one: all of it is new.
+    let diff = dir.join("diff.pb.gz");
+    let out = goprobe_e2e::run_goprobe(&[
+        "diff",
+        "--url",
+        &url,
+        "-10m..-9m",
+        "-5m..now",
+        "--profile",
+        diff.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let top = pprof(&["-top"], &diff).unwrap();
+    assert!(top.contains(HOT), "{top}");
+    drop(agent);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -15,6 +15,9 @@ use crate::pipeline::Latencies;
 const INTERVALS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("intervals");
 /// Bookkeeping: "bytes" is the total size of the stored values, for the size limit.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// CPU profiles, one per process and interval: key `(interval end in ms, sequence)`, value the
+/// interval start, the PID, the service label and the gzipped pprof profile.
+const PROFILES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("profiles");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -34,6 +37,17 @@ pub struct Record {
     pub end_ms: u64,
     pub series: SeriesKey,
     pub latencies: Latencies,
+}
+
+/// One process's CPU profile over one interval.
+#[derive(Debug, Clone)]
+pub struct ProfileRecord {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub pid: u32,
+    pub service: String,
+    /// A gzipped pprof profile.
+    pub pprof_gz: Vec<u8>,
 }
 
 pub struct Archive {
@@ -68,6 +82,7 @@ impl Archive {
         let txn = archive.db.begin_write().map_err(|e| archive.err(e))?;
         txn.open_table(INTERVALS).map_err(|e| archive.err(e))?;
         txn.open_table(META).map_err(|e| archive.err(e))?;
+        txn.open_table(PROFILES).map_err(|e| archive.err(e))?;
         txn.commit().map_err(|e| archive.err(e))?;
         Ok(archive)
     }
@@ -149,6 +164,98 @@ impl Archive {
             match decode(end_ms, v.value()) {
                 Some(record) => out.push(record),
                 None => return Err(self.err(format!("undecodable record at {end_ms} ms"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write one interval's CPU profiles, then apply retention to profiles: by age, and the
+    /// oldest first while they take more than `max_bytes` (apart from the histograms' budget).
+    pub fn write_profiles(
+        &self,
+        records: &[ProfileRecord],
+        retention: Retention,
+    ) -> Result<(), ArchiveError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(PROFILES).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut bytes = meta
+                .get("profile_bytes")
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            for (seq, record) in records.iter().enumerate() {
+                let mut value = Vec::with_capacity(record.pprof_gz.len() + 64);
+                value.extend_from_slice(&record.start_ms.to_le_bytes());
+                value.extend_from_slice(&record.pid.to_le_bytes());
+                put_str(&mut value, &record.service);
+                value.extend_from_slice(&record.pprof_gz);
+                bytes += value.len() as u64;
+                table
+                    .insert((record.end_ms, seq as u32), value.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            let now = records.iter().map(|r| r.end_ms).max().unwrap_or(0);
+            let horizon = now.saturating_sub(retention.max_age_ms);
+            let mut doomed: Vec<((u64, u32), u64)> = Vec::new();
+            let mut kept = bytes;
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let (end_ms, _) = k.value();
+                if end_ms >= horizon && kept <= retention.max_bytes {
+                    break;
+                }
+                let len = v.value().len() as u64;
+                doomed.push((k.value(), len));
+                kept = kept.saturating_sub(len);
+            }
+            for (key, len) in doomed {
+                table.remove(key).map_err(|e| self.err(e))?;
+                bytes = bytes.saturating_sub(len);
+            }
+            meta.insert("profile_bytes", bytes)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every CPU profile of an interval that ended within `[from_ms, to_ms]`.
+    pub fn read_profiles(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<ProfileRecord>, ArchiveError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match txn.open_table(PROFILES) {
+            Ok(table) => table,
+            // An archive written before profiles existed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range((from_ms, 0)..=(to_ms, u32::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (end_ms, _) = k.value();
+            let mut bytes = v.value();
+            let record = (|| {
+                let start_ms = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+                let pid = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
+                bytes = &bytes[12..];
+                let service = get_str(&mut bytes)?;
+                Some(ProfileRecord {
+                    start_ms,
+                    end_ms,
+                    pid,
+                    service,
+                    pprof_gz: bytes.to_vec(),
+                })
+            })();
+            match record {
+                Some(record) => out.push(record),
+                None => return Err(self.err(format!("undecodable profile at {end_ms} ms"))),
             }
         }
         Ok(out)

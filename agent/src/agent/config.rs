@@ -61,6 +61,8 @@ pub struct Config {
     pub otlp: Option<OtlpSection>,
     #[serde(default)]
     pub kubernetes: KubernetesSection,
+    #[serde(default)]
+    pub profile: ProfileSection,
     /// What to trace, in which processes.
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeConfig>,
@@ -141,6 +143,25 @@ impl Default for ArchiveSection {
             interval: Seconds(Duration::from_secs(10)),
             retention: Seconds(Duration::from_secs(14 * 24 * 3600)),
             max_size: Bytes(1 << 30),
+        }
+    }
+}
+
+/// Continuous profiling: a CPU profile of every traced process per archive interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileSection {
+    /// Sample the CPU of the traced processes and archive a profile per interval.
+    pub enabled: bool,
+    /// Samples per second on each CPU (a low rate keeps the cost negligible; 1 to 1000).
+    pub frequency: u64,
+}
+
+impl Default for ProfileSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            frequency: 19,
         }
     }
 }
@@ -436,6 +457,13 @@ impl Config {
                 "no [[probe]]: the agent needs at least one probe (functions to trace)".into(),
             ));
         }
+        if !(1..=1000).contains(&config.profile.frequency) {
+            let offset = text.find("frequency").unwrap_or(0);
+            return Err(at(
+                offset,
+                "profile.frequency must be from 1 to 1000 (samples per second)".into(),
+            ));
+        }
         for (i, probe) in config.probes.iter().enumerate() {
             let offset = probe_offsets.get(i).copied().unwrap_or(0);
             if probe.functions.is_empty() {
@@ -481,6 +509,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("agent.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn profile_section() {
+        let probe = "[[probe]]\nfunctions = [\"go:main.f\"]\n";
+        let c = parse(probe).unwrap();
+        assert!(c.profile.enabled);
+        assert_eq!(c.profile.frequency, 19);
+        let c = parse(&format!(
+            "[profile]\nenabled = false\nfrequency = 99\n{probe}"
+        ))
+        .unwrap();
+        assert!(!c.profile.enabled);
+        assert_eq!(c.profile.frequency, 99);
+        let e = parse(&format!("[profile]\nfrequency = 0\n{probe}")).unwrap_err();
+        assert!(e.contains("profile.frequency"), "{e}");
     }
 
     #[test]

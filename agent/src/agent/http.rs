@@ -5,6 +5,11 @@
 //! - `/api/v1/query?from=T&to=T[&function=GLOB]`: the archive's histograms over a range (JSON);
 //! - `/api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB]`: how they moved (JSON);
 //! - `/api/v1/status`: the archive's extent and size (JSON);
+//! - `/api/v1/profile?from=T&to=T[&pid=N]`: the archived CPU profiles of a range, merged
+//!   (gzipped pprof); with `base=FROM..TO&compare=FROM..TO`, compare minus base;
+//! - `/debug/pprof/profile?pid=N[&seconds=S][&hz=F]`: a fresh eBPF CPU profile of process N
+//!   (gzipped pprof, Go's defaults: 30 s at 100 Hz), so `go tool pprof` works against services
+//!   that expose no pprof of their own;
 //! - `/healthz`: `ok`.
 //!
 //! Times are those of `goprobe query` (`now`, `-1h`, `@UNIX_SECONDS`, RFC 3339).
@@ -146,11 +151,89 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             StatusCode::OK,
             "text/plain",
             "goprobe agent: /metrics, /api/v1/query?from=-1h&to=now[&function=GLOB], \
-             /api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB], /healthz\n",
+             /api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB], \
+             /api/v1/profile?from=-1h&to=now[&pid=N], \
+             /debug/pprof/profile?pid=N[&seconds=30][&hz=100], /healthz\n",
         ),
+        "/debug/pprof/profile" => pprof_profile(&params).await,
+        "/api/v1/profile" => archived_profile(params, shared).await,
         "/api/v1/query" => api(params, shared, false).await,
         "/api/v1/diff" => api(params, shared, true).await,
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// A fresh CPU profile of one process, sampled with eBPF while the request waits, as Go's
+/// `/debug/pprof/profile` serves one.
+async fn pprof_profile(params: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    let (pid, duration, hz) = match crate::profile::profile_request(params) {
+        Ok(request) => request,
+        Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match crate::profile::profile_pid(pid, duration, hz).await {
+        Ok(profile) => match crate::outputs::pprof::to_gzip(&profile) {
+            Ok(bytes) => {
+                let mut r = reply(StatusCode::OK, "application/octet-stream", bytes);
+                r.headers_mut().insert(
+                    header::CONTENT_DISPOSITION,
+                    header::HeaderValue::from_static("attachment; filename=\"profile\""),
+                );
+                r
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        Err(e) => {
+            let message = crate::one_line(&e);
+            let status = if e
+                .downcast_ref::<crate::targets::TargetError>()
+                .is_some_and(|t| matches!(t, crate::targets::TargetError::NoSuchProcess(_)))
+            {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            error(status, &message)
+        }
+    }
+}
+
+/// The archive's CPU profiles of a range (or the difference of two), gzipped pprof.
+async fn archived_profile(
+    params: HashMap<String, String>,
+    shared: Arc<Shared>,
+) -> Response<Full<Bytes>> {
+    let now = query::now_ms();
+    let get = |name: &str, default: &str| params.get(name).cloned().unwrap_or(default.into());
+    let ranges: Result<Vec<Range>, String> = match (params.get("base"), params.get("compare")) {
+        (Some(a), Some(b)) => {
+            query::parse_range(a, now).and_then(|a| Ok(vec![a, query::parse_range(b, now)?]))
+        }
+        (None, None) => query::parse_time(&get("from", "-1h"), now).and_then(|from_ms| {
+            let range = Range {
+                from_ms,
+                to_ms: query::parse_time(&get("to", "now"), now)?,
+            };
+            query::check_range(range)?;
+            Ok(vec![range])
+        }),
+        _ => Err("give from=&to=, or both base=FROM..TO and compare=FROM..TO".into()),
+    };
+    let ranges = match ranges {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let pid = match params.get("pid").map(|p| p.parse::<u32>()) {
+        Some(Ok(pid)) => Some(pid),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "pid= is not a process id"),
+        None => None,
+    };
+    let result =
+        tokio::task::spawn_blocking(move || query::answer_profile(&shared.archive, &ranges, pid))
+            .await;
+    match result {
+        Ok(Ok(bytes)) => reply(StatusCode::OK, "application/octet-stream", bytes),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -35,7 +35,7 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
-    archive::{Archive, Record, Retention},
+    archive::{Archive, ProfileRecord, Record, Retention},
     config::{Config, Glob},
     http::Shared,
     labels::{PodNames, short_container},
@@ -165,6 +165,10 @@ struct Agent {
     pods: PodNames,
     pods_fetched: Option<Instant>,
     otlp: otlp::Exporter,
+    /// Continuous profiling of the traced processes (`[profile]`), when it could start.
+    profiler: Option<(crate::profile::Profiler, crate::symbolize::Symbolizer)>,
+    /// The service label of each profiled process, kept until its last profile is written.
+    profiled: HashMap<u32, String>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -214,6 +218,17 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         archive,
         token,
     });
+    let profiler = if config.profile.enabled {
+        match crate::profile::Profiler::start(config.profile.frequency, false) {
+            Ok(p) => Some((p, crate::symbolize::Symbolizer::default())),
+            Err(e) => {
+                eprintln!("goprobe: warning: continuous profiling is off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut agent = Agent {
         config_path: args.config.clone(),
         config,
@@ -227,6 +242,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         pods: PodNames::default(),
         pods_fetched: None,
         otlp,
+        profiler,
+        profiled: HashMap::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -310,6 +327,9 @@ impl Agent {
 
     /// Drain the ring buffer and add what came to the series (cumulative and this interval).
     fn fold(&mut self) {
+        if let Some((profiler, _)) = &mut self.profiler {
+            profiler.drain();
+        }
         self.health.events += self.tracer.drain() as u64;
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
@@ -381,6 +401,7 @@ impl Agent {
             .expire(ttl);
         let end_ms = now_ms();
         let start_ms = std::mem::replace(&mut self.interval_start_ms, end_ms);
+        self.write_profiles(start_ms, end_ms);
         let interval = std::mem::take(&mut self.interval);
         if interval.is_empty() {
             return;
@@ -404,6 +425,53 @@ impl Agent {
                 self.health.archive_errors += 1;
                 eprintln!("goprobe: archive: {e}");
             }
+        }
+    }
+
+    /// Archive this interval's CPU profile of each traced process.
+    fn write_profiles(&mut self, start_ms: u64, end_ms: u64) {
+        let Some((profiler, symbolizer)) = &mut self.profiler else {
+            return;
+        };
+        let profile = profiler.snapshot(symbolizer);
+        let pids: BTreeSet<u32> = profile.stacks.iter().map(|s| s.1).collect();
+        let mut records = Vec::new();
+        // Processes no longer traced have had their last samples in this snapshot.
+        let traced: HashSet<u32> = profiler.pids().clone();
+        let services = std::mem::take(&mut self.profiled);
+        for (pid, service) in &services {
+            if traced.contains(pid) {
+                self.profiled.insert(*pid, service.clone());
+            }
+        }
+        for pid in pids {
+            let service = services.get(&pid).cloned().unwrap_or_default();
+            let one = profile.of_pid(pid);
+            let comment = format!(
+                "goprobe agent: PID {pid} {service}, {} Hz",
+                self.config.profile.frequency
+            );
+            match crate::outputs::pprof::to_gzip(&one.to_pprof(&comment)) {
+                Ok(pprof_gz) => records.push(ProfileRecord {
+                    start_ms,
+                    end_ms,
+                    pid,
+                    service,
+                    pprof_gz,
+                }),
+                Err(e) => eprintln!("goprobe: profile of PID {pid}: {e}"),
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let retention = Retention {
+            max_age_ms: self.config.archive.retention.0.as_millis() as u64,
+            max_bytes: self.config.archive.max_size.0,
+        };
+        if let Err(e) = self.shared.archive.write_profiles(&records, retention) {
+            self.health.archive_errors += 1;
+            eprintln!("goprobe: archive: {e}");
         }
     }
 
@@ -462,6 +530,9 @@ impl Agent {
     }
 
     fn forget(&mut self, pid: u32, why: &str, log: bool) {
+        if let Some((profiler, _)) = &mut self.profiler {
+            profiler.remove_pid(pid);
+        }
         if let Some(Tracked {
             state: ProcessState::Traced { attachment, .. },
             ..
@@ -549,6 +620,15 @@ impl Agent {
                             .file_name()
                             .map_or_else(|| who.comm.clone(), |n| n.to_string_lossy().into())
                     });
+                if let Some((profiler, symbolizer)) = &mut self.profiler {
+                    symbolizer.observe(pid);
+                    match profiler.add_pid(pid) {
+                        Ok(()) => {
+                            self.profiled.insert(pid, service.clone());
+                        }
+                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e}"),
+                    }
+                }
                 ProcessState::Traced {
                     attachment,
                     functions: attached.functions,

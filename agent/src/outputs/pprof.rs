@@ -444,7 +444,12 @@ fn merge_scaled<'a>(profiles: impl Iterator<Item = (&'a Profile, i64)>) -> Profi
     }
     match out {
         Some(b) => b.finish(start, end.saturating_sub(start)),
-        None => Profile::default(),
+        // Nothing to merge: an empty CPU profile, which pprof still opens.
+        None => ProfileBuilder::new(
+            &[("samples", "count"), ("cpu", "nanoseconds")],
+            Some(("cpu", "nanoseconds", 0)),
+        )
+        .finish(0, 0),
     }
 }
 
