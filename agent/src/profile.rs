@@ -247,11 +247,34 @@ impl Profiler {
             .map(|((stack, pid), count)| (stack, pid, count))
             .collect();
         stacks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, a.1).cmp(&(&b.0, b.1))));
+        self.prune_stacks();
         CpuProfile {
             stacks,
             frequency: self.frequency,
             duration,
             start_time,
+        }
+    }
+
+    /// A profiler that runs for days (the agent's) would fill the kernel's stack map with stacks
+    /// seen once: once it is half full, empty it after a snapshot (stacks seen again are stored
+    /// again). A sample taken between the drain and the pruning may lose its stack, which then
+    /// shows as `[truncated: no user stack]`.
+    fn prune_stacks(&mut self) {
+        const PRUNE_AT: usize = 16384;
+        let Some(map) = self.ebpf.map_mut("STACKS") else {
+            return;
+        };
+        let Ok(mut stacks) =
+            BpfHashMap::<&mut MapData, u64, goprobe_common::StackTrace>::try_from(map)
+        else {
+            return;
+        };
+        let keys: Vec<u64> = stacks.keys().filter_map(Result::ok).collect();
+        if keys.len() >= PRUNE_AT {
+            for key in keys {
+                let _ = stacks.remove(&key);
+            }
         }
     }
 
