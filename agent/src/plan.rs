@@ -310,7 +310,7 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
         entry_offset: offset(sites.entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
         return_offsets: sites
-            .returns
+            .return_sites
             .iter()
             .map(|&r| offset(r))
             .collect::<Result<_, _>>()?,

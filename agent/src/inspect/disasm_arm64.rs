@@ -194,6 +194,8 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
         } else {
             EntryKind::FunctionStart
         },
+        // Not measured on arm64 (the kernel simulates branches there): the RET stays the site.
+        return_sites: returns.clone(),
         returns,
         tail_jumps,
         indirect_jumps,

@@ -104,6 +104,10 @@ pub enum EntryKind {
     StackCheckBranch,
     /// No stack check found (frameless or NOSPLIT): the function's first instruction.
     FunctionStart,
+    /// No stack check, and the first instruction is one the kernel would single-step: the first
+    /// instruction it emulates instead (a branch, call, NOP or push) on the straight-line start
+    /// of the function, which every call passes exactly once with the stack pointer unchanged.
+    EmulatedPrefix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +117,9 @@ pub struct ProbeSites {
     pub entry_kind: EntryKind,
     /// Virtual address of every RET.
     pub returns: Vec<u64>,
+    /// Where each RET (same order) is probed: the RET itself, or the NOP right before it when
+    /// nothing can jump to the RET (the kernel emulates a NOP; it single-steps a RET).
+    pub return_sites: Vec<u64>,
     /// Direct `jmp`s whose target is outside the function (tail calls): returns through them are
     /// not seen by RET probes.
     pub tail_jumps: usize,

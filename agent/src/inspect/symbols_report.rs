@@ -23,6 +23,8 @@ struct JsonRow<'a> {
     entry_file_offset: Option<u64>,
     ret_count: Option<usize>,
     ret_addrs: Option<&'a [u64]>,
+    /// Where each RET is probed: the RET, or the NOP right before it.
+    return_sites: Option<&'a [u64]>,
     tail_jumps: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -54,6 +56,7 @@ pub fn write_symbols(
                 entry_file_offset: ok.and_then(|s| index.vaddr_to_file_offset(s.entry)),
                 ret_count: ok.map(|s| s.returns.len()),
                 ret_addrs: ok.map(|s| s.returns.as_slice()),
+                return_sites: ok.map(|s| s.return_sites.as_slice()),
                 tail_jumps: ok.map(|s| s.tail_jumps),
                 error: sites.as_ref().err().cloned(),
             };
@@ -73,6 +76,7 @@ pub fn write_symbols(
                         (EntryKind::StackCheckBranch, super::Arch::Aarch64) => "b.ls",
                         (EntryKind::StackCheckBranch, _) => "jbe",
                         (EntryKind::FunctionStart, _) => "start",
+                        (EntryKind::EmulatedPrefix, _) => "early",
                     };
                     (
                         format!("+{:#x} {what}", s.entry.wrapping_sub(f.addr)),
