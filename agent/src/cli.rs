@@ -39,6 +39,48 @@ pub enum Command {
     Stackcount(StackcountArgs),
     /// Sample the CPU of Go processes and write a pprof profile (or folded stacks, a flame graph)
     Profile(ProfileArgs),
+    /// Helpers for `cargo xtask bench` (not a stable interface)
+    #[command(hide = true)]
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    pub command: DevCommand,
+}
+
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum DevCommand {
+    /// A function's instructions as JSON lines, with the file offset a probe on each takes
+    Insns(DevInsnsArgs),
+    /// Probes that do nothing at file offsets, until SIGINT/SIGTERM or the process exits
+    Attach(DevAttachArgs),
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevInsnsArgs {
+    /// A Go binary
+    pub binary: PathBuf,
+    /// The function's full name
+    pub function: String,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevAttachArgs {
+    /// Only this process
+    #[arg(short = 'p', long = "pid")]
+    pub pid: Option<u32>,
+    /// Every process running this binary
+    #[arg(short = 'b', long = "binary", conflicts_with = "pid")]
+    pub binary: Option<PathBuf>,
+    /// File offsets of instruction boundaries (decimal or 0x hex), from `goprobe dev insns`
+    #[arg(required = true)]
+    pub offsets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -78,7 +78,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     tracer.drain();
     print_interval(&mut tracer, &args, None, &mut stack_view)?;
     if verbose {
-        print_counters(&tracer);
+        print_counters(&mut tracer);
     }
     if !args.json {
         println!("Detaching...");
@@ -480,7 +480,7 @@ fn print_interval(
     Ok(())
 }
 
-fn print_counters(tracer: &Tracer) {
+fn print_counters(tracer: &mut Tracer) {
     let counters = tracer.counters();
     let mut fields: serde_json::Map<String, serde_json::Value> = goprobe_common::counter::NAMES
         .iter()
@@ -490,4 +490,10 @@ fn print_counters(tracer: &Tracer) {
     let open: usize = tracer.kernel().open_goroutines().values().sum();
     fields.insert("open_goroutines".into(), open.into());
     eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
+    if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
+        let stats = tracer.kernel_mut().program_stats();
+        if let Ok(json) = serde_json::to_string(&stats) {
+            eprintln!("goprobe: bpf stats {json}");
+        }
+    }
 }

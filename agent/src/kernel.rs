@@ -78,6 +78,17 @@ pub struct Kernel {
     ebpf: Ebpf,
     mode: AttachMode,
     probes: Probes,
+    /// Held while BPF run-time statistics are on (`GOPROBE_BPF_STATS=1`, for benchmarks: the
+    /// kernel then times every BPF program run on the host, which costs a little each run).
+    _stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// Run-time statistics of one of goprobe's programs (with `GOPROBE_BPF_STATS=1`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub runs: u64,
+    pub run_ns: u64,
 }
 
 /// Counter totals summed over CPUs, indexed by `goprobe_common::counter`.
@@ -106,13 +117,15 @@ impl Kernel {
         // Per-site attachment holds one perf-event fd per probe site.
         raise_rlimit(libc::RLIMIT_NOFILE, 1 << 20);
 
-        let mode = mode.unwrap_or_else(|| {
-            match is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
-                Ok(true) => AttachMode::Multi,
-                _ => AttachMode::PerSite,
-            }
-        });
+        let mode = default_mode(mode);
         let mut loader = EbpfLoader::new();
+        // A smaller ring buffer, to measure what happens when it overflows (`cargo xtask bench`).
+        if let Some(bytes) = std::env::var("GOPROBE_RING_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            loader.map_max_entries("EVENTS", bytes);
+        }
         let stacks_min_ns = match probes {
             Probes::Latency { stacks_min_ns } => stacks_min_ns,
             Probes::StackCount => None,
@@ -136,7 +149,37 @@ impl Kernel {
                 .load()
                 .map_err(|e| load_error(&e))?;
         }
-        Ok(Self { ebpf, mode, probes })
+        let stats = if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .map_err(|e| KernelError::Load(format!("enabling BPF statistics: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            ebpf,
+            mode,
+            probes,
+            _stats: stats,
+        })
+    }
+
+    /// How often each program ran and for how long in all; zeros unless `GOPROBE_BPF_STATS=1`.
+    pub fn program_stats(&mut self) -> Vec<ProgramStats> {
+        let (entry, ret) = program_names(self.probes, self.mode);
+        [Some(entry), ret]
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                let info = program(&mut self.ebpf, name).info().ok()?;
+                Some(ProgramStats {
+                    name,
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 
     /// The loaded object, for the maps that other modules read (stacks, counts).
@@ -157,40 +200,16 @@ impl Kernel {
         entries: &[Site],
         returns: &[Site],
     ) -> Result<Attachment, KernelError> {
-        let scope = match pid.and_then(NonZeroU32::new) {
-            Some(pid) => UProbeScope::OneProcess(pid),
-            None => UProbeScope::AllProcesses,
-        };
         let (entry, ret) = program_names(self.probes, self.mode);
-        let mut attachment = Attachment { links: Vec::new() };
-        for (name, sites) in [(Some(entry), entries), (ret, returns)] {
-            let Some(name) = name.filter(|_| !sites.is_empty()) else {
-                continue;
-            };
-            let points = sites.iter().map(|s| UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(s.offset),
-                cookie: Some(s.cookie),
-            });
-            match program(&mut self.ebpf, name).attach(points, target, scope) {
-                Ok(link) => attachment.links.push((name, link)),
-                Err(e) => {
-                    self.detach(attachment);
-                    return Err(KernelError::Attach {
-                        target: target.display().to_string(),
-                        sites: entries.len() + returns.len(),
-                        reason: error_chain(&e),
-                    });
-                }
-            }
+        let mut groups = vec![(entry, entries)];
+        if let Some(ret) = ret {
+            groups.push((ret, returns));
         }
-        Ok(attachment)
+        attach_sites(&mut self.ebpf, target, pid, &groups)
     }
 
     pub fn detach(&mut self, attachment: Attachment) {
-        for (name, link) in attachment.links {
-            // A link whose process already exited is gone from the kernel; nothing to report.
-            let _ = program(&mut self.ebpf, name).detach(link);
-        }
+        detach(&mut self.ebpf, attachment);
     }
 
     /// Describe inline boundary `index` (before attaching a site whose cookie names it).
@@ -285,6 +304,94 @@ fn program_names(probes: Probes, mode: AttachMode) -> (&'static str, Option<&'st
         (Probes::StackCount, AttachMode::PerSite) => (STACKCOUNT, None),
         (Probes::Latency { .. }, AttachMode::Multi) => (ENTRY_MULTI, Some(RETURN_MULTI)),
         (Probes::Latency { .. }, AttachMode::PerSite) => (ENTRY, Some(RETURN)),
+    }
+}
+
+fn default_mode(mode: Option<AttachMode>) -> AttachMode {
+    mode.unwrap_or_else(
+        || match is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
+            Ok(true) => AttachMode::Multi,
+            _ => AttachMode::PerSite,
+        },
+    )
+}
+
+fn attach_sites(
+    ebpf: &mut Ebpf,
+    target: &Path,
+    pid: Option<u32>,
+    groups: &[(&'static str, &[Site])],
+) -> Result<Attachment, KernelError> {
+    let scope = match pid.and_then(NonZeroU32::new) {
+        Some(pid) => UProbeScope::OneProcess(pid),
+        None => UProbeScope::AllProcesses,
+    };
+    let mut attachment = Attachment { links: Vec::new() };
+    for &(name, sites) in groups {
+        if sites.is_empty() {
+            continue;
+        }
+        let points = sites.iter().map(|s| UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+            cookie: Some(s.cookie),
+        });
+        match program(ebpf, name).attach(points, target, scope) {
+            Ok(link) => attachment.links.push((name, link)),
+            Err(e) => {
+                detach(ebpf, attachment);
+                return Err(KernelError::Attach {
+                    target: target.display().to_string(),
+                    sites: groups.iter().map(|(_, s)| s.len()).sum(),
+                    reason: error_chain(&e),
+                });
+            }
+        }
+    }
+    Ok(attachment)
+}
+
+fn detach(ebpf: &mut Ebpf, attachment: Attachment) {
+    for (name, link) in attachment.links {
+        // A link whose process already exited is gone from the kernel; nothing to report.
+        let _ = program(ebpf, name).detach(link);
+    }
+}
+
+/// Probes that do nothing, for `goprobe dev attach`: what a probe site costs by itself, to
+/// compare with what goprobe's own programs add (`cargo xtask bench`).
+pub struct BareProbes {
+    ebpf: Ebpf,
+    program: &'static str,
+}
+
+impl BareProbes {
+    pub fn load(mode: Option<AttachMode>) -> Result<Self, KernelError> {
+        preflight()?;
+        raise_rlimit(libc::RLIMIT_NOFILE, 1 << 20);
+        let program = match default_mode(mode) {
+            AttachMode::Multi => "goprobe_bare_multi",
+            AttachMode::PerSite => "goprobe_bare",
+        };
+        let mut ebpf = EbpfLoader::new()
+            .load(object())
+            .map_err(|e| load_error(&e))?;
+        self::program(&mut ebpf, program)
+            .load()
+            .map_err(|e| load_error(&e))?;
+        Ok(Self { ebpf, program })
+    }
+
+    pub fn attach(
+        &mut self,
+        target: &Path,
+        pid: Option<u32>,
+        sites: &[Site],
+    ) -> Result<Attachment, KernelError> {
+        attach_sites(&mut self.ebpf, target, pid, &[(self.program, sites)])
+    }
+
+    pub fn detach(&mut self, attachment: Attachment) {
+        detach(&mut self.ebpf, attachment);
     }
 }
 

@@ -5,6 +5,7 @@
 //! `agent` runs it continuously from a config file, and `query`/`diff` read the agent's archive.
 mod agent;
 mod cli;
+mod dev;
 mod funclatency;
 mod inspect;
 mod kernel;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         cli::Command::Diff(args) => query::run_diff(args),
         cli::Command::Stackcount(args) => stackcount::run(args),
         cli::Command::Profile(args) => profile::run(args),
+        cli::Command::Dev(args) => dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

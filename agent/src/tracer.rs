@@ -181,6 +181,10 @@ impl Tracer {
         out
     }
 
+    pub fn kernel_mut(&mut self) -> &mut Kernel {
+        &mut self.kernel
+    }
+
     pub fn is_known(&self, key: &BinaryKey) -> bool {
         self.binaries.contains_key(key)
     }

@@ -122,9 +122,10 @@ pub fn programs() -> Result<Vec<String>> {
 }
 
 /// gosymref (a reference symbol reader built on Go's debug/gosym) is a tool, not a traced
-/// program: one plain build per toolchain is enough.
+/// program, and bench (`cargo xtask bench`'s target) is measured in one build only; it also has
+/// a Go assembly file, which cgo packages cannot have. One plain build per toolchain is enough.
 fn only_default(prog: &str) -> bool {
-    prog == "gosymref"
+    prog == "gosymref" || prog == "bench"
 }
 
 struct Job {

@@ -1,0 +1,219 @@
+// bench is the target of `cargo xtask bench`: it calls one traced function in a loop and prints
+// its own cost per call, so the benchmark can tell what a tracer adds to the traced program.
+//
+// Modes (-mode):
+//
+//	call   -n calls of goprobeBenchCall, which calls a small function, so it has Go's usual
+//	       stack-check prologue (cmp rsp,[r14+0x10]; jbe morestack); prints ns per call.
+//	leaf   the same with goprobeBenchLeaf, a frameless leaf: no stack check, no frame.
+//	asm    the same with goprobeBenchAsm (bench_amd64.s), whose few instructions cover every
+//	       instruction class a probe can land on (nop, nop5, push, pop, mov, lea, add, cmp, jcc,
+//	       jmp, ret), for the site-cost table.
+//	spin   -n calls of goprobeBenchSpin, which spins for -spin ns measured inside the function;
+//	       prints the distribution of the durations it measured itself (the truth).
+//	rate   calls goprobeBenchRate -rate times per second for -d seconds from -g goroutines
+//	       (-rate 0: as fast as they can); prints how many calls it made and how fast.
+//
+// The protocol is the harness's (ready line, wait for a line on stdin, one JSON result line).
+// While waiting, it calls goprobeBenchPing every 10 ms, so a tracer that prints nothing once
+// it is attached (bpftrace) can be told to print a line on its first ping.
+package main
+
+import (
+	"flag"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"goprobe.test/progs/internal/harness"
+)
+
+// goprobeBenchCall calls benchMix, so it is not a leaf and has the stack-check prologue.
+//
+//go:noinline
+func goprobeBenchCall(i int) int {
+	x := i*7 + 3
+	return benchMix(x) ^ (x >> 2)
+}
+
+//go:noinline
+func benchMix(x int) int {
+	return x*31 + x>>3
+}
+
+// goprobeBenchLeaf calls nothing and needs no stack: no stack check, no frame.
+//
+//go:noinline
+func goprobeBenchLeaf(i int) int {
+	x := i*7 + 3
+	return (x*31 + x>>3) ^ (x >> 2)
+}
+
+// goprobeBenchRate is goprobeBenchCall under another name, for the throughput runs.
+//
+//go:noinline
+func goprobeBenchRate(i int) int {
+	x := i*7 + 3
+	return benchMix(x) ^ (x >> 2)
+}
+
+// goprobeBenchSpin spins for d nanoseconds and returns how long it really spun, measured from
+// its first statement to its last.
+//
+//go:noinline
+func goprobeBenchSpin(d time.Duration) time.Duration {
+	start := time.Now()
+	for {
+		if elapsed := time.Since(start); elapsed >= d {
+			return elapsed
+		}
+	}
+}
+
+// goprobeBenchPing marks "still waiting for the go-ahead".
+//
+//go:noinline
+func goprobeBenchPing() {}
+
+var sink int
+
+// loop calls f n times and returns the median ns per call over chunks of 256 calls, and the
+// mean over all. The median of chunks ignores the chunks in which the thread was preempted
+// (the machines are shared), which a plain mean over the whole loop does not.
+func loop(f func(int) int, n int) (median, mean float64) {
+	const chunk = 256
+	for i := 0; i < 1000; i++ { // warm up
+		sink += f(i)
+	}
+	chunks := make([]int64, 0, n/chunk+1)
+	s := 0
+	start := time.Now()
+	for i := 0; i < n; {
+		t, first := time.Now(), i
+		end := i + chunk
+		if end > n {
+			end = n
+		}
+		for ; i < end; i++ {
+			s += f(i)
+		}
+		if end-first == chunk { // full chunks only
+			chunks = append(chunks, time.Since(t).Nanoseconds())
+		}
+	}
+	elapsed := time.Since(start)
+	sink += s
+	sort.Slice(chunks, func(a, b int) bool { return chunks[a] < chunks[b] })
+	median = float64(chunks[len(chunks)/2]) / chunk
+	mean = float64(elapsed.Nanoseconds()) / float64(n)
+	return median, mean
+}
+
+func main() {
+	mode := flag.String("mode", "call", "call, leaf, asm, spin or rate")
+	n := flag.Int("n", 300000, "calls (call, leaf, asm, spin)")
+	spin := flag.Duration("spin", 100*time.Microsecond, "how long each spin call spins")
+	rate := flag.Int("rate", 10000, "calls per second in all (rate mode; 0: as fast as possible)")
+	dur := flag.Duration("d", 5*time.Second, "how long to call (rate mode)")
+	g := flag.Int("g", 2, "goroutines (rate mode)")
+
+	stop := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				goprobeBenchPing()
+			}
+		}
+	}()
+	harness.Start()
+	close(stop)
+	<-pinged
+
+	switch *mode {
+	case "call", "leaf", "asm":
+		f := map[string]func(int) int{
+			"call": goprobeBenchCall,
+			"leaf": goprobeBenchLeaf,
+			"asm":  goprobeBenchAsm,
+		}[*mode]
+		if *n < 256 {
+			harness.Fail("need -n >= 256")
+		}
+		median, mean := loop(f, *n)
+		harness.Result(struct {
+			Mode      string  `json:"mode"`
+			Calls     int     `json:"calls"`
+			NsPerCall float64 `json:"ns_per_call"`
+			MeanNs    float64 `json:"mean_ns_per_call"`
+		}{*mode, *n, median, mean})
+	case "spin":
+		got := make([]int64, 0, *n)
+		start := time.Now()
+		for i := 0; i < *n; i++ {
+			got = append(got, int64(goprobeBenchSpin(*spin)))
+		}
+		wall := time.Since(start)
+		sort.Slice(got, func(a, b int) bool { return got[a] < got[b] })
+		q := func(p float64) int64 { return got[int(p*float64(len(got)-1))] }
+		harness.Result(struct {
+			Calls     int     `json:"calls"`
+			SpinNs    int64   `json:"spin_ns"`
+			P50Ns     int64   `json:"p50_ns"`
+			P90Ns     int64   `json:"p90_ns"`
+			MinNs     int64   `json:"min_ns"`
+			NsPerCall float64 `json:"ns_per_call"`
+		}{*n, spin.Nanoseconds(), q(0.5), q(0.9), got[0], float64(wall.Nanoseconds()) / float64(*n)})
+	case "rate":
+		if *g < 1 {
+			harness.Fail("need -g >= 1")
+		}
+		var calls atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(*dur)
+		perG := float64(*rate) / float64(*g)
+		for w := 0; w < *g; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				done := 0
+				for {
+					now := time.Now()
+					if !now.Before(deadline) {
+						break
+					}
+					// Pacing: catch up with the schedule in batches, then sleep a little.
+					want := int(perG * now.Sub(start).Seconds())
+					if *rate == 0 {
+						want = done + 1000
+					}
+					for done < want {
+						sink += goprobeBenchRate(done)
+						done++
+					}
+					if *rate != 0 {
+						time.Sleep(200 * time.Microsecond)
+					}
+				}
+				calls.Add(int64(done))
+			}()
+		}
+		wg.Wait()
+		wall := time.Since(start)
+		harness.Result(struct {
+			Calls       int64   `json:"calls"`
+			WallS       float64 `json:"wall_s"`
+			CallsPerSec float64 `json:"calls_per_s"`
+		}{calls.Load(), wall.Seconds(), float64(calls.Load()) / wall.Seconds()})
+	default:
+		harness.Fail("unknown -mode %q", *mode)
+	}
+}
