@@ -140,6 +140,18 @@ pub fn goprobe_return_multi(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Probes that do nothing, for `goprobe dev attach`: what a probe costs by itself on each kind
+/// of instruction, to compare with what goprobe's programs add (`cargo xtask bench`).
+#[uprobe]
+pub fn goprobe_bare(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[uprobe(multi)]
+pub fn goprobe_bare_multi(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 #[inline(always)]
 fn on_entry(ctx: &ProbeContext) {
     // SAFETY: plain helper call on the program's own context.
