@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{DevArgs, DevAttachArgs, DevCommand, DevInsnsArgs},
-    inspect::{Arch, BinaryIndex, EntryKind},
+    inspect::{Arch, BinaryIndex, EntryKind, disasm},
     kernel::{AttachMode, BareProbes, Site},
     targets::{self, Process},
 };
@@ -35,6 +35,9 @@ struct Insn {
     bytes: String,
     mnemonic: String,
     text: String,
+    /// Whether the kernel emulates a probe here rather than single-stepping it (as goprobe
+    /// believes; `cargo xtask bench` measures it).
+    kernel_emulates: bool,
     /// goprobe's entry site for this function, and its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     goprobe_entry: Option<EntryKind>,
@@ -86,6 +89,7 @@ fn insns(args: DevInsnsArgs) -> anyhow::Result<()> {
                 bytes,
                 mnemonic: format!("{:?}", instr.mnemonic()).to_lowercase(),
                 text,
+                kernel_emulates: disasm::kernel_emulates(&instr, &code[start..start + instr.len()]),
                 goprobe_entry: (sites.entry == instr.ip()).then_some(sites.entry_kind),
                 goprobe_return: sites.return_sites.contains(&instr.ip()),
             };

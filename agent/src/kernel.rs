@@ -331,30 +331,61 @@ fn attach_sites(
         if sites.is_empty() {
             continue;
         }
-        let points = sites.iter().map(|s| UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(s.offset),
-            cookie: Some(s.cookie),
-        });
-        match program(ebpf, name).attach(points, target, scope) {
-            Ok(link) => attachment.links.push((name, link)),
-            Err(e) => {
-                detach(ebpf, attachment);
-                return Err(KernelError::Attach {
-                    target: target.display().to_string(),
-                    sites: groups.iter().map(|(_, s)| s.len()).sum(),
-                    reason: error_chain(&e),
-                });
+        // One uprobe_multi link covers every site. Per-site uprobes are attached in chunks, one
+        // link each, so that `detach` can close the chunks in parallel.
+        let chunk = if name.ends_with("_multi") {
+            sites.len()
+        } else {
+            sites.len().div_ceil(DETACH_THREADS).max(MIN_CHUNK)
+        };
+        for sites in sites.chunks(chunk) {
+            let points = sites.iter().map(|s| UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+                cookie: Some(s.cookie),
+            });
+            match program(ebpf, name).attach(points, target, scope) {
+                Ok(link) => attachment.links.push((name, link)),
+                Err(e) => {
+                    detach(ebpf, attachment);
+                    return Err(KernelError::Attach {
+                        target: target.display().to_string(),
+                        sites: groups.iter().map(|(_, s)| s.len()).sum(),
+                        reason: error_chain(&e),
+                    });
+                }
             }
         }
     }
     Ok(attachment)
 }
 
+/// Closing a per-site uprobe waits for RCU grace periods (on Linux 6.18, about three per site:
+/// `synchronize_rcu` and twice `synchronize_rcu_tasks_trace`), a few ms to a second each on a
+/// busy machine, so closing thousands of them one after the other takes minutes. Closes
+/// running at the same time share grace periods: per-site links are closed from this many
+/// threads (see BENCHMARKS.md, attach time).
+const DETACH_THREADS: usize = 32;
+/// Below this many sites per chunk, threads are not worth it.
+const MIN_CHUNK: usize = 8;
+
 fn detach(ebpf: &mut Ebpf, attachment: Attachment) {
+    let mut links = Vec::new();
     for (name, link) in attachment.links {
         // A link whose process already exited is gone from the kernel; nothing to report.
-        let _ = program(ebpf, name).detach(link);
+        if let Ok(link) = program(ebpf, name).take_link(link) {
+            links.push(link);
+        }
     }
+    if links.len() <= 1 {
+        drop(links);
+        return;
+    }
+    // Dropping a link detaches it.
+    std::thread::scope(|s| {
+        for link in links {
+            s.spawn(move || drop(link));
+        }
+    });
 }
 
 /// Probes that do nothing, for `goprobe dev attach`: what a probe site costs by itself, to

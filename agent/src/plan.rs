@@ -305,12 +305,25 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
             format!("address {vaddr:#x} is not in an executable segment of the file")
         })
     };
+    // `GOPROBE_CHEAP_SITES=0` (for `cargo xtask bench`'s before/after): the function's start
+    // and its RETs, as before the emulated sites of EntryKind::EmulatedPrefix and
+    // ProbeSites::return_sites.
+    let cheap = std::env::var("GOPROBE_CHEAP_SITES").as_deref() != Ok("0");
+    let entry = if cheap || sites.entry_kind != EntryKind::EmulatedPrefix {
+        sites.entry
+    } else {
+        function.addr
+    };
+    let returns = if cheap {
+        &sites.return_sites
+    } else {
+        &sites.returns
+    };
     Ok(FunctionPlan {
         name: function.name.clone(),
-        entry_offset: offset(sites.entry)?,
+        entry_offset: offset(entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
-        return_offsets: sites
-            .return_sites
+        return_offsets: returns
             .iter()
             .map(|&r| offset(r))
             .collect::<Result<_, _>>()?,

@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, build, test, demo and bench for goprobe. Std and anyhow only, so it
 //! builds fast on a fresh machine. Every path is relative to the workspace root.
 
+mod bench;
 mod gobuild;
 mod tools;
 mod util;
@@ -24,7 +25,8 @@ commands:
   build-go   build only the Go test programs
   test       setup, build, unit tests, then the end-to-end tests (as root)
   demo       setup, build, start a demo Go service and trace it with goprobe (as root)
-  bench      (not yet implemented)
+  bench      measure what goprobe costs a traced Go program, against bpftrace; writes
+             BENCHMARKS.md (as root; ~15 min)
 
 options (setup, build, build-go, test):
   --full               the full Go matrix: Go 1.19 and 1.21 to 1.27, every build variant
@@ -32,6 +34,10 @@ options (setup, build, build-go, test):
                        build and test then use these with every build variant
 test only:
   -- ARGS              passed on to the end-to-end test binary (e.g. a test name filter)
+bench only:
+  --quick              fewer repetitions and calls (a few minutes; for developing the bench)
+  --out FILE           write the report there instead of BENCHMARKS.md
+  --only LIST          only these sections: percall,sites,throughput,attach,inspect,accuracy
 
 Go programs are built into target/go-programs/<go1.NN>/<default|stripped|pie|cgo>/<program>.
 ";
@@ -128,8 +134,21 @@ fn real_main() -> Result<ExitCode> {
     };
     let mut sel = GoSelection::default();
     let mut extra = Vec::new();
+    let mut bench_opts = bench::Options {
+        quick: false,
+        out: None,
+        only: None,
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--quick" if command == "bench" => bench_opts.quick = true,
+            "--out" if command == "bench" => {
+                bench_opts.out = Some(PathBuf::from(args.next().context("--out needs a file")?))
+            }
+            "--only" if command == "bench" => {
+                let list = args.next().context("--only needs a comma-separated list")?;
+                bench_opts.only = Some(split_list(&list));
+            }
             "--full" => sel.full = true,
             "--go-versions" => {
                 let list = args
@@ -164,7 +183,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "test" => return test(&sel, &extra),
         "demo" => return demo(),
-        "bench" => bench()?,
+        "bench" => bench::run(bench_opts)?,
         "help" | "-h" | "--help" => eprint!("{USAGE}"),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
@@ -185,7 +204,7 @@ fn setup(sel: &GoSelection) -> Result<()> {
 
 /// `cargo build --release -p agent`; the agent's build.rs builds the eBPF programs with the
 /// pinned nightly and bpf-linker.
-fn build_agent() -> Result<()> {
+pub(crate) fn build_agent() -> Result<()> {
     util::run(
         util::cargo()
             .args(["build", "--release", "-p", "agent"])
@@ -193,7 +212,7 @@ fn build_agent() -> Result<()> {
     )
 }
 
-fn goprobe_bin() -> PathBuf {
+pub(crate) fn goprobe_bin() -> PathBuf {
     util::root().join("target/release/goprobe")
 }
 
@@ -378,10 +397,4 @@ fn demo() -> Result<ExitCode> {
     }
     drop(service);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-}
-
-fn bench() -> Result<()> {
-    // What bench needs beyond `setup` (it compares goprobe with bpftrace).
-    tools::bpftrace()?;
-    bail!("`cargo xtask bench` is not yet implemented")
 }

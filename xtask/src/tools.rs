@@ -468,11 +468,24 @@ pub fn version_key(v: &str) -> Vec<u32> {
         .collect()
 }
 
-/// bpftrace, which `cargo xtask bench` compares goprobe with. Not part of `setup`.
-pub fn bpftrace() -> Result<()> {
-    if util::which("bpftrace").is_some() {
+/// What `cargo xtask bench` needs beyond `setup`, from Debian: bpftrace (to compare with),
+/// caddy and prometheus (large stripped Go servers to inspect and attach to) and GNU time (peak
+/// RSS). Checked by file, installed only when missing.
+pub fn bench_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("/usr/bin/bpftrace", "bpftrace"),
+        ("/usr/bin/caddy", "caddy"),
+        ("/usr/bin/prometheus", "prometheus"),
+        ("/usr/bin/time", "time"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !Path::new(bin).is_file())
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        eprintln!("bench: bpftrace, caddy, prometheus and GNU time present");
         return Ok(());
     }
-    eprintln!("bench: installing bpftrace with apt-get");
-    apt_install(&["bpftrace"])
+    eprintln!("bench: installing {} with apt-get", missing.join(" "));
+    apt_install(&missing)
 }

@@ -9,8 +9,10 @@
 //	asm    the same with goprobeBenchAsm (bench_amd64.s), whose few instructions cover every
 //	       instruction class a probe can land on (nop, nop5, push, pop, mov, lea, add, cmp, jcc,
 //	       jmp, ret), for the site-cost table.
-//	spin   -n calls of goprobeBenchSpin, which spins for -spin ns measured inside the function;
-//	       prints the distribution of the durations it measured itself (the truth).
+//	leafbr the same with goprobeBenchLeafBranch, a frameless leaf that starts with a branch.
+//	spin   -n calls of goprobeBenchSpin, which spins for -spin (100 us); prints the median
+//	       duration of a call measured before the go-ahead, untraced (the truth), and traced.
+//	spinleaf  the same with goprobeBenchSpinLeaf, a frameless leaf that loops for about -spin.
 //	rate   calls goprobeBenchRate -rate times per second for -d seconds from -g goroutines
 //	       (-rate 0: as fast as they can); prints how many calls it made and how fast.
 //
@@ -48,6 +50,30 @@ func benchMix(x int) int {
 func goprobeBenchLeaf(i int) int {
 	x := i*7 + 3
 	return (x*31 + x>>3) ^ (x >> 2)
+}
+
+// goprobeBenchLeafBranch is a frameless leaf that starts with a test and a conditional branch,
+// as leaves often do (nil and range checks): the kernel emulates a probe on the branch.
+//
+//go:noinline
+func goprobeBenchLeafBranch(i int) int {
+	if i < 0 {
+		return -i
+	}
+	x := i*7 + 3
+	return (x*31 + x>>3) ^ (x >> 2)
+}
+
+// goprobeBenchSpinLeaf is a frameless leaf that loops n times: about 100 us of work once -spin
+// calibrates n.
+//
+//go:noinline
+func goprobeBenchSpinLeaf(n int) int {
+	s := 0
+	for i := 0; i < n; i++ {
+		s = s*31 + i
+	}
+	return s
 }
 
 // goprobeBenchRate is goprobeBenchCall under another name, for the throughput runs.
@@ -110,6 +136,34 @@ func loop(f func(int) int, n int) (median, mean float64) {
 	return median, mean
 }
 
+// leafIterations makes one goprobeBenchSpinLeaf call last about -spin (see calibrate).
+var leafIterations = 1
+
+// calibrate finds how many iterations of goprobeBenchSpinLeaf take d.
+func calibrate(d time.Duration) int {
+	n := 1 << 16
+	for {
+		t := timeCalls(func() { sink += goprobeBenchSpinLeaf(n) }, 21)
+		median := time.Duration(t[len(t)/2])
+		if median >= d/4 || n >= 1<<30 {
+			return int(float64(n) * float64(d) / float64(median))
+		}
+		n *= 4
+	}
+}
+
+// timeCalls calls f n times and returns each call's duration in ns, sorted.
+func timeCalls(f func(), n int) []int64 {
+	got := make([]int64, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		f()
+		got = append(got, time.Since(start).Nanoseconds())
+	}
+	sort.Slice(got, func(a, b int) bool { return got[a] < got[b] })
+	return got
+}
+
 func main() {
 	mode := flag.String("mode", "call", "call, leaf, asm, spin or rate")
 	n := flag.Int("n", 300000, "calls (call, leaf, asm, spin)")
@@ -133,16 +187,32 @@ func main() {
 			}
 		}
 	}()
+	// The spin modes' truth: each call's duration measured around the call (which adds a few
+	// ns), before the go-ahead, while no tracer is attached yet.
+	flag.Parse() // harness.Start parses again, which is harmless
+	var spinCall func()
+	var truth []int64
+	switch *mode {
+	case "spin":
+		spinCall = func() { goprobeBenchSpin(*spin) }
+	case "spinleaf":
+		leafIterations = calibrate(*spin)
+		spinCall = func() { sink += goprobeBenchSpinLeaf(leafIterations) }
+	}
+	if spinCall != nil {
+		truth = timeCalls(spinCall, 200)
+	}
 	harness.Start()
 	close(stop)
 	<-pinged
 
 	switch *mode {
-	case "call", "leaf", "asm":
+	case "call", "leaf", "leafbr", "asm":
 		f := map[string]func(int) int{
-			"call": goprobeBenchCall,
-			"leaf": goprobeBenchLeaf,
-			"asm":  goprobeBenchAsm,
+			"call":   goprobeBenchCall,
+			"leaf":   goprobeBenchLeaf,
+			"leafbr": goprobeBenchLeafBranch,
+			"asm":    goprobeBenchAsm,
 		}[*mode]
 		if *n < 256 {
 			harness.Fail("need -n >= 256")
@@ -154,23 +224,15 @@ func main() {
 			NsPerCall float64 `json:"ns_per_call"`
 			MeanNs    float64 `json:"mean_ns_per_call"`
 		}{*mode, *n, median, mean})
-	case "spin":
-		got := make([]int64, 0, *n)
-		start := time.Now()
-		for i := 0; i < *n; i++ {
-			got = append(got, int64(goprobeBenchSpin(*spin)))
-		}
-		wall := time.Since(start)
-		sort.Slice(got, func(a, b int) bool { return got[a] < got[b] })
-		q := func(p float64) int64 { return got[int(p*float64(len(got)-1))] }
+	case "spin", "spinleaf":
+		traced := timeCalls(spinCall, *n)
 		harness.Result(struct {
-			Calls     int     `json:"calls"`
-			SpinNs    int64   `json:"spin_ns"`
-			P50Ns     int64   `json:"p50_ns"`
-			P90Ns     int64   `json:"p90_ns"`
-			MinNs     int64   `json:"min_ns"`
-			NsPerCall float64 `json:"ns_per_call"`
-		}{*n, spin.Nanoseconds(), q(0.5), q(0.9), got[0], float64(wall.Nanoseconds()) / float64(*n)})
+			Calls         int   `json:"calls"`
+			TruthP50Ns    int64 `json:"truth_p50_ns"`
+			TruthMinNs    int64 `json:"truth_min_ns"`
+			TracedP50Ns   int64 `json:"traced_p50_ns"`
+			LeafIteration int   `json:"leaf_iterations"`
+		}{*n, truth[len(truth)/2], truth[0], traced[len(traced)/2], leafIterations})
 	case "rate":
 		if *g < 1 {
 			harness.Fail("need -g >= 1")
