@@ -382,20 +382,15 @@ fn run_program(
     let mut goprobe = None;
     let mut bpftrace_stdout = Vec::new();
     if let Some(mut t) = tracer_proc.take() {
-        // goprobe and `dev attach` exit by themselves once the process is gone; bpftrace not.
-        let exited = match tracer {
-            Tracer::Bpftrace(_) => false,
-            _ => {
-                t.stderr.wait_for(|_| false, Duration::ZERO).is_none() && {
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while t.running() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    !t.running()
-                }
+        // goprobe and `dev attach` exit by themselves once the process is gone (they look every
+        // 200 ms); bpftrace does not.
+        if !matches!(tracer, Tracer::Bpftrace(_)) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while t.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
             }
-        };
-        if !exited {
+        }
+        if t.running() {
             t.interrupt(Duration::from_secs(120))?;
         } else {
             t.wait(Duration::from_secs(10))?;
