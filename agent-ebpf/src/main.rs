@@ -10,6 +10,10 @@
 //!   to grow it, and it orders nested calls: an outer call has a smaller value than the calls it
 //!   makes. Entries left behind by calls that never returned (panic, `runtime.Goexit`) are found
 //!   by that order and discarded, so they are never paired with the wrong return.
+//! * `g.stack.hi` is read from user memory once per goroutine and kept in its entry stack; only
+//!   `runtime.copystack` moves a live goroutine's stack, and a probe there forgets the kept value
+//!   (goroutines that exit are dropped at `runtime.goexit1`, so a reused `g` starts afresh). After
+//!   a trap the read costs more than the rest of the program (`cargo xtask bench`).
 //! * Latencies go to a ring buffer submitted without wakeup; user space drains it on a timer, so
 //!   the traced thread never pays for a wakeup, and a full buffer is counted, never waited on.
 #![no_std]
@@ -32,10 +36,11 @@ use goprobe_common::{
     MAX_INLINE_SITES, cookie, counter,
 };
 
-/// Open calls per goroutine. An LRU map so a goroutine that exits inside a traced call (its entry
-/// can never be popped) is eventually evicted; user space also sweeps entries of dead processes.
-/// Entries are deleted when a goroutine's last open call returns, so the map holds only goroutines
-/// that are inside a traced call right now. User space may resize it at load time.
+/// Open calls per goroutine. A goroutine's entry stays when its last open call returns (depth
+/// 0): inserting and deleting a 1 KiB value on every outermost call was most of the entry
+/// program's cost (`cargo xtask bench`, BENCHMARKS.md). Entries go when the goroutine exits (the
+/// probe on `runtime.goexit1`), when user space sweeps a dead process, or by LRU eviction, which
+/// is why this is an LRU map. User space may resize it at load time.
 #[map]
 static GOROUTINES: LruHashMap<GoroutineKey, EntryStack> = LruHashMap::with_max_entries(16384, 0);
 
@@ -87,19 +92,73 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
-/// The goroutine and its stack position at this probe site.
+/// The running goroutine: the process and the `g` in r14.
 #[inline(always)]
-fn goroutine_site(regs: &pt_regs) -> Option<(GoroutineKey, u32)> {
-    let g = regs.r14;
-    // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
-    let stack_hi: u64 = unsafe { bpf_probe_read_user((g + G_STACK_HI) as *const u64) }.ok()?;
-    let sp_off = stack_hi.checked_sub(regs.rsp)?;
-    // Goroutine stacks are at most 1 GiB; anything else means r14 did not hold a g.
-    if sp_off > 1 << 30 {
-        return None;
-    }
+fn goroutine(regs: &pt_regs) -> GoroutineKey {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    Some((GoroutineKey { tgid, _pad: 0, g }, sp_off as u32))
+    GoroutineKey {
+        tgid,
+        _pad: 0,
+        g: regs.r14,
+    }
+}
+
+/// `g.stack.hi`, read from the goroutine in user memory.
+#[inline(always)]
+fn read_stack_hi(g: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
+    unsafe { bpf_probe_read_user((g + G_STACK_HI) as *const u64) }.ok()
+}
+
+/// The stack position `g.stack.hi - rsp`. Goroutine stacks are at most 1 GiB; anything else
+/// means r14 did not hold a g (or a cached `stack.hi` no longer applies).
+#[inline(always)]
+fn position(stack_hi: u64, rsp: u64) -> Option<u32> {
+    let sp_off = stack_hi.checked_sub(rsp)?;
+    (sp_off <= 1 << 30).then_some(sp_off as u32)
+}
+
+/// Where the goroutine is at this site.
+struct Here {
+    /// Its entry stack, if it has one.
+    stack: Option<*mut EntryStack>,
+    sp_off: u32,
+    /// `g.stack.hi`, to keep in a new entry stack (0: not to be cached).
+    stack_hi: u64,
+}
+
+/// The goroutine's entry stack and its stack position here. `cached`: the site may use the
+/// `g.stack.hi` kept in the entry stack (`cookie::STACK_HI_CACHED`); reading it from the
+/// goroutine is the most expensive thing a probe does after a trap has evicted the caches.
+#[inline(always)]
+fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
+    let stack = GOROUTINES.get_ptr_mut(key);
+    if let Some(stack) = stack {
+        // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
+        let stack_hi = unsafe { (*stack).stack_hi };
+        if cached
+            && stack_hi != 0
+            && let Some(sp_off) = position(stack_hi, regs.rsp)
+        {
+            return Some(Here {
+                stack: Some(stack),
+                sp_off,
+                stack_hi,
+            });
+        }
+    }
+    let stack_hi = read_stack_hi(key.g)?;
+    let sp_off = position(stack_hi, regs.rsp)?;
+    let keep = if cached { stack_hi } else { 0 };
+    if let Some(stack) = stack {
+        // SAFETY: as above.
+        unsafe { (*stack).stack_hi = keep };
+    }
+    Some(Here {
+        stack,
+        sp_off,
+        stack_hi: keep,
+    })
 }
 
 /// The goroutine's current depth, read through a volatile load: otherwise LLVM turns the loops
@@ -164,10 +223,7 @@ fn on_entry(ctx: &ProbeContext) {
         return;
     }
     let low = (site & cookie::FUNC_MASK) as u32;
-    let Some((key, sp_off)) = goroutine_site(regs) else {
-        bump(counter::G_READ_ERRORS);
-        return;
-    };
+    let key = goroutine(regs);
     if site & cookie::GOROUTINE_EXIT != 0 {
         if let Some(stack) = GOROUTINES.get_ptr(&key) {
             // SAFETY: map value pointer.
@@ -176,17 +232,34 @@ fn on_entry(ctx: &ProbeContext) {
         }
         return;
     }
+    if site & cookie::STACK_MOVE != 0 {
+        // copystack(gp, newsize) runs on the system stack; the goroutine it moves is stopped
+        // until it returns, so none of its probes can run between this and the move.
+        let moved = GoroutineKey { g: regs.rax, ..key };
+        if let Some(stack) = GOROUTINES.get_ptr_mut(&moved) {
+            // SAFETY: map value pointer.
+            unsafe { (*stack).stack_hi = 0 };
+            bump(counter::STACK_MOVES);
+        }
+        return;
+    }
+    let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
+        bump(counter::G_READ_ERRORS);
+        return;
+    };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if site & cookie::INLINE_SITE != 0 {
-        on_inline_site(&key, sp_off, low, now, regs);
+        on_inline_site(&key, &here, low, now, regs);
         return;
     }
     push(
         &key,
+        here.stack,
+        here.stack_hi,
         Frame {
             start_ns: now,
-            sp_off,
+            sp_off: here.sp_off,
             func: low,
         },
         false,
@@ -195,24 +268,30 @@ fn on_entry(ctx: &ProbeContext) {
 
 /// A boundary of inlined copies: close the copies control leaves here, open those it enters.
 #[inline(always)]
-fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64, regs: &pt_regs) {
+fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &pt_regs) {
     let Some(site) = INLINE_SITES.get(index) else {
         return;
     };
-    if site.n_exits > 0 {
+    let sp_off = here.sp_off;
+    if site.n_exits > 0
+        && let Some(stack) = here.stack
+    {
         // Copies nested in each other may end at the same address; two passes pair them in
         // either order.
         for pass in 0..2 * MAX_INLINE_ACTIONS {
             let i = pass % MAX_INLINE_ACTIONS;
             if i < site.n_exits as usize {
-                pop(key, sp_off, site.exits[i], now, false, regs);
+                pop(stack, key, sp_off, site.exits[i], now, false, regs);
             }
         }
     }
     for i in 0..MAX_INLINE_ACTIONS {
         if i < site.n_entries as usize {
+            // Looked up again: the first push may have created the entry stack.
             push(
                 key,
+                GOROUTINES.get_ptr_mut(key),
+                here.stack_hi,
                 Frame {
                     start_ns: now,
                     sp_off,
@@ -229,9 +308,15 @@ fn on_inline_site(key: &GoroutineKey, sp_off: u32, index: u32, now: u64, regs: &
 /// this very copy is already open here, control came back to its first instruction from
 /// inside it (a loop), which is not a new call.
 #[inline(always)]
-fn push(key: &GoroutineKey, new_frame: Frame, inline: bool) {
+fn push(
+    key: &GoroutineKey,
+    stack: Option<*mut EntryStack>,
+    stack_hi: u64,
+    new_frame: Frame,
+    inline: bool,
+) {
     let sp_off = new_frame.sp_off;
-    if let Some(stack) = GOROUTINES.get_ptr_mut(key) {
+    if let Some(stack) = stack {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
         let stack = unsafe { &mut *stack };
         // Open calls deeper than this one cannot still be running: the goroutine is now making
@@ -272,6 +357,7 @@ fn push(key: &GoroutineKey, new_frame: Frame, inline: bool) {
     // SAFETY: per-CPU scratch value; only depth and the first frame are meaningful.
     let scratch = unsafe { &mut *scratch };
     scratch.depth = 1;
+    scratch.stack_hi = stack_hi;
     *frame(scratch, 0) = new_frame;
     if GOROUTINES.insert(key, scratch, BPF_NOEXIST as u64).is_ok() {
         bump(counter::ENTRIES);
@@ -283,16 +369,22 @@ fn push(key: &GoroutineKey, new_frame: Frame, inline: bool) {
 #[inline(always)]
 fn on_return(ctx: &ProbeContext) {
     // SAFETY: plain helper call on the program's own context.
-    let func = (unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } & cookie::FUNC_MASK) as u32;
+    let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let func = (site & cookie::FUNC_MASK) as u32;
     let regs = regs(ctx);
     bump(counter::RETURNS);
-    let Some((key, sp_off)) = goroutine_site(regs) else {
+    let key = goroutine(regs);
+    let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
         bump(counter::G_READ_ERRORS);
         return;
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !pop(&key, sp_off, func, now, true, regs) {
+    let paired = match here.stack {
+        Some(stack) => pop(stack, &key, here.sp_off, func, now, true, regs),
+        None => false,
+    };
+    if !paired {
         bump(counter::RETURNS_UNPAIRED);
     }
 }
@@ -304,6 +396,7 @@ fn on_return(ctx: &ProbeContext) {
 /// stack the call returns to (`--stacks`).
 #[inline(always)]
 fn pop(
+    stack: *mut EntryStack,
     key: &GoroutineKey,
     sp_off: u32,
     func: u32,
@@ -311,9 +404,6 @@ fn pop(
     returning: bool,
     regs: &pt_regs,
 ) -> bool {
-    let Some(stack) = GOROUTINES.get_ptr_mut(key) else {
-        return false;
-    };
     // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
     let stack = unsafe { &mut *stack };
     // Deeper open calls were abandoned (a panic unwound through them, recovered out here).
@@ -340,9 +430,6 @@ fn pop(
         }
     }
     stack.depth = depth as u32;
-    if depth == 0 {
-        let _ = GOROUTINES.remove(key);
-    }
     let Some(start_ns) = start_ns else {
         return false;
     };

@@ -489,6 +489,8 @@ fn print_counters(tracer: &mut Tracer) {
         .collect();
     let open: usize = tracer.kernel().open_goroutines().values().sum();
     fields.insert("open_goroutines".into(), open.into());
+    let tracked = tracer.kernel().tracked_goroutines();
+    fields.insert("tracked_goroutines".into(), tracked.into());
     eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
     if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
         let stats = tracer.kernel_mut().program_stats();

@@ -264,14 +264,27 @@ impl Kernel {
             .collect()
     }
 
+    /// Goroutines the kernel keeps an entry for (inside a traced call or between two), in all.
+    pub fn tracked_goroutines(&self) -> usize {
+        self.ebpf
+            .map("GOROUTINES")
+            .and_then(|map| BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map).ok())
+            .map_or(0, |goroutines| {
+                goroutines.keys().filter(Result::is_ok).count()
+            })
+    }
+
     /// Goroutines that are inside a traced call right now, by process.
     pub fn open_goroutines(&self) -> HashMap<u32, usize> {
         let mut open = HashMap::new();
         if let Some(map) = self.ebpf.map("GOROUTINES")
             && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map)
         {
-            for key in goroutines.keys().filter_map(Result::ok) {
-                *open.entry(key.tgid).or_default() += 1;
+            // A goroutine keeps its (empty) entry between traced calls; count only open ones.
+            for (key, stack) in goroutines.iter().filter_map(Result::ok) {
+                if stack.depth > 0 {
+                    *open.entry(key.tgid).or_default() += 1;
+                }
             }
         }
         open
@@ -308,12 +321,12 @@ fn program_names(probes: Probes, mode: AttachMode) -> (&'static str, Option<&'st
 }
 
 fn default_mode(mode: Option<AttachMode>) -> AttachMode {
-    mode.unwrap_or_else(
-        || match is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
+    mode.unwrap_or_else(|| {
+        match is_uprobe_multi_supported(UProbeMultiFeature::ProcessScopedPidFilter) {
             Ok(true) => AttachMode::Multi,
             _ => AttachMode::PerSite,
-        },
-    )
+        }
+    })
 }
 
 fn attach_sites(

@@ -187,6 +187,10 @@ pub struct BinaryPlan {
     /// Entry site of `runtime.goexit1` (offset, check eflags), where every exiting goroutine
     /// passes: the kernel side drops entries it left open there (panics, `runtime.Goexit`).
     pub goroutine_exit: Option<(u64, bool)>,
+    /// Entry site of `runtime.copystack(gp, newsize)`, the only way Go moves a live goroutine's
+    /// stack: there the kernel side forgets the `g.stack.hi` it keeps for `gp`. Only where `gp`
+    /// is still in rax (the stack-check branch or the first instruction).
+    pub stack_move: Option<u64>,
 }
 
 /// Runtime functions that switch stacks or run without a user goroutine: their entries and
@@ -221,8 +225,19 @@ pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
             let offset = index.vaddr_to_file_offset(sites.entry)?;
             Some((offset, sites.entry_kind == EntryKind::StackCheckBranch))
         });
+    let stack_move = index
+        .find("runtime.copystack")
+        .and_then(|f| index.probe_sites(f).ok())
+        .filter(|sites| {
+            matches!(
+                sites.entry_kind,
+                EntryKind::StackCheckBranch | EntryKind::FunctionStart
+            )
+        })
+        .and_then(|sites| index.vaddr_to_file_offset(sites.entry));
     let mut plan = BinaryPlan {
         goroutine_exit,
+        stack_move,
         ..BinaryPlan::default()
     };
     for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {

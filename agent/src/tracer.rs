@@ -157,7 +157,13 @@ impl Tracer {
                 out.extend(
                     entries
                         .iter()
-                        .filter(|s| s.cookie & (cookie::INLINE_SITE | cookie::GOROUTINE_EXIT) == 0)
+                        .filter(|s| {
+                            s.cookie
+                                & (cookie::INLINE_SITE
+                                    | cookie::GOROUTINE_EXIT
+                                    | cookie::STACK_MOVE)
+                                == 0
+                        })
                         .map(|s| (*key, (s.cookie & cookie::FUNC_MASK) as u32, s.offset)),
                 );
             }
@@ -340,20 +346,41 @@ impl Tracer {
             });
         }
 
-        if let Some((offset, check_eflags)) = plan.goroutine_exit
-            && !entries.iter().any(|e| e.offset == offset)
-        {
-            let flags = cookie::GOROUTINE_EXIT
-                | if check_eflags {
-                    cookie::CHECK_EFLAGS
-                } else {
-                    0
-                };
-            entries.push(Site {
+        // The goroutine-exit and stack-move probes let the kernel keep each goroutine's
+        // `g.stack.hi` instead of reading it at every site; both are needed for that (a reused
+        // `g` or a moved stack would otherwise keep a stale value). Not when the user traces
+        // either function: one offset takes one cookie.
+        let free = |offset: u64| !entries.iter().any(|e: &Site| e.offset == offset);
+        let exit_site = plan.goroutine_exit.filter(|&(offset, _)| free(offset)).map(
+            |(offset, check_eflags)| Site {
                 offset,
-                cookie: cookie::encode(0, flags),
+                cookie: cookie::encode(
+                    0,
+                    cookie::GOROUTINE_EXIT
+                        | if check_eflags {
+                            cookie::CHECK_EFLAGS
+                        } else {
+                            0
+                        },
+                ),
+            },
+        );
+        let move_site = plan
+            .stack_move
+            .filter(|&offset| free(offset))
+            .map(|offset| Site {
+                offset,
+                cookie: cookie::encode(0, cookie::STACK_MOVE),
             });
+        if let (Some(_), Some(move_site)) = (exit_site, move_site)
+            && std::env::var("GOPROBE_STACK_HI_CACHE").as_deref() != Ok("0")
+        {
+            for site in entries.iter_mut().chain(returns.iter_mut()) {
+                site.cookie |= cookie::STACK_HI_CACHED;
+            }
+            entries.push(move_site);
         }
+        entries.extend(exit_site);
         BinaryState::Planned {
             plan,
             entries,
@@ -402,7 +429,7 @@ impl Tracer {
         };
         let keep = |site: &&Site| {
             let low = (site.cookie & cookie::FUNC_MASK) as u32;
-            if site.cookie & cookie::GOROUTINE_EXIT != 0 {
+            if site.cookie & (cookie::GOROUTINE_EXIT | cookie::STACK_MOVE) != 0 {
                 true
             } else if site.cookie & cookie::INLINE_SITE != 0 {
                 self.inline_site_functions
@@ -430,7 +457,7 @@ impl Tracer {
         let mut ids = BTreeSet::new();
         for site in entries.iter().chain(&returns) {
             let low = (site.cookie & cookie::FUNC_MASK) as u32;
-            if site.cookie & cookie::GOROUTINE_EXIT != 0 {
+            if site.cookie & (cookie::GOROUTINE_EXIT | cookie::STACK_MOVE) != 0 {
                 continue;
             } else if site.cookie & cookie::INLINE_SITE != 0 {
                 let acting = self.inline_site_functions.get(&low).into_iter().flatten();

@@ -24,6 +24,14 @@ pub mod cookie {
     /// A boundary of inlined copies: the low 32 bits index `INLINE_SITES`, which says which
     /// copies control leaves and which it enters at this address.
     pub const INLINE_SITE: u64 = 1 << 34;
+    /// Entry site of `runtime.copystack(gp, newsize)`, through which Go moves a goroutine's
+    /// stack (growth in `newstack`, shrinking by the GC): forget the `g.stack.hi` cached for `gp`
+    /// (the first argument, in rax), so the goroutine's next probe reads it again.
+    pub const STACK_MOVE: u64 = 1 << 35;
+    /// On the entry and return sites of a binary whose goroutine exits and stack moves are both
+    /// probed: the site may use the `g.stack.hi` cached in the goroutine's entry stack instead of
+    /// reading it from user memory, the largest part of a probe's own cost (BENCHMARKS.md).
+    pub const STACK_HI_CACHED: u64 = 1 << 36;
 
     pub const fn encode(func: u32, flags: u64) -> u64 {
         func as u64 | flags
@@ -52,7 +60,9 @@ pub mod counter {
     pub const G_READ_ERRORS: u32 = 8;
     /// Entries not recorded because the goroutine map was full.
     pub const MAP_FULL: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Goroutine stacks moved (`runtime.copystack`) while goprobe kept their `g.stack.hi`.
+    pub const STACK_MOVES: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -66,6 +76,7 @@ pub mod counter {
         "entries_abandoned",
         "g_read_errors",
         "map_full",
+        "stack_moves",
     ];
 }
 
@@ -98,6 +109,9 @@ pub struct Frame {
 pub struct EntryStack {
     pub depth: u32,
     pub _pad: u32,
+    /// The goroutine's `g.stack.hi` when last read, or 0: not known (never read, or the stack
+    /// moved since). Kept only on sites with `cookie::STACK_HI_CACHED`.
+    pub stack_hi: u64,
     pub frames: [Frame; MAX_DEPTH],
 }
 

@@ -123,11 +123,18 @@ fn target_survives_stack_growth() {
         let h = histogram_of(&lines, "main.goprobeE2ERecurse", pid_of(&lines)?)
             .ok_or_else(|| format!("no histogram: {}", out.stdout))?;
         check_eq("count", u64_field(h, "count"), u64_field(&truth, "calls"))?;
+        let counters = out.counters();
         check_eq(
             "returns_unpaired",
-            out.counters()["returns_unpaired"].as_u64().unwrap(),
+            counters["returns_unpaired"].as_u64().unwrap(),
             0,
-        )
+        )?;
+        // The kernel keeps each goroutine's g.stack.hi and forgets it when runtime.copystack
+        // moves the stack: the moves happened under traced calls, and pairing survived them.
+        if counters["stack_moves"].as_u64().unwrap() == 0 {
+            return Err(format!("no stack moved under a traced call: {counters}"));
+        }
+        Ok(())
     });
 }
 

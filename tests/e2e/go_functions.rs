@@ -171,6 +171,8 @@ fn goroutine_churn_keeps_maps_bounded() {
     assert_eq!(u64_field(&h, "count"), u64_field(&truth, "calls"), "{h}");
     let counters = out.counters();
     assert_eq!(counters["open_goroutines"], 0, "{counters}");
+    // Exited goroutines leave nothing behind (the probe on runtime.goexit1 removes them).
+    assert_eq!(counters["tracked_goroutines"], 0, "{counters}");
     assert_eq!(counters["map_full"], 0, "{counters}");
 }
 
