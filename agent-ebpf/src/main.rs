@@ -247,6 +247,7 @@ fn on_entry(ctx: &ProbeContext) {
         bump(counter::G_READ_ERRORS);
         return;
     };
+    // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if site & cookie::INLINE_SITE != 0 {
@@ -368,6 +369,9 @@ fn push(
 
 #[inline(always)]
 fn on_return(ctx: &ProbeContext) {
+    // First: what the program does before the timestamp lands inside the measured latency.
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: plain helper call on the program's own context.
     let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let func = (site & cookie::FUNC_MASK) as u32;
@@ -378,8 +382,6 @@ fn on_return(ctx: &ProbeContext) {
         bump(counter::G_READ_ERRORS);
         return;
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     let paired = match here.stack {
         Some(stack) => pop(stack, &key, here.sp_off, func, now, true, regs),
         None => false,

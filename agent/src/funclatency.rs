@@ -14,16 +14,13 @@ use crate::{
     cli::FunclatencyArgs,
     kernel::{AttachMode, Probes},
     outputs::{self, FunctionSites, Report, Row},
-    pipeline::{Latencies, Unit},
+    pipeline::{self, Latencies, Unit},
     plan::Pattern,
     stacks::StackView,
     targets::{self, BinaryKey, Process},
     tracer::{BinaryState, Selection, Tracer},
 };
 
-/// How often the ring buffer is drained. 4 MiB of ring holds ~100k events, so 20 ms leaves a
-/// wide margin at 100k events/s while costing nothing when idle.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// How often /proc is scanned for new processes (host-wide) or exited ones (-p).
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// How often entries of exited processes are swept from the goroutine map.
@@ -310,7 +307,7 @@ async fn event_loop(
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
     let mut scan = tokio::time::interval(SCAN_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let interval = args.interval.map(Duration::from_secs);

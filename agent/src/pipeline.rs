@@ -1,10 +1,16 @@
 //! From ring-buffer events to histograms: one HDR histogram (for percentiles) and one exact log2
 //! histogram (for bcc's table) per (function, process). The same aggregation serves every output.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use goprobe_common::{LatencyEvent, StackLatencyEvent};
 use hdrhistogram::Histogram;
+
+/// How often the latency ring buffer is drained, by `funclatency` and the agent alike. The kernel
+/// side submits without wakeups, so this timer is the only reader. The 4 MiB buffer holds about
+/// 100k events, which a Go program on 2 CPUs fills in about 70 ms at its fastest (BENCHMARKS.md,
+/// throughput): at 100 ms the agent lost a quarter of them; 20 ms leaves room to spare.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// What the user side knows about a traced function, by the id carried in probe cookies.
 #[derive(Debug, Clone)]

@@ -45,15 +45,13 @@ use self::{
 use crate::{
     cli::AgentArgs,
     kernel::AttachMode,
-    pipeline::Latencies,
+    pipeline::{self, Latencies},
     plan::Pattern,
     query::now_ms,
     targets::{self, BinaryKey, Process},
     tracer::{AttachmentId, BinaryState, TraceError, Tracer},
 };
 
-/// How often the ring buffer is drained into histograms.
-const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// How often entries of exited processes are swept from the goroutine map.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// The kubelet's pod list is fetched at most this often.
@@ -273,7 +271,7 @@ impl Agent {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sighup = signal(SignalKind::hangup())?;
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let mut scan = tokio::time::interval(self.config.agent.scan_interval.0);
         let mut archive = tokio::time::interval(self.config.archive.interval.0);
