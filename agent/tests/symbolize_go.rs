@@ -8,7 +8,7 @@
 //!
 //! agent is a binary crate, so the modules are compiled into this test directly.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../src/inspect/mod.rs"]
 mod inspect;
 #[allow(dead_code)]
