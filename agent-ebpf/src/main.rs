@@ -188,6 +188,18 @@ pub fn goprobe_entry_multi(ctx: ProbeContext) -> u32 {
 }
 
 #[uprobe]
+pub fn goprobe_inline(ctx: ProbeContext) -> u32 {
+    on_inline(&ctx);
+    0
+}
+
+#[uprobe(multi)]
+pub fn goprobe_inline_multi(ctx: ProbeContext) -> u32 {
+    on_inline(&ctx);
+    0
+}
+
+#[uprobe]
 pub fn goprobe_return(ctx: ProbeContext) -> u32 {
     on_return(&ctx);
     0
@@ -250,10 +262,6 @@ fn on_entry(ctx: &ProbeContext) {
     // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if site & cookie::INLINE_SITE != 0 {
-        on_inline_site(&key, &here, low, now, regs);
-        return;
-    }
     push(
         &key,
         here.stack,
@@ -265,6 +273,24 @@ fn on_entry(ctx: &ProbeContext) {
         },
         false,
     );
+}
+
+/// A site with `cookie::INLINE_SITE`. Its program is separate from the entry program because
+/// its loops (up to 12 pushes and pops, each over the entry stack) took the verifier ~0.5 s,
+/// most of goprobe's start-up; user space loads it only when the plan has inlined copies.
+#[inline(always)]
+fn on_inline(ctx: &ProbeContext) {
+    // SAFETY: plain helper call on the program's own context.
+    let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let regs = regs(ctx);
+    let key = goroutine(regs);
+    let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
+        bump(counter::G_READ_ERRORS);
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    on_inline_site(&key, &here, (site & cookie::FUNC_MASK) as u32, now, regs);
 }
 
 /// A boundary of inlined copies: close the copies control leaves here, open those it enters.

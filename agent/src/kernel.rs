@@ -11,7 +11,7 @@ use aya::{
     },
     sys::{UProbeMultiFeature, is_uprobe_multi_supported},
 };
-use goprobe_common::{EntryStack, GoroutineKey, InlineSite, counter};
+use goprobe_common::{EntryStack, GoroutineKey, InlineSite, cookie, counter};
 
 /// Oldest kernel with everything goprobe uses: BPF ring buffer (5.8) and per-attach-point
 /// cookies on perf-event uprobes (5.15).
@@ -21,6 +21,8 @@ const ENTRY: &str = "goprobe_entry";
 const RETURN: &str = "goprobe_return";
 const ENTRY_MULTI: &str = "goprobe_entry_multi";
 const RETURN_MULTI: &str = "goprobe_return_multi";
+const INLINE: &str = "goprobe_inline";
+const INLINE_MULTI: &str = "goprobe_inline_multi";
 const STACKCOUNT: &str = "goprobe_stackcount";
 const STACKCOUNT_MULTI: &str = "goprobe_stackcount_multi";
 
@@ -78,6 +80,9 @@ pub struct Kernel {
     ebpf: Ebpf,
     mode: AttachMode,
     probes: Probes,
+    /// The program of inline boundaries is loaded (it is loaded only when needed: verifying it
+    /// takes most of a second).
+    inline_loaded: bool,
     /// Held while BPF run-time statistics are on (`GOPROBE_BPF_STATS=1`, for benchmarks: the
     /// kernel then times every BPF program run on the host, which costs a little each run).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -161,6 +166,7 @@ impl Kernel {
             ebpf,
             mode,
             probes,
+            inline_loaded: false,
             _stats: stats,
         })
     }
@@ -168,7 +174,8 @@ impl Kernel {
     /// How often each program ran and for how long in all; zeros unless `GOPROBE_BPF_STATS=1`.
     pub fn program_stats(&mut self) -> Vec<ProgramStats> {
         let (entry, ret) = program_names(self.probes, self.mode);
-        [Some(entry), ret]
+        let inline = self.inline_loaded.then(|| self.inline_program());
+        [Some(entry), ret, inline]
             .into_iter()
             .flatten()
             .filter_map(|name| {
@@ -201,15 +208,36 @@ impl Kernel {
         returns: &[Site],
     ) -> Result<Attachment, KernelError> {
         let (entry, ret) = program_names(self.probes, self.mode);
-        let mut groups = vec![(entry, entries)];
-        if let Some(ret) = ret {
-            groups.push((ret, returns));
+        let Some(ret) = ret else {
+            return attach_sites(&mut self.ebpf, target, pid, &[(entry, entries)]);
+        };
+        // Boundaries of inlined copies have a program of their own, loaded on first use.
+        let (inline, plain): (Vec<Site>, Vec<Site>) = entries
+            .iter()
+            .partition(|s| s.cookie & cookie::INLINE_SITE != 0);
+        let mut groups = vec![(entry, plain.as_slice()), (ret, returns)];
+        if !inline.is_empty() {
+            let name = self.inline_program();
+            if !self.inline_loaded {
+                program(&mut self.ebpf, name)
+                    .load()
+                    .map_err(|e| load_error(&e))?;
+                self.inline_loaded = true;
+            }
+            groups.push((name, inline.as_slice()));
         }
         attach_sites(&mut self.ebpf, target, pid, &groups)
     }
 
     pub fn detach(&mut self, attachment: Attachment) {
         detach(&mut self.ebpf, attachment);
+    }
+
+    fn inline_program(&self) -> &'static str {
+        match self.mode {
+            AttachMode::Multi => INLINE_MULTI,
+            AttachMode::PerSite => INLINE,
+        }
     }
 
     /// Describe inline boundary `index` (before attaching a site whose cookie names it).
