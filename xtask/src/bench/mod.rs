@@ -39,7 +39,7 @@ pub const SECTIONS: [&str; 6] = [
     "accuracy",
 ];
 
-/// How much to measure: the full run (~15 min) or `--quick` (a couple of minutes, for
+/// How much to measure: the full run (~8 min) or `--quick` (a couple of minutes, for
 /// developing the benchmarks; its numbers are too few to quote).
 struct Plan {
     quick: bool,
