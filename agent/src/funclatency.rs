@@ -255,7 +255,11 @@ fn report_attached(
 /// Look at every process not seen yet (a reused PID is a new process); attach to each new Go
 /// binary that matches. Returns how
 /// many binaries were attached.
-pub(crate) fn scan_host(tracer: &mut Tracer, seen: &mut HashMap<u32, u64>, verbose: bool) -> usize {
+pub(crate) fn scan_host(
+    tracer: &mut Tracer,
+    seen: &mut HashMap<u32, targets::Sighting>,
+    verbose: bool,
+) -> usize {
     let mut attached_binaries = 0;
     for pid in targets::all_pids() {
         if !targets::first_sight(seen, pid) {
@@ -323,7 +327,7 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut seen_pids: HashMap<u32, u64> = HashMap::new();
+    let mut seen_pids: HashMap<u32, targets::Sighting> = HashMap::new();
     for pid in targets::all_pids() {
         targets::first_sight(&mut seen_pids, pid);
     }

@@ -183,7 +183,7 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut seen_pids: HashMap<u32, u64> = HashMap::new();
+    let mut seen_pids: HashMap<u32, targets::Sighting> = HashMap::new();
     for pid in targets::all_pids() {
         targets::first_sight(&mut seen_pids, pid);
     }

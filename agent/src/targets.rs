@@ -140,11 +140,19 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// Whether `pid` is a process not seen before: a new PID, or a PID now held by a later process
-/// than the one seen (PIDs are reused). Records it in `seen` (PID → start time).
-pub fn first_sight(seen: &mut HashMap<u32, u64>, pid: u32) -> bool {
+/// How host-wide discovery last saw a process: its start time and the file it ran (none for
+/// kernel threads, or while it is in the middle of an exec).
+pub type Sighting = (u64, Option<BinaryKey>);
+
+/// Whether `pid` is a process not seen before, or not as it is now: a new PID, a PID now held
+/// by a later process (PIDs are reused), or a process that exec'd since (same PID and start
+/// time, another file: a scan can catch a new process between fork and exec, running its
+/// parent's binary, or in the middle of the exec, with no executable at all). Records it in
+/// `seen`.
+pub fn first_sight(seen: &mut HashMap<u32, Sighting>, pid: u32) -> bool {
     let start = stat(pid).map_or(0, |s| s.start);
-    seen.insert(pid, start) != Some(start)
+    let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
+    seen.insert(pid, (start, binary)) != Some((start, binary))
 }
 
 pub fn is_alive(pid: u32) -> bool {
@@ -181,8 +189,13 @@ mod tests {
         assert!(first_sight(&mut seen, me));
         assert!(!first_sight(&mut seen, me));
         // Another process got this PID: another start time.
-        *seen.get_mut(&me).unwrap() += 1;
+        seen.get_mut(&me).unwrap().0 += 1;
         assert!(first_sight(&mut seen, me));
+        // Caught between fork and exec (the parent's file) or mid-exec (none): seen again once
+        // it runs its own binary.
+        seen.get_mut(&me).unwrap().1 = None;
+        assert!(first_sight(&mut seen, me));
+        assert!(!first_sight(&mut seen, me));
     }
 
     #[test]
