@@ -32,6 +32,8 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let mode = attach_mode_from_env();
 
     // Everything that can be checked without touching a target is checked before loading BPF.
+    // Host-wide: processes that start from here on are found by the scans.
+    let seen_pids = targets::sight_all();
     let processes = check_targets(&selection)?;
     let probes = Probes::Latency {
         stacks_min_ns: stacks_min_ns(&args)?,
@@ -69,6 +71,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         &selection,
         tracked_pids,
         &mut stack_view,
+        seen_pids,
     ))?;
 
     tracer.detach_all();
@@ -308,6 +311,7 @@ async fn event_loop(
     selection: &Selection,
     tracked_pids: HashSet<u32>,
     stack_view: &mut Option<StackView>,
+    mut seen_pids: HashMap<u32, targets::Sighting>,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -327,10 +331,6 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut seen_pids: HashMap<u32, targets::Sighting> = HashMap::new();
-    for pid in targets::all_pids() {
-        targets::first_sight(&mut seen_pids, pid);
-    }
     let mut interval_start = Instant::now();
 
     loop {

@@ -28,6 +28,8 @@ const SCAN_EVERY: Duration = Duration::from_millis(200);
 pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     let pattern = Pattern::parse(&args.pattern, args.regex)?;
     let selection = select(&pattern, &args.pids, args.binary.as_ref())?;
+    // Host-wide: processes that start from here on are found by the scans.
+    let seen_pids = targets::sight_all();
     let processes = check_targets(&selection)?;
     let mut tracer = Tracer::with_probes(pattern, attach_mode_from_env(), Probes::StackCount)?;
     let tracked = attach_targets(&mut tracer, &selection, &processes, args.verbose)?;
@@ -61,6 +63,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         &args,
         &selection,
         tracked,
+        seen_pids,
     ))?;
     tracer.detach_all();
     let elapsed = started.elapsed();
@@ -169,6 +172,7 @@ async fn event_loop(
     args: &StackcountArgs,
     selection: &Selection,
     tracked: HashSet<u32>,
+    mut seen_pids: HashMap<u32, targets::Sighting>,
 ) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -183,10 +187,6 @@ async fn event_loop(
         }
     };
     tokio::pin!(until_deadline);
-    let mut seen_pids: HashMap<u32, targets::Sighting> = HashMap::new();
-    for pid in targets::all_pids() {
-        targets::first_sight(&mut seen_pids, pid);
-    }
     loop {
         tokio::select! {
             _ = sigint.recv() => break,

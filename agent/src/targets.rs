@@ -155,6 +155,16 @@ pub fn first_sight(seen: &mut HashMap<u32, Sighting>, pid: u32) -> bool {
     seen.insert(pid, (start, binary)) != Some((start, binary))
 }
 
+/// Every process running now, as [`first_sight`] records them. Taken before the first look at
+/// the processes, so that one starting afterwards is found by the next scan.
+pub fn sight_all() -> HashMap<u32, Sighting> {
+    let mut seen = HashMap::new();
+    for pid in all_pids() {
+        first_sight(&mut seen, pid);
+    }
+    seen
+}
+
 pub fn is_alive(pid: u32) -> bool {
     // Signal 0 checks existence; EPERM still means the process exists.
     // SAFETY: kill with signal 0 sends nothing.
