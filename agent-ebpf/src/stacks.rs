@@ -239,7 +239,14 @@ fn count_stack(ctx: &ProbeContext) {
 /// `funclatency --stacks`: whether this call's stack is wanted.
 #[inline(always)]
 pub fn wants_latency_stack(latency_ns: u64) -> bool {
-    latency_ns >= LATENCY_STACKS_MIN_NS.load()
+    let min = LATENCY_STACKS_MIN_NS.load();
+    // Tested apart: the value is a frozen read-only global, so when it says "no stacks" the
+    // verifier knows this branch is never taken and skips the stack walk behind it, which it
+    // would otherwise verify at every pop of the inline program (most of its load time).
+    if min == u64::MAX {
+        return false;
+    }
+    latency_ns >= min
 }
 
 /// Submit a completed call with the stack it returns to (walked at its RET, where the frame is
