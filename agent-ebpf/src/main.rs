@@ -127,7 +127,8 @@ struct Here {
     stack_hi: u64,
 }
 
-/// The goroutine's entry stack and its stack position here. `cached`: the site may use the
+/// The goroutine's entry stack and its stack position here; `None` (counted in
+/// `G_READ_ERRORS`) if r14 did not hold a readable g. `cached`: the site may use the
 /// `g.stack.hi` kept in the entry stack (`cookie::STACK_HI_CACHED`); reading it from the
 /// goroutine is the most expensive thing a probe does after a trap has evicted the caches.
 #[inline(always)]
@@ -147,8 +148,12 @@ fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
             });
         }
     }
-    let stack_hi = read_stack_hi(key.g)?;
-    let sp_off = position(stack_hi, regs.rsp)?;
+    let Some((stack_hi, sp_off)) =
+        read_stack_hi(key.g).and_then(|hi| Some((hi, position(hi, regs.rsp)?)))
+    else {
+        bump(counter::G_READ_ERRORS);
+        return None;
+    };
     let keep = if cached { stack_hi } else { 0 };
     if let Some(stack) = stack {
         // SAFETY: as above.
@@ -256,7 +261,6 @@ fn on_entry(ctx: &ProbeContext) {
         return;
     }
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
-        bump(counter::G_READ_ERRORS);
         return;
     };
     // Last: what the program does after the timestamp lands inside the measured latency.
@@ -285,7 +289,6 @@ fn on_inline(ctx: &ProbeContext) {
     let regs = regs(ctx);
     let key = goroutine(regs);
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
-        bump(counter::G_READ_ERRORS);
         return;
     };
     // SAFETY: helper without arguments.
@@ -405,7 +408,6 @@ fn on_return(ctx: &ProbeContext) {
     bump(counter::RETURNS);
     let key = goroutine(regs);
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
-        bump(counter::G_READ_ERRORS);
         return;
     };
     let paired = match here.stack {

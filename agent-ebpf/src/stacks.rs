@@ -208,7 +208,7 @@ fn count_stack(ctx: &ProbeContext) {
     // Sites the latency tracer also attaches: the goroutine-exit probe is not a call, and a
     // boundary of inlined copies cannot tell a new call from control looping back to the copy's
     // first instruction without the per-goroutine state; only out-of-line calls are counted.
-    if site & (cookie::GOROUTINE_EXIT | cookie::STACK_MOVE | cookie::INLINE_SITE) != 0 {
+    if site & (cookie::BOOKKEEPING | cookie::INLINE_SITE) != 0 {
         return;
     }
     let Some((stack, leaf)) = walk(UserRegs::from(regs)) else {

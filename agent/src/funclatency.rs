@@ -488,9 +488,9 @@ fn print_counters(tracer: &mut Tracer) {
         .zip(counters)
         .map(|(name, value)| (name.to_string(), value.into()))
         .collect();
-    let open: usize = tracer.kernel().open_goroutines().values().sum();
+    let (tracked, open) = tracer.kernel().goroutines();
+    let open: usize = open.values().sum();
     fields.insert("open_goroutines".into(), open.into());
-    let tracked = tracer.kernel().tracked_goroutines();
     fields.insert("tracked_goroutines".into(), tracked.into());
     eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
     if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {

@@ -292,30 +292,22 @@ impl Kernel {
             .collect()
     }
 
-    /// Goroutines the kernel keeps an entry for (inside a traced call or between two), in all.
-    pub fn tracked_goroutines(&self) -> usize {
-        self.ebpf
-            .map("GOROUTINES")
-            .and_then(|map| BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map).ok())
-            .map_or(0, |goroutines| {
-                goroutines.keys().filter(Result::is_ok).count()
-            })
-    }
-
-    /// Goroutines that are inside a traced call right now, by process.
-    pub fn open_goroutines(&self) -> HashMap<u32, usize> {
+    /// The goroutines the kernel keeps an entry for: how many in all (inside a traced call or
+    /// between two), and, by process, how many are inside a traced call right now.
+    pub fn goroutines(&self) -> (usize, HashMap<u32, usize>) {
+        let mut tracked = 0;
         let mut open = HashMap::new();
         if let Some(map) = self.ebpf.map("GOROUTINES")
             && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map)
         {
-            // A goroutine keeps its (empty) entry between traced calls; count only open ones.
             for (key, stack) in goroutines.iter().filter_map(Result::ok) {
+                tracked += 1;
                 if stack.depth > 0 {
                     *open.entry(key.tgid).or_default() += 1;
                 }
             }
         }
-        open
+        (tracked, open)
     }
 
     /// Drop the open entries of processes for which `keep` is false (they exited); returns how
@@ -423,25 +415,18 @@ fn detach(ebpf: &mut Ebpf, attachment: Attachment) {
         drop(links);
         return;
     }
-    // Dropping a link detaches it. Links are dealt round-robin to the threads; a thread that
-    // cannot be started (a tasks limit) leaves its links to this one.
+    // Dropping a link detaches it. Links are dealt round-robin to the threads. A thread that
+    // cannot be started (a tasks limit) drops its closure, and so its links, right here.
     let threads = links.len().min(DETACH_THREADS);
     let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, link) in links.into_iter().enumerate() {
         shares[i % threads].push(link);
     }
-    let shares: Vec<std::sync::Mutex<Vec<_>>> =
-        shares.into_iter().map(std::sync::Mutex::new).collect();
     std::thread::scope(|s| {
-        for share in &shares {
-            let close = move || drop(std::mem::take(&mut *share.lock().expect("share lock")));
-            if std::thread::Builder::new()
+        for share in shares {
+            let _ = std::thread::Builder::new()
                 .stack_size(DETACH_STACK)
-                .spawn_scoped(s, close)
-                .is_err()
-            {
-                close();
-            }
+                .spawn_scoped(s, move || drop(share));
         }
     });
 }

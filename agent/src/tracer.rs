@@ -157,13 +157,7 @@ impl Tracer {
                 out.extend(
                     entries
                         .iter()
-                        .filter(|s| {
-                            s.cookie
-                                & (cookie::INLINE_SITE
-                                    | cookie::GOROUTINE_EXIT
-                                    | cookie::STACK_MOVE)
-                                == 0
-                        })
+                        .filter(|s| s.cookie & (cookie::INLINE_SITE | cookie::BOOKKEEPING) == 0)
                         .map(|s| (*key, (s.cookie & cookie::FUNC_MASK) as u32, s.offset)),
                 );
             }
@@ -429,7 +423,7 @@ impl Tracer {
         };
         let keep = |site: &&Site| {
             let low = (site.cookie & cookie::FUNC_MASK) as u32;
-            if site.cookie & (cookie::GOROUTINE_EXIT | cookie::STACK_MOVE) != 0 {
+            if site.cookie & cookie::BOOKKEEPING != 0 {
                 true
             } else if site.cookie & cookie::INLINE_SITE != 0 {
                 self.inline_site_functions
@@ -457,7 +451,7 @@ impl Tracer {
         let mut ids = BTreeSet::new();
         for site in entries.iter().chain(&returns) {
             let low = (site.cookie & cookie::FUNC_MASK) as u32;
-            if site.cookie & (cookie::GOROUTINE_EXIT | cookie::STACK_MOVE) != 0 {
+            if site.cookie & cookie::BOOKKEEPING != 0 {
                 continue;
             } else if site.cookie & cookie::INLINE_SITE != 0 {
                 let acting = self.inline_site_functions.get(&low).into_iter().flatten();

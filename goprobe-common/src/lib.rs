@@ -32,6 +32,9 @@ pub mod cookie {
     /// probed: the site may use the `g.stack.hi` cached in the goroutine's entry stack instead of
     /// reading it from user memory, the largest part of a probe's own cost (BENCHMARKS.md).
     pub const STACK_HI_CACHED: u64 = 1 << 36;
+    /// Sites goprobe adds for its own bookkeeping, not for a traced function: they carry no
+    /// function id, are always attached, and are not calls to count.
+    pub const BOOKKEEPING: u64 = GOROUTINE_EXIT | STACK_MOVE;
 
     pub const fn encode(func: u32, flags: u64) -> u64 {
         func as u64 | flags

@@ -442,11 +442,6 @@ fn run_program(
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        out.cpu = match (cpu_before, cpu_after) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        out.peak_rss_kib = peak;
         goprobe = Some(out);
         t.signal("TERM");
         t.wait(Duration::from_secs(60))?;
@@ -467,17 +462,15 @@ fn run_program(
         }
         match tracer {
             Tracer::Goprobe(_) => {
-                let mut out = GoprobeOut::parse(&t.stdout.all(), &t.stderr.all());
-                out.cpu = match (cpu_before, cpu_after) {
-                    (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-                    _ => None,
-                };
-                out.peak_rss_kib = peak;
-                goprobe = Some(out);
+                goprobe = Some(GoprobeOut::parse(&t.stdout.all(), &t.stderr.all()));
             }
             Tracer::Bpftrace(_) => bpftrace_stdout = t.stdout.all(),
             _ => {}
         }
+    }
+    if let Some(out) = goprobe.as_mut() {
+        out.cpu = cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a));
+        out.peak_rss_kib = peak;
     }
     Ok(RunOut {
         result,
