@@ -8,7 +8,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use goprobe_common::counter;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::FunclatencyArgs,
@@ -17,6 +16,7 @@ use crate::{
     pipeline::{self, Latencies, Unit},
     plan::Pattern,
     stacks::StackView,
+    stop::Stop,
     targets::{self, BinaryKey, Process},
     tracer::{BinaryState, Selection, Tracer},
 };
@@ -313,31 +313,18 @@ async fn event_loop(
     stack_view: &mut Option<StackView>,
     mut seen_pids: HashMap<u32, targets::Sighting>,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = Stop::new(args.duration)?;
     let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
     let mut scan = tokio::time::interval(SCAN_EVERY);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let interval = args.interval.map(Duration::from_secs);
     let mut print = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
     print.tick().await; // the first tick is immediate
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
-    let until_deadline = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_deadline);
     let mut interval_start = Instant::now();
 
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut until_deadline => break,
+            _ = stop.wait() => break,
             _ = drain.tick() => {
                 tracer.drain();
                 if let Some(view) = stack_view.as_mut() {

@@ -16,6 +16,7 @@ mod profile;
 mod query;
 mod stackcount;
 mod stacks;
+mod stop;
 mod symbolize;
 mod symbols;
 mod targets;

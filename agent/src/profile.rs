@@ -20,13 +20,13 @@ use aya::{
     },
 };
 use goprobe_common::{StackSample, stack};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::ProfileArgs,
     kernel::{self, KernelError, error_chain},
     outputs::{flamegraph, pprof::ProfileBuilder},
     stacks::{self, StackReader},
+    stop::Stop,
     symbolize::{Kind, Line, Location, Stack, Symbolizer},
     targets::{self, BinaryKey, Process},
 };
@@ -512,24 +512,11 @@ async fn event_loop(
     args: &ProfileArgs,
     targets: &Targets,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = Stop::new(args.duration)?;
     let mut tick = tokio::time::interval(DRAIN_EVERY);
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
-    let until_deadline = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_deadline);
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut until_deadline => break,
+            _ = stop.wait() => break,
             _ = tick.tick() => {
                 profiler.drain();
                 match targets {

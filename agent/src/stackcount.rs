@@ -8,7 +8,6 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use goprobe_common::StackCountKey;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::StackcountArgs,
@@ -17,6 +16,7 @@ use crate::{
     outputs::{flamegraph, pprof::ProfileBuilder, stacktext},
     plan::Pattern,
     stacks::{self, StackReader},
+    stop::Stop,
     symbolize::{Stack, Symbolizer},
     targets,
     tracer::{Selection, Tracer},
@@ -174,24 +174,11 @@ async fn event_loop(
     tracked: HashSet<u32>,
     mut seen_pids: HashMap<u32, targets::Sighting>,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut stop = Stop::new(args.duration)?;
     let mut scan = tokio::time::interval(SCAN_EVERY);
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
-    let until_deadline = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(until_deadline);
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut until_deadline => break,
+            _ = stop.wait() => break,
             _ = scan.tick() => {
                 // Read how each process that made a counted call maps its code while it runs.
                 for tgid in counted_tgids(tracer) {
