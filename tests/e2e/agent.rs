@@ -71,18 +71,10 @@ struct Agent {
 
 impl Agent {
     fn start(config_path: &Path, port: u16) -> Agent {
-        let probe = Goprobe::start(&["agent", "--config", config_path.to_str().unwrap()]);
-        if let Err(e) =
-            probe
-                .stderr
-                .wait_for("the agent's start line", Duration::from_secs(60), |l| {
-                    l.starts_with("goprobe: agent running")
-                })
-        {
-            let out = probe.wait(Duration::from_secs(5));
-            panic!("{e}\nthe agent exited: {out:?}");
+        Agent {
+            probe: Goprobe::start_agent(config_path),
+            port,
         }
-        Agent { probe, port }
     }
 
     fn wait_attached(&self, pid: u32) {

@@ -241,13 +241,7 @@ fn agent_endpoint_serves_go_tool_pprof() {
         ),
     )
     .unwrap();
-    let agent = Goprobe::start(&["agent", "--config", config.to_str().unwrap()]);
-    agent
-        .stderr
-        .wait_for("the agent's start line", Duration::from_secs(60), |l| {
-            l.starts_with("goprobe: agent running")
-        })
-        .unwrap();
+    let agent = Goprobe::start_agent(&config);
     let build = &matrix()[0];
     let go = GoProgram::start(&build.program("cpuhot"), &["-ms", "4000", "-nowait"], &[]);
     let url = format!(
@@ -306,13 +300,7 @@ fn agent_archives_profiles_for_query_and_diff() {
         ),
     )
     .unwrap();
-    let agent = Goprobe::start(&["agent", "--config", config.to_str().unwrap()]);
-    agent
-        .stderr
-        .wait_for("the agent's start line", Duration::from_secs(60), |l| {
-            l.starts_with("goprobe: agent running")
-        })
-        .unwrap();
+    let agent = Goprobe::start_agent(&config);
     let mut go = GoProgram::start(&program, &["-ms", "2000"], &[]);
     let pid = go.pid;
     agent

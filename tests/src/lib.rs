@@ -316,6 +316,23 @@ impl Goprobe {
         }
     }
 
+    /// `goprobe agent --config CONFIG`, once it says it is running (panics with its output if it
+    /// exits or does not start within a minute).
+    pub fn start_agent(config: &Path) -> Self {
+        let agent = Self::start(&["agent", "--config", config.to_str().unwrap()]);
+        if let Err(e) =
+            agent
+                .stderr
+                .wait_for("the agent's start line", Duration::from_secs(60), |l| {
+                    l.starts_with("goprobe: agent running")
+                })
+        {
+            let out = agent.wait(Duration::from_secs(5));
+            panic!("{e}\nthe agent exited: {out:?}");
+        }
+        agent
+    }
+
     /// Wait for the "Tracing N functions" banner (stdout, or stderr with --json); the probes are
     /// attached once it is printed.
     pub fn wait_tracing(&mut self) -> Result<String, String> {
