@@ -75,6 +75,20 @@ impl Location {
         }
     }
 
+    /// Code outside Go's tables (C, the vDSO, anonymous memory), named by `name` only.
+    fn native(address: u64, mapping: &Arc<Mapping>, name: String) -> Self {
+        Self {
+            address,
+            kind: Kind::Native,
+            mapping: Some(mapping.clone()),
+            lines: vec![Line {
+                function: name,
+                file: String::new(),
+                line: 0,
+            }],
+        }
+    }
+
     /// The outermost function at this PC (the physical function, inlined frames aside).
     pub fn function(&self) -> &str {
         self.lines.last().map_or("?", |l| l.function.as_str())
@@ -443,16 +457,7 @@ impl Symbolizer {
             } else {
                 format!("[{name}]")
             };
-            return Some(Location {
-                address: lookup,
-                kind: Kind::Native,
-                mapping: Some(mapping.clone()),
-                lines: vec![Line {
-                    function: name,
-                    file: String::new(),
-                    line: 0,
-                }],
-            });
+            return Some(Location::native(lookup, mapping, name));
         };
         let vaddr = lookup.wrapping_sub(*bias);
         let key = (binary_key(binary), vaddr);
@@ -473,16 +478,7 @@ impl Symbolizer {
             let name = binary
                 .native_name(vaddr)
                 .map_or_else(|| format!("[{}]", file_name(&binary.path)), String::from);
-            return Some(Location {
-                address: lookup,
-                kind: Kind::Native,
-                mapping: Some(mapping.clone()),
-                lines: vec![Line {
-                    function: name,
-                    file: String::new(),
-                    line: 0,
-                }],
-            });
+            return Some(Location::native(lookup, mapping, name));
         }
         Some(Location {
             address: lookup,
