@@ -1,8 +1,12 @@
 //! goprobe's kernel side: uprobes on Go functions that time each call per goroutine.
 //!
-//! * Entry sites push `(timestamp, stack position, function)` on a small stack kept per
+//! * Entry sites push `(timestamp, stack position, function)` on a stack of open calls kept per
 //!   `(tgid, g)`; the `g` pointer is in r14 (Go >= 1.17, amd64). Threads would be the wrong key:
-//!   a goroutine that blocks inside a traced call may resume on another thread.
+//!   a goroutine that blocks inside a traced call may resume on another thread. The outermost
+//!   open call sits in the goroutine's record (`GOROUTINES`), nested ones in `NESTED`, one entry
+//!   per open call: memory follows the calls open, so 100k goroutines waiting inside one traced
+//!   call, or recursion thousands deep, are all timed. Neither map is an LRU: evicting an open
+//!   call would lose it silently; a full map is counted instead.
 //! * Return sites are uprobes on every RET instruction of the function, never uretprobes: a
 //!   uretprobe rewrites the return address on the goroutine stack, which Go copies and walks.
 //! * The stack position is `g.stack.hi - rsp`. It is the same at a function's entry site and at
@@ -10,7 +14,7 @@
 //!   to grow it, and it orders nested calls: an outer call has a smaller value than the calls it
 //!   makes. Entries left behind by calls that never returned (panic, `runtime.Goexit`) are found
 //!   by that order and discarded, so they are never paired with the wrong return.
-//! * `g.stack.hi` is read from user memory once per goroutine and kept in its entry stack; only
+//! * `g.stack.hi` is read from user memory once per goroutine and kept in its record; only
 //!   `runtime.copystack` moves a live goroutine's stack, and a probe there forgets the kept value
 //!   (goroutines that exit are dropped at `runtime.goexit1`, so a reused `g` starts afresh). After
 //!   a trap the read costs more than the rest of the program (`cargo xtask bench`).
@@ -23,39 +27,47 @@ mod stacks;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use goprobe_common::{
-    EntryStack, Frame, GoroutineKey, InlineSite, LatencyEvent, MAX_DEPTH, MAX_INLINE_ACTIONS,
-    MAX_INLINE_SITES, cookie, counter,
+    EXIT_CLEANUP, Frame, Goroutine, GoroutineKey, InlineSite, LatencyEvent, MAX_GOROUTINES,
+    MAX_INLINE_ACTIONS, MAX_INLINE_SITES, MAX_NESTED_CALLS, MissKey, Misses, NestedKey,
+    STALE_PER_HIT, cookie, counter,
 };
 
-/// Open calls per goroutine. A goroutine's entry stays when its last open call returns (depth
-/// 0): inserting and deleting a 1 KiB value on every outermost call was most of the entry
-/// program's cost (`cargo xtask bench`, BENCHMARKS.md). Entries go when the goroutine exits (the
-/// probe on `runtime.goexit1`), when user space sweeps a dead process, or by LRU eviction, which
-/// is why this is an LRU map. User space may resize it at load time.
+/// One record per goroutine that made a traced call and has not exited: its outermost open call
+/// and its cached `g.stack.hi`. A record stays when its last open call returns (depth 0): the
+/// cached `g.stack.hi` saves the most expensive read a probe makes (`cargo xtask bench`,
+/// BENCHMARKS.md). Records go when the goroutine exits (the probe on `runtime.goexit1`) or when
+/// user space sweeps a process that exited. User space may resize the map at load time.
 #[map]
-static GOROUTINES: LruHashMap<GoroutineKey, EntryStack> = LruHashMap::with_max_entries(16384, 0);
+static GOROUTINES: HashMap<GoroutineKey, Goroutine> =
+    HashMap::with_max_entries(MAX_GOROUTINES, BPF_F_NO_PREALLOC);
 
-/// Source value for inserting a new goroutine: an `EntryStack` (1 KiB) is too large for the
-/// 512-byte BPF stack, so it is built in per-CPU map memory instead.
+/// Open calls nested inside another open call of their goroutine, by (goroutine, depth index).
 #[map]
-static SCRATCH: PerCpuArray<EntryStack> = PerCpuArray::with_max_entries(1, 0);
+static NESTED: HashMap<NestedKey, Frame> =
+    HashMap::with_max_entries(MAX_NESTED_CALLS, BPF_F_NO_PREALLOC);
+
+/// Processes that have goroutine records (value unused): user space sweeps the maps only when one
+/// of them has exited, instead of reading every record on a timer.
+#[map]
+static PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Health counters, indexed by `goprobe_common::counter`.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Events lost per function id (ring buffer full); touched only on the loss path.
+/// Calls seen but not timed, per process and function; touched only on those paths. Should it
+/// fill up, the totals in `COUNTERS` still count every such call.
 #[map]
-static LOST_BY_FUNC: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static MISSED: PerCpuHashMap<MissKey, Misses> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Boundaries of inlined copies, indexed by the low bits of an `INLINE_SITE` cookie; written by
 /// user space before it attaches the sites.
@@ -70,8 +82,6 @@ const EFLAGS_CF: u64 = 1 << 0;
 const EFLAGS_ZF: u64 = 1 << 6;
 /// Offset of `g.stack.hi` in `runtime.g` (`stack{lo, hi}` is the first field in every Go version).
 const G_STACK_HI: u64 = 8;
-const DEPTH_MASK: usize = MAX_DEPTH - 1;
-const _: () = assert!(MAX_DEPTH.is_power_of_two());
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -120,29 +130,29 @@ fn position(stack_hi: u64, rsp: u64) -> Option<u32> {
 
 /// Where the goroutine is at this site.
 struct Here {
-    /// Its entry stack, if it has one.
-    stack: Option<*mut EntryStack>,
+    /// Its record, if it has one.
+    record: Option<*mut Goroutine>,
     sp_off: u32,
-    /// `g.stack.hi`, to keep in a new entry stack (0: not to be cached).
+    /// `g.stack.hi`, to keep in a new record (0: not to be cached).
     stack_hi: u64,
 }
 
-/// The goroutine's entry stack and its stack position here; `None` (counted in
-/// `G_READ_ERRORS`) if r14 did not hold a readable g. `cached`: the site may use the
-/// `g.stack.hi` kept in the entry stack (`cookie::STACK_HI_CACHED`); reading it from the
-/// goroutine is the most expensive thing a probe does after a trap has evicted the caches.
+/// The goroutine's record and its stack position here; `None` (counted in `G_READ_ERRORS`) if
+/// r14 did not hold a readable g. `cached`: the site may use the `g.stack.hi` kept in the record
+/// (`cookie::STACK_HI_CACHED`); reading it from the goroutine is the most expensive thing a probe
+/// does after a trap has evicted the caches.
 #[inline(always)]
 fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
-    let stack = GOROUTINES.get_ptr_mut(key);
-    if let Some(stack) = stack {
+    let record = GOROUTINES.get_ptr_mut(key);
+    if let Some(record) = record {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
-        let stack_hi = unsafe { (*stack).stack_hi };
+        let stack_hi = unsafe { (*record).stack_hi };
         if cached
             && stack_hi != 0
             && let Some(sp_off) = position(stack_hi, regs.rsp)
         {
             return Some(Here {
-                stack: Some(stack),
+                record: Some(record),
                 sp_off,
                 stack_hi,
             });
@@ -155,29 +165,93 @@ fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
         return None;
     };
     let keep = if cached { stack_hi } else { 0 };
-    if let Some(stack) = stack {
+    if let Some(record) = record {
         // SAFETY: as above.
-        unsafe { (*stack).stack_hi = keep };
+        unsafe { (*record).stack_hi = keep };
     }
     Some(Here {
-        stack,
+        record,
         sp_off,
         stack_hi: keep,
     })
 }
 
-/// The goroutine's current depth, read through a volatile load: otherwise LLVM turns the loops
-/// below into a walking pointer whose offset the verifier can no longer bound.
 #[inline(always)]
-fn depth(stack: &EntryStack) -> usize {
-    // SAFETY: reads a field of a valid reference.
-    (unsafe { core::ptr::read_volatile(&stack.depth) } as usize).min(MAX_DEPTH)
+fn nested_key(key: &GoroutineKey, index: u32) -> NestedKey {
+    NestedKey {
+        tgid: key.tgid,
+        index,
+        g: key.g,
+    }
 }
 
+/// The goroutine's innermost open call, if it has one. A nested entry that is missing (user space
+/// removed it with its process) reads as a call at the deepest position, which every rule of
+/// [`discard_stale`] discards and none pairs.
 #[inline(always)]
-fn frame(stack: &mut EntryStack, index: usize) -> &mut Frame {
-    // SAFETY: masked into bounds; the verifier needs the mask to see that.
-    unsafe { stack.frames.get_unchecked_mut(index & DEPTH_MASK) }
+fn top(record: &Goroutine, key: &GoroutineKey) -> Option<Frame> {
+    match record.depth {
+        0 => None,
+        1 => Some(record.outer),
+        depth => Some(
+            NESTED
+                .get_ptr(&nested_key(key, depth - 1))
+                // SAFETY: map value pointer, copied out at once.
+                .map_or(MISSING, |frame| unsafe { *frame }),
+        ),
+    }
+}
+
+const MISSING: Frame = Frame {
+    start_ns: 0,
+    sp_off: u32::MAX,
+    func: u32::MAX,
+};
+
+/// Forget the innermost open call.
+#[inline(always)]
+fn drop_top(record: &mut Goroutine, key: &GoroutineKey) {
+    let depth = record.depth;
+    if depth > 1 {
+        let _ = NESTED.remove(&nested_key(key, depth - 1));
+    }
+    record.depth = depth.saturating_sub(1);
+}
+
+/// Which open calls a site shows to be over without having returned (a panic unwound through
+/// them and was recovered further out, so the goroutine runs at or above their position again).
+#[derive(Clone, Copy)]
+enum Stale {
+    /// A new out-of-line call: everything open at or below its position has ended.
+    Entry,
+    /// A boundary of inlined copies, which run in their caller's frame: open calls at the same
+    /// position are enclosing copies, still running.
+    Inline,
+    /// The RET of `func`: at its position, only `func` itself can still be open (in a frameless
+    /// function, its inlined copies share the position and were left by this RET too).
+    Return(u32),
+}
+
+/// Discard the open calls that `rule` shows to be over, up to `STALE_PER_HIT` of them.
+#[inline(always)]
+fn discard_stale(record: &mut Goroutine, key: &GoroutineKey, sp_off: u32, rule: Stale) {
+    for _ in 0..STALE_PER_HIT {
+        let Some(top) = top(record, key) else {
+            return;
+        };
+        let stale = match rule {
+            Stale::Entry => top.sp_off >= sp_off,
+            Stale::Inline => top.sp_off > sp_off,
+            Stale::Return(func) => {
+                top.sp_off > sp_off || (top.sp_off == sp_off && top.func != func)
+            }
+        };
+        if !stale {
+            return;
+        }
+        drop_top(record, key);
+        bump(counter::ENTRIES_ABANDONED);
+    }
 }
 
 #[uprobe]
@@ -242,20 +316,16 @@ fn on_entry(ctx: &ProbeContext) {
     let low = (site & cookie::FUNC_MASK) as u32;
     let key = goroutine(regs);
     if site & cookie::GOROUTINE_EXIT != 0 {
-        if let Some(stack) = GOROUTINES.get_ptr(&key) {
-            // SAFETY: map value pointer.
-            add(counter::ENTRIES_ABANDONED, depth(unsafe { &*stack }) as u64);
-            let _ = GOROUTINES.remove(&key);
-        }
+        goroutine_exits(&key);
         return;
     }
     if site & cookie::STACK_MOVE != 0 {
         // copystack(gp, newsize) runs on the system stack; the goroutine it moves is stopped
         // until it returns, so none of its probes can run between this and the move.
         let moved = GoroutineKey { g: regs.rax, ..key };
-        if let Some(stack) = GOROUTINES.get_ptr_mut(&moved) {
+        if let Some(record) = GOROUTINES.get_ptr_mut(&moved) {
             // SAFETY: map value pointer.
-            unsafe { (*stack).stack_hi = 0 };
+            unsafe { (*record).stack_hi = 0 };
             bump(counter::STACK_MOVES);
         }
         return;
@@ -263,25 +333,50 @@ fn on_entry(ctx: &ProbeContext) {
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
         return;
     };
+    if let Some(record) = here.record {
+        // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
+        discard_stale(unsafe { &mut *record }, &key, here.sp_off, Stale::Entry);
+    }
     // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     push(
         &key,
-        here.stack,
+        here.record,
         here.stack_hi,
         Frame {
             start_ns: now,
             sp_off: here.sp_off,
             func: low,
         },
-        false,
     );
 }
 
+/// `runtime.goexit1`: the goroutine ends, and whatever it still has open ended without
+/// returning (a panic recovered in its outermost frame, or `runtime.Goexit`).
+#[inline(always)]
+fn goroutine_exits(key: &GoroutineKey) {
+    let Some(record) = GOROUTINES.get_ptr(key) else {
+        return;
+    };
+    // SAFETY: map value pointer.
+    let depth = unsafe { (*record).depth };
+    add(counter::ENTRIES_ABANDONED, u64::from(depth));
+    for index in 1..=EXIT_CLEANUP {
+        if index >= depth {
+            break;
+        }
+        let _ = NESTED.remove(&nested_key(key, index));
+    }
+    if depth > EXIT_CLEANUP + 1 {
+        add(counter::NESTED_LEAKED, u64::from(depth - EXIT_CLEANUP - 1));
+    }
+    let _ = GOROUTINES.remove(key);
+}
+
 /// A site with `cookie::INLINE_SITE`. Its program is separate from the entry program because
-/// its loops (up to 12 pushes and pops, each over the entry stack) took the verifier ~0.5 s,
-/// most of goprobe's start-up; user space loads it only when the plan has inlined copies.
+/// its loops took the verifier most of goprobe's start-up; user space loads it only when the
+/// plan has inlined copies.
 #[inline(always)]
 fn on_inline(ctx: &ProbeContext) {
     // SAFETY: plain helper call on the program's own context.
@@ -303,97 +398,94 @@ fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &
         return;
     };
     let sp_off = here.sp_off;
-    if site.n_exits > 0
-        && let Some(stack) = here.stack
-    {
-        // Copies nested in each other may end at the same address; two passes pair them in
-        // either order.
-        for pass in 0..2 * MAX_INLINE_ACTIONS {
-            let i = pass % MAX_INLINE_ACTIONS;
-            if i < site.n_exits as usize {
-                pop(stack, key, sp_off, site.exits[i], now, false, regs);
+    if let Some(record) = here.record {
+        // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
+        let record = unsafe { &mut *record };
+        discard_stale(record, key, sp_off, Stale::Inline);
+        // Copies nested in each other may end at the same address: the innermost is on top.
+        for _ in 0..MAX_INLINE_ACTIONS {
+            let Some(top) = top(record, key) else {
+                break;
+            };
+            let mut leaves = false;
+            for i in 0..MAX_INLINE_ACTIONS {
+                leaves |= i < site.n_exits as usize && site.exits[i] == top.func;
             }
+            if top.sp_off != sp_off || !leaves {
+                break;
+            }
+            drop_top(record, key);
+            complete(key, top, now, regs);
         }
     }
     for i in 0..MAX_INLINE_ACTIONS {
         if i < site.n_entries as usize {
-            // Looked up again: the first push may have created the entry stack.
+            let func = site.entries[i];
+            // Looked up again: the first push may have created the record.
+            let record = GOROUTINES.get_ptr_mut(key);
+            if let Some(record) = record
+                // SAFETY: map value pointer.
+                && let Some(top) = top(unsafe { &*record }, key)
+                && top.sp_off == sp_off
+                && top.func == func
+            {
+                // This very copy is open here: control came back to its first instruction from
+                // inside it (a loop), which is not a new call.
+                continue;
+            }
             push(
                 key,
-                GOROUTINES.get_ptr_mut(key),
+                record,
                 here.stack_hi,
                 Frame {
                     start_ns: now,
                     sp_off,
-                    func: site.entries[i],
+                    func,
                 },
-                true,
             );
         }
     }
 }
 
-/// Open a call. `inline`: an inlined copy, which runs in its caller's frame, so other open
-/// copies at the same stack position are its enclosing copies, not abandoned calls; and if
-/// this very copy is already open here, control came back to its first instruction from
-/// inside it (a loop), which is not a new call.
+/// Open a call on top of the goroutine's open calls (stale ones already discarded), creating
+/// the goroutine's record if it has none.
 #[inline(always)]
-fn push(
-    key: &GoroutineKey,
-    stack: Option<*mut EntryStack>,
-    stack_hi: u64,
-    new_frame: Frame,
-    inline: bool,
-) {
-    let sp_off = new_frame.sp_off;
-    if let Some(stack) = stack {
-        // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
-        let stack = unsafe { &mut *stack };
-        // Open calls deeper than this one cannot still be running: the goroutine is now making
-        // a new call from further out. They ended without returning (panic, Goexit). A real
-        // call also closes what is open at its own position.
-        for _ in 0..MAX_DEPTH {
-            let depth = depth(stack);
-            if depth == 0 {
-                break;
+fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame: Frame) {
+    let Some(record) = record else {
+        let record = Goroutine {
+            depth: 1,
+            _pad: 0,
+            stack_hi,
+            outer: frame,
+        };
+        if GOROUTINES.insert(key, &record, BPF_NOEXIST as u64).is_ok() {
+            bump(counter::ENTRIES);
+            if PROCESSES.get_ptr(&key.tgid).is_none()
+                && PROCESSES.insert(&key.tgid, &0, BPF_ANY as u64).is_err()
+            {
+                bump(counter::PROCESSES_FULL);
             }
-            let top = frame(stack, depth - 1).sp_off;
-            if top < sp_off || (inline && top == sp_off) {
-                break;
-            }
-            stack.depth = depth as u32 - 1;
-            bump(counter::ENTRIES_ABANDONED);
+        } else {
+            bump(counter::MAP_FULL);
+            missed(key.tgid, frame.func, Miss::Untimed);
         }
-        let depth = depth(stack);
-        if inline && depth > 0 {
-            let top = *frame(stack, depth - 1);
-            if top.sp_off == sp_off && top.func == new_frame.func {
-                return;
-            }
-        }
-        if depth >= MAX_DEPTH {
-            bump(counter::ENTRIES_DROPPED);
-            return;
-        }
-        *frame(stack, depth) = new_frame;
-        stack.depth = depth as u32 + 1;
-        bump(counter::ENTRIES);
-        return;
-    }
-
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: per-CPU scratch value; only depth and the first frame are meaningful.
-    let scratch = unsafe { &mut *scratch };
-    scratch.depth = 1;
-    scratch.stack_hi = stack_hi;
-    *frame(scratch, 0) = new_frame;
-    if GOROUTINES.insert(key, scratch, BPF_NOEXIST as u64).is_ok() {
-        bump(counter::ENTRIES);
-    } else {
-        bump(counter::MAP_FULL);
+    // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
+    let record = unsafe { &mut *record };
+    let depth = record.depth;
+    if depth == 0 {
+        record.outer = frame;
+    } else if NESTED
+        .insert(&nested_key(key, depth), &frame, BPF_ANY as u64)
+        .is_err()
+    {
+        bump(counter::ENTRIES_DROPPED);
+        missed(key.tgid, frame.func, Miss::Untimed);
+        return;
     }
+    record.depth = depth + 1;
+    bump(counter::ENTRIES);
 }
 
 #[inline(always)]
@@ -408,72 +500,43 @@ fn on_return(ctx: &ProbeContext) {
     bump(counter::RETURNS);
     let key = goroutine(regs);
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
+        missed(key.tgid, func, Miss::Unpaired);
         return;
     };
-    let paired = match here.stack {
-        Some(stack) => pop(stack, &key, here.sp_off, func, now, true, regs),
-        None => false,
-    };
+    let mut paired = false;
+    if let Some(record) = here.record {
+        // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
+        let record = unsafe { &mut *record };
+        discard_stale(record, &key, here.sp_off, Stale::Return(func));
+        if let Some(top) = top(record, &key)
+            && top.sp_off == here.sp_off
+            && top.func == func
+        {
+            drop_top(record, &key);
+            complete(&key, top, now, regs);
+            paired = true;
+        }
+    }
     if !paired {
         bump(counter::RETURNS_UNPAIRED);
+        missed(key.tgid, func, Miss::Unpaired);
     }
 }
 
-/// Close the open call of `func` at stack position `sp_off`, sending its latency; false if there
-/// is none. `returning`: a RET, which ends every call still open at its position (in a frameless
-/// function, its inlined copies share the position); at an inline exit, other copies at the
-/// position are the enclosing ones and stay open. `regs`: the registers at the site, to walk the
+/// Send the latency of a call that ended now. `regs`: the registers at the site, to walk the
 /// stack the call returns to (`--stacks`).
 #[inline(always)]
-fn pop(
-    stack: *mut EntryStack,
-    key: &GoroutineKey,
-    sp_off: u32,
-    func: u32,
-    now: u64,
-    returning: bool,
-    regs: &pt_regs,
-) -> bool {
-    // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
-    let stack = unsafe { &mut *stack };
-    // Deeper open calls were abandoned (a panic unwound through them, recovered out here).
-    for _ in 0..MAX_DEPTH {
-        let depth = depth(stack);
-        if depth == 0 {
-            break;
-        }
-        let top = *frame(stack, depth - 1);
-        let stale = top.sp_off > sp_off || (returning && top.sp_off == sp_off && top.func != func);
-        if !stale {
-            break;
-        }
-        stack.depth = depth as u32 - 1;
-        bump(counter::ENTRIES_ABANDONED);
-    }
-    let mut depth = depth(stack);
-    let mut start_ns = None;
-    if depth > 0 {
-        let top = *frame(stack, depth - 1);
-        if top.sp_off == sp_off && top.func == func {
-            depth -= 1;
-            start_ns = Some(top.start_ns);
-        }
-    }
-    stack.depth = depth as u32;
-    let Some(start_ns) = start_ns else {
-        return false;
-    };
+fn complete(key: &GoroutineKey, call: Frame, now: u64, regs: &pt_regs) {
     send(
         LatencyEvent {
             tgid: key.tgid,
-            func,
-            latency_ns: now.saturating_sub(start_ns),
+            func: call.func,
+            latency_ns: now.saturating_sub(call.start_ns),
             end_ns: now,
             g: key.g,
         },
         regs,
     );
-    true
 }
 
 /// Submit a completed call; with `funclatency --stacks`, calls slow enough carry the stack they
@@ -496,14 +559,38 @@ fn send(event: LatencyEvent, regs: &pt_regs) {
         bump(counter::EVENTS_SENT);
     } else {
         bump(counter::EVENTS_LOST);
-        match LOST_BY_FUNC.get_ptr_mut(&event.func) {
-            // SAFETY: per-CPU value.
-            Some(lost) => unsafe { *lost += 1 },
-            None => {
-                let _ = LOST_BY_FUNC.insert(&event.func, &1, 0);
-            }
-        }
+        missed(event.tgid, event.func, Miss::Lost);
     }
+}
+
+#[derive(Clone, Copy)]
+enum Miss {
+    Lost,
+    Untimed,
+    Unpaired,
+}
+
+/// Count a call of `func` in `tgid` that was seen but not timed.
+#[inline(always)]
+fn missed(tgid: u32, func: u32, miss: Miss) {
+    let key = MissKey { tgid, func };
+    if let Some(misses) = MISSED.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value.
+        let misses = unsafe { &mut *misses };
+        match miss {
+            Miss::Lost => misses.lost += 1,
+            Miss::Untimed => misses.untimed += 1,
+            Miss::Unpaired => misses.unpaired += 1,
+        }
+        return;
+    }
+    let mut first = Misses::default();
+    match miss {
+        Miss::Lost => first.lost = 1,
+        Miss::Untimed => first.untimed = 1,
+        Miss::Unpaired => first.unpaired = 1,
+    }
+    let _ = MISSED.insert(&key, &first, 0);
 }
 
 #[cfg(not(test))]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use goprobe_common::counter;
+use goprobe_common::{Misses, counter};
 
 use crate::{
     cli::FunclatencyArgs,
@@ -367,7 +367,7 @@ fn print_interval(
     elapsed: Option<Duration>,
     stack_view: &mut Option<StackView>,
 ) -> anyhow::Result<()> {
-    let (histograms, lost) = tracer.take_interval();
+    let (histograms, missed) = tracer.take_interval();
     let by_stack = tracer.aggregator.stacks.take();
     let unit = if args.milliseconds {
         Unit::Milliseconds
@@ -384,9 +384,8 @@ fn print_interval(
     };
     let per_function = args.json || args.per_function || tracer.traced_names.len() <= 1;
     let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
-    // The row of each function with the most calls carries that function's lost events.
-    let mut lost_owner: BTreeMap<u32, ((String, u32), u64)> = BTreeMap::new();
-    for ((func, pid), latencies) in histograms {
+    // The row of (function, pid), made on first use.
+    let mut row_of = |func: u32, pid: u32| -> (String, u32) {
         let function = if per_function {
             name_of(func)
         } else {
@@ -397,7 +396,7 @@ fn print_interval(
             function,
             pid,
             latencies: Latencies::default(),
-            lost: 0,
+            misses: Misses::default(),
             sites: per_function.then(FunctionSites::default),
             stacks: stack_view.as_ref().map(|_| Vec::new()),
         });
@@ -405,10 +404,26 @@ fn print_interval(
             sites.out_of_line |= info.out_of_line;
             sites.inlined_copies = sites.inlined_copies.max(info.inlined_copies);
         }
-        row.latencies.merge(&latencies);
-        let owner = lost_owner.entry(func).or_insert((key.clone(), 0));
-        if latencies.count > owner.1 {
-            *owner = (key, latencies.count);
+        key
+    };
+    let mut keys = Vec::new();
+    for ((func, pid), latencies) in histograms {
+        keys.push((row_of(func, pid), latencies));
+    }
+    let mut missed_keys = Vec::new();
+    for ((func, pid), misses) in &missed {
+        missed_keys.push((row_of(*func, *pid), *misses));
+    }
+    for (key, latencies) in keys {
+        if let Some(row) = rows.get_mut(&key) {
+            row.latencies.merge(&latencies);
+        }
+    }
+    let mut in_rows = Misses::default();
+    for (key, misses) in missed_keys {
+        if let Some(row) = rows.get_mut(&key) {
+            row.misses.add(&misses);
+            in_rows.add(&misses);
         }
     }
     if let Some(view) = stack_view.as_mut() {
@@ -438,25 +453,24 @@ fn print_interval(
             }
         }
     }
-    let mut total_lost = 0;
-    for (func, count) in &lost {
-        total_lost += count;
-        if let Some((key, _)) = lost_owner.get(func)
-            && let Some(row) = rows.get_mut(key)
-        {
-            row.lost += count;
-        }
-    }
+    // The kernel's totals count every miss even if its per-function table was full.
     let deltas = tracer.counter_deltas();
-    let untimed = deltas[counter::ENTRIES_DROPPED as usize] + deltas[counter::MAP_FULL as usize];
+    let totals = Misses {
+        lost: in_rows.lost.max(deltas[counter::EVENTS_LOST as usize]),
+        untimed: in_rows
+            .untimed
+            .max(deltas[counter::ENTRIES_DROPPED as usize] + deltas[counter::MAP_FULL as usize]),
+        unpaired: in_rows
+            .unpaired
+            .max(deltas[counter::RETURNS_UNPAIRED as usize]),
+    };
     let report = Report {
         rows: rows.into_values().collect(),
         unit,
         time: SystemTime::now(),
         show_time: args.timestamp,
         interval_s: elapsed.map_or(0.0, |d| d.as_secs_f64()),
-        lost: total_lost,
-        untimed,
+        missed: totals,
         stacks_min_ns: stacks_min_ns(args)?.filter(|&ns| ns > 0),
     };
     let mut stdout = std::io::stdout().lock();
@@ -475,11 +489,14 @@ fn print_counters(tracer: &mut Tracer) {
         .zip(counters)
         .map(|(name, value)| (name.to_string(), value.into()))
         .collect();
-    let (tracked, open) = tracer.kernel().goroutines();
-    let open: usize = open.values().sum();
+    let pairing = tracer.kernel().pairing();
+    let open: u64 = pairing.open_by_process.values().sum();
     fields.insert("open_goroutines".into(), open.into());
-    fields.insert("tracked_goroutines".into(), tracked.into());
+    fields.insert("tracked_goroutines".into(), pairing.goroutines.into());
+    fields.insert("open_calls".into(), pairing.open_calls.into());
+    fields.insert("pairing_bytes".into(), pairing.bytes.into());
     eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
+    eprintln!("goprobe: {}", pairing.describe());
     if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
         let stats = tracer.kernel_mut().program_stats();
         if let Ok(json) = serde_json::to_string(&stats) {

@@ -11,7 +11,9 @@ use aya::{
     },
     sys::{UProbeMultiFeature, is_uprobe_multi_supported},
 };
-use goprobe_common::{EntryStack, GoroutineKey, InlineSite, cookie, counter};
+use goprobe_common::{
+    Frame, Goroutine, GoroutineKey, InlineSite, MissKey, Misses, NestedKey, cookie, counter,
+};
 
 /// Oldest kernel with everything goprobe uses: BPF ring buffer (5.8) and per-attach-point
 /// cookies on perf-event uprobes (5.15).
@@ -83,6 +85,8 @@ pub struct Kernel {
     /// The program of inline boundaries is loaded (it is loaded only when needed: verifying it
     /// takes most of a second).
     inline_loaded: bool,
+    /// See [`Pairing::goroutine_bytes`] and [`Pairing::nested_bytes`].
+    element_bytes: (u64, u64),
     /// Held while BPF run-time statistics are on (`GOPROBE_BPF_STATS=1`, for benchmarks: the
     /// kernel then times every BPF program run on the host, which costs a little each run).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -142,6 +146,7 @@ impl Kernel {
         crate::stacks::size_unused_maps(
             &mut loader,
             crate::stacks::MapUse {
+                pairing: matches!(probes, Probes::Latency { .. }),
                 stacks: stacks_min_ns.is_some() || probes == Probes::StackCount,
                 stack_counts: probes == Probes::StackCount,
                 profile: false,
@@ -162,13 +167,16 @@ impl Kernel {
         } else {
             None
         };
-        Ok(Self {
+        let mut kernel = Self {
             ebpf,
             mode,
             probes,
             inline_loaded: false,
+            element_bytes: (0, 0),
             _stats: stats,
-        })
+        };
+        kernel.element_bytes = kernel.measure_element_bytes();
+        Ok(kernel)
     }
 
     /// How often each program ran and for how long in all; zeros unless `GOPROBE_BPF_STATS=1`.
@@ -278,56 +286,191 @@ impl Kernel {
         totals
     }
 
-    /// Events lost (ring buffer full) per function id, summed over CPUs.
-    pub fn lost_by_function(&self) -> HashMap<u32, u64> {
-        let Some(map) = self.ebpf.map("LOST_BY_FUNC") else {
+    /// Calls seen but not timed, per (function id, process), summed over CPUs, since loading.
+    pub fn misses(&self) -> HashMap<(u32, u32), Misses> {
+        let Some(map) = self.ebpf.map("MISSED") else {
             return HashMap::new();
         };
-        let Ok(lost) = PerCpuHashMap::<_, u32, u64>::try_from(map) else {
+        let Ok(missed) = PerCpuHashMap::<_, MissKey, Misses>::try_from(map) else {
             return HashMap::new();
         };
-        lost.iter()
+        missed
+            .iter()
             .filter_map(Result::ok)
-            .map(|(func, values)| (func, values.iter().sum()))
+            .map(|(key, values)| {
+                let mut total = Misses::default();
+                values.iter().for_each(|v| total.add(v));
+                ((key.func, key.tgid), total)
+            })
             .collect()
     }
 
-    /// The goroutines the kernel keeps an entry for: how many in all (inside a traced call or
-    /// between two), and, by process, how many are inside a traced call right now.
-    pub fn goroutines(&self) -> (usize, HashMap<u32, usize>) {
-        let mut tracked = 0;
-        let mut open = HashMap::new();
+    /// What the kernel holds to pair calls: the goroutine records, the open calls, and the
+    /// memory both maps use.
+    pub fn pairing(&self) -> Pairing {
+        let mut pairing = Pairing {
+            goroutine_capacity: goprobe_common::MAX_GOROUTINES,
+            nested_capacity: goprobe_common::MAX_NESTED_CALLS,
+            ..Pairing::default()
+        };
         if let Some(map) = self.ebpf.map("GOROUTINES")
-            && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map)
+            && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(map)
         {
-            for (key, stack) in goroutines.iter().filter_map(Result::ok) {
-                tracked += 1;
-                if stack.depth > 0 {
-                    *open.entry(key.tgid).or_default() += 1;
+            for (key, record) in goroutines.iter().filter_map(Result::ok) {
+                pairing.goroutines += 1;
+                if record.depth > 0 {
+                    *pairing.open_by_process.entry(key.tgid).or_default() += 1;
+                    pairing.open_calls += u64::from(record.depth);
                 }
             }
         }
-        (tracked, open)
+        pairing.bytes = ["GOROUTINES", "NESTED"]
+            .iter()
+            .filter_map(|name| map_memory(self.ebpf.map(name)?))
+            .sum();
+        (pairing.goroutine_bytes, pairing.nested_bytes) = self.element_bytes;
+        pairing
     }
 
-    /// Drop the open entries of processes for which `keep` is false (they exited); returns how
-    /// many were removed. The LRU map would evict them eventually; this keeps it small.
-    pub fn sweep_goroutines(&mut self, keep: impl Fn(u32) -> bool) -> usize {
-        let Some(map) = self.ebpf.map_mut("GOROUTINES") else {
-            return 0;
+    /// What one more entry costs the kernel in each pairing map: measured once, by adding a
+    /// dummy entry from user space and reading the map's memory before and after.
+    fn measure_element_bytes(&mut self) -> (u64, u64) {
+        let probe_key = GoroutineKey {
+            tgid: u32::MAX,
+            _pad: 0,
+            g: 0,
         };
-        let Ok(mut goroutines) = BpfHashMap::<_, GoroutineKey, EntryStack>::try_from(map) else {
-            return 0;
+        let goroutine = self.ebpf.map_mut("GOROUTINES").and_then(|map| {
+            let before = map_memory(map)?;
+            let mut m = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(&mut *map).ok()?;
+            m.insert(&probe_key, &Goroutine::default(), 0).ok()?;
+            let after = map_memory(map);
+            let mut m = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(map).ok()?;
+            let _ = m.remove(&probe_key);
+            Some(after?.saturating_sub(before))
+        });
+        let nested_key = NestedKey {
+            tgid: u32::MAX,
+            index: 0,
+            g: 0,
         };
-        let dead: Vec<GoroutineKey> = goroutines
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !keep(key.tgid))
-            .collect();
-        dead.iter()
-            .filter(|key| goroutines.remove(key).is_ok())
-            .count()
+        let nested = self.ebpf.map_mut("NESTED").and_then(|map| {
+            let before = map_memory(map)?;
+            let mut m = BpfHashMap::<_, NestedKey, Frame>::try_from(&mut *map).ok()?;
+            m.insert(&nested_key, &Frame::default(), 0).ok()?;
+            let after = map_memory(map);
+            let mut m = BpfHashMap::<_, NestedKey, Frame>::try_from(map).ok()?;
+            let _ = m.remove(&nested_key);
+            Some(after?.saturating_sub(before))
+        });
+        (goroutine.unwrap_or(0), nested.unwrap_or(0))
     }
+
+    /// Drop the records and open calls of processes for which `alive` is false; returns how
+    /// many records were removed. Reads every record only when a process that has records has
+    /// exited (the kernel lists those processes in `PROCESSES`), or when that list overflowed.
+    pub fn sweep_goroutines(&mut self, alive: impl Fn(u32) -> bool) -> usize {
+        let overflowed = self.counters()[counter::PROCESSES_FULL as usize] > 0;
+        let dead: Vec<u32> = match self.ebpf.map("PROCESSES") {
+            Some(map) => match BpfHashMap::<_, u32, u8>::try_from(map) {
+                Ok(processes) => processes
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|&tgid| !alive(tgid))
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if dead.is_empty() && !overflowed {
+            return 0;
+        }
+        let removed = remove_where::<GoroutineKey, Goroutine>(&mut self.ebpf, "GOROUTINES", |k| {
+            !alive(k.tgid)
+        });
+        remove_where::<NestedKey, Frame>(&mut self.ebpf, "NESTED", |k| !alive(k.tgid));
+        if let Some(map) = self.ebpf.map_mut("PROCESSES")
+            && let Ok(mut processes) = BpfHashMap::<_, u32, u8>::try_from(map)
+        {
+            for tgid in dead {
+                let _ = processes.remove(&tgid);
+            }
+        }
+        removed
+    }
+}
+
+/// What the kernel holds to pair entries with returns ([`Kernel::pairing`]).
+#[derive(Debug, Clone, Default)]
+pub struct Pairing {
+    /// Goroutine records (inside a traced call, or between two).
+    pub goroutines: u64,
+    /// Goroutines inside a traced call, by process.
+    pub open_by_process: HashMap<u32, u64>,
+    /// Calls open right now, over all goroutines.
+    pub open_calls: u64,
+    /// Kernel memory of both maps (their `memlock` in fdinfo: the table and the entries in use).
+    pub bytes: u64,
+    /// Kernel memory of one goroutine record (which holds its outermost open call), and of one
+    /// nested open call.
+    pub goroutine_bytes: u64,
+    pub nested_bytes: u64,
+    pub goroutine_capacity: u32,
+    pub nested_capacity: u32,
+}
+
+impl Pairing {
+    /// One line for `-v`: what pairing holds and costs now, and its ceiling.
+    pub fn describe(&self) -> String {
+        format!(
+            "pairing: {} open calls in {} goroutine records, {} KiB of kernel memory; {} bytes per goroutine in a traced call, {} per nested open call; ceiling {} goroutines and {} nested open calls",
+            self.open_calls,
+            self.goroutines,
+            self.bytes.div_ceil(1024),
+            self.goroutine_bytes,
+            self.nested_bytes,
+            self.goroutine_capacity,
+            self.nested_capacity
+        )
+    }
+}
+
+/// Kernel memory a map uses now, as fdinfo's `memlock` reports it (what the kernel charges).
+fn map_memory(map: &aya::maps::Map) -> Option<u64> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let data = match map {
+        aya::maps::Map::HashMap(data) => data,
+        _ => return None,
+    };
+    let fd = data.info().ok()?.fd().ok()?;
+    let text =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Remove the entries of hash map `name` whose key `dead` accepts; returns how many.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    dead: impl Fn(&K) -> bool,
+) -> usize {
+    let Some(map) = ebpf.map_mut(name) else {
+        return 0;
+    };
+    let Ok(mut entries) = BpfHashMap::<_, K, V>::try_from(map) else {
+        return 0;
+    };
+    let doomed: Vec<K> = entries
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| dead(key))
+        .collect();
+    doomed
+        .iter()
+        .filter(|key| entries.remove(key).is_ok())
+        .count()
 }
 
 /// The entry and (if used) return programs of a run.

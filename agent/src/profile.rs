@@ -76,6 +76,7 @@ impl Profiler {
         stacks::size_unused_maps(
             &mut loader,
             stacks::MapUse {
+                pairing: false,
                 stacks: true,
                 stack_counts: false,
                 profile: true,
@@ -84,9 +85,7 @@ impl Profiler {
         if !kernel_stacks {
             loader.map_max_entries("KSTACKS", 1);
         }
-        // The uprobe programs' maps are not used by the profiler.
-        loader.map_max_entries("GOROUTINES", 1);
-        loader.map_max_entries("LOST_BY_FUNC", 1);
+        // The latency ring buffer is not used by the profiler either.
         loader.map_max_entries("EVENTS", 4096);
         let mut ebpf = loader
             .load(kernel::object())

@@ -15,12 +15,20 @@ use crate::symbolize::{Kind, Line, Location, Stack, Symbolizer};
 /// what it does not use.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MapUse {
+    /// Entry/return pairing (`funclatency`, the agent): the goroutine and open-call maps.
+    pub pairing: bool,
     pub stacks: bool,
     pub stack_counts: bool,
     pub profile: bool,
 }
 
 pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
+    if !used.pairing {
+        // Not preallocated, but their hash tables are (16 bytes a bucket).
+        for map in ["GOROUTINES", "NESTED", "PROCESSES", "MISSED"] {
+            loader.map_max_entries(map, 1);
+        }
+    }
     if !used.stacks {
         loader.map_max_entries("STACKS", 1);
     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use goprobe_common::{InlineSite, cookie};
+use goprobe_common::{InlineSite, Misses, cookie};
 
 use crate::{
     inspect::{BinaryIndex, InspectError},
@@ -20,6 +20,9 @@ use crate::{
     plan::{BinaryPlan, Pattern, Refusal, plan_binary},
     targets::BinaryKey,
 };
+
+/// Values per (function id, pid).
+pub type ByCall<T> = BTreeMap<(u32, u32), T>;
 
 /// A binary that was inspected for the pattern, and what came of it.
 #[derive(Debug, Clone)]
@@ -58,7 +61,7 @@ pub struct Tracer {
     inline_site_functions: HashMap<u32, Vec<u32>>,
     /// Distinct function names attached so far.
     pub traced_names: HashSet<String>,
-    lost_seen: HashMap<u32, u64>,
+    misses_seen: HashMap<(u32, u32), Misses>,
     counters_seen: Counters,
     next_inline_site: u32,
 }
@@ -128,7 +131,7 @@ impl Tracer {
             inspection_failures: 0,
             inline_site_functions: HashMap::new(),
             traced_names: HashSet::new(),
-            lost_seen: HashMap::new(),
+            misses_seen: HashMap::new(),
             counters_seen: Counters::default(),
             next_inline_site: 0,
         })
@@ -492,17 +495,23 @@ impl Tracer {
         self.aggregator.drain(&mut self.ring)
     }
 
-    /// This interval's histograms, and the events lost per function since the last call.
-    pub fn take_interval(&mut self) -> (BTreeMap<(u32, u32), Latencies>, HashMap<u32, u64>) {
-        let mut lost = HashMap::new();
-        for (func, total) in self.kernel.lost_by_function() {
-            let seen = self.lost_seen.entry(func).or_default();
-            if total > *seen {
-                lost.insert(func, total - *seen);
-                *seen = total;
+    /// This interval's histograms, and the calls seen but not timed since the last call, by
+    /// (function id, pid).
+    pub fn take_interval(&mut self) -> (ByCall<Latencies>, ByCall<Misses>) {
+        let mut missed = BTreeMap::new();
+        for (key, total) in self.kernel.misses() {
+            let seen = self.misses_seen.entry(key).or_default();
+            let delta = Misses {
+                lost: total.lost.saturating_sub(seen.lost),
+                untimed: total.untimed.saturating_sub(seen.untimed),
+                unpaired: total.unpaired.saturating_sub(seen.unpaired),
+            };
+            *seen = total;
+            if !delta.is_empty() {
+                missed.insert(key, delta);
             }
         }
-        (self.aggregator.take(), lost)
+        (self.aggregator.take(), missed)
     }
 
     pub fn counters(&self) -> Counters {

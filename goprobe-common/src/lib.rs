@@ -4,11 +4,26 @@
 //! uninitialised stack bytes.
 #![no_std]
 
-/// Entries one goroutine can have open at once (nested or recursive traced calls).
-/// Deeper calls are counted in [`counter::ENTRIES_DROPPED`] and their returns are not paired,
-/// so an overflow is reported, never mis-paired. 64 frames × 16 bytes keeps a goroutine's stack
-/// at ~1 KiB of map value.
-pub const MAX_DEPTH: usize = 64;
+/// Goroutines whose record the kernel keeps at once: those inside a traced call, and those that
+/// made one and have not exited yet (the record caches `g.stack.hi` between calls). The map is
+/// not preallocated, so this is a ceiling, not a cost: memory follows the goroutines really seen.
+/// A goroutine that finds the map full is not timed, and counted in [`counter::MAP_FULL`].
+pub const MAX_GOROUTINES: u32 = 1 << 20;
+
+/// Open calls nested inside another traced call of the same goroutine (recursion, or one traced
+/// function calling another), over all goroutines. Not preallocated either; a nested call that
+/// finds the map full is not timed, and counted in [`counter::ENTRIES_DROPPED`].
+pub const MAX_NESTED_CALLS: u32 = 1 << 20;
+
+/// Open calls a single probe hit discards when it finds calls that ended without returning (a
+/// panic unwound through them). More are discarded by the goroutine's next hits; until then a
+/// return below them cannot be paired, and is counted as unpaired, never mis-paired.
+pub const STALE_PER_HIT: u32 = 16;
+
+/// Nested open calls removed when a goroutine exits with calls still open (`runtime.Goexit`, or
+/// a panic recovered by a deferred function of the goroutine's outermost frame). Deeper ones stay
+/// until the process exits or the `g` is reused, and are counted in [`counter::NESTED_LEAKED`].
+pub const EXIT_CLEANUP: u32 = 64;
 
 /// Bits of the 64-bit cookie attached to each probe site (`bpf_get_attach_cookie`).
 pub mod cookie {
@@ -55,7 +70,7 @@ pub mod counter {
     pub const EVENTS_LOST: u32 = 4;
     /// Returns with no matching entry (goprobe attached mid-call, or the entry was dropped).
     pub const RETURNS_UNPAIRED: u32 = 5;
-    /// Entries not recorded because the goroutine's stack of entries was full.
+    /// Nested entries not recorded because the map of nested open calls was full.
     pub const ENTRIES_DROPPED: u32 = 6;
     /// Entries discarded because their call never returned normally (panic, `runtime.Goexit`).
     pub const ENTRIES_ABANDONED: u32 = 7;
@@ -65,7 +80,12 @@ pub mod counter {
     pub const MAP_FULL: u32 = 9;
     /// Goroutine stacks moved (`runtime.copystack`) while goprobe kept their `g.stack.hi`.
     pub const STACK_MOVES: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Nested open calls of exited goroutines left in the map (more than `EXIT_CLEANUP`); user
+    /// space removes them when their process exits.
+    pub const NESTED_LEAKED: u32 = 11;
+    /// Processes not recorded in `PROCESSES` (full): user space then sweeps every map in full.
+    pub const PROCESSES_FULL: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -80,6 +100,8 @@ pub mod counter {
         "g_read_errors",
         "map_full",
         "stack_moves",
+        "nested_leaked",
+        "processes_full",
     ];
 }
 
@@ -106,16 +128,67 @@ pub struct Frame {
     pub func: u32,
 }
 
-/// The open calls of one goroutine, outermost first (smallest `sp_off` first).
+/// What the kernel keeps per goroutine (`GOROUTINES`). A goroutine's open calls form a stack,
+/// outermost first (smallest `sp_off` first): the outermost lives here, because most goroutines
+/// have at most one traced call open and this keeps that case to one map lookup per site; the
+/// nested ones are entries of `NESTED`, keyed by their index in the stack. So pairing memory
+/// grows with the calls really open, whatever the depth.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct EntryStack {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Goroutine {
+    /// Open calls: 0 (none, the record only caches `stack_hi`), 1 (`outer`), or more.
     pub depth: u32,
     pub _pad: u32,
     /// The goroutine's `g.stack.hi` when last read, or 0: not known (never read, or the stack
     /// moved since). Kept only on sites with `cookie::STACK_HI_CACHED`.
     pub stack_hi: u64,
-    pub frames: [Frame; MAX_DEPTH],
+    /// The outermost open call, if `depth > 0`.
+    pub outer: Frame,
+}
+
+/// Key of a nested open call in `NESTED`: its goroutine and its index in the goroutine's stack of
+/// open calls (1 is the call right inside `Goroutine::outer`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NestedKey {
+    pub tgid: u32,
+    pub index: u32,
+    pub g: u64,
+}
+
+/// Key of the per-process, per-function count of calls goprobe saw but could not time
+/// (`MISSED`), so that every histogram says what it lacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MissKey {
+    pub tgid: u32,
+    pub func: u32,
+}
+
+/// Calls of one function in one process that goprobe saw but did not time. Touched only when
+/// that happens, never on the paths of timed calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Misses {
+    /// Completed calls whose event was dropped: the ring buffer was full.
+    pub lost: u64,
+    /// Entries not recorded: the goroutine map or the nested-call map was full.
+    pub untimed: u64,
+    /// Returns with no recorded entry: the call began before goprobe attached (or its entry was
+    /// not recorded, which `untimed` counts too).
+    pub unpaired: u64,
+}
+
+impl Misses {
+    pub fn add(&mut self, other: &Misses) {
+        self.lost += other.lost;
+        self.untimed += other.untimed;
+        self.unpaired += other.unpaired;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lost == 0 && self.untimed == 0 && self.unpaired == 0
+    }
 }
 
 /// Functions one inline site can end and start. Two copies meet at one address when one inlined
@@ -269,7 +342,10 @@ mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
     unsafe impl aya::Pod for super::GoroutineKey {}
     unsafe impl aya::Pod for super::Frame {}
-    unsafe impl aya::Pod for super::EntryStack {}
+    unsafe impl aya::Pod for super::Goroutine {}
+    unsafe impl aya::Pod for super::NestedKey {}
+    unsafe impl aya::Pod for super::MissKey {}
+    unsafe impl aya::Pod for super::Misses {}
     unsafe impl aya::Pod for super::LatencyEvent {}
     unsafe impl aya::Pod for super::InlineSite {}
     unsafe impl aya::Pod for super::StackTrace {}

@@ -51,43 +51,91 @@ fn recursion_pairs_each_level() {
     });
 }
 
-/// Recursion deeper than the per-goroutine stack of open calls holds (64): the outer 64 levels
-/// are timed, the deeper ones are counted as untimed, and no return is paired with the wrong
-/// entry (the shortest timed call still contains every level below it).
+/// Recursion 10,000 deep on 4 goroutines at once: every level of every call is counted and
+/// timed (pairing memory grows with the calls open, not with a fixed depth per goroutine), and
+/// none is paired with the wrong return: the shortest call is the innermost level's single spin,
+/// the longest contains every level below it.
 #[test]
-fn recursion_deeper_than_the_entry_stack_is_counted() {
+fn deep_recursion_is_timed_at_every_level() {
     let build = &matrix()[0];
     let (truth, out) = trace_program(
         &build.program("recursion"),
-        &["-n", "20", "-depth", "100", "-spin", "20us"],
+        &[
+            "-goroutines",
+            "4",
+            "-n",
+            "2",
+            "-depth",
+            "9999",
+            "-spin",
+            "2us",
+        ],
         &[],
         &[],
         "go:main.goprobeE2EDepth",
     )
     .unwrap();
     let h = only_row(&out, "main.goprobeE2EDepth").unwrap();
-    let (outer, levels, spin) = (
-        u64_field(&truth, "outer_calls"),
+    let (calls, levels, spin) = (
+        u64_field(&truth, "calls"),
         u64_field(&truth, "levels"),
         u64_field(&truth, "spin_ns"),
     );
-    let kept = 64;
-    assert_eq!(u64_field(&h, "count"), outer * kept, "{h}");
+    assert_eq!(levels, 10_000);
+    assert_eq!(u64_field(&h, "count"), calls, "{h}");
+    for field in ["untimed", "unpaired", "lost"] {
+        assert_eq!(u64_field(&h, field), 0, "{field}: {h}");
+    }
     let counters = out.counters();
-    assert_eq!(
-        counters["entries_dropped"],
-        outer * (levels - kept),
-        "{counters}"
-    );
-    assert_eq!(
-        counters["returns_unpaired"],
-        outer * (levels - kept),
-        "{counters}"
-    );
+    for counter in [
+        "entries_dropped",
+        "map_full",
+        "returns_unpaired",
+        "entries_abandoned",
+    ] {
+        assert_eq!(counters[counter], 0, "{counter}: {counters}");
+    }
+    assert!(u64_field(&h, "min_ns") >= spin, "{h}");
+    assert!(u64_field(&h, "max_ns") >= levels * spin, "{h}");
     assert!(
-        u64_field(&h, "min_ns") >= (levels - kept + 1) * spin,
-        "a timed call was paired too early: {h}"
+        out.stderr.contains("goprobe: pairing: 0 open calls"),
+        "nothing open at the end: {}",
+        out.stderr
     );
+}
+
+/// 100,000 goroutines inside one traced call at the same time (a server whose backend stalls),
+/// each also inside a second traced call nested in the first: every call of both is counted and
+/// timed; nothing is evicted, dropped or left unpaired.
+#[test]
+fn many_goroutines_inside_traced_calls_are_all_timed() {
+    let build = &matrix()[0];
+    let (truth, out) = trace_program(
+        &build.program("hold"),
+        &["-goroutines", "100000"],
+        &[],
+        &["-F", "-r"],
+        r"go:^main\.goprobeE2EHold(Inner)?$",
+    )
+    .unwrap();
+    let calls = u64_field(&truth, "calls");
+    assert_eq!(calls, 100_000);
+    for function in ["main.goprobeE2EHold", "main.goprobeE2EHoldInner"] {
+        let h = only_row(&out, function).unwrap();
+        assert_eq!(u64_field(&h, "count"), calls, "{h}");
+        for field in ["untimed", "unpaired", "lost"] {
+            assert_eq!(u64_field(&h, field), 0, "{field}: {h}");
+        }
+    }
+    let counters = out.counters();
+    for counter in [
+        "entries_dropped",
+        "map_full",
+        "returns_unpaired",
+        "events_lost",
+    ] {
+        assert_eq!(counters[counter], 0, "{counter}: {counters}");
+    }
 }
 
 /// Calls that panic (recovered a frame above) or end in runtime.Goexit yield no sample and leave

@@ -32,7 +32,11 @@ struct Line<'a> {
     p999_ns: u64,
     /// The log2 histogram, in `unit`, non-empty buckets only.
     buckets: Vec<Bucket>,
+    /// Calls of this row seen but not timed: events dropped (ring buffer full), entries not
+    /// recorded (pairing capacity), returns of calls that began before goprobe attached.
     lost: u64,
+    untimed: u64,
+    unpaired: u64,
     /// Whether the function's own code is probed, and how many inlined copies of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     out_of_line: Option<bool>,
@@ -126,7 +130,9 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             p99_ns: l.quantile_ns(0.99),
             p999_ns: l.quantile_ns(0.999),
             buckets,
-            lost: row.lost,
+            lost: row.misses.lost,
+            untimed: row.misses.untimed,
+            unpaired: row.misses.unpaired,
             out_of_line: row.sites.map(|s| s.out_of_line),
             inlined_copies: row.sites.map(|s| s.inlined_copies),
             stacks: row.stacks.as_deref().map(stack_lines),

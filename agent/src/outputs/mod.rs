@@ -15,8 +15,9 @@ pub struct Row {
     pub function: String,
     pub pid: u32,
     pub latencies: Latencies,
-    /// Events of this row lost because the ring buffer was full.
-    pub lost: u64,
+    /// Calls of this row seen but not timed (ring buffer full, pairing capacity, returns of
+    /// calls that began before goprobe attached).
+    pub misses: goprobe_common::Misses,
     /// `--stacks`: latency per calling stack, slowest first (None without --stacks).
     pub stacks: Option<Vec<crate::stacks::StackRow>>,
     /// How the function is probed: its own code (entry and RETs) and/or inlined copies. `None`
@@ -40,12 +41,10 @@ pub struct Report {
     pub show_time: bool,
     /// Length of the interval that this report covers, in seconds.
     pub interval_s: f64,
-    /// Events lost in this interval over all functions.
-    pub lost: u64,
-    /// Calls not timed in this interval because a goroutine had more traced calls open than the
-    /// kernel side keeps (nesting or recursion deeper than `MAX_DEPTH`), or the goroutine map
-    /// was full. Counted, never mis-paired.
-    pub untimed: u64,
+    /// Calls seen but not timed in this interval over all functions: events lost (ring buffer
+    /// full), entries not recorded (pairing maps full), returns without a recorded entry. Counted,
+    /// never mis-paired.
+    pub missed: goprobe_common::Misses,
     /// `--slower-than`: stacks were kept only for calls at least this slow (ns).
     pub stacks_min_ns: Option<u64>,
 }

@@ -29,31 +29,49 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             report.unit.label(),
         )?;
         write_summary(out, &row.latencies, report)?;
-        if row.lost > 0 {
-            writeln!(out, "lost = {} events (ring buffer full)", row.lost)?;
-        }
+        write_misses(out, &row.misses, "")?;
         if let Some(stacks) = &row.stacks {
             write_stacks(out, stacks, report)?;
         }
     }
-    if report.untimed > 0 {
+    if !report.missed.is_empty() {
         writeln!(out)?;
-        writeln!(
-            out,
-            "untimed = {} calls (nested deeper than {} traced calls on one goroutine, or too many goroutines in traced calls)",
-            report.untimed,
-            goprobe_common::MAX_DEPTH
-        )?;
-    }
-    if report.lost > 0 {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "lost = {} events in total (ring buffer full: events dropped, target not slowed)",
-            report.lost
-        )?;
+        write_misses(out, &report.missed, " in total")?;
     }
     out.flush()
+}
+
+/// One line for each kind of call that was seen but not timed, so that a short count is never
+/// silent.
+fn write_misses(
+    out: &mut dyn Write,
+    misses: &goprobe_common::Misses,
+    scope: &str,
+) -> io::Result<()> {
+    if misses.lost > 0 {
+        writeln!(
+            out,
+            "lost = {} events{scope} (ring buffer full: events dropped, target not slowed)",
+            misses.lost
+        )?;
+    }
+    if misses.untimed > 0 {
+        writeln!(
+            out,
+            "untimed = {} calls{scope} (pairing capacity reached: {} goroutines in traced calls or {} nested calls)",
+            misses.untimed,
+            goprobe_common::MAX_GOROUTINES,
+            goprobe_common::MAX_NESTED_CALLS
+        )?;
+    }
+    if misses.unpaired > 0 {
+        writeln!(
+            out,
+            "unpaired = {} returns{scope} (calls that began before goprobe attached: not timed)",
+            misses.unpaired
+        )?;
+    }
+    Ok(())
 }
 
 /// `--stacks`: one line per calling stack (count, p50, p99, max), with the stack below it.
