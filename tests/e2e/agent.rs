@@ -129,6 +129,41 @@ fn start_program(agent: &Agent, path: &Path, args: &[&str]) -> GoProgram {
     program
 }
 
+/// Calls that began before the agent attached are counted in /metrics as not timed, exactly:
+/// 500 goroutines are inside two nested traced calls when the agent attaches, then return.
+#[test]
+fn calls_not_timed_are_in_metrics() {
+    let scratch = Scratch::new("not-timed");
+    let program = scratch.0.join("hold");
+    fs::copy(matrix()[0].program("hold"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        r#"functions = ["go:main.goprobeE2EHold", "go:main.goprobeE2EHoldInner"]"#,
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let mut go = GoProgram::start(&program, &["-before", "-goroutines", "500"], &[]);
+    agent.wait_attached(go.pid);
+    go.go();
+    go.finish(Duration::from_secs(60)).unwrap();
+    let not_timed = |reason: &str| {
+        metric_sum(
+            &agent.metrics(),
+            "goprobe_agent_calls_not_timed_total",
+            &[("reason", reason)],
+        ) as u64
+    };
+    poll("1000 unpaired returns", Duration::from_secs(10), || {
+        (not_timed("unpaired") == 1000).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.metrics()));
+    assert_eq!(not_timed("untimed"), 0);
+    assert_eq!(not_timed("lost"), 0);
+    agent.stop();
+}
+
 /// The agent is started first; then two copies of the program start, one exits and another
 /// starts, and one more arrives through a shell that execs it. /metrics counts, summed, equal
 /// the calls all of them made; the binary (one build, two files) was inspected once; every

@@ -329,3 +329,46 @@ fn check_eq(what: &str, got: u64, want: u64) -> Result<(), String> {
         Err(format!("{what}: got {got}, want {want}"))
     }
 }
+
+/// Calls that began before goprobe attached cannot be timed, and are never silent: 1,000
+/// goroutines are inside two nested traced calls when goprobe attaches, then all return. Each
+/// function's row counts 0 calls and 1,000 unpaired returns, in JSON and in text.
+#[test]
+fn calls_begun_before_attach_are_reported_unpaired() {
+    let build = &matrix()[0];
+    let pattern = r"go:^main\.goprobeE2EHold(Inner)?$";
+    let args = ["-before", "-goroutines", "1000"];
+    let (truth, out) =
+        trace_program(&build.program("hold"), &args, &[], &["-F", "-r"], pattern).unwrap();
+    let calls = u64_field(&truth, "calls");
+    assert_eq!(calls, 1000);
+    for function in ["main.goprobeE2EHold", "main.goprobeE2EHoldInner"] {
+        let row = out
+            .json()
+            .into_iter()
+            .find(|l| l["function"] == function)
+            .unwrap_or_else(|| panic!("no row for {function}: {}", out.stdout));
+        assert_eq!(u64_field(&row, "count"), 0, "{row}");
+        assert_eq!(u64_field(&row, "unpaired"), calls, "{row}");
+        assert_eq!(u64_field(&row, "untimed"), 0, "{row}");
+    }
+
+    let mut go = GoProgram::start(&build.program("hold"), &args, &[]);
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start(&["funclatency", "-F", "-r", "-p", &pid, pattern]);
+    probe.wait_tracing().unwrap();
+    go.go();
+    go.finish(Duration::from_secs(60)).unwrap();
+    let out = probe.wait(Duration::from_secs(30));
+    assert!(
+        out.stdout
+            .contains("unpaired = 1000 returns (calls that began before goprobe attached"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("unpaired = 2000 returns in total"),
+        "{}",
+        out.stdout
+    );
+}

@@ -174,6 +174,30 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "Configuration reloads refused because the new file had an error.",
         health.config_reload_errors,
     );
+    // Calls seen but not timed, by why: the histograms are short by exactly this much.
+    let kernel = |name: &str| {
+        health
+            .kernel
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|c| c.1)
+            .sum::<u64>()
+    };
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_calls_not_timed_total Calls of traced functions seen but not timed: lost (ring buffer full), untimed (pairing capacity reached: the goroutine or nested-call map was full), unpaired (a return without its entry: the call began before goprobe attached)."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_calls_not_timed_total counter");
+    for (reason, value) in [
+        ("lost", kernel("events_lost")),
+        ("untimed", kernel("entries_dropped") + kernel("map_full")),
+        ("unpaired", kernel("returns_unpaired")),
+    ] {
+        let _ = writeln!(
+            out,
+            "goprobe_agent_calls_not_timed_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP goprobe_agent_kernel_events_total The eBPF programs' own counters, by name."
