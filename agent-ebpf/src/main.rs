@@ -26,10 +26,13 @@
 mod stacks;
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
+    EbpfContext as _, Global,
+    bindings::{
+        BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, bpf_pidns_info, pt_regs,
+    },
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, uprobe},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -78,6 +81,40 @@ static INLINE_SITES: Array<InlineSite> = Array::with_max_entries(MAX_INLINE_SITE
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
+/// goprobe's own PID namespace (device and inode of `/proc/self/ns/pid`), when it is not the
+/// initial one: process IDs are then reported as goprobe sees them (as `-p` takes them), not as
+/// the host sees them. Inode 0: the initial namespace, where the plain helper is right and cheaper.
+#[unsafe(no_mangle)]
+static PIDNS_DEV: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static PIDNS_INO: Global<u64> = Global::new(0);
+
+/// The current (process, thread) IDs in goprobe's PID namespace; `None` (counted) for a task
+/// outside it.
+#[inline(always)]
+pub fn current_pid_tgid() -> Option<(u32, u32)> {
+    let ino = PIDNS_INO.load();
+    if ino == 0 {
+        let id = bpf_get_current_pid_tgid();
+        return Some(((id >> 32) as u32, id as u32));
+    }
+    let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: the helper writes at most `size` bytes into `info`.
+    let rc = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            PIDNS_DEV.load(),
+            ino,
+            &mut info,
+            core::mem::size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    if rc != 0 {
+        bump(counter::OUTSIDE_PID_NAMESPACE);
+        return None;
+    }
+    Some((info.tgid, info.pid))
+}
+
 const EFLAGS_CF: u64 = 1 << 0;
 const EFLAGS_ZF: u64 = 1 << 6;
 /// Offset of `g.stack.hi` in `runtime.g` (`stack{lo, hi}` is the first field in every Go version).
@@ -104,13 +141,13 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
 
 /// The running goroutine: the process and the `g` in r14.
 #[inline(always)]
-fn goroutine(regs: &pt_regs) -> GoroutineKey {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    GoroutineKey {
+fn goroutine(regs: &pt_regs) -> Option<GoroutineKey> {
+    let (tgid, _) = current_pid_tgid()?;
+    Some(GoroutineKey {
         tgid,
         _pad: 0,
         g: regs.r14,
-    }
+    })
 }
 
 /// `g.stack.hi`, read from the goroutine in user memory.
@@ -314,7 +351,9 @@ fn on_entry(ctx: &ProbeContext) {
         return;
     }
     let low = (site & cookie::FUNC_MASK) as u32;
-    let key = goroutine(regs);
+    let Some(key) = goroutine(regs) else {
+        return;
+    };
     if site & cookie::GOROUTINE_EXIT != 0 {
         goroutine_exits(&key);
         return;
@@ -382,7 +421,9 @@ fn on_inline(ctx: &ProbeContext) {
     // SAFETY: plain helper call on the program's own context.
     let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
-    let key = goroutine(regs);
+    let Some(key) = goroutine(regs) else {
+        return;
+    };
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
         return;
     };
@@ -498,7 +539,9 @@ fn on_return(ctx: &ProbeContext) {
     let func = (site & cookie::FUNC_MASK) as u32;
     let regs = regs(ctx);
     bump(counter::RETURNS);
-    let key = goroutine(regs);
+    let Some(key) = goroutine(regs) else {
+        return;
+    };
     let Some(here) = locate(&key, regs, site & cookie::STACK_HI_CACHED != 0) else {
         missed(key.tgid, func, Miss::Unpaired);
         return;

@@ -14,8 +14,8 @@ use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{map, perf_event, uprobe},
     maps::{HashMap, PerCpuArray, RingBuf, StackTrace as KernelStacks},
@@ -178,8 +178,8 @@ fn walk(regs: UserRegs) -> Option<(u64, LeafContext)> {
 }
 
 #[inline(always)]
-fn tgid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
+fn tgid() -> Option<u32> {
+    crate::current_pid_tgid().map(|(tgid, _)| tgid)
 }
 
 #[uprobe]
@@ -211,11 +211,14 @@ fn count_stack(ctx: &ProbeContext) {
     if site & (cookie::BOOKKEEPING | cookie::INLINE_SITE) != 0 {
         return;
     }
+    let Some(tgid) = tgid() else {
+        return;
+    };
     let Some((stack, leaf)) = walk(UserRegs::from(regs)) else {
         return;
     };
     let key = StackCountKey {
-        tgid: tgid(),
+        tgid,
         func: (site & cookie::FUNC_MASK) as u32,
         stack,
         leaf,
@@ -273,8 +276,9 @@ pub fn goprobe_profile(ctx: PerfEventContext) -> u32 {
 
 #[inline(always)]
 fn sample(ctx: &PerfEventContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let Some((tgid, tid)) = crate::current_pid_tgid() else {
+        return;
+    };
     if tgid == 0 {
         return; // idle
     }
@@ -323,7 +327,7 @@ fn sample(ctx: &PerfEventContext) {
         Some(mut slot) => {
             slot.write(StackSample {
                 tgid,
-                tid: pid_tgid as u32,
+                tid,
                 stack,
                 leaf,
                 sp8,

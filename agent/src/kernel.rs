@@ -127,7 +127,7 @@ impl Kernel {
         raise_rlimit(libc::RLIMIT_NOFILE, 1 << 20);
 
         let mode = default_mode(mode);
-        let mut loader = EbpfLoader::new();
+        let mut loader = loader();
         // A smaller ring buffer, to measure what happens when it overflows (`cargo xtask bench`).
         if let Some(bytes) = std::env::var("GOPROBE_RING_BYTES")
             .ok()
@@ -589,9 +589,7 @@ impl BareProbes {
             AttachMode::Multi => "goprobe_bare_multi",
             AttachMode::PerSite => "goprobe_bare",
         };
-        let mut ebpf = EbpfLoader::new()
-            .load(object())
-            .map_err(|e| load_error(&e))?;
+        let mut ebpf = loader().load(object()).map_err(|e| load_error(&e))?;
         self::program(&mut ebpf, program)
             .load()
             .map_err(|e| load_error(&e))?;
@@ -610,6 +608,26 @@ impl BareProbes {
     pub fn detach(&mut self, attachment: Attachment) {
         detach(&mut self.ebpf, attachment);
     }
+}
+
+/// A loader for the kernel programs, told goprobe's PID namespace when it is not the initial
+/// one (goprobe in a container without the host's PIDs): the programs then report process IDs
+/// as goprobe sees them, the IDs `-p` takes and `/proc` shows it.
+pub fn loader() -> EbpfLoader<'static> {
+    /// Inode of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
+    const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+    static PID_NAMESPACE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    let mut loader = EbpfLoader::new();
+    let namespace = PID_NAMESPACE.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt as _;
+        let ns = std::fs::metadata("/proc/self/ns/pid").ok()?;
+        (ns.ino() != INITIAL_PID_NAMESPACE).then(|| (ns.dev(), ns.ino()))
+    });
+    if let Some((dev, ino)) = namespace {
+        loader.override_global("PIDNS_DEV", dev, true);
+        loader.override_global("PIDNS_INO", ino, true);
+    }
+    loader
 }
 
 /// The kernel programs, built from `agent-ebpf` by build.rs.

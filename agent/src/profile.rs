@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
     programs::{
         PerfEvent,
@@ -70,7 +70,7 @@ impl Profiler {
     /// sampled until [`Self::add_pid`].
     pub fn start(frequency: u64, kernel_stacks: bool) -> Result<Self, KernelError> {
         kernel::preflight()?;
-        let mut loader = EbpfLoader::new();
+        let mut loader = kernel::loader();
         let kernel_flag = u8::from(kernel_stacks);
         loader.override_global("PROFILE_KERNEL_STACKS", &kernel_flag, true);
         stacks::size_unused_maps(

@@ -165,14 +165,14 @@ pub fn sight_all() -> HashMap<u32, Sighting> {
     seen
 }
 
+/// Whether `pid` still runs: it exists and is not a zombie (exited, waiting for its parent to
+/// reap it, which may never happen: goprobe itself can be the parent, as PID 1 of a namespace).
 pub fn is_alive(pid: u32) -> bool {
     // Signal 0 checks existence; EPERM still means the process exists.
     // SAFETY: kill with signal 0 sends nothing.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    if rc == 0 {
-        return true;
-    }
-    io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !stat(pid).is_some_and(|s| s.zombie)
 }
 
 #[cfg(test)]

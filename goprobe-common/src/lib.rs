@@ -85,7 +85,10 @@ pub mod counter {
     pub const NESTED_LEAKED: u32 = 11;
     /// Processes not recorded in `PROCESSES` (full): user space then sweeps every map in full.
     pub const PROCESSES_FULL: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Probe hits in processes outside goprobe's PID namespace (goprobe runs in a container
+    /// without the host's PIDs): goprobe cannot name those processes, so it does not trace them.
+    pub const OUTSIDE_PID_NAMESPACE: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -102,6 +105,7 @@ pub mod counter {
         "stack_moves",
         "nested_leaked",
         "processes_full",
+        "outside_pid_namespace",
     ];
 }
 

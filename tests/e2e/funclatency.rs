@@ -372,3 +372,58 @@ fn calls_begun_before_attach_are_reported_unpaired() {
         out.stdout
     );
 }
+
+/// goprobe in a PID namespace of its own (a container without the host's PIDs) reports the
+/// process IDs of its namespace, the ones `-p` takes, and still counts exactly. The program runs
+/// in the same namespace and prints its own PID there.
+#[test]
+fn pid_namespace_pids_are_the_namespaces() {
+    let build = &matrix()[0];
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-pidns-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let (fifo, out_file) = (dir.join("go"), dir.join("out"));
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The program reads its go-ahead from the FIFO (opened read-write, so the open does not
+    // wait for a writer); goprobe replaces the shell once the program is ready.
+    let script = format!(
+        "{program} -n 20000 -g 4 0<>{fifo} >{out} 2>&1 & \
+         until grep -q ready {out}; do sleep 0.05; done; \
+         exec {goprobe} funclatency --json -v -p $! go:main.goprobeE2ECount",
+        program = build.program("count").display(),
+        fifo = fifo.display(),
+        out = out_file.display(),
+        goprobe = goprobe_e2e::goprobe_bin().display(),
+    );
+    let mut command = std::process::Command::new("unshare");
+    command.args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script]);
+    let mut probe = Goprobe::spawn(command);
+    probe.wait_tracing().unwrap();
+    fs::write(&fifo, "go\n").unwrap();
+    let out = probe.wait(Duration::from_secs(60));
+    let program_out = fs::read_to_string(&out_file).unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    let ns_pid: u32 = program_out
+        .lines()
+        .find_map(|l| l.strip_prefix("ready "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ready line: {program_out}"));
+    let truth: serde_json::Value = program_out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no result: {program_out}"));
+    let lines = out.json();
+    let h = histogram_of(&lines, "main.goprobeE2ECount", ns_pid).unwrap_or_else(|| {
+        panic!(
+            "no histogram for PID {ns_pid} of the namespace: {}{}",
+            out.stdout, out.stderr
+        )
+    });
+    assert_eq!(u64_field(h, "count"), u64_field(&truth, "calls"), "{h}");
+    assert_eq!(out.counters()["outside_pid_namespace"], 0);
+}

@@ -299,9 +299,15 @@ impl Goprobe {
     }
 
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(goprobe_bin())
-            .args(args)
-            .envs(envs.iter().copied())
+        let mut command = Command::new(goprobe_bin());
+        command.args(args).envs(envs.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Run `command`, which runs goprobe in the end (e.g. through `unshare` or a shell that
+    /// execs it), collecting its output.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
