@@ -334,6 +334,13 @@ async fn event_loop(
             _ = print.tick(), if interval.is_some() => {
                 tracer.drain();
                 print_interval(tracer, args, Some(interval_start.elapsed()), stack_view)?;
+                if args.verbose {
+                    let (goroutines, nested, bytes) = tracer.kernel().pairing_now();
+                    eprintln!(
+                        "goprobe: pairing now: {goroutines} goroutine records, {nested} nested open calls, {} KiB",
+                        bytes.div_ceil(1024)
+                    );
+                }
                 interval_start = Instant::now();
             }
             _ = scan.tick() => match selection {

@@ -85,8 +85,8 @@ pub struct Kernel {
     /// The program of inline boundaries is loaded (it is loaded only when needed: verifying it
     /// takes most of a second).
     inline_loaded: bool,
-    /// See [`Pairing::goroutine_bytes`] and [`Pairing::nested_bytes`].
-    element_bytes: (u64, u64),
+    /// `GOROUTINES` and `NESTED`: their memory while empty and per entry.
+    map_costs: [MapCost; 2],
     /// Held while BPF run-time statistics are on (`GOPROBE_BPF_STATS=1`, for benchmarks: the
     /// kernel then times every BPF program run on the host, which costs a little each run).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -172,10 +172,10 @@ impl Kernel {
             mode,
             probes,
             inline_loaded: false,
-            element_bytes: (0, 0),
+            map_costs: [MapCost::default(); 2],
             _stats: stats,
         };
-        kernel.element_bytes = kernel.measure_element_bytes();
+        kernel.map_costs = kernel.measure_element_bytes();
         Ok(kernel)
     }
 
@@ -328,42 +328,73 @@ impl Kernel {
             .iter()
             .filter_map(|name| map_memory(self.ebpf.map(name)?))
             .sum();
-        (pairing.goroutine_bytes, pairing.nested_bytes) = self.element_bytes;
+        (pairing.goroutine_bytes, pairing.nested_bytes) =
+            (self.map_costs[0].per_entry, self.map_costs[1].per_entry);
         pairing
     }
 
-    /// What one more entry costs the kernel in each pairing map: measured once, by adding a
-    /// dummy entry from user space and reading the map's memory before and after.
-    fn measure_element_bytes(&mut self) -> (u64, u64) {
-        let probe_key = GoroutineKey {
-            tgid: u32::MAX,
-            _pad: 0,
-            g: 0,
-        };
-        let goroutine = self.ebpf.map_mut("GOROUTINES").and_then(|map| {
-            let before = map_memory(map)?;
-            let mut m = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(&mut *map).ok()?;
-            m.insert(&probe_key, &Goroutine::default(), 0).ok()?;
-            let after = map_memory(map);
-            let mut m = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(map).ok()?;
-            let _ = m.remove(&probe_key);
-            Some(after?.saturating_sub(before))
-        });
-        let nested_key = NestedKey {
-            tgid: u32::MAX,
-            index: 0,
-            g: 0,
-        };
-        let nested = self.ebpf.map_mut("NESTED").and_then(|map| {
-            let before = map_memory(map)?;
-            let mut m = BpfHashMap::<_, NestedKey, Frame>::try_from(&mut *map).ok()?;
-            m.insert(&nested_key, &Frame::default(), 0).ok()?;
-            let after = map_memory(map);
-            let mut m = BpfHashMap::<_, NestedKey, Frame>::try_from(map).ok()?;
-            let _ = m.remove(&nested_key);
-            Some(after?.saturating_sub(before))
-        });
-        (goroutine.unwrap_or(0), nested.unwrap_or(0))
+    /// The memory of each pairing map while empty, and what one more entry costs: measured
+    /// once, by adding a dummy entry from user space and reading the map's memory before and
+    /// after. With them, the number of entries follows from the memory alone ([`Kernel::pairing_now`]).
+    fn measure_element_bytes(&mut self) -> [MapCost; 2] {
+        fn cost<K: aya::Pod, V: aya::Pod + Default>(
+            ebpf: &mut Ebpf,
+            name: &str,
+            key: K,
+        ) -> MapCost {
+            let mut measure = || -> Option<MapCost> {
+                let map = ebpf.map_mut(name)?;
+                let empty = map_memory(map)?;
+                let mut entries = BpfHashMap::<_, K, V>::try_from(&mut *map).ok()?;
+                entries.insert(&key, &V::default(), 0).ok()?;
+                let after = map_memory(map);
+                let mut entries = BpfHashMap::<_, K, V>::try_from(map).ok()?;
+                let _ = entries.remove(&key);
+                Some(MapCost {
+                    empty,
+                    per_entry: after?.saturating_sub(empty),
+                })
+            };
+            measure().unwrap_or_default()
+        }
+        let outside = u32::MAX;
+        [
+            cost::<GoroutineKey, Goroutine>(
+                &mut self.ebpf,
+                "GOROUTINES",
+                GoroutineKey {
+                    tgid: outside,
+                    _pad: 0,
+                    g: 0,
+                },
+            ),
+            cost::<NestedKey, Frame>(
+                &mut self.ebpf,
+                "NESTED",
+                NestedKey {
+                    tgid: outside,
+                    index: 0,
+                    g: 0,
+                },
+            ),
+        ]
+    }
+
+    /// How many goroutine records and nested open calls the kernel holds now, and their memory,
+    /// from the maps' memory alone (no map is read: cheap enough for every interval).
+    pub fn pairing_now(&self) -> (u64, u64, u64) {
+        let mut counts = [0u64; 2];
+        let mut bytes = 0;
+        for (i, name) in ["GOROUTINES", "NESTED"].iter().enumerate() {
+            let cost = self.map_costs[i];
+            if let Some(now) = self.ebpf.map(name).and_then(map_memory) {
+                bytes += now;
+                if cost.per_entry > 0 {
+                    counts[i] = now.saturating_sub(cost.empty) / cost.per_entry;
+                }
+            }
+        }
+        (counts[0], counts[1], bytes)
     }
 
     /// Drop the records and open calls of processes for which `alive` is false; returns how
@@ -398,6 +429,13 @@ impl Kernel {
         }
         removed
     }
+}
+
+/// A hash map's kernel memory while empty, and per entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct MapCost {
+    empty: u64,
+    per_entry: u64,
 }
 
 /// What the kernel holds to pair entries with returns ([`Kernel::pairing`]).

@@ -37,7 +37,7 @@ test only:
 bench only:
   --quick              fewer repetitions and calls (a few minutes; for developing the bench)
   --out FILE           write the report there instead of BENCHMARKS.md
-  --only LIST          only these sections: percall,sites,throughput,attach,inspect,accuracy
+  --only LIST          only these sections: percall,sites,throughput,pairing,attach,inspect,accuracy
 
 Go programs are built into target/go-programs/<go1.NN>/<default|stripped|pie|cgo>/<program>.
 ";

@@ -6,12 +6,19 @@
 // With -before, the goroutines enter before the program announces itself, and are released by
 // the go-ahead: every call began before goprobe attached, so none can be timed, and goprobe must
 // say that G returns of each function were unpaired.
+//
+// With -pause, once all G are inside, the program prints "all in" and waits for one more line
+// before releasing them, so that a benchmark can read the tracer's state at the peak.
 package main
 
 import (
+	"bufio"
 	"flag"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"goprobe.test/progs/internal/harness"
 )
@@ -40,6 +47,7 @@ func goprobeE2EHoldInner() int {
 func main() {
 	goroutines := flag.Int("goroutines", 100000, "goroutines inside the traced calls at once")
 	before := flag.Bool("before", false, "enter before the go-ahead, which releases them")
+	pause := flag.Bool("pause", false, "once all are in, print \"all in\" and wait for a line")
 	flag.Parse()
 	total = int64(*goroutines)
 	var wg sync.WaitGroup
@@ -54,20 +62,31 @@ func main() {
 		}
 		<-allIn
 	}
+	t0 := time.Now()
 	if *before {
 		start()
 		harness.Start()
 	} else {
 		harness.Start()
+		t0 = time.Now()
 		start()
+	}
+	var paused time.Duration
+	if *pause {
+		p0 := time.Now()
+		fmt.Println("all in")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		paused = time.Since(p0)
 	}
 	close(release)
 	wg.Wait()
+	wall := time.Since(t0) - paused
 	if got := sum.Load(); got != 2*total {
 		harness.Fail("sum %d, want %d", got, 2*total)
 	}
 	harness.Result(struct {
-		Calls  int  `json:"calls"`
-		Before bool `json:"began_before_go"`
-	}{*goroutines, *before})
+		Calls  int   `json:"calls"`
+		Before bool  `json:"began_before_go"`
+		WallNs int64 `json:"wall_ns"` // without the -pause
+	}{*goroutines, *before, wall.Nanoseconds()})
 }

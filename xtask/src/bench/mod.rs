@@ -6,9 +6,11 @@
 //! run right after it): these machines are shared and their timing drifts.
 //!
 //! Sections: per-call overhead, the cost of a probe on each kind of instruction (and where
-//! goprobe places its sites), throughput and loss, attach time, inspection time, accuracy.
+//! goprobe places its sites), throughput and loss, pairing at scale (`pairing.rs`), attach time,
+//! inspection time, accuracy.
 
 mod json;
+mod pairing;
 mod proc;
 
 use std::collections::BTreeMap;
@@ -30,10 +32,11 @@ pub struct Options {
     pub only: Option<Vec<String>>,
 }
 
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "percall",
     "sites",
     "throughput",
+    "pairing",
     "attach",
     "inspect",
     "accuracy",
@@ -145,6 +148,7 @@ pub fn run(opts: Options) -> Result<()> {
             "percall" => percall(&env).map(|r| report.percall = Some(r)),
             "sites" => sites(&env).map(|r| report.sites = Some(r)),
             "throughput" => throughput(&env).map(|r| report.throughput = Some(r)),
+            "pairing" => pairing::measure(&env).map(|r| report.pairing = Some(r)),
             "attach" => attach(&env).map(|r| report.attach = Some(r)),
             "inspect" => inspect(&env).map(|r| report.inspect = Some(r)),
             "accuracy" => accuracy(&env).map(|r| report.accuracy = Some(r)),
@@ -199,7 +203,7 @@ fn prepare(plan: Plan) -> Result<Env> {
             (1, gobuild::Variant::Default),
         ],
     };
-    gobuild::build(&matrix, Some(&["bench", "gosymref"]))?;
+    gobuild::build(&matrix, Some(&["bench", "gosymref", "hold"]))?;
     let programs = gobuild::output_dir();
     Ok(Env {
         plan,
@@ -1592,6 +1596,7 @@ struct Report {
     percall: Option<PercallReport>,
     sites: Option<SitesReport>,
     throughput: Option<ThroughputReport>,
+    pairing: Option<pairing::PairingReport>,
     attach: Option<AttachReport>,
     inspect: Option<InspectReport>,
     accuracy: Option<AccuracyReport>,
@@ -1708,6 +1713,9 @@ fn render(
     }
     if let Some(t) = &report.throughput {
         render_throughput(w, env, t);
+    }
+    if let Some(p) = &report.pairing {
+        pairing::render(w, p);
     }
     if let Some(a) = &report.attach {
         render_attach(w, a);

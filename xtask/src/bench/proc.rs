@@ -125,6 +125,14 @@ impl Proc {
         self.child.id()
     }
 
+    /// Writes a line on its stdin and keeps it open, for more lines.
+    pub fn write_line(&mut self, line: &str) -> Result<()> {
+        if let Some(stdin) = self.stdin.as_mut() {
+            writeln!(stdin, "{line}").with_context(|| format!("writing to {}", self.name))?;
+        }
+        Ok(())
+    }
+
     /// Writes a line on its stdin and closes it.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
         if let Some(mut stdin) = self.stdin.take() {
