@@ -389,9 +389,10 @@ impl Kernel {
             let cost = self.map_costs[i];
             if let Some(now) = self.ebpf.map(name).and_then(map_memory) {
                 bytes += now;
-                if cost.per_entry > 0 {
-                    counts[i] = now.saturating_sub(cost.empty) / cost.per_entry;
-                }
+                counts[i] = now
+                    .saturating_sub(cost.empty)
+                    .checked_div(cost.per_entry)
+                    .unwrap_or(0);
             }
         }
         (counts[0], counts[1], bytes)
