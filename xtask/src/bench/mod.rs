@@ -12,6 +12,7 @@
 mod json;
 mod pairing;
 mod proc;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use crate::{gobuild, tools, util};
 use json::Json;
 use proc::Proc;
+use stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 
 /// `cargo xtask bench [--quick] [--out FILE] [--only SECTION,...]`.
 pub struct Options {
@@ -604,38 +606,6 @@ fn bpftrace_uretprobe(function: &str) -> String {
 
 /// Says "attached" on the program's first ping, i.e. once bpftrace's probes are in place.
 const PING: &str = "uprobe:{bin}:main.goprobeBenchPing /@attached == 0/ { @attached = 1; printf(\"attached\\n\"); }";
-
-// ---------------------------------------------------------------------------------------------
-// Statistics
-
-/// Median, min and max.
-#[derive(Clone, Copy, Debug)]
-struct Summary {
-    median: f64,
-    min: f64,
-    max: f64,
-    n: usize,
-}
-
-fn summarize(values: &[f64]) -> Option<Summary> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some(Summary {
-        median,
-        min: v[0],
-        max: v[n - 1],
-        n,
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Per-call overhead
@@ -1603,59 +1573,6 @@ struct Report {
     failures: Vec<String>,
 }
 
-/// `median (min–max)` with a formatter for each number.
-fn fmt_summary(values: &[f64], f: impl Fn(f64) -> String) -> String {
-    match summarize(values) {
-        Some(s) if s.n > 1 => format!("{} ({}–{})", f(s.median), f(s.min), f(s.max)),
-        Some(s) => f(s.median),
-        None => "–".into(),
-    }
-}
-
-fn ns(v: f64) -> String {
-    if v.abs() >= 10_000.0 {
-        format!("{:.1} µs", v / 1000.0)
-    } else if v.abs() >= 1000.0 {
-        format!("{:.2} µs", v / 1000.0)
-    } else if v.abs() >= 10.0 {
-        format!("{v:.0} ns")
-    } else {
-        format!("{v:.1} ns")
-    }
-}
-
-fn ratio(v: f64) -> String {
-    format!("{v:.2}")
-}
-
-fn pct(v: f64) -> String {
-    format!("{v:.1} %")
-}
-
-fn secs(v: f64) -> String {
-    if v >= 120.0 {
-        format!("{:.0} min", v / 60.0)
-    } else if v >= 10.0 {
-        format!("{v:.1} s")
-    } else if v >= 1.0 {
-        format!("{v:.2} s")
-    } else {
-        format!("{:.0} ms", v * 1000.0)
-    }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn render(
     env: &Env,
     report: &Report,
@@ -2504,12 +2421,7 @@ mod tests {
     }
 
     #[test]
-    fn summaries() {
-        let s = summarize(&[3.0, 1.0, 2.0, f64::NAN]).unwrap();
-        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
-        assert_eq!(summarize(&[1.0, 2.0]).unwrap().median, 1.5);
-        assert!(summarize(&[]).is_none());
-        assert_eq!(thousands(1234567), "1,234,567");
+    fn regex_escapes() {
         assert_eq!(regex_escape("gopkg.in/yaml.v3"), "gopkg\\.in/yaml\\.v3");
     }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Env, fmt_summary, json::Json, proc, proc::Proc, secs, thousands};
+use super::stats::{fmt_summary, secs, thousands};
+use super::{Env, json::Json, proc, proc::Proc};
 use crate::util;
 
 const OUTER: &str = "main.goprobeE2EHold";
