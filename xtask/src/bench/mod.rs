@@ -9,22 +9,26 @@
 //! goprobe places its sites), throughput and loss, pairing at scale (`pairing.rs`), attach time,
 //! inspection time, accuracy.
 
+mod insns;
 mod json;
 mod pairing;
 mod proc;
+mod runner;
 mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::{gobuild, tools, util};
+use insns::{Insn, describe_sites, goprobe_sites, insns};
 use json::Json;
 use proc::Proc;
+use runner::{GoprobeOut, ONE_THREAD, PING, Tracer, run_program};
 use stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 
 /// `cargo xtask bench [--quick] [--out FILE] [--only SECTION,...]`.
@@ -116,11 +120,6 @@ struct Env {
     /// Large stripped Go servers from Debian.
     servers: Vec<PathBuf>,
 }
-
-/// The Go program's environment for per-call runs: one P and no asynchronous preemption, so
-/// the goroutine stays on its thread. bpftrace's uretprobe crashes the program otherwise (a
-/// preempted goroutine returns on another thread: `SIGILL` at the uretprobe trampoline).
-const ONE_THREAD: [(&str, &str); 2] = [("GOMAXPROCS", "1"), ("GODEBUG", "asyncpreemptoff=1")];
 
 pub fn run(opts: Options) -> Result<()> {
     if !util::is_root() {
@@ -220,379 +219,6 @@ fn prepare(plan: Plan) -> Result<Env> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Running the Go program under a tracer
-
-/// What traces the Go program in one run.
-#[derive(Clone)]
-enum Tracer {
-    None,
-    /// `goprobe funclatency -v --json -p PID go:FUNCTION`, with extra environment.
-    Goprobe(Vec<(&'static str, String)>),
-    /// Probes that do nothing, at these file offsets (`goprobe dev attach`).
-    Bare(Vec<u64>),
-    /// `goprobe agent` with one probe on FUNCTION in the program's file, as the daemon runs;
-    /// counts and losses are read from its /metrics.
-    Agent,
-    /// A bpftrace script; `{bin}` stands for the program's path. It must print "attached" once
-    /// its probes are in place (on the program's first `goprobeBenchPing`).
-    Bpftrace(String),
-}
-
-/// One run: the program's JSON result, and goprobe's output when it traced.
-struct RunOut {
-    result: Json,
-    goprobe: Option<GoprobeOut>,
-    bpftrace_stdout: Vec<String>,
-}
-
-/// What goprobe printed: its JSON lines, counters and BPF statistics.
-#[derive(Default)]
-struct GoprobeOut {
-    lines: Vec<Json>,
-    counters: Option<Json>,
-    bpf_stats: Option<Json>,
-    /// CPU time and peak RSS, read when the program printed its result.
-    cpu: Option<Duration>,
-    peak_rss_kib: Option<u64>,
-}
-
-impl GoprobeOut {
-    fn parse(stdout: &[String], stderr: &[String]) -> GoprobeOut {
-        let mut out = GoprobeOut {
-            lines: stdout
-                .iter()
-                .filter(|l| l.starts_with('{'))
-                .filter_map(|l| Json::parse(l).ok())
-                .collect(),
-            ..GoprobeOut::default()
-        };
-        for l in stderr {
-            if let Some(c) = l.strip_prefix("goprobe: counters ") {
-                out.counters = Json::parse(c).ok();
-            }
-            if let Some(s) = l.strip_prefix("goprobe: bpf stats ") {
-                out.bpf_stats = Json::parse(s).ok();
-            }
-        }
-        out
-    }
-
-    /// Sum of a numeric field over the JSON lines of one function.
-    fn sum(&self, function: &str, field: &str) -> u64 {
-        self.lines
-            .iter()
-            .filter(|l| l.str("function") == Some(function))
-            .filter_map(|l| l.u64(field))
-            .sum()
-    }
-
-    fn line(&self, function: &str) -> Option<&Json> {
-        self.lines
-            .iter()
-            .find(|l| l.str("function") == Some(function))
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.counters
-            .as_ref()
-            .and_then(|c| c.u64(name))
-            .unwrap_or(0)
-    }
-
-    /// ns per run of the entry and the return program (GOPROBE_BPF_STATS=1).
-    fn bpf_ns_per_run(&self) -> Option<(f64, f64)> {
-        let stats = self.bpf_stats.as_ref()?;
-        let per_run = |kind: &str| {
-            stats.array().iter().find_map(|p| {
-                let name = p.str("name")?;
-                let runs = p.f64("runs")?;
-                (name.contains(kind) && runs > 0.0).then(|| p.f64("run_ns").unwrap_or(0.0) / runs)
-            })
-        };
-        Some((per_run("entry")?, per_run("return")?))
-    }
-}
-
-fn run_program(
-    env: &Env,
-    bin: &Path,
-    args: &[String],
-    program_env: &[(&str, &str)],
-    tracer: &Tracer,
-    function: &str,
-) -> Result<RunOut> {
-    let mut c = util::cmd(bin);
-    c.args(args).envs(program_env.iter().copied());
-    let mut program = Proc::spawn("the Go program", &mut c)?;
-    let (_, ready) = program.expect_line(
-        "ready line",
-        |l| l.starts_with("ready "),
-        Duration::from_secs(20),
-    )?;
-    let pid: u32 = ready["ready ".len()..].trim().parse()?;
-
-    let mut agent_port = None;
-    let mut tracer_proc = match tracer {
-        Tracer::None => None,
-        Tracer::Goprobe(extra) => {
-            let mut c = util::cmd(&env.goprobe);
-            c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
-                .arg(format!("go:{function}"))
-                .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
-            let p = Proc::spawn("goprobe", &mut c)?;
-            p.expect_line(
-                "'Tracing' line",
-                |l| l.starts_with("Tracing "),
-                Duration::from_secs(60),
-            )?;
-            Some(p)
-        }
-        Tracer::Bare(offsets) => {
-            let mut c = util::cmd(&env.goprobe);
-            c.args(["dev", "attach", "-p", &pid.to_string()])
-                .args(offsets.iter().map(|o| o.to_string()));
-            let p = Proc::spawn("goprobe dev attach", &mut c)?;
-            p.expect_line(
-                "'attached' line",
-                |l| l.contains("attached"),
-                Duration::from_secs(60),
-            )?;
-            Some(p)
-        }
-        Tracer::Agent => {
-            let dir = util::root().join("target/bench");
-            std::fs::create_dir_all(&dir)?;
-            let port = free_port()?;
-            agent_port = Some(port);
-            let archive = dir.join(format!("agent-{pid}.redb"));
-            let config = dir.join(format!("agent-{pid}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
-                     [archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
-                     functions = [\"go:{function}\"]\nexe = [\"{}\"]\n",
-                    archive.display(),
-                    bin.display()
-                ),
-            )?;
-            let mut c = util::cmd(&env.goprobe);
-            c.arg("agent").arg("--config").arg(&config);
-            let p = Proc::spawn("goprobe agent", &mut c)?;
-            let attached = format!("in PID {pid} ");
-            p.expect_line(
-                "'attached' line",
-                |l| l.contains("attached") && l.contains(&attached),
-                Duration::from_secs(60),
-            )?;
-            Some(p)
-        }
-        Tracer::Bpftrace(script) => {
-            let script = script.replace("{bin}", &bin.display().to_string());
-            let mut c = util::cmd("bpftrace");
-            c.arg("-e").arg(&script);
-            let p = Proc::spawn("bpftrace", &mut c)?;
-            p.expect_line(
-                "'attached' line",
-                |l| l == "attached",
-                Duration::from_secs(120),
-            )?;
-            Some(p)
-        }
-    };
-
-    let gp_pid = match tracer {
-        Tracer::Goprobe(_) | Tracer::Agent => tracer_proc.as_ref().map(Proc::pid),
-        _ => None,
-    };
-    let cpu_before = gp_pid.and_then(proc::cpu_time);
-    program.send_line("go")?;
-    let timeout = Duration::from_secs(900);
-    let (_, line) = program.expect_line("result", |l| l.starts_with('{'), timeout)?;
-    let cpu_after = gp_pid.and_then(proc::cpu_time);
-    let peak = gp_pid.and_then(proc::peak_rss_kib);
-    let status = program.wait(Duration::from_secs(30))?;
-    if !status.success() {
-        bail!(
-            "the Go program failed ({status}): {}",
-            proc::tail(&program.stderr.text())
-        );
-    }
-    let result = Json::parse(&line).with_context(|| format!("result line {line:?}"))?;
-
-    let mut goprobe = None;
-    let mut bpftrace_stdout = Vec::new();
-    if let Some(port) = agent_port
-        && let Some(mut t) = tracer_proc.take()
-    {
-        // The agent keeps running: read what it counted once /metrics has every call (it
-        // drains the ring buffer every 20 ms), then stop it.
-        let calls = result.u64("calls");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = GoprobeOut::default();
-        loop {
-            let text = http_get(port, "/metrics").unwrap_or_default();
-            let count = metric_sum(&text, "goprobe_function_latency_seconds_count", function);
-            let lost = metric_sum(
-                &text,
-                "goprobe_agent_kernel_events_total",
-                "counter=\"events_lost\"",
-            );
-            out.lines = vec![Json::parse(&format!(
-                "{{\"function\": \"{function}\", \"count\": {count}}}"
-            ))?];
-            out.counters = Some(Json::parse(&format!("{{\"events_lost\": {lost}}}"))?);
-            if calls.is_some_and(|c| count + lost >= c) || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        goprobe = Some(out);
-        t.signal("TERM");
-        t.wait(Duration::from_secs(60))?;
-    }
-    if let Some(mut t) = tracer_proc.take() {
-        // goprobe and `dev attach` exit by themselves once the process is gone (they look every
-        // 200 ms); bpftrace does not.
-        if !matches!(tracer, Tracer::Bpftrace(_)) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while t.running() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if t.running() {
-            t.interrupt(Duration::from_secs(120))?;
-        } else {
-            t.wait(Duration::from_secs(10))?;
-        }
-        match tracer {
-            Tracer::Goprobe(_) => {
-                goprobe = Some(GoprobeOut::parse(&t.stdout.all(), &t.stderr.all()));
-            }
-            Tracer::Bpftrace(_) => bpftrace_stdout = t.stdout.all(),
-            _ => {}
-        }
-    }
-    if let Some(out) = goprobe.as_mut() {
-        out.cpu = cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a));
-        out.peak_rss_kib = peak;
-    }
-    Ok(RunOut {
-        result,
-        goprobe,
-        bpftrace_stdout,
-    })
-}
-
-/// A free TCP port on the loopback interface.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The body of `GET http://127.0.0.1:PORT/PATH` (HTTP/1.0, so no chunking).
-fn http_get(port: u16, path: &str) -> Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    Ok(raw
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
-}
-
-/// Sum of the Prometheus samples of `name` whose labels contain `label` (a function name or
-/// a `key="value"` pair).
-fn metric_sum(text: &str, name: &str, label: &str) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') && rest.contains(label))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// A function's instructions as `goprobe dev insns` prints them.
-struct Insn {
-    function_addr: u64,
-    offset: u64,
-    bytes: String,
-    mnemonic: String,
-    text: String,
-    kernel_emulates: bool,
-    goprobe_entry: Option<String>,
-    goprobe_return: bool,
-}
-
-fn insns(env: &Env, bin: &Path, function: &str) -> Result<Vec<Insn>> {
-    let out = util::stdout(
-        util::cmd(&env.goprobe)
-            .args(["dev", "insns"])
-            .arg(bin)
-            .arg(function),
-    )?;
-    out.lines()
-        .map(|l| {
-            let j = Json::parse(l)?;
-            Ok(Insn {
-                function_addr: j.u64("function_addr").context("function_addr")?,
-                offset: j.u64("offset").context("offset")?,
-                bytes: j.str("bytes").unwrap_or_default().to_string(),
-                mnemonic: j.str("mnemonic").unwrap_or_default().to_string(),
-                text: j.str("text").unwrap_or_default().to_string(),
-                kernel_emulates: j.bool("kernel_emulates").unwrap_or(false),
-                goprobe_entry: j.str("goprobe_entry").map(str::to_string),
-                goprobe_return: j.bool("goprobe_return").unwrap_or(false),
-            })
-        })
-        .collect()
-}
-
-/// goprobe's probe sites in a function: (entry kind, offsets of every site).
-fn goprobe_sites(insns: &[Insn]) -> (String, Vec<u64>) {
-    let kind = insns
-        .iter()
-        .find_map(|i| i.goprobe_entry.clone())
-        .unwrap_or_default();
-    let offsets = insns
-        .iter()
-        .filter(|i| i.goprobe_entry.is_some() || i.goprobe_return)
-        .map(|i| i.offset)
-        .collect();
-    (kind, offsets)
-}
-
-/// Where goprobe probes a function, in words: "jbe + RET", "jge (early) + RET", ...
-fn describe_sites(insns: &[Insn]) -> String {
-    let entry = insns
-        .iter()
-        .find(|i| i.goprobe_entry.is_some())
-        .map(|i| {
-            let how = match i.goprobe_entry.as_deref() {
-                Some("stack_check_branch") => "stack-check",
-                Some("emulated_prefix") => "early",
-                _ => "start",
-            };
-            format!("`{}` ({how})", i.mnemonic)
-        })
-        .unwrap_or_default();
-    let returns: Vec<String> = insns
-        .iter()
-        .filter(|i| i.goprobe_return)
-        .map(|i| format!("`{}`", i.mnemonic))
-        .collect();
-    format!("entry {entry}, return {}", returns.join(", "))
-}
-
 fn bpftrace_uprobe(function: &str) -> String {
     format!("uprobe:{{bin}}:{function} {{ @calls = count(); }}\n{PING}")
 }
@@ -603,9 +229,6 @@ fn bpftrace_uretprobe(function: &str) -> String {
          uretprobe:{{bin}}:{function} /@start[tid]/ {{ @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }}\n{PING}"
     )
 }
-
-/// Says "attached" on the program's first ping, i.e. once bpftrace's probes are in place.
-const PING: &str = "uprobe:{bin}:main.goprobeBenchPing /@attached == 0/ { @attached = 1; printf(\"attached\\n\"); }";
 
 // ---------------------------------------------------------------------------------------------
 // Per-call overhead
