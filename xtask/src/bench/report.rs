@@ -7,12 +7,15 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
+use super::percall::{
+    self, BARE, BT_URETPROBE, GOPROBE, GOPROBE_BEFORE, GOPROBE_UNCACHED, PercallFunction,
+    PercallReport,
+};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 use super::{
-    AccuracyReport, AttachReport, BARE, BT_URETPROBE, Env, GOPROBE, GOPROBE_BEFORE, GOPROBE_INDEX,
-    GOPROBE_UNCACHED, GOSYM, InspectReport, MULTI, PercallFunction, PercallReport, SitesReport,
-    ThroughputReport, pairing, render_accuracy, render_attach, render_inspect, render_percall,
-    render_sites, render_throughput,
+    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI, SitesReport,
+    ThroughputReport, pairing, render_accuracy, render_attach, render_inspect, render_sites,
+    render_throughput,
 };
 use crate::util;
 
@@ -79,7 +82,7 @@ pub fn render(
     render_summary(w, report);
     render_changes(w, report);
     if let Some(p) = &report.percall {
-        render_percall(w, env, p);
+        percall::render(w, p);
     }
     if let Some(s) = &report.sites {
         render_sites(w, env, s);
