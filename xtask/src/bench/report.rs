@@ -11,11 +11,11 @@ use super::percall::{
     self, BARE, BT_URETPROBE, GOPROBE, GOPROBE_BEFORE, GOPROBE_UNCACHED, PercallFunction,
     PercallReport,
 };
+use super::sites::{self, SitesReport};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 use super::{
-    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI, SitesReport,
-    ThroughputReport, pairing, render_accuracy, render_attach, render_inspect, render_sites,
-    render_throughput,
+    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI,
+    ThroughputReport, pairing, render_accuracy, render_attach, render_inspect, render_throughput,
 };
 use crate::util;
 
@@ -85,7 +85,7 @@ pub fn render(
         percall::render(w, p);
     }
     if let Some(s) = &report.sites {
-        render_sites(w, env, s);
+        sites::render(w, s);
     }
     if let Some(t) = &report.throughput {
         render_throughput(w, env, t);
