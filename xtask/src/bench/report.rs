@@ -13,9 +13,10 @@ use super::percall::{
 };
 use super::sites::{self, SitesReport};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
+use super::throughput::{self, ThroughputReport};
 use super::{
-    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI,
-    ThroughputReport, pairing, render_accuracy, render_attach, render_inspect, render_throughput,
+    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI, pairing,
+    render_accuracy, render_attach, render_inspect,
 };
 use crate::util;
 
@@ -88,7 +89,7 @@ pub fn render(
         sites::render(w, s);
     }
     if let Some(t) = &report.throughput {
-        render_throughput(w, env, t);
+        throughput::render(w, t);
     }
     if let Some(p) = &report.pairing {
         pairing::render(w, p);
