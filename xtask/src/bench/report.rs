@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
+use super::attach::{self, AttachReport, MULTI};
 use super::percall::{
     self, BARE, BT_URETPROBE, GOPROBE, GOPROBE_BEFORE, GOPROBE_UNCACHED, PercallFunction,
     PercallReport,
@@ -15,8 +16,8 @@ use super::sites::{self, SitesReport};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 use super::throughput::{self, ThroughputReport};
 use super::{
-    AccuracyReport, AttachReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, MULTI, pairing,
-    render_accuracy, render_attach, render_inspect,
+    AccuracyReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, pairing, render_accuracy,
+    render_inspect,
 };
 use crate::util;
 
@@ -95,7 +96,7 @@ pub fn render(
         pairing::render(w, p);
     }
     if let Some(a) = &report.attach {
-        render_attach(w, a);
+        attach::render(w, a);
     }
     if let Some(i) = &report.inspect {
         render_inspect(w, i);
