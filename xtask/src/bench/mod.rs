@@ -11,6 +11,7 @@
 
 mod attach;
 mod insns;
+mod inspect;
 mod json;
 mod pairing;
 mod percall;
@@ -21,7 +22,6 @@ mod sites;
 mod stats;
 mod throughput;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,7 +32,7 @@ use crate::{gobuild, tools, util};
 use insns::{describe_sites, insns};
 use report::{Machine, Report, notes, render};
 use runner::{ONE_THREAD, PING, Tracer, run_program};
-use stats::{fmt_summary, ns, pct, secs, thousands};
+use stats::{fmt_summary, ns, pct, thousands};
 
 /// `cargo xtask bench [--quick] [--out FILE] [--only SECTION,...]`.
 pub struct Options {
@@ -154,7 +154,7 @@ pub fn run(opts: Options) -> Result<()> {
             "throughput" => throughput::measure(&env).map(|r| report.throughput = Some(r)),
             "pairing" => pairing::measure(&env).map(|r| report.pairing = Some(r)),
             "attach" => attach::measure(&env).map(|r| report.attach = Some(r)),
-            "inspect" => inspect(&env).map(|r| report.inspect = Some(r)),
+            "inspect" => inspect::measure(&env).map(|r| report.inspect = Some(r)),
             "accuracy" => accuracy(&env).map(|r| report.accuracy = Some(r)),
             _ => unreachable!("sections are checked above"),
         });
@@ -225,70 +225,6 @@ fn prepare(plan: Plan) -> Result<Env> {
 // ---------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------
-// Inspection time
-
-struct InspectRow {
-    binary: PathBuf,
-    size_mib: f64,
-    functions: usize,
-    /// tool -> (seconds, peak RSS MiB) per repetition.
-    runs: BTreeMap<&'static str, Vec<(f64, f64)>>,
-}
-
-struct InspectReport {
-    rows: Vec<InspectRow>,
-    notes: Vec<String>,
-}
-
-const GOPROBE_INDEX: &str = "goprobe: index, plan one function";
-const GOPROBE_SYMBOLS: &str = "goprobe symbols --json: every function and inlined copy";
-const GOSYM: &str = "Go debug/gosym (gosymref): every function";
-
-fn inspect(env: &Env) -> Result<InspectReport> {
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    for binary in &env.servers {
-        let size_mib = std::fs::metadata(binary)?.len() as f64 / (1 << 20) as f64;
-        let functions = util::stdout(util::cmd(&env.gosymref).arg(binary))?
-            .lines()
-            .count();
-        let mut row = InspectRow {
-            binary: binary.clone(),
-            size_mib,
-            functions,
-            runs: BTreeMap::new(),
-        };
-        for rep in 0..env.plan.inspect_reps {
-            for tool in [GOPROBE_INDEX, GOPROBE_SYMBOLS, GOSYM] {
-                eprintln!(
-                    "bench: inspect {} rep {}: {tool}",
-                    binary.display(),
-                    rep + 1
-                );
-                let mut c = match tool {
-                    GOSYM => util::cmd(&env.gosymref),
-                    _ => util::cmd(&env.goprobe),
-                };
-                match tool {
-                    GOSYM => c.arg(binary),
-                    GOPROBE_INDEX => c.arg("symbols").arg(binary).arg("runtime.main"),
-                    _ => c.args(["symbols", "--json"]).arg(binary),
-                };
-                match proc::time_command(&mut c) {
-                    Ok((secs, kib)) => row
-                        .runs
-                        .entry(tool)
-                        .or_default()
-                        .push((secs, kib as f64 / 1024.0)),
-                    Err(e) => notes.push(format!("{}, {tool}: {e:#}", binary.display())),
-                }
-            }
-        }
-        rows.push(row);
-    }
-    Ok(InspectReport { rows, notes })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Accuracy
 
@@ -428,40 +364,6 @@ fn lhist_median(lines: &[String], unit: f64) -> Option<f64> {
         }
     }
     None
-}
-
-fn render_inspect(w: &mut String, i: &InspectReport) {
-    let _ = writeln!(w, "## Inspection time\n");
-    let _ = writeln!(
-        w,
-        "Indexing a large stripped Go binary from Debian: wall time and peak RSS (GNU time's `%M`), \
-         output to /dev/null. `goprobe symbols BIN runtime.main` is what every `goprobe \
-         funclatency` does first: read the ELF and `.gopclntab` into an index of every function, \
-         then decode the functions that match. `goprobe symbols --json BIN` decodes every \
-         function and lists every inlined copy too (from the inline trees). The baseline is \
-         `gosymref BIN` (`tests/go/gosymref`: Go's own `debug/elf` + `debug/gosym`, built by Go \
-         1.27), which reads the same table and lists every function. `functions` is gosymref's \
-         count.\n"
-    );
-    let _ = writeln!(w, "| binary | size | functions | what | time | peak RSS |");
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
-    for r in &i.rows {
-        for (tool, runs) in &r.runs {
-            let _ = writeln!(
-                w,
-                "| {} | {:.1} MiB | {} | {tool} | {} | {} |",
-                r.binary.display(),
-                r.size_mib,
-                thousands(r.functions as u64),
-                fmt_summary(&runs.iter().map(|x| x.0).collect::<Vec<_>>(), secs),
-                fmt_summary(&runs.iter().map(|x| x.1).collect::<Vec<_>>(), |v| format!(
-                    "{v:.0} MiB"
-                ))
-            );
-        }
-    }
-    let _ = writeln!(w);
-    notes(w, &i.notes);
 }
 
 fn render_accuracy(w: &mut String, env: &Env, a: &AccuracyReport) {

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::attach::{self, AttachReport, MULTI};
+use super::inspect::{self, GOPROBE_INDEX, GOSYM, InspectReport};
 use super::percall::{
     self, BARE, BT_URETPROBE, GOPROBE, GOPROBE_BEFORE, GOPROBE_UNCACHED, PercallFunction,
     PercallReport,
@@ -15,10 +16,7 @@ use super::percall::{
 use super::sites::{self, SitesReport};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 use super::throughput::{self, ThroughputReport};
-use super::{
-    AccuracyReport, Env, GOPROBE_INDEX, GOSYM, InspectReport, pairing, render_accuracy,
-    render_inspect,
-};
+use super::{AccuracyReport, Env, pairing, render_accuracy};
 use crate::util;
 
 #[derive(Default)]
@@ -99,7 +97,7 @@ pub fn render(
         attach::render(w, a);
     }
     if let Some(i) = &report.inspect {
-        render_inspect(w, i);
+        inspect::render(w, i);
     }
     if let Some(a) = &report.accuracy {
         render_accuracy(w, env, a);
