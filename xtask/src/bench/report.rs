@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
+use super::accuracy::{self, AccuracyReport};
 use super::attach::{self, AttachReport, MULTI};
 use super::inspect::{self, GOPROBE_INDEX, GOSYM, InspectReport};
 use super::percall::{
@@ -16,7 +17,7 @@ use super::percall::{
 use super::sites::{self, SitesReport};
 use super::stats::{fmt_summary, ns, pct, ratio, secs, summarize, thousands};
 use super::throughput::{self, ThroughputReport};
-use super::{AccuracyReport, Env, pairing, render_accuracy};
+use super::{Env, pairing};
 use crate::util;
 
 #[derive(Default)]
@@ -100,7 +101,7 @@ pub fn render(
         inspect::render(w, i);
     }
     if let Some(a) = &report.accuracy {
-        render_accuracy(w, env, a);
+        accuracy::render(w, a);
     }
     if !report.failures.is_empty() {
         let _ = writeln!(w, "## Sections that failed\n");
