@@ -5,9 +5,15 @@
 //! a repetition (a traced run against the untraced run just before it, goprobe against bpftrace
 //! run right after it): these machines are shared and their timing drifts.
 //!
-//! Sections: per-call overhead, the cost of a probe on each kind of instruction (and where
-//! goprobe places its sites), throughput and loss, pairing at scale (`pairing.rs`), attach time,
-//! inspection time, accuracy.
+//! One file per section, each with its report, its measuring (`measure`) and its part of the
+//! document (`render`): `percall.rs` (overhead per traced call), `sites.rs` (the cost of a probe
+//! on each kind of instruction, and where goprobe places its sites), `throughput.rs` (throughput
+//! and loss), `pairing.rs` (pairing at scale), `attach.rs` (attach time), `inspect.rs`
+//! (inspection time), `accuracy.rs`. Shared by them: `runner.rs` (a Go program under a tracer),
+//! `insns.rs` (a function's instructions and goprobe's sites in it), `stats.rs` (medians and
+//! number formats), `report.rs` (the document around the sections: the machine, the summary and
+//! the changes), `proc.rs` (child processes) and `json.rs`. Here: the options, the plan, the
+//! programs and servers measured, the section list and the run loop.
 
 mod accuracy;
 mod attach;
@@ -218,8 +224,3 @@ fn prepare(plan: Plan) -> Result<Env> {
         ],
     })
 }
-
-// ---------------------------------------------------------------------------------------------
-// ---------------------------------------------------------------------------------------------
-// ---------------------------------------------------------------------------------------------
-// ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ use super::throughput::{self, ThroughputReport};
 use super::{Env, pairing};
 use crate::util;
 
+/// What the sections run have measured, and the sections that failed.
 #[derive(Default)]
 pub struct Report {
     pub percall: Option<PercallReport>,
