@@ -79,38 +79,22 @@ struct Plan {
 
 impl Plan {
     fn new(quick: bool) -> Plan {
-        if quick {
-            Plan {
-                quick,
-                reps: 2,
-                calls: 20_000,
-                site_calls: 10_000,
-                spin_calls: 500,
-                rate_secs: 2.0,
-                rates: vec![10_000, 100_000, 0],
-                throughput_reps: 1,
-                attach_sizes: vec![1, 100, 1_000, 10_000],
-                attach_reps: 1,
-                per_site_attach_max: 100,
-                bpftrace_attach_max: 100,
-                inspect_reps: 2,
-            }
-        } else {
-            Plan {
-                quick,
-                reps: 5,
-                calls: 100_000,
-                site_calls: 30_000,
-                spin_calls: 2_000,
-                rate_secs: 4.0,
-                rates: vec![10_000, 100_000, 0],
-                throughput_reps: 3,
-                attach_sizes: vec![1, 100, 1_000, 10_000],
-                attach_reps: 3,
-                per_site_attach_max: 100,
-                bpftrace_attach_max: 100,
-                inspect_reps: 5,
-            }
+        // The `--quick` figure, then the full run's.
+        let pick = |q: usize, full: usize| if quick { q } else { full };
+        Plan {
+            quick,
+            reps: pick(2, 5),
+            calls: pick(20_000, 100_000),
+            site_calls: pick(10_000, 30_000),
+            spin_calls: pick(500, 2_000),
+            rate_secs: if quick { 2.0 } else { 4.0 },
+            rates: vec![10_000, 100_000, 0],
+            throughput_reps: pick(1, 3),
+            attach_sizes: vec![1, 100, 1_000, 10_000],
+            attach_reps: pick(1, 3),
+            per_site_attach_max: 100,
+            bpftrace_attach_max: 100,
+            inspect_reps: pick(2, 5),
         }
     }
 }
