@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::runner::{GoprobeOut, start_goprobe, start_program};
 use super::stats::{fmt_summary, secs, thousands};
-use super::{Env, json::Json, proc, proc::Proc};
+use super::{Env, json::Json, proc};
 use crate::util;
 
 const OUTER: &str = "main.goprobeE2EHold";
@@ -68,15 +69,9 @@ fn measure_one(env: &Env, program: &Path, goroutines: u64) -> Result<PairingRow>
         wall_s.1.push(wall);
         last = out;
     }
-    let (lines, stderr) = last.context("no traced run")?;
-    let count = |function: &str| {
-        lines
-            .iter()
-            .filter(|l| l.str("function") == Some(function))
-            .filter_map(|l| l.u64("count"))
-            .sum::<u64>()
-    };
-    let missed = lines
+    let (out, stderr) = last.context("no traced run")?;
+    let missed = out
+        .lines
         .iter()
         .map(|l| l.u64("untimed").unwrap_or(0) + l.u64("unpaired").unwrap_or(0))
         .sum();
@@ -119,7 +114,7 @@ fn measure_one(env: &Env, program: &Path, goroutines: u64) -> Result<PairingRow>
     };
     Ok(PairingRow {
         goroutines,
-        counted: (count(OUTER), count(INNER)),
+        counted: (out.sum(OUTER, "count"), out.sum(INNER, "count")),
         missed,
         peak,
         per_entry: (per_goroutine, per_nested),
@@ -133,20 +128,14 @@ fn measure_one(env: &Env, program: &Path, goroutines: u64) -> Result<PairingRow>
     })
 }
 
-type Traced = Option<(Vec<Json>, Vec<String>)>;
+type Traced = Option<(GoprobeOut, Vec<String>)>;
 
 /// One run of the program, traced or not: its wall time (go-ahead to last return), and
-/// goprobe's JSON lines and stderr when traced.
+/// what goprobe printed (and its stderr) when traced.
 fn run(env: &Env, program: &Path, goroutines: u64, traced: bool) -> Result<(f64, Traced)> {
     let mut c = util::cmd(program);
     c.args(["-goroutines", &goroutines.to_string(), "-pause"]);
-    let mut go = Proc::spawn("the hold program", &mut c)?;
-    let (_, ready) = go.expect_line(
-        "ready line",
-        |l| l.starts_with("ready "),
-        Duration::from_secs(20),
-    )?;
-    let pid = ready["ready ".len()..].trim().to_string();
+    let (mut go, pid) = start_program("the hold program", &mut c)?;
     let mut tracer = None;
     if traced {
         let mut c = util::cmd(&env.goprobe);
@@ -159,16 +148,10 @@ fn run(env: &Env, program: &Path, goroutines: u64, traced: bool) -> Result<(f64,
             "-i",
             "1",
             "-p",
-            &pid,
+            &pid.to_string(),
         ])
         .arg(r"go:^main\.goprobeE2EHold(Inner)?$");
-        let p = Proc::spawn("goprobe", &mut c)?;
-        p.expect_line(
-            "'Tracing' line",
-            |l| l.starts_with("Tracing "),
-            Duration::from_secs(60),
-        )?;
-        tracer = Some(p);
+        tracer = Some(start_goprobe(&mut c)?);
     }
     go.write_line("go")?;
     go.expect_line("all in", |l| l == "all in", Duration::from_secs(600))?;
@@ -205,14 +188,11 @@ fn run(env: &Env, program: &Path, goroutines: u64, traced: bool) -> Result<(f64,
             proc::tail(&p.stderr.text())
         );
     }
-    let lines = p
-        .stdout
-        .all()
-        .iter()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| Json::parse(l).ok())
-        .collect();
-    Ok((wall, Some((lines, p.stderr.all()))))
+    let stderr = p.stderr.all();
+    Ok((
+        wall,
+        Some((GoprobeOut::parse(&p.stdout.all(), &stderr), stderr)),
+    ))
 }
 
 pub fn render(w: &mut String, report: &PairingReport) {

@@ -5,6 +5,7 @@
 //! section runs its programs through here, so every tracer is started and stopped the same way.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -120,13 +121,7 @@ pub fn run_program(
 ) -> Result<RunOut> {
     let mut c = util::cmd(bin);
     c.args(args).envs(program_env.iter().copied());
-    let mut program = Proc::spawn("the Go program", &mut c)?;
-    let (_, ready) = program.expect_line(
-        "ready line",
-        |l| l.starts_with("ready "),
-        Duration::from_secs(20),
-    )?;
-    let pid: u32 = ready["ready ".len()..].trim().parse()?;
+    let (mut program, pid) = start_program("the Go program", &mut c)?;
 
     let mut agent_port = None;
     let mut tracer_proc = match tracer {
@@ -136,13 +131,7 @@ pub fn run_program(
             c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
                 .arg(format!("go:{function}"))
                 .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
-            let p = Proc::spawn("goprobe", &mut c)?;
-            p.expect_line(
-                "'Tracing' line",
-                |l| l.starts_with("Tracing "),
-                Duration::from_secs(60),
-            )?;
-            Some(p)
+            Some(start_goprobe(&mut c)?)
         }
         Tracer::Bare(offsets) => {
             let mut c = util::cmd(&env.goprobe);
@@ -279,6 +268,30 @@ pub fn run_program(
         goprobe,
         bpftrace_stdout,
     })
+}
+
+/// Starts a Go test program and waits for the `ready PID` line it prints before it waits for
+/// the go-ahead (`tests/go/internal/harness`): the program and its PID.
+pub fn start_program(name: &str, c: &mut Command) -> Result<(Proc, u32)> {
+    let program = Proc::spawn(name, c)?;
+    let (_, ready) = program.expect_line(
+        "ready line",
+        |l| l.starts_with("ready "),
+        Duration::from_secs(20),
+    )?;
+    let pid = ready["ready ".len()..].trim().parse()?;
+    Ok((program, pid))
+}
+
+/// Starts `goprobe funclatency` and waits for its `Tracing` line: its probes are in place.
+pub fn start_goprobe(c: &mut Command) -> Result<Proc> {
+    let p = Proc::spawn("goprobe", c)?;
+    p.expect_line(
+        "'Tracing' line",
+        |l| l.starts_with("Tracing "),
+        Duration::from_secs(60),
+    )?;
+    Ok(p)
 }
 
 /// A free TCP port on the loopback interface.
