@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::Env;
 use super::insns::{describe_sites, insns};
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::runner::{ONE_THREAD, PING, Tracer, run_program};
 use super::stats::{fmt_summary, ns, pct, thousands};
 
@@ -170,11 +170,10 @@ pub fn render(w: &mut String, a: &AccuracyReport) {
          resolution); bpftrace's from an `lhist` with 100 ns buckets.\n",
         thousands(a.calls as u64)
     );
-    let _ = writeln!(
+    table_head(
         w,
-        "| tracer | sites | truth (p50) | tracer's p50 | bias | bias % |"
+        "| tracer | sites | truth (p50) | tracer's p50 | bias | bias % |",
     );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
     for r in &a.rows {
         let bias: Vec<f64> = r
             .measured

@@ -14,7 +14,7 @@ use anyhow::Result;
 use super::Env;
 use super::json::Json;
 use super::proc::Proc;
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::stats::{fmt_summary, secs, summarize, thousands};
 use crate::util;
 
@@ -285,11 +285,10 @@ pub fn render(w: &mut String, a: &AttachReport) {
          binary is stripped), as a latency script would.\n",
         bin = a.binary.display()
     );
-    let _ = writeln!(
+    table_head(
         w,
-        "| N asked | functions | goprobe sites | tracer | attach | detach |"
+        "| N asked | functions | goprobe sites | tracer | attach | detach |",
     );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
     for r in &a.rows {
         for tool in [MULTI, PER_SITE, BPFTRACE] {
             let (att, det) = match r.times.get(tool) {

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::Env;
 use super::proc;
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::stats::{fmt_summary, secs, thousands};
 use crate::util;
 
@@ -90,8 +90,7 @@ pub fn render(w: &mut String, i: &InspectReport) {
          1.27), which reads the same table and lists every function. `functions` is gosymref's \
          count.\n"
     );
-    let _ = writeln!(w, "| binary | size | functions | what | time | peak RSS |");
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
+    table_head(w, "| binary | size | functions | what | time | peak RSS |");
     for r in &i.rows {
         for (tool, runs) in &r.runs {
             let _ = writeln!(

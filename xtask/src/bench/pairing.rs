@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::report::table_head;
 use super::runner::{GoprobeOut, start_goprobe, start_program};
 use super::stats::{fmt_summary, secs, thousands};
 use super::{Env, json::Json, proc};
@@ -207,10 +208,9 @@ pub fn render(w: &mut String, report: &PairingReport) {
          and one entry per nested open call, neither preallocated: memory follows the calls \
          open, up to the ceiling, past which calls are counted as `untimed`.\n"
     );
-    let _ = writeln!(
+    table_head(
         w,
-        "| goroutines inside at once | calls counted (outer, inner) | untimed + unpaired | peak records + nested calls | kernel memory at the peak | per goroutine record / nested call | both maps empty | ceiling | program wall time, untraced → traced |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| goroutines inside at once | calls counted (outer, inner) | untimed + unpaired | peak records + nested calls | kernel memory at the peak | per goroutine record / nested call | both maps empty | ceiling | program wall time, untraced → traced |",
     );
     for r in &report.rows {
         let _ = writeln!(

@@ -13,7 +13,7 @@ use anyhow::Result;
 
 use super::Env;
 use super::insns::{describe_sites, goprobe_sites, insns};
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::runner::{GoprobeOut, ONE_THREAD, PING, Tracer, run_program};
 use super::stats::{fmt_summary, ns, pct, ratio, summarize, thousands};
 
@@ -289,11 +289,10 @@ pub fn render(w: &mut String, p: &PercallReport) {
     for f in &p.functions {
         let _ = writeln!(w, "### {} — `{}`\n", f.label, f.function);
         let _ = writeln!(w, "goprobe's sites: {}.\n", f.sites);
-        let _ = writeln!(
+        table_head(
             w,
-            "| tracer | ns per call | added per call | ÷ bpftrace uprobe + uretprobe |"
+            "| tracer | ns per call | added per call | ÷ bpftrace uprobe + uretprobe |",
         );
-        let _ = writeln!(w, "| --- | --- | --- | --- |");
         for (name, values) in &f.ns {
             if *name == UNTRACED {
                 continue;

@@ -400,6 +400,12 @@ pub fn notes(w: &mut String, notes: &[String]) {
     }
 }
 
+/// A table's header row (`| column | column |`), and the row under it that makes it a table.
+pub fn table_head(w: &mut String, header: &str) {
+    let columns = header.matches('|').count().saturating_sub(1);
+    let _ = writeln!(w, "{header}\n|{}", " --- |".repeat(columns));
+}
+
 /// The load and the time, at the start and at the end of the run.
 pub struct Machine {
     loadavg: String,

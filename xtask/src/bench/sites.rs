@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::Env;
 use super::insns::{Insn, insns};
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::runner::{ONE_THREAD, Tracer, run_program};
 use super::stats::{fmt_summary, ns, summarize, thousands};
 
@@ -137,11 +137,10 @@ pub fn render(w: &mut String, s: &SitesReport) {
          part, and it varies with the host's load.\n",
         thousands(s.calls as u64)
     );
-    let _ = writeln!(
+    table_head(
         w,
-        "| function | instruction | bytes | emulated | added per call | goprobe uses it as |"
+        "| function | instruction | bytes | emulated | added per call | goprobe uses it as |",
     );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
     for r in &s.rows {
         let _ = writeln!(
             w,

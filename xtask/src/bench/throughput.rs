@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::Env;
 use super::insns::{describe_sites, insns};
-use super::report::notes;
+use super::report::{notes, table_head};
 use super::runner::{Tracer, run_program};
 use super::stats::{fmt_summary, pct, thousands};
 
@@ -162,11 +162,10 @@ pub fn render(w: &mut String, t: &ThroughputReport) {
          archive on): counted and lost come from its /metrics, CPU and RSS are the agent's.\n",
         t.rate_secs, t.sites
     );
-    let _ = writeln!(
+    table_head(
         w,
-        "| calls | calls/s made | counted | lost | unexplained | goprobe CPU | goprobe peak RSS |"
+        "| calls | calls/s made | counted | lost | unexplained | goprobe CPU | goprobe peak RSS |",
     );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- |");
     for r in &t.rows {
         let _ = writeln!(
             w,
