@@ -16,8 +16,19 @@ use super::stats::{fmt_summary, ns, pct, thousands};
 pub struct AccuracyRow {
     pub label: String,
     sites: String,
-    pub truth: Vec<f64>,
-    pub measured: Vec<f64>,
+    truth: Vec<f64>,
+    measured: Vec<f64>,
+}
+
+impl AccuracyRow {
+    /// The tracer's p50 − the truth, per repetition.
+    pub fn bias(&self) -> Vec<f64> {
+        self.measured
+            .iter()
+            .zip(&self.truth)
+            .map(|(m, t)| m - t)
+            .collect()
+    }
 }
 
 pub struct AccuracyReport {
@@ -175,12 +186,6 @@ pub fn render(w: &mut String, a: &AccuracyReport) {
         "| tracer | sites | truth (p50) | tracer's p50 | bias | bias % |",
     );
     for r in &a.rows {
-        let bias: Vec<f64> = r
-            .measured
-            .iter()
-            .zip(&r.truth)
-            .map(|(m, t)| m - t)
-            .collect();
         let bias_pct: Vec<f64> = r
             .measured
             .iter()
@@ -194,7 +199,7 @@ pub fn render(w: &mut String, a: &AccuracyReport) {
             r.sites,
             fmt_summary(&r.truth, ns),
             fmt_summary(&r.measured, ns),
-            fmt_summary(&bias, ns),
+            fmt_summary(&r.bias(), ns),
             fmt_summary(&bias_pct, pct)
         );
     }

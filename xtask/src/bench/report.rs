@@ -225,17 +225,11 @@ fn render_summary(w: &mut String, report: &Report) {
     }
     if let Some(a) = &report.accuracy {
         for row in a.rows.iter().take(2) {
-            let bias: Vec<f64> = row
-                .measured
-                .iter()
-                .zip(&row.truth)
-                .map(|(m, t)| m - t)
-                .collect();
             let _ = writeln!(
                 w,
                 "- **Bias** of the p50 of a 100 µs call, {}: {}.",
                 row.label,
-                fmt_summary(&bias, ns)
+                fmt_summary(&row.bias(), ns)
             );
         }
     }
