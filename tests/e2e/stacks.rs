@@ -10,7 +10,16 @@ const COUNTED: &str = "main.goprobeE2ECounted";
 
 /// Run `goprobe stackcount ARGS -p PID go:main.goprobeE2ECounted` over the count workload.
 fn stackcount(program: &std::path::Path, extra: &[&str]) -> Result<(Value, String), String> {
-    let mut go = GoProgram::start(program, &["-mode", "count"], &[]);
+    stackcount_run(program, &["-mode", "count"], extra)
+}
+
+/// `goprobe stackcount ARGS -p PID go:main.goprobeE2ECounted` over `program PROGRAM_ARGS`.
+fn stackcount_run(
+    program: &std::path::Path,
+    program_args: &[&str],
+    extra: &[&str],
+) -> Result<(Value, String), String> {
+    let mut go = GoProgram::start(program, program_args, &[]);
     let pid = go.pid.to_string();
     let mut args = vec!["stackcount", "-v", "-p", &pid];
     args.extend_from_slice(extra);
@@ -68,6 +77,37 @@ fn stackcount_counts_each_calling_stack() {
                     "stack not followed to the goroutine's start: {frames}"
                 ));
             }
+        }
+        Ok(())
+    });
+}
+
+/// Eight goroutines on every CPU make 400,000 calls from one and the same stack: its counter in
+/// the kernel is bumped on several CPUs at once, and not one increment may be lost.
+#[test]
+fn stackcount_exact_under_contention() {
+    let builds: Vec<_> = matrix().into_iter().take(1).collect();
+    for_each_build(&builds, |build| {
+        let (truth, stdout) = stackcount_run(
+            &build.program("callers"),
+            &["-mode", "contended", "-g", "8", "-a", "50000"],
+            &["--folded"],
+        )?;
+        let want = truth["calls"].as_u64().ok_or("no calls in truth")?;
+        let stacks: Vec<(&str, u64)> = stdout
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("Tracing"))
+            .map(|l| {
+                let (frames, count) = l.rsplit_once(' ').expect("folded line");
+                (frames, count.parse().expect("count"))
+            })
+            .collect();
+        let total: u64 = stacks.iter().map(|s| s.1).sum();
+        if stacks.len() != 1 || total != want {
+            return Err(format!(
+                "{} stacks with {total} calls in all, want one with {want}:\n{stdout}",
+                stacks.len()
+            ));
         }
         Ok(())
     });

@@ -6,6 +6,9 @@
 //   - -mode=latency: main.goprobeE2EWork is called -slow times by goprobeE2ESlowCaller, each call
 //     sleeping -ms milliseconds, and -fast times by goprobeE2EFastCaller, returning at once
 //     (funclatency --stacks must attribute the slow calls to the slow caller).
+//   - -mode=contended: -g goroutines each call goprobeE2ECallerA(-a) at once, all from one
+//     stack, so that stackcount counts that one stack on every CPU at the same time (its count
+//     must still be exactly -g times -a).
 package main
 
 import (
@@ -85,6 +88,7 @@ func main() {
 	slow := flag.Int("slow", 40, "calls from goprobeE2ESlowCaller")
 	fast := flag.Int("fast", 400, "calls from goprobeE2EFastCaller")
 	ms := flag.Int("ms", 3, "milliseconds each slow call sleeps")
+	g := flag.Int("g", 8, "goroutines of -mode=contended")
 	harness.Start()
 
 	var wg sync.WaitGroup
@@ -106,6 +110,13 @@ func main() {
 			"main.goprobeE2ECallerB": *b,
 			"main.goprobeE2ECallerC": *c,
 		}})
+	case "contended":
+		// One closure for all goroutines: every call has the same stack.
+		for w := 0; w < *g; w++ {
+			run(func() { goprobeE2ECallerA(*a) })
+		}
+		wg.Wait()
+		harness.Result(map[string]int{"calls": *g * *a})
 	case "latency":
 		d := time.Duration(*ms) * time.Millisecond
 		run(func() { goprobeE2ESlowCaller(*slow, d) })
