@@ -268,6 +268,64 @@ fn stacks_find_the_slow_caller() {
     });
 }
 
+/// A function inlined into two callers, whose copies end where an inlined copy of another
+/// function (one it calls itself) begins: the stack of each call starts at its caller, at the line
+/// of the call, never at a function the traced one calls or at the traced one itself.
+#[test]
+fn stacks_of_inlined_calls_start_at_the_call() {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/go/callers/main.go"))
+            .unwrap();
+    let line_of = |marker: &str| {
+        source
+            .lines()
+            .position(|l| l.contains(marker))
+            .map(|i| i as u64 + 1)
+            .unwrap_or_else(|| panic!("no {marker:?} in callers/main.go"))
+    };
+    let call_line = [
+        ("main.goprobeE2ETrimCallerA", line_of("// call A")),
+        ("main.goprobeE2ETrimCallerB", line_of("// call B")),
+    ];
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("callers"),
+            &["-mode", "inlined", "-a", "3000", "-b", "2000"],
+            &[],
+            &["--stacks"],
+            "go:main.goprobeE2ETrimTag",
+        )?;
+        let lines = out.json();
+        let h = lines
+            .iter()
+            .find(|l| l["function"] == "main.goprobeE2ETrimTag")
+            .ok_or_else(|| format!("no histogram: {}\n{}", out.stdout, out.stderr))?;
+        let stacks = h["stacks"].as_array().ok_or("no stacks")?;
+        let mut calls: BTreeMap<&str, u64> = BTreeMap::new();
+        for stack in stacks {
+            let top = &stack["frames"][0];
+            let function = top["function"].as_str().unwrap_or("");
+            let Some((caller, line)) = call_line.iter().find(|(c, _)| *c == function) else {
+                return Err(format!("a stack starts at {top}, not at a caller: {stack}"));
+            };
+            if top["line"].as_u64() != Some(*line) || top["inlined"] != false {
+                return Err(format!("{caller}'s call is at line {line}: {stack}"));
+            }
+            *calls.entry(caller).or_default() += stack["count"].as_u64().unwrap_or(0);
+        }
+        for (caller, _) in call_line {
+            let want = truth["callers"][caller].as_u64().ok_or("no truth")?;
+            if calls.get(caller).copied() != Some(want) {
+                return Err(format!(
+                    "{caller}: {:?} calls, want {want}: {stacks:#?}",
+                    calls.get(caller)
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
 /// `-b`: processes that start after goprobe and are gone before it ends are still symbolized,
 /// PIE ones included (their load address is known from where the probe site was hit).
 #[test]
