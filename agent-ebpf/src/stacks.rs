@@ -224,19 +224,26 @@ fn count_stack(ctx: &ProbeContext) {
         leaf,
     };
     match STACK_COUNTS.get_ptr_mut(&key) {
-        // SAFETY: map value; a lost increment under a race between CPUs is possible and small.
-        Some(count) => unsafe { *count += 1 },
+        Some(count) => add_one(count),
         None => {
             if STACK_COUNTS.insert(&key, &1, BPF_NOEXIST as u64).is_err() {
                 // Another CPU inserted it in between, or the map is full.
                 match STACK_COUNTS.get_ptr_mut(&key) {
-                    // SAFETY: map value.
-                    Some(count) => unsafe { *count += 1 },
+                    Some(count) => add_one(count),
                     None => bump(counter::COUNTS_FULL),
                 }
             }
         }
     }
+}
+
+/// Add one to a `STACK_COUNTS` value. The map is shared by all CPUs and the same stack is often
+/// counted on two at once: a plain `+= 1` (load, add, store) loses one of the two increments.
+/// An atomic add loses none.
+#[inline(always)]
+fn add_one(count: *mut u64) {
+    // SAFETY: a map value pointer, valid and 8-byte aligned while the program runs.
+    unsafe { agent_ebpf::atomic_add(count, 1) };
 }
 
 /// `funclatency --stacks`: whether this call's stack is wanted.

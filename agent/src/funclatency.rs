@@ -1,6 +1,6 @@
 //! `goprobe funclatency`: a short-lived tracer with one pattern, printing histograms.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     io::Write as _,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -43,7 +43,21 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     if verbose {
         eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
     }
-    let tracked_pids = attach_targets(&mut tracer, &selection, &processes, verbose)?;
+    let mut coverage = Coverage::starting_now();
+    let tracked_pids = attach_targets_noting(
+        &mut tracer,
+        &selection,
+        &processes,
+        verbose,
+        Some(&mut coverage),
+    )?;
+    // The first interval (the whole run, without -i) begins when the probes are in place.
+    coverage.since = Instant::now();
+    // -b: the processes of the binary are found by the scans, the ones running now included.
+    let seen_pids = match selection {
+        Selection::Binary(_) => HashMap::new(),
+        _ => seen_pids,
+    };
     let mut stack_view = probes_stacks(&probes).then(StackView::default);
     if let Some(view) = stack_view.as_mut() {
         view.observe_pids(processes.iter().map(|p| p.pid));
@@ -72,11 +86,12 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         tracked_pids,
         &mut stack_view,
         seen_pids,
+        &mut coverage,
     ))?;
 
     tracer.detach_all();
     tracer.drain();
-    print_interval(&mut tracer, &args, None, &mut stack_view)?;
+    print_interval(&mut tracer, &args, &mut stack_view, &mut coverage)?;
     if verbose {
         print_counters(&mut tracer);
     }
@@ -129,12 +144,80 @@ pub(crate) fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process
     Ok(processes)
 }
 
+/// What the report of an interval covers: since when, and the functions attached in each traced
+/// process that goprobe knows of. With `--json`, each of these (function, process) pairs gets a
+/// line per interval, calls or not. With -p, the processes named; with -b or host-wide, those the
+/// /proc scans (every [`SCAN_EVERY`]) saw running a traced binary. A process is dropped after
+/// the first interval that ends with it gone.
+#[derive(Debug)]
+pub(crate) struct Coverage {
+    /// When the interval being collected began.
+    since: Instant,
+    /// Ids of the functions attached in each binary.
+    by_binary: HashMap<BinaryKey, BTreeSet<u32>>,
+    processes: BTreeMap<u32, BinaryKey>,
+}
+
+impl Coverage {
+    fn starting_now() -> Self {
+        Self {
+            since: Instant::now(),
+            by_binary: HashMap::new(),
+            processes: BTreeMap::new(),
+        }
+    }
+
+    fn attached(&mut self, binary: BinaryKey, attached: &crate::tracer::Attached) {
+        self.by_binary
+            .entry(binary)
+            .or_default()
+            .extend(&attached.ids);
+    }
+
+    /// Process `pid` runs `binary` (a PID reused by an untraced program is forgotten).
+    fn process(&mut self, pid: u32, binary: BinaryKey) {
+        if self.by_binary.contains_key(&binary) {
+            self.processes.insert(pid, binary);
+        } else {
+            self.processes.remove(&pid);
+        }
+    }
+
+    /// Every traced (function id, pid).
+    fn pairs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.processes.iter().flat_map(|(&pid, binary)| {
+            self.by_binary
+                .get(binary)
+                .into_iter()
+                .flatten()
+                .map(move |&func| (func, pid))
+        })
+    }
+
+    /// Forget the processes that have exited (zombies included), once the interval they exited
+    /// in is printed.
+    fn forget_exited(&mut self) {
+        self.processes.retain(|&pid, _| targets::is_alive(pid));
+    }
+}
+
 /// Plan and attach the pattern's probes to the selected targets; the PIDs tracked with -p.
 pub(crate) fn attach_targets(
     tracer: &mut Tracer,
     selection: &Selection,
     processes: &[Process],
     verbose: bool,
+) -> anyhow::Result<HashSet<u32>> {
+    attach_targets_noting(tracer, selection, processes, verbose, None)
+}
+
+/// [`attach_targets`], noting in `coverage` what was attached where.
+fn attach_targets_noting(
+    tracer: &mut Tracer,
+    selection: &Selection,
+    processes: &[Process],
+    verbose: bool,
+    mut coverage: Option<&mut Coverage>,
 ) -> anyhow::Result<HashSet<u32>> {
     let mut tracked_pids: HashSet<u32> = HashSet::new();
     match selection {
@@ -154,6 +237,10 @@ pub(crate) fn attach_targets(
                 let attached = tracer.attach(process.binary, &process.exe, Some(process.pid))?;
                 report_attached(verbose, &attached, Some(process.pid), &process.exe_name);
                 tracked_pids.insert(process.pid);
+                if let Some(coverage) = coverage.as_deref_mut() {
+                    coverage.attached(process.binary, &attached);
+                    coverage.process(process.pid, process.binary);
+                }
             }
         }
         Selection::Binary(path) => {
@@ -166,9 +253,12 @@ pub(crate) fn attach_targets(
             }
             let attached = tracer.attach(key, path, None)?;
             report_attached(verbose, &attached, None, path);
+            if let Some(coverage) = coverage {
+                coverage.attached(key, &attached);
+            }
         }
         Selection::HostWide => {
-            let found = scan_host(tracer, &mut HashMap::new(), verbose);
+            let found = scan_host_noting(tracer, &mut HashMap::new(), verbose, coverage);
             if found == 0 {
                 let suggestions = tracer.suggestions(5);
                 let hint = if suggestions.is_empty() {
@@ -263,6 +353,16 @@ pub(crate) fn scan_host(
     seen: &mut HashMap<u32, targets::Sighting>,
     verbose: bool,
 ) -> usize {
+    scan_host_noting(tracer, seen, verbose, None)
+}
+
+/// [`scan_host`], noting in `coverage` what was attached where and which processes run it.
+fn scan_host_noting(
+    tracer: &mut Tracer,
+    seen: &mut HashMap<u32, targets::Sighting>,
+    verbose: bool,
+    mut coverage: Option<&mut Coverage>,
+) -> usize {
     let mut attached_binaries = 0;
     for pid in targets::all_pids() {
         if !targets::first_sight(seen, pid) {
@@ -278,6 +378,9 @@ pub(crate) fn scan_host(
             }
         };
         if tracer.is_known(&process.binary) {
+            if let Some(coverage) = coverage.as_deref_mut() {
+                coverage.process(pid, process.binary);
+            }
             continue;
         }
         match tracer.plan(process.binary, &process.exe) {
@@ -296,6 +399,10 @@ pub(crate) fn scan_host(
                     Ok(attached) => {
                         attached_binaries += 1;
                         report_attached(verbose, &attached, Some(pid), &process.exe_name);
+                        if let Some(coverage) = coverage.as_deref_mut() {
+                            coverage.attached(process.binary, &attached);
+                            coverage.process(pid, process.binary);
+                        }
                     }
                     Err(e) => eprintln!("goprobe: PID {pid} ({}): {e}", process.exe_name.display()),
                 }
@@ -305,6 +412,17 @@ pub(crate) fn scan_host(
     attached_binaries
 }
 
+/// -b: note the processes not seen yet that run a traced binary.
+fn scan_processes(coverage: &mut Coverage, seen: &mut HashMap<u32, targets::Sighting>) {
+    for pid in targets::all_pids() {
+        if targets::first_sight(seen, pid)
+            && let Ok(process) = Process::get(pid)
+        {
+            coverage.process(pid, process.binary);
+        }
+    }
+}
+
 async fn event_loop(
     tracer: &mut Tracer,
     args: &FunclatencyArgs,
@@ -312,6 +430,7 @@ async fn event_loop(
     tracked_pids: HashSet<u32>,
     stack_view: &mut Option<StackView>,
     mut seen_pids: HashMap<u32, targets::Sighting>,
+    coverage: &mut Coverage,
 ) -> anyhow::Result<()> {
     let mut stop = Stop::new(args.duration)?;
     let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
@@ -320,7 +439,6 @@ async fn event_loop(
     let interval = args.interval.map(Duration::from_secs);
     let mut print = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
     print.tick().await; // the first tick is immediate
-    let mut interval_start = Instant::now();
 
     loop {
         tokio::select! {
@@ -333,7 +451,7 @@ async fn event_loop(
             }
             _ = print.tick(), if interval.is_some() => {
                 tracer.drain();
-                print_interval(tracer, args, Some(interval_start.elapsed()), stack_view)?;
+                print_interval(tracer, args, stack_view, coverage)?;
                 if args.verbose {
                     let (goroutines, nested, bytes) = tracer.kernel().pairing_now();
                     eprintln!(
@@ -341,11 +459,10 @@ async fn event_loop(
                         bytes.div_ceil(1024)
                     );
                 }
-                interval_start = Instant::now();
             }
             _ = scan.tick() => match selection {
                 Selection::HostWide => {
-                    scan_host(tracer, &mut seen_pids, args.verbose);
+                    scan_host_noting(tracer, &mut seen_pids, args.verbose, Some(coverage));
                     if let Some(view) = stack_view.as_mut() {
                         view.preload(tracer);
                     }
@@ -359,7 +476,11 @@ async fn event_loop(
                         break;
                     }
                 }
-                Selection::Binary(_) => {}
+                Selection::Binary(_) => {
+                    if args.json {
+                        scan_processes(coverage, &mut seen_pids);
+                    }
+                }
             },
             _ = sweep.tick() => { tracer.sweep(targets::is_alive); }
         }
@@ -367,13 +488,16 @@ async fn event_loop(
     Ok(())
 }
 
-/// Print this interval's histograms (or the whole run's, without -i) and reset them.
+/// Print this interval's histograms (or the whole run's, without -i) and reset them; the next
+/// interval begins.
 fn print_interval(
     tracer: &mut Tracer,
     args: &FunclatencyArgs,
-    elapsed: Option<Duration>,
     stack_view: &mut Option<StackView>,
+    coverage: &mut Coverage,
 ) -> anyhow::Result<()> {
+    let elapsed = coverage.since.elapsed();
+    coverage.since = Instant::now();
     let (histograms, missed) = tracer.take_interval();
     let by_stack = tracer.aggregator.stacks.take();
     let unit = if args.milliseconds {
@@ -421,6 +545,14 @@ fn print_interval(
     for ((func, pid), misses) in &missed {
         missed_keys.push((row_of(*func, *pid), *misses));
     }
+    // JSON: a traced function without calls is a line with count 0 (scripts see it was traced);
+    // the text output, like bcc's, shows only functions that were called.
+    if args.json {
+        for (func, pid) in coverage.pairs() {
+            row_of(func, pid);
+        }
+    }
+    coverage.forget_exited();
     for (key, latencies) in keys {
         if let Some(row) = rows.get_mut(&key) {
             row.latencies.merge(&latencies);
@@ -476,7 +608,7 @@ fn print_interval(
         unit,
         time: SystemTime::now(),
         show_time: args.timestamp,
-        interval_s: elapsed.map_or(0.0, |d| d.as_secs_f64()),
+        interval_s: elapsed.as_secs_f64(),
         missed: totals,
         stacks_min_ns: stacks_min_ns(args)?.filter(|&ns| ns > 0),
     };

@@ -176,6 +176,20 @@ pub struct InlinePlan {
     pub name: String,
     pub entry_offsets: Vec<u64>,
     pub exit_offsets: Vec<u64>,
+    /// The call the copy stands for.
+    pub call: InlineCall,
+}
+
+/// Where an inlined call is written: a stack walked where the copy ends (`funclatency
+/// --stacks`) starts here, whatever other inlined code the exit's PC belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InlineCall {
+    /// The function whose machine code holds the copy.
+    pub caller: String,
+    pub file: String,
+    pub line: u32,
+    /// File offset of the PC that stands for the call (see `InlinedCopy::call_pc`), if known.
+    pub offset: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -285,6 +299,12 @@ fn plan_inlined(index: &BinaryIndex, copy: &InlinedCopy) -> Result<InlinePlan, S
         name: copy.name.clone(),
         entry_offsets: offsets(&sites.entries)?,
         exit_offsets: offsets(&sites.exits)?,
+        call: InlineCall {
+            caller: copy.caller.clone(),
+            file: copy.call_file.clone(),
+            line: copy.call_line,
+            offset: copy.call_pc.and_then(|pc| index.vaddr_to_file_offset(pc)),
+        },
     })
 }
 

@@ -488,6 +488,25 @@ impl Symbolizer {
         })
     }
 
+    /// The file offset that runtime address `addr` of process `pid` maps.
+    pub fn file_offset(&mut self, pid: u32, addr: u64) -> Option<u64> {
+        let view = self.view(pid)?;
+        let (entry, _, _) = view.find(addr)?;
+        Some(addr - entry.start + entry.offset)
+    }
+
+    /// The location of the instruction at file offset `offset` of the file that process `pid`
+    /// maps at runtime address `near` (in the same mapping).
+    pub fn locate_offset(&mut self, pid: u32, near: u64, offset: u64) -> Option<Location> {
+        let view = self.view(pid)?;
+        let (entry, _, _) = view.find(near)?;
+        let addr = entry.start.checked_add(offset.checked_sub(entry.offset)?)?;
+        if addr >= entry.end {
+            return None;
+        }
+        self.locate(&view, addr, false)
+    }
+
     /// The SP offset at runtime address `addr` of process view `view`, if it is Go code.
     fn sp_delta(view: &ProcessView, addr: u64) -> Option<i32> {
         let (_, go, _) = view.find(addr)?;

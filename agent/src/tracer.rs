@@ -17,7 +17,7 @@ use crate::{
     inspect::{BinaryIndex, InspectError},
     kernel::{AttachMode, Attachment, Counters, Kernel, KernelError, Probes, Site},
     pipeline::{Aggregator, FunctionInfo, FunctionTable, Latencies},
-    plan::{BinaryPlan, Pattern, Refusal, plan_binary},
+    plan::{BinaryPlan, InlineCall, Pattern, Refusal, plan_binary},
     targets::BinaryKey,
 };
 
@@ -59,6 +59,9 @@ pub struct Tracer {
     pub inspection_failures: u64,
     /// The function ids each inline site acts on, to attach only the selected ones.
     inline_site_functions: HashMap<u32, Vec<u32>>,
+    /// Function id → file offset where inlined copies of it end → the calls those copies stand
+    /// for (several copies may end at one address).
+    inline_calls: HashMap<u32, HashMap<u64, Vec<InlineCall>>>,
     /// Distinct function names attached so far.
     pub traced_names: HashSet<String>,
     misses_seen: HashMap<(u32, u32), Misses>,
@@ -130,6 +133,7 @@ impl Tracer {
             inspections: 0,
             inspection_failures: 0,
             inline_site_functions: HashMap::new(),
+            inline_calls: HashMap::new(),
             traced_names: HashSet::new(),
             misses_seen: HashMap::new(),
             counters_seen: Counters::default(),
@@ -166,6 +170,11 @@ impl Tracer {
             }
         }
         out
+    }
+
+    /// Where inlined copies of each function end (file offsets), and the calls they stand for.
+    pub fn inline_calls(&self) -> &HashMap<u32, HashMap<u64, Vec<InlineCall>>> {
+        &self.inline_calls
     }
 
     /// The RET sites of every out-of-line function planned so far: (binary, function id, file
@@ -294,6 +303,15 @@ impl Tracer {
             let mut fits = true;
             for &offset in &copy.exit_offsets {
                 fits &= add_action(boundaries.entry(offset).or_default(), id, true);
+                let calls = self
+                    .inline_calls
+                    .entry(id)
+                    .or_default()
+                    .entry(offset)
+                    .or_default();
+                if !calls.contains(&copy.call) {
+                    calls.push(copy.call.clone());
+                }
             }
             for &offset in &copy.entry_offsets {
                 fits &= add_action(boundaries.entry(offset).or_default(), id, false);

@@ -314,6 +314,78 @@ fn intervals_and_sigterm() {
     drop(go);
 }
 
+/// `--json` has a line for every traced function, called or not: of two functions matched with
+/// -F, the one never called has `count: 0` and no buckets, the other all its calls.
+#[test]
+fn json_lists_functions_without_calls() {
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("callers"),
+            &["-mode", "latency", "-slow", "5", "-ms", "1"],
+            &[],
+            &["-F", "-r"],
+            "go:^main\\.goprobeE2E(Work|Counted)$",
+        )?;
+        let lines = out.json();
+        let pid = pid_of(&lines)?;
+        let never = histogram_of(&lines, "main.goprobeE2ECounted", pid)
+            .ok_or_else(|| format!("no line for the function never called: {}", out.stdout))?;
+        check_eq(
+            "count of the uncalled function",
+            u64_field(never, "count"),
+            0,
+        )?;
+        check_eq("its sum_ns", u64_field(never, "sum_ns"), 0)?;
+        if never["buckets"] != serde_json::json!([]) || never["out_of_line"] != true {
+            return Err(format!("the uncalled function's line: {never}"));
+        }
+        let called = histogram_of(&lines, "main.goprobeE2EWork", pid)
+            .ok_or_else(|| format!("no line for the function called: {}", out.stdout))?;
+        let calls = u64_field(&truth, "slow_calls") + u64_field(&truth, "fast_calls");
+        check_eq(
+            "count of the called function",
+            u64_field(called, "count"),
+            calls,
+        )?;
+        check_eq("lines", lines.len() as u64, 2)
+    });
+}
+
+/// Without -i, `interval_s` is the length of the whole run.
+#[test]
+fn json_interval_without_i_is_the_run() {
+    let build = &matrix()[0];
+    let mut go = GoProgram::start(
+        &build.program("sleep"),
+        &["-n", "500", "-g", "1", "-ms", "10", "-busy", "0"],
+        &[],
+    );
+    let pid = go.pid.to_string();
+    let mut probe = Goprobe::start(&[
+        "funclatency",
+        "--json",
+        "-d",
+        "2",
+        "-p",
+        &pid,
+        "go:main.goprobeE2ESleep",
+    ]);
+    probe.wait_tracing().unwrap();
+    go.go();
+    let out = probe.wait(Duration::from_secs(30));
+    drop(go);
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = out.json();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    let interval = lines[0]["interval_s"].as_f64().unwrap();
+    assert!(
+        (2.0..=3.0).contains(&interval),
+        "interval_s {interval} for a 2 s run: {}",
+        out.stdout
+    );
+    assert!(u64_field(&lines[0], "count") > 0, "{}", out.stdout);
+}
+
 fn pid_of(lines: &[serde_json::Value]) -> Result<u32, String> {
     lines
         .first()

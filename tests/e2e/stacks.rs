@@ -10,7 +10,16 @@ const COUNTED: &str = "main.goprobeE2ECounted";
 
 /// Run `goprobe stackcount ARGS -p PID go:main.goprobeE2ECounted` over the count workload.
 fn stackcount(program: &std::path::Path, extra: &[&str]) -> Result<(Value, String), String> {
-    let mut go = GoProgram::start(program, &["-mode", "count"], &[]);
+    stackcount_run(program, &["-mode", "count"], extra)
+}
+
+/// `goprobe stackcount ARGS -p PID go:main.goprobeE2ECounted` over `program PROGRAM_ARGS`.
+fn stackcount_run(
+    program: &std::path::Path,
+    program_args: &[&str],
+    extra: &[&str],
+) -> Result<(Value, String), String> {
+    let mut go = GoProgram::start(program, program_args, &[]);
     let pid = go.pid.to_string();
     let mut args = vec!["stackcount", "-v", "-p", &pid];
     args.extend_from_slice(extra);
@@ -68,6 +77,37 @@ fn stackcount_counts_each_calling_stack() {
                     "stack not followed to the goroutine's start: {frames}"
                 ));
             }
+        }
+        Ok(())
+    });
+}
+
+/// Eight goroutines on every CPU make 400,000 calls from one and the same stack: its counter in
+/// the kernel is bumped on several CPUs at once, and not one increment may be lost.
+#[test]
+fn stackcount_exact_under_contention() {
+    let builds: Vec<_> = matrix().into_iter().take(1).collect();
+    for_each_build(&builds, |build| {
+        let (truth, stdout) = stackcount_run(
+            &build.program("callers"),
+            &["-mode", "contended", "-g", "8", "-a", "50000"],
+            &["--folded"],
+        )?;
+        let want = truth["calls"].as_u64().ok_or("no calls in truth")?;
+        let stacks: Vec<(&str, u64)> = stdout
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("Tracing"))
+            .map(|l| {
+                let (frames, count) = l.rsplit_once(' ').expect("folded line");
+                (frames, count.parse().expect("count"))
+            })
+            .collect();
+        let total: u64 = stacks.iter().map(|s| s.1).sum();
+        if stacks.len() != 1 || total != want {
+            return Err(format!(
+                "{} stacks with {total} calls in all, want one with {want}:\n{stdout}",
+                stacks.len()
+            ));
         }
         Ok(())
     });
@@ -223,6 +263,64 @@ fn stacks_find_the_slow_caller() {
             return Err(format!(
                 "the fast caller is not faster: slow {slow}, fast {fast}"
             ));
+        }
+        Ok(())
+    });
+}
+
+/// A function inlined into two callers, whose copies end where an inlined copy of another
+/// function (one it calls itself) begins: the stack of each call starts at its caller, at the line
+/// of the call, never at a function the traced one calls or at the traced one itself.
+#[test]
+fn stacks_of_inlined_calls_start_at_the_call() {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/go/callers/main.go"))
+            .unwrap();
+    let line_of = |marker: &str| {
+        source
+            .lines()
+            .position(|l| l.contains(marker))
+            .map(|i| i as u64 + 1)
+            .unwrap_or_else(|| panic!("no {marker:?} in callers/main.go"))
+    };
+    let call_line = [
+        ("main.goprobeE2ETrimCallerA", line_of("// call A")),
+        ("main.goprobeE2ETrimCallerB", line_of("// call B")),
+    ];
+    for_each_build(&matrix(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("callers"),
+            &["-mode", "inlined", "-a", "3000", "-b", "2000"],
+            &[],
+            &["--stacks"],
+            "go:main.goprobeE2ETrimTag",
+        )?;
+        let lines = out.json();
+        let h = lines
+            .iter()
+            .find(|l| l["function"] == "main.goprobeE2ETrimTag")
+            .ok_or_else(|| format!("no histogram: {}\n{}", out.stdout, out.stderr))?;
+        let stacks = h["stacks"].as_array().ok_or("no stacks")?;
+        let mut calls: BTreeMap<&str, u64> = BTreeMap::new();
+        for stack in stacks {
+            let top = &stack["frames"][0];
+            let function = top["function"].as_str().unwrap_or("");
+            let Some((caller, line)) = call_line.iter().find(|(c, _)| *c == function) else {
+                return Err(format!("a stack starts at {top}, not at a caller: {stack}"));
+            };
+            if top["line"].as_u64() != Some(*line) || top["inlined"] != false {
+                return Err(format!("{caller}'s call is at line {line}: {stack}"));
+            }
+            *calls.entry(caller).or_default() += stack["count"].as_u64().unwrap_or(0);
+        }
+        for (caller, _) in call_line {
+            let want = truth["callers"][caller].as_u64().ok_or("no truth")?;
+            if calls.get(caller).copied() != Some(want) {
+                return Err(format!(
+                    "{caller}: {:?} calls, want {want}: {stacks:#?}",
+                    calls.get(caller)
+                ));
+            }
         }
         Ok(())
     });

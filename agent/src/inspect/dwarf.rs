@@ -468,6 +468,7 @@ impl<'a> Scanner<'_, 'a> {
                 .call_line
                 .and_then(|l| u32::try_from(l).ok())
                 .unwrap_or(0),
+            call_pc: None,
             ranges: merged,
         })
     }
@@ -835,6 +836,7 @@ mod tests {
             caller_addr: 0x1000,
             call_file: String::new(), // no line program
             call_line: line,
+            call_pc: None,
             ranges,
         };
         vec![

@@ -29,6 +29,10 @@ pub struct InlinedCopy {
     /// Where the inlined call is written (the caller's source).
     pub call_file: String,
     pub call_line: u32,
+    /// The PC that stands for the call in the caller's code (the inline tree's `parentPc`, as
+    /// the runtime uses it to unwind inlined frames): its frames are those of the call, the
+    /// caller's own inlined frames included. None from DWARF, which does not say.
+    pub call_pc: Option<u64>,
     /// The copy's code, as `[start, end)` virtual addresses, sorted.
     pub ranges: Vec<(u64, u64)>,
 }
@@ -157,6 +161,7 @@ impl BinaryIndex {
                     caller_addr: f.entry,
                     call_file: file,
                     call_line: u32::try_from(line).unwrap_or(0),
+                    call_pc: Some(f.entry + parent_pc),
                     ranges: merged,
                 });
             }
