@@ -19,6 +19,7 @@
 #![no_std]
 #![no_main]
 
+mod exec;
 mod stacks;
 
 use aya_ebpf::{
