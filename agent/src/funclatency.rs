@@ -1,6 +1,6 @@
 //! `goprobe funclatency`: a short-lived tracer with one pattern, printing histograms.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     io::Write as _,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -11,6 +11,7 @@ use goprobe_common::counter;
 
 use crate::{
     cli::FunclatencyArgs,
+    hostwide::HostWide,
     kernel::{AttachMode, Probes},
     outputs::{self, FunctionSites, Report, Row},
     pipeline::{self, Latencies, Unit},
@@ -21,7 +22,8 @@ use crate::{
     tracer::{BinaryState, Selection, Tracer},
 };
 
-/// How often /proc is scanned for new processes (host-wide) or exited ones (-p).
+/// How often /proc is scanned for new processes (host-wide: a fallback for the exec events, and
+/// the processes running before goprobe) or exited ones (-p).
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// How often entries of exited processes are swept from the goroutine map.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,8 +34,6 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let mode = attach_mode_from_env();
 
     // Everything that can be checked without touching a target is checked before loading BPF.
-    // Host-wide: processes that start from here on are found by the scans.
-    let seen_pids = targets::sight_all();
     let processes = check_targets(&selection)?;
     let probes = Probes::Latency {
         stacks_min_ns: stacks_min_ns(&args)?,
@@ -44,6 +44,8 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
     }
     let tracked_pids = attach_targets(&mut tracer, &selection, &processes, verbose)?;
+    let attached_at = SystemTime::now();
+    let mut host = start_host_wide(&mut tracer, &selection, verbose)?;
     let mut stack_view = probes_stacks(&probes).then(StackView::default);
     if let Some(view) = stack_view.as_mut() {
         view.observe_pids(processes.iter().map(|p| p.pid));
@@ -61,6 +63,9 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         println!("{banner}");
         let _ = std::io::stdout().flush();
     }
+    if let Some(host) = host.as_mut() {
+        host.announce = true;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,14 +76,31 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         &selection,
         tracked_pids,
         &mut stack_view,
-        seen_pids,
+        &mut host,
+        attached_at,
     ))?;
 
     tracer.detach_all();
     tracer.drain();
-    print_interval(&mut tracer, &args, None, &mut stack_view)?;
+    print_interval(
+        &mut tracer,
+        &args,
+        None,
+        &mut stack_view,
+        &mut host,
+        attached_at,
+    )?;
     if verbose {
         print_counters(&mut tracer);
+    }
+    if let Some(host) = &host {
+        let processes = host.summary(&tracer).describe();
+        if args.json {
+            eprintln!("goprobe: processes: {processes}");
+        } else {
+            println!();
+            println!("Processes: {processes}");
+        }
     }
     if !args.json {
         println!("Detaching...");
@@ -167,23 +189,31 @@ pub(crate) fn attach_targets(
             let attached = tracer.attach(key, path, None)?;
             report_attached(verbose, &attached, None, path);
         }
-        Selection::HostWide => {
-            let found = scan_host(tracer, &mut HashMap::new(), verbose);
-            if found == 0 {
-                let suggestions = tracer.suggestions(5);
-                let hint = if suggestions.is_empty() {
-                    String::new()
-                } else {
-                    format!("; closest names: {}", suggestions.join(", "))
-                };
-                bail!(
-                    "no running Go process has a function matching {:?} (check the name with `goprobe symbols BINARY`, or select a process with -p/-b){hint}",
-                    tracer.pattern.name
-                );
-            }
-        }
+        // Host-wide: [`start_host_wide`], which waits for processes instead of failing.
+        Selection::HostWide => {}
     }
     Ok(tracked_pids)
+}
+
+/// Host-wide: watch execs, attach to the matching processes running now, and when there are none
+/// yet, say what goprobe waits for (with the closest names, for a typo). Functions that match
+/// but cannot be traced safely are an error, as with -p/-b.
+pub(crate) fn start_host_wide(
+    tracer: &mut Tracer,
+    selection: &Selection,
+    verbose: bool,
+) -> anyhow::Result<Option<HostWide>> {
+    if !matches!(selection, Selection::HostWide) {
+        return Ok(None);
+    }
+    let host = HostWide::start(tracer, verbose);
+    if host.attached_binaries() == 0 {
+        if let Some(reason) = tracer.refusal() {
+            bail!("{reason}");
+        }
+        eprintln!("goprobe: {}", HostWide::waiting_line(tracer));
+    }
+    Ok(Some(host))
 }
 
 fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Selection> {
@@ -255,54 +285,12 @@ fn report_attached(
     }
 }
 
-/// Look at every process not seen yet (a reused PID is a new process); attach to each new Go
-/// binary that matches. Returns how
-/// many binaries were attached.
-pub(crate) fn scan_host(
-    tracer: &mut Tracer,
-    seen: &mut HashMap<u32, targets::Sighting>,
-    verbose: bool,
-) -> usize {
-    let mut attached_binaries = 0;
-    for pid in targets::all_pids() {
-        if !targets::first_sight(seen, pid) {
-            continue;
-        }
-        let process = match Process::get(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                if verbose {
-                    eprintln!("goprobe: skipping PID {pid}: {e}");
-                }
-                continue;
-            }
-        };
-        if tracer.is_known(&process.binary) {
-            continue;
-        }
-        match tracer.plan(process.binary, &process.exe) {
-            BinaryState::Skipped { reason, .. } => {
-                if verbose {
-                    eprintln!(
-                        "goprobe: skipping PID {pid} ({}): {reason}",
-                        process.exe_name.display()
-                    );
-                }
-            }
-            BinaryState::Planned { .. } => {
-                // No PID filter: every process running this file, now or later, is traced, so
-                // new processes of a known binary need no work here.
-                match tracer.attach(process.binary, &process.exe, None) {
-                    Ok(attached) => {
-                        attached_binaries += 1;
-                        report_attached(verbose, &attached, Some(pid), &process.exe_name);
-                    }
-                    Err(e) => eprintln!("goprobe: PID {pid} ({}): {e}", process.exe_name.display()),
-                }
-            }
-        }
+/// Host-wide: the next exec events (never, without host-wide tracing).
+pub(crate) async fn next_execs(host: &mut Option<HostWide>) -> Vec<targets::Exec> {
+    match host {
+        Some(host) => host.next_execs().await,
+        None => std::future::pending().await,
     }
-    attached_binaries
 }
 
 async fn event_loop(
@@ -311,7 +299,8 @@ async fn event_loop(
     selection: &Selection,
     tracked_pids: HashSet<u32>,
     stack_view: &mut Option<StackView>,
-    mut seen_pids: HashMap<u32, targets::Sighting>,
+    host: &mut Option<HostWide>,
+    attached_at: SystemTime,
 ) -> anyhow::Result<()> {
     let mut stop = Stop::new(args.duration)?;
     let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
@@ -333,12 +322,29 @@ async fn event_loop(
             }
             _ = print.tick(), if interval.is_some() => {
                 tracer.drain();
-                print_interval(tracer, args, Some(interval_start.elapsed()), stack_view)?;
+                print_interval(
+                    tracer,
+                    args,
+                    Some(interval_start.elapsed()),
+                    stack_view,
+                    host,
+                    attached_at,
+                )?;
                 interval_start = Instant::now();
+            }
+            events = next_execs(host) => {
+                if let Some(host) = host.as_mut() {
+                    host.on_execs(tracer, events);
+                }
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
             }
             _ = scan.tick() => match selection {
                 Selection::HostWide => {
-                    scan_host(tracer, &mut seen_pids, args.verbose);
+                    if let Some(host) = host.as_mut() {
+                        host.scan(tracer);
+                    }
                     if let Some(view) = stack_view.as_mut() {
                         view.preload(tracer);
                     }
@@ -366,8 +372,20 @@ fn print_interval(
     args: &FunclatencyArgs,
     elapsed: Option<Duration>,
     stack_view: &mut Option<StackView>,
+    host: &mut Option<HostWide>,
+    attached_at: SystemTime,
 ) -> anyhow::Result<()> {
     let (histograms, lost) = tracer.take_interval();
+    if let Some(host) = host.as_mut() {
+        host.note_counted(histograms.keys().map(|&(_, pid)| pid));
+    }
+    // From when each process's calls are counted.
+    let coverage = |pid: u32| match host.as_ref() {
+        Some(host) => host.coverage(pid).map_or((None, None), |(at, from_start)| {
+            (Some(at), Some(from_start))
+        }),
+        None => (Some(attached_at), None),
+    };
     let by_stack = tracer.aggregator.stacks.take();
     let unit = if args.milliseconds {
         Unit::Milliseconds
@@ -396,6 +414,8 @@ fn print_interval(
         let row = rows.entry(key.clone()).or_insert_with(|| Row {
             function,
             pid,
+            attached: coverage(pid).0,
+            from_start: coverage(pid).1,
             latencies: Latencies::default(),
             lost: 0,
             sites: per_function.then(FunctionSites::default),
