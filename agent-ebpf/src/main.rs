@@ -23,6 +23,7 @@
 #![no_std]
 #![no_main]
 
+mod exec;
 mod stacks;
 
 use aya_ebpf::{

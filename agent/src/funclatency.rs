@@ -11,6 +11,7 @@ use goprobe_common::{Misses, counter};
 
 use crate::{
     cli::FunclatencyArgs,
+    hostwide::HostWide,
     kernel::{AttachMode, Probes},
     outputs::{self, FunctionSites, Report, Row},
     pipeline::{self, Latencies, Unit},
@@ -21,7 +22,8 @@ use crate::{
     tracer::{BinaryState, Selection, Tracer},
 };
 
-/// How often /proc is scanned for new processes (host-wide) or exited ones (-p).
+/// How often /proc is scanned for new processes (host-wide: a fallback for the exec events, and
+/// the processes running before goprobe) or exited ones (-p).
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// How often entries of exited processes are swept from the goroutine map.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -32,8 +34,6 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let mode = attach_mode_from_env();
 
     // Everything that can be checked without touching a target is checked before loading BPF.
-    // Host-wide: processes that start from here on are found by the scans.
-    let seen_pids = targets::sight_all();
     let processes = check_targets(&selection)?;
     let probes = Probes::Latency {
         stacks_min_ns: stacks_min_ns(&args)?,
@@ -51,13 +51,10 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         verbose,
         Some(&mut coverage),
     )?;
+    coverage.attached_at = SystemTime::now();
+    let mut host = start_host_wide(&mut tracer, &selection, verbose)?;
     // The first interval (the whole run, without -i) begins when the probes are in place.
     coverage.since = Instant::now();
-    // -b: the processes of the binary are found by the scans, the ones running now included.
-    let seen_pids = match selection {
-        Selection::Binary(_) => HashMap::new(),
-        _ => seen_pids,
-    };
     let mut stack_view = probes_stacks(&probes).then(StackView::default);
     if let Some(view) = stack_view.as_mut() {
         view.observe_pids(processes.iter().map(|p| p.pid));
@@ -75,6 +72,9 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         println!("{banner}");
         let _ = std::io::stdout().flush();
     }
+    if let Some(host) = host.as_mut() {
+        host.announce = true;
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,15 +85,30 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         &selection,
         tracked_pids,
         &mut stack_view,
-        seen_pids,
         &mut coverage,
+        &mut host,
     ))?;
 
     tracer.detach_all();
     tracer.drain();
-    print_interval(&mut tracer, &args, &mut stack_view, &mut coverage)?;
+    print_interval(
+        &mut tracer,
+        &args,
+        &mut stack_view,
+        &mut coverage,
+        &mut host,
+    )?;
     if verbose {
         print_counters(&mut tracer);
+    }
+    if let Some(host) = &host {
+        let processes = host.summary(&tracer).describe();
+        if args.json {
+            eprintln!("goprobe: processes: {processes}");
+        } else {
+            println!();
+            println!("Processes: {processes}");
+        }
     }
     if !args.json {
         println!("Detaching...");
@@ -146,13 +161,15 @@ pub(crate) fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process
 
 /// What the report of an interval covers: since when, and the functions attached in each traced
 /// process that goprobe knows of. With `--json`, each of these (function, process) pairs gets a
-/// line per interval, calls or not. With -p, the processes named; with -b or host-wide, those the
-/// /proc scans (every [`SCAN_EVERY`]) saw running a traced binary. A process is dropped after
-/// the first interval that ends with it gone.
+/// line per interval, calls or not. With -p, the processes named; with -b, those the /proc scans
+/// (every [`SCAN_EVERY`]) saw running a traced binary; host-wide, those [`HostWide`] traces. A
+/// process is dropped after the first interval that ends with it gone.
 #[derive(Debug)]
 pub(crate) struct Coverage {
     /// When the interval being collected began.
     since: Instant,
+    /// When the probes of -p and -b were in place (host-wide, [`HostWide`] knows per process).
+    attached_at: SystemTime,
     /// Ids of the functions attached in each binary.
     by_binary: HashMap<BinaryKey, BTreeSet<u32>>,
     processes: BTreeMap<u32, BinaryKey>,
@@ -162,6 +179,7 @@ impl Coverage {
     fn starting_now() -> Self {
         Self {
             since: Instant::now(),
+            attached_at: SystemTime::now(),
             by_binary: HashMap::new(),
             processes: BTreeMap::new(),
         }
@@ -192,6 +210,18 @@ impl Coverage {
                 .flatten()
                 .map(move |&func| (func, pid))
         })
+    }
+
+    /// Host-wide: the binaries attached and the processes traced so far, those still running.
+    fn sync(&mut self, host: &HostWide) {
+        for (binary, ids) in host.attached_functions() {
+            self.by_binary.entry(binary).or_default().extend(ids);
+        }
+        for (pid, binary) in host.traced_processes() {
+            if targets::is_alive(pid) {
+                self.process(pid, binary);
+            }
+        }
     }
 
     /// Forget the processes that have exited (zombies included), once the interval they exited
@@ -257,23 +287,31 @@ fn attach_targets_noting(
                 coverage.attached(key, &attached);
             }
         }
-        Selection::HostWide => {
-            let found = scan_host_noting(tracer, &mut HashMap::new(), verbose, coverage);
-            if found == 0 {
-                let suggestions = tracer.suggestions(5);
-                let hint = if suggestions.is_empty() {
-                    String::new()
-                } else {
-                    format!("; closest names: {}", suggestions.join(", "))
-                };
-                bail!(
-                    "no running Go process has a function matching {:?} (check the name with `goprobe symbols BINARY`, or select a process with -p/-b){hint}",
-                    tracer.pattern.name
-                );
-            }
-        }
+        // Host-wide: [`start_host_wide`], which waits for processes instead of failing.
+        Selection::HostWide => {}
     }
     Ok(tracked_pids)
+}
+
+/// Host-wide: watch execs, attach to the matching processes running now, and when there are none
+/// yet, say what goprobe waits for (with the closest names, for a typo). Functions that match
+/// but cannot be traced safely are an error, as with -p/-b.
+pub(crate) fn start_host_wide(
+    tracer: &mut Tracer,
+    selection: &Selection,
+    verbose: bool,
+) -> anyhow::Result<Option<HostWide>> {
+    if !matches!(selection, Selection::HostWide) {
+        return Ok(None);
+    }
+    let host = HostWide::start(tracer, verbose);
+    if host.attached_binaries() == 0 {
+        if let Some(reason) = tracer.refusal() {
+            bail!("{reason}");
+        }
+        eprintln!("goprobe: {}", HostWide::waiting_line(tracer));
+    }
+    Ok(Some(host))
 }
 
 fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Selection> {
@@ -345,71 +383,12 @@ fn report_attached(
     }
 }
 
-/// Look at every process not seen yet (a reused PID is a new process); attach to each new Go
-/// binary that matches. Returns how
-/// many binaries were attached.
-pub(crate) fn scan_host(
-    tracer: &mut Tracer,
-    seen: &mut HashMap<u32, targets::Sighting>,
-    verbose: bool,
-) -> usize {
-    scan_host_noting(tracer, seen, verbose, None)
-}
-
-/// [`scan_host`], noting in `coverage` what was attached where and which processes run it.
-fn scan_host_noting(
-    tracer: &mut Tracer,
-    seen: &mut HashMap<u32, targets::Sighting>,
-    verbose: bool,
-    mut coverage: Option<&mut Coverage>,
-) -> usize {
-    let mut attached_binaries = 0;
-    for pid in targets::all_pids() {
-        if !targets::first_sight(seen, pid) {
-            continue;
-        }
-        let process = match Process::get(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                if verbose {
-                    eprintln!("goprobe: skipping PID {pid}: {e}");
-                }
-                continue;
-            }
-        };
-        if tracer.is_known(&process.binary) {
-            if let Some(coverage) = coverage.as_deref_mut() {
-                coverage.process(pid, process.binary);
-            }
-            continue;
-        }
-        match tracer.plan(process.binary, &process.exe) {
-            BinaryState::Skipped { reason, .. } => {
-                if verbose {
-                    eprintln!(
-                        "goprobe: skipping PID {pid} ({}): {reason}",
-                        process.exe_name.display()
-                    );
-                }
-            }
-            BinaryState::Planned { .. } => {
-                // No PID filter: every process running this file, now or later, is traced, so
-                // new processes of a known binary need no work here.
-                match tracer.attach(process.binary, &process.exe, None) {
-                    Ok(attached) => {
-                        attached_binaries += 1;
-                        report_attached(verbose, &attached, Some(pid), &process.exe_name);
-                        if let Some(coverage) = coverage.as_deref_mut() {
-                            coverage.attached(process.binary, &attached);
-                            coverage.process(pid, process.binary);
-                        }
-                    }
-                    Err(e) => eprintln!("goprobe: PID {pid} ({}): {e}", process.exe_name.display()),
-                }
-            }
-        }
+/// Host-wide: the next exec events (never, without host-wide tracing).
+pub(crate) async fn next_execs(host: &mut Option<HostWide>) -> Vec<targets::Exec> {
+    match host {
+        Some(host) => host.next_execs().await,
+        None => std::future::pending().await,
     }
-    attached_binaries
 }
 
 /// -b: note the processes not seen yet that run a traced binary.
@@ -429,9 +408,11 @@ async fn event_loop(
     selection: &Selection,
     tracked_pids: HashSet<u32>,
     stack_view: &mut Option<StackView>,
-    mut seen_pids: HashMap<u32, targets::Sighting>,
     coverage: &mut Coverage,
+    host: &mut Option<HostWide>,
 ) -> anyhow::Result<()> {
+    // -b: the processes of the binary are found by the scans, the ones running now included.
+    let mut seen_pids = HashMap::new();
     let mut stop = Stop::new(args.duration)?;
     let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
     let mut scan = tokio::time::interval(SCAN_EVERY);
@@ -451,7 +432,7 @@ async fn event_loop(
             }
             _ = print.tick(), if interval.is_some() => {
                 tracer.drain();
-                print_interval(tracer, args, stack_view, coverage)?;
+                print_interval(tracer, args, stack_view, coverage, host)?;
                 if args.verbose {
                     let (goroutines, nested, bytes) = tracer.kernel().pairing_now();
                     eprintln!(
@@ -460,9 +441,19 @@ async fn event_loop(
                     );
                 }
             }
+            events = next_execs(host) => {
+                if let Some(host) = host.as_mut() {
+                    host.on_execs(tracer, events);
+                }
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
+            }
             _ = scan.tick() => match selection {
                 Selection::HostWide => {
-                    scan_host_noting(tracer, &mut seen_pids, args.verbose, Some(coverage));
+                    if let Some(host) = host.as_mut() {
+                        host.scan(tracer);
+                    }
                     if let Some(view) = stack_view.as_mut() {
                         view.preload(tracer);
                     }
@@ -495,10 +486,24 @@ fn print_interval(
     args: &FunclatencyArgs,
     stack_view: &mut Option<StackView>,
     coverage: &mut Coverage,
+    host: &mut Option<HostWide>,
 ) -> anyhow::Result<()> {
+    if let Some(host) = host.as_ref() {
+        coverage.sync(host);
+    }
     let elapsed = coverage.since.elapsed();
     coverage.since = Instant::now();
     let (histograms, missed) = tracer.take_interval();
+    if let Some(host) = host.as_mut() {
+        host.note_counted(histograms.keys().map(|&(_, pid)| pid));
+    }
+    // From when each process's calls are counted.
+    let coverage_of = |pid: u32| match host.as_ref() {
+        Some(host) => host.coverage(pid).map_or((None, None), |(at, from_start)| {
+            (Some(at), Some(from_start))
+        }),
+        None => (Some(coverage.attached_at), None),
+    };
     let by_stack = tracer.aggregator.stacks.take();
     let unit = if args.milliseconds {
         Unit::Milliseconds
@@ -526,6 +531,8 @@ fn print_interval(
         let row = rows.entry(key.clone()).or_insert_with(|| Row {
             function,
             pid,
+            attached: coverage_of(pid).0,
+            from_start: coverage_of(pid).1,
             latencies: Latencies::default(),
             misses: Misses::default(),
             sites: per_function.then(FunctionSites::default),

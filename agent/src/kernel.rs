@@ -6,7 +6,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        UProbe,
+        RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
     sys::{UProbeMultiFeature, is_uprobe_multi_supported},
@@ -27,6 +27,7 @@ const INLINE: &str = "goprobe_inline";
 const INLINE_MULTI: &str = "goprobe_inline_multi";
 const STACKCOUNT: &str = "goprobe_stackcount";
 const STACKCOUNT_MULTI: &str = "goprobe_stackcount_multi";
+const EXEC: &str = "goprobe_exec";
 
 /// What the uprobes of a run do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +269,35 @@ impl Kernel {
             .take_map("EVENTS")
             .ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+    }
+
+    /// Start the kernel's exec events (agent-ebpf/src/exec.rs): the ring buffer that receives
+    /// an [`goprobe_common::ExecEvent`] for every process that runs a new program from now on.
+    /// Taken once; the program stays attached as long as the kernel side is loaded.
+    pub fn watch_execs(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+        let program: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(EXEC)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| KernelError::Load(format!("no raw tracepoint {EXEC}")))?;
+        program.load().map_err(|e| load_error(&e))?;
+        program
+            .attach("sched_process_exec")
+            .map_err(|e| KernelError::Load(format!("exec events: {}", error_chain(&e))))?;
+        let map = self
+            .ebpf
+            .take_map("EXECS")
+            .ok_or_else(|| KernelError::Load("no EXECS map".into()))?;
+        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+    }
+
+    /// Exec events dropped so far because their ring buffer was full.
+    pub fn execs_lost(&self) -> u64 {
+        self.ebpf
+            .map("EXEC_LOST")
+            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .map_or(0, |values| values.iter().sum())
     }
 
     pub fn counters(&self) -> Counters {

@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod dev;
 mod funclatency;
+mod hostwide;
 mod inspect;
 mod kernel;
 mod outputs;

@@ -11,7 +11,10 @@ use goprobe_common::StackCountKey;
 
 use crate::{
     cli::StackcountArgs,
-    funclatency::{attach_mode_from_env, attach_targets, check_targets, scan_host, select},
+    funclatency::{
+        attach_mode_from_env, attach_targets, check_targets, next_execs, select, start_host_wide,
+    },
+    hostwide::HostWide,
     kernel::Probes,
     outputs::{flamegraph, pprof::ProfileBuilder, stacktext},
     plan::Pattern,
@@ -22,17 +25,17 @@ use crate::{
     tracer::{Selection, Tracer},
 };
 
-/// How often /proc is scanned for new processes, and new processes in the counts are noted.
+/// How often /proc is scanned for new processes (host-wide: a fallback for the exec events), and
+/// new processes in the counts are noted.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
 
 pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     let pattern = Pattern::parse(&args.pattern, args.regex)?;
     let selection = select(&pattern, &args.pids, args.binary.as_ref())?;
-    // Host-wide: processes that start from here on are found by the scans.
-    let seen_pids = targets::sight_all();
     let processes = check_targets(&selection)?;
     let mut tracer = Tracer::with_probes(pattern, attach_mode_from_env(), Probes::StackCount)?;
     let tracked = attach_targets(&mut tracer, &selection, &processes, args.verbose)?;
+    let mut host = start_host_wide(&mut tracer, &selection, args.verbose)?;
     let mut symbolizer = Symbolizer::default();
     for process in &processes {
         symbolizer.observe(process.pid);
@@ -51,6 +54,9 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         println!("{banner}");
         let _ = std::io::stdout().flush();
     }
+    if let Some(host) = host.as_mut() {
+        host.announce = true;
+    }
     let started = Instant::now();
     let start_time = SystemTime::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,7 +69,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         &args,
         &selection,
         tracked,
-        seen_pids,
+        &mut host,
     ))?;
     tracer.detach_all();
     let elapsed = started.elapsed();
@@ -172,13 +178,19 @@ async fn event_loop(
     args: &StackcountArgs,
     selection: &Selection,
     tracked: HashSet<u32>,
-    mut seen_pids: HashMap<u32, targets::Sighting>,
+    host: &mut Option<HostWide>,
 ) -> anyhow::Result<()> {
     let mut stop = Stop::new(args.duration)?;
     let mut scan = tokio::time::interval(SCAN_EVERY);
     loop {
         tokio::select! {
             _ = stop.wait() => break,
+            events = next_execs(host) => {
+                if let Some(host) = host.as_mut() {
+                    host.on_execs(tracer, events);
+                }
+                preload_sites(tracer, symbolizer, sites);
+            }
             _ = scan.tick() => {
                 // Read how each process that made a counted call maps its code while it runs.
                 for tgid in counted_tgids(tracer) {
@@ -186,7 +198,9 @@ async fn event_loop(
                 }
                 match selection {
                     Selection::HostWide => {
-                        scan_host(tracer, &mut seen_pids, args.verbose);
+                        if let Some(host) = host.as_mut() {
+                            host.scan(tracer);
+                        }
                         preload_sites(tracer, symbolizer, sites);
                     }
                     Selection::Pids(_) => {

@@ -1,12 +1,17 @@
 //! Which processes to trace: explicit PIDs, a binary, or every process on the host, found through
 //! /proc. A process's binary is identified by (device, inode), so copies of the same file run by
 //! many processes, or seen through different paths and mount namespaces, are inspected once.
+//! Host-wide, new processes also come from the kernel's exec events ([`ExecWatch`]).
 use std::{
     collections::HashMap,
     fs, io,
-    os::unix::fs::MetadataExt as _,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
+
+use aya::maps::{MapData, RingBuf};
+use goprobe_common::ExecEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -32,6 +37,35 @@ impl BinaryKey {
             dev: meta.dev(),
             ino: meta.ino(),
         })
+    }
+}
+
+/// A process's executable, held open: the file stays readable, and its probes attachable through
+/// [`OpenExe::path`], after the process exits (host-wide tracing sees a process once and may
+/// attach a moment later, when a short-lived one is gone).
+#[derive(Debug)]
+pub struct OpenExe {
+    file: fs::File,
+    pub binary: BinaryKey,
+}
+
+impl OpenExe {
+    pub fn of(pid: u32) -> io::Result<Self> {
+        let file = fs::File::open(format!("/proc/{pid}/exe"))?;
+        let meta = file.metadata()?;
+        Ok(Self {
+            file,
+            binary: BinaryKey {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+        })
+    }
+
+    /// A path to this very file for as long as it is held open: `/proc/self/fd/N`, which the
+    /// kernel follows when it attaches uprobes.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 }
 
@@ -152,17 +186,151 @@ pub type Sighting = (u64, Option<BinaryKey>);
 pub fn first_sight(seen: &mut HashMap<u32, Sighting>, pid: u32) -> bool {
     let start = stat(pid).map_or(0, |s| s.start);
     let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
-    seen.insert(pid, (start, binary)) != Some((start, binary))
+    sighted(seen, pid, (start, binary))
 }
 
-/// Every process running now, as [`first_sight`] records them. Taken before the first look at
-/// the processes, so that one starting afterwards is found by the next scan.
-pub fn sight_all() -> HashMap<u32, Sighting> {
-    let mut seen = HashMap::new();
-    for pid in all_pids() {
-        first_sight(&mut seen, pid);
+/// [`first_sight`] of a process whose start and binary are known already.
+pub fn sighted(seen: &mut HashMap<u32, Sighting>, pid: u32, sighting: Sighting) -> bool {
+    seen.insert(pid, sighting) != Some(sighting)
+}
+
+/// Whether the process that [`stat`] saw start at `start` still runs (not exited, not a zombie).
+pub fn is_running(pid: u32, start: u64) -> bool {
+    stat(pid).is_some_and(|s| s.start == start && !s.zombie)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the provided struct.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Now on CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns()` and so of exec events.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The wall-clock time of an instant on CLOCK_MONOTONIC.
+pub fn wall_time(monotonic: u64) -> SystemTime {
+    let (now, mono) = (SystemTime::now(), monotonic_ns());
+    if monotonic <= mono {
+        now - Duration::from_nanos(mono - monotonic)
+    } else {
+        now + Duration::from_nanos(monotonic - mono)
     }
-    seen
+}
+
+/// When a process started, on CLOCK_MONOTONIC, from [`Stat::start`] (clock ticks since boot,
+/// suspended time included: CLOCK_BOOTTIME).
+pub fn start_monotonic_ns(start_ticks: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        hz if hz > 0 => hz as u64,
+        _ => 100,
+    };
+    let boottime = start_ticks.saturating_mul(1_000_000_000) / hz;
+    let suspended = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(monotonic_ns());
+    boottime.saturating_sub(suspended)
+}
+
+/// A process that just ran a new program, as [`ExecWatch`] saw it at once.
+#[derive(Debug)]
+pub struct Exec {
+    pub pid: u32,
+    /// When it exec'd, on CLOCK_MONOTONIC.
+    pub ktime_ns: u64,
+    /// Its command name, from the kernel (for messages when `exe` failed).
+    pub comm: String,
+    pub stat: Option<Stat>,
+    /// Its executable, opened within moments of the exec; an error if the process was gone.
+    pub exe: io::Result<OpenExe>,
+    /// Where the executable lives, as the process sees it (for messages).
+    pub exe_name: Option<PathBuf>,
+}
+
+/// The kernel's exec events ([`crate::kernel::Kernel::watch_execs`]): every process that runs a
+/// new program, as it happens. A thread of its own waits for them (the ring buffer wakes it:
+/// exec is rare) and opens each new process's executable right away, whatever the tracer is
+/// busy with (inspecting a large binary, attaching), so that a process living a few
+/// milliseconds still gives its binary.
+pub struct ExecWatch {
+    execs: tokio::sync::mpsc::UnboundedReceiver<Exec>,
+}
+
+/// How long the watch thread waits for events before checking whether it is still wanted.
+const EXEC_POLL_MS: i32 = 200;
+
+impl ExecWatch {
+    pub fn start(ring: RingBuf<MapData>) -> io::Result<Self> {
+        let (sender, execs) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("goprobe-execs".into())
+            .spawn(move || watch_execs(ring, &sender))?;
+        Ok(Self { execs })
+    }
+
+    /// The processes seen so far, without waiting.
+    pub fn ready(&mut self) -> Vec<Exec> {
+        let mut execs = Vec::new();
+        while let Ok(exec) = self.execs.try_recv() {
+            execs.push(exec);
+        }
+        execs
+    }
+
+    /// Wait for new processes (`None`: the watch thread has ended).
+    pub async fn next(&mut self) -> Option<Vec<Exec>> {
+        let first = self.execs.recv().await?;
+        let mut execs = vec![first];
+        execs.extend(self.ready());
+        Some(execs)
+    }
+}
+
+fn watch_execs(mut ring: RingBuf<MapData>, sender: &tokio::sync::mpsc::UnboundedSender<Exec>) {
+    let me = std::process::id();
+    while !sender.is_closed() {
+        let mut poll = libc::pollfd {
+            fd: ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut poll, 1, EXEC_POLL_MS) } < 0
+            && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+        {
+            return;
+        }
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<ExecEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel side writes exactly an ExecEvent; read_unaligned copes with the
+            // ring buffer's 8-byte record alignment.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExecEvent>()) };
+            drop(item);
+            if event.tgid == me {
+                continue;
+            }
+            let pid = event.tgid;
+            let end = event.comm.iter().position(|&b| b == 0).unwrap_or(16);
+            let exec = Exec {
+                pid,
+                ktime_ns: event.ktime_ns,
+                comm: String::from_utf8_lossy(&event.comm[..end]).into_owned(),
+                stat: stat(pid),
+                exe: OpenExe::of(pid),
+                exe_name: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            };
+            if sender.send(exec).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `pid` still runs: it exists and is not a zombie (exited, waiting for its parent to
@@ -206,6 +374,32 @@ mod tests {
         seen.get_mut(&me).unwrap().1 = None;
         assert!(first_sight(&mut seen, me));
         assert!(!first_sight(&mut seen, me));
+    }
+
+    #[test]
+    fn open_exe_reaches_the_same_file() {
+        let exe = OpenExe::of(std::process::id()).unwrap();
+        assert_eq!(exe.binary, BinaryKey::of(&exe.path()).unwrap());
+        assert_eq!(
+            exe.binary,
+            BinaryKey::of(&std::env::current_exe().unwrap()).unwrap()
+        );
+        assert!(OpenExe::of(u32::MAX - 1).is_err());
+    }
+
+    #[test]
+    fn clocks_agree() {
+        // This process started before now, and not long before (within the test run).
+        let started = start_monotonic_ns(stat(std::process::id()).unwrap().start);
+        let now = monotonic_ns();
+        assert!(started <= now + 20_000_000, "{started} > {now}");
+        let age = SystemTime::now()
+            .duration_since(wall_time(started))
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(3600), "{age:?}");
+        let later = wall_time(now + 1_000_000_000);
+        let ahead = later.duration_since(SystemTime::now()).unwrap();
+        assert!(ahead > Duration::from_millis(900), "{ahead:?}");
     }
 
     #[test]

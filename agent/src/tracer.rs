@@ -24,6 +24,9 @@ use crate::{
 /// Values per (function id, pid).
 pub type ByCall<T> = BTreeMap<(u32, u32), T>;
 
+/// How the reason of a binary skipped because its matches cannot be traced safely begins.
+const REFUSED: &str = "matching functions cannot be traced";
+
 /// A binary that was inspected for the pattern, and what came of it.
 #[derive(Debug, Clone)]
 pub enum BinaryState {
@@ -232,7 +235,7 @@ impl Tracer {
                             .iter()
                             .map(|r| format!("{}: {}", r.name, r.reason))
                             .collect();
-                        format!("matching functions cannot be traced ({})", why.join("; "))
+                        format!("{REFUSED} ({})", why.join("; "))
                     };
                     BinaryState::Skipped {
                         reason,
@@ -549,6 +552,17 @@ impl Tracer {
 
     pub fn sweep(&mut self, keep: impl Fn(u32) -> bool) -> usize {
         self.kernel.sweep_goroutines(keep)
+    }
+
+    /// Why the matching functions cannot be traced, if a binary inspected so far was skipped for
+    /// that (host-wide, where no other binary matched: the reason, rather than waiting).
+    pub fn refusal(&self) -> Option<&str> {
+        self.binaries.values().find_map(|state| match state {
+            BinaryState::Skipped { reason, .. } if reason.starts_with(REFUSED) => {
+                Some(reason.as_str())
+            }
+            _ => None,
+        })
     }
 
     /// All function names of skipped Go binaries and planned ones, for "did you mean".

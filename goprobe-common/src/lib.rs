@@ -358,3 +358,21 @@ mod pod {
     unsafe impl aya::Pod for super::StackLatencyEvent {}
     unsafe impl aya::Pod for super::StackSample {}
 }
+
+/// A process that ran a new program (`execve`), sent through the `EXECS` ring buffer so that
+/// host-wide tracing looks at new processes as they start (agent-ebpf/src/exec.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the exec, once the new program is mapped.
+    pub ktime_ns: u64,
+    /// The new command name (the file name, at most 15 bytes, NUL-padded), for messages about
+    /// a process that exited before its executable could be opened.
+    pub comm: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, explicit padding, no pointers.
+unsafe impl aya::Pod for ExecEvent {}

@@ -909,3 +909,48 @@ fn http_is_read_only_and_token_protected() {
     assert!(answer["histograms"].as_array().is_some(), "{answer}");
     agent.stop();
 }
+
+/// The agent sees new processes from the kernel's exec events, not only its scan: with a scan
+/// every hour, three runs of a ~250 ms command (tests/go/shortlived, its calls after 200 ms of
+/// start-up) are each attached as they start, and /metrics counts every call.
+#[test]
+fn exec_events_find_short_lived_processes() {
+    let scratch = Scratch::new("agent-execs");
+    let program = scratch.0.join("shortlived");
+    fs::copy(matrix()[0].program("shortlived"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "")
+        .replace("scan_interval = \"100ms\"", "scan_interval = \"1h\"")
+        .replace(FUNCTION, "main.goprobeE2EShortlived");
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let mut calls = 0;
+    for _ in 0..3 {
+        let out = Command::new(&program)
+            .args(["-nowait", "-startup", "200ms"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let pid: u32 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("ready "))
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let truth: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        calls += u64_field(&truth, "calls");
+        agent.wait_attached(pid);
+    }
+    poll(
+        &format!("/metrics to count {calls} calls"),
+        Duration::from_secs(15),
+        || {
+            let text = agent.metrics();
+            (metric_sum(&text, COUNT, &[("function", "main.goprobeE2EShortlived")]) as u64 == calls)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", agent.metrics(), agent.probe.stderr.text()));
+    agent.stop();
+}

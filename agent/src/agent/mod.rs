@@ -48,7 +48,7 @@ use crate::{
     pipeline::{self, Latencies},
     plan::Pattern,
     query::now_ms,
-    targets::{self, BinaryKey, Process},
+    targets::{self, BinaryKey, ExecWatch, Process},
     tracer::{AttachmentId, BinaryState, TraceError, Tracer},
 };
 
@@ -167,6 +167,9 @@ struct Agent {
     profiler: Option<(crate::profile::Profiler, crate::symbolize::Symbolizer)>,
     /// The service label of each profiled process, kept until its last profile is written.
     profiled: HashMap<u32, String>,
+    /// The kernel's exec events: new processes are looked at as they start, not at the next
+    /// scan (which a short-lived process would not live to see).
+    execs: Option<ExecWatch>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -201,6 +204,20 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
     let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
     tracer.keep_names = false;
+    let execs = tracer
+        .kernel_mut()
+        .watch_execs()
+        .map_err(|e| e.to_string())
+        .and_then(|ring| ExecWatch::start(ring).map_err(|e| e.to_string()));
+    let execs = match execs {
+        Ok(execs) => Some(execs),
+        Err(e) => {
+            eprintln!(
+                "goprobe: warning: {e}; new processes are found by the /proc scan only (agent.scan_interval)"
+            );
+            None
+        }
+    };
 
     let start_ms = now_ms();
     let health = Health {
@@ -242,11 +259,27 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         otlp,
         profiler,
         profiled: HashMap::new(),
+        execs,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(agent.run(listener))
+}
+
+/// The next new processes from the exec watch (never, without one; a watch that stopped is
+/// dropped, leaving the scan).
+async fn next_execs(execs: &mut Option<ExecWatch>) -> Vec<targets::Exec> {
+    let Some(watch) = execs.as_mut() else {
+        return std::future::pending().await;
+    };
+    match watch.next().await {
+        Some(new) => new,
+        None => {
+            *execs = None;
+            Vec::new()
+        }
+    }
 }
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
@@ -303,6 +336,16 @@ impl Agent {
                     }
                 }
                 _ = drain.tick() => self.fold(),
+                execs = next_execs(&mut self.execs) => {
+                    // A PID known already exec'd again: count the calls it made so far under
+                    // its old labels first, as a scan does.
+                    if execs.iter().any(|e| self.processes.contains_key(&e.pid)) {
+                        self.fold();
+                    }
+                    for exec in execs {
+                        self.look_at(exec.pid);
+                    }
+                }
                 _ = scan.tick() => self.scan(),
                 _ = sweep.tick() => { self.tracer.sweep(targets::is_alive); }
                 _ = archive.tick() => self.write_interval(),
@@ -489,42 +532,48 @@ impl Agent {
             self.forget(pid, "exited", true);
         }
         for pid in pids {
-            let stat = match targets::stat(pid) {
-                Some(stat) if !stat.zombie => stat,
-                // Exited (a zombie until its parent reaps it), or gone meanwhile.
-                _ => {
-                    self.forget(pid, "exited", true);
-                    continue;
-                }
-            };
-            let start = stat.start;
-            let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
-            if let Some(known) = self.processes.get(&pid) {
-                if known.start == start && known.binary == binary {
-                    continue;
-                }
-                let why = if known.start != start {
-                    "exited (its PID was reused)"
-                } else if binary.is_none() {
-                    "exited"
-                } else {
-                    "exec'd another binary"
-                };
-                self.forget(pid, why, true);
-            }
-            let state = match binary {
-                Some(_) => self.consider(pid, &stat.comm),
-                None => ProcessState::Ignored,
-            };
-            self.processes.insert(
-                pid,
-                Tracked {
-                    start,
-                    binary,
-                    state,
-                },
-            );
+            self.look_at(pid);
         }
+    }
+
+    /// A process found by a scan or an exec event: trace it if it is new (a new PID, a reused
+    /// one, or an exec) and a probe selects it.
+    fn look_at(&mut self, pid: u32) {
+        let stat = match targets::stat(pid) {
+            Some(stat) if !stat.zombie => stat,
+            // Exited (a zombie until its parent reaps it), or gone meanwhile.
+            _ => {
+                self.forget(pid, "exited", true);
+                return;
+            }
+        };
+        let start = stat.start;
+        let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
+        if let Some(known) = self.processes.get(&pid) {
+            if known.start == start && known.binary == binary {
+                return;
+            }
+            let why = if known.start != start {
+                "exited (its PID was reused)"
+            } else if binary.is_none() {
+                "exited"
+            } else {
+                "exec'd another binary"
+            };
+            self.forget(pid, why, true);
+        }
+        let state = match binary {
+            Some(_) => self.consider(pid, &stat.comm),
+            None => ProcessState::Ignored,
+        };
+        self.processes.insert(
+            pid,
+            Tracked {
+                start,
+                binary,
+                state,
+            },
+        );
     }
 
     fn forget(&mut self, pid: u32, why: &str, log: bool) {
@@ -645,6 +694,8 @@ impl Agent {
             }
             // The binary has matches, but only for probes that do not select this process.
             Err(TraceError::NoMatch(_)) => ProcessState::Ignored,
+            // It exited while goprobe looked at it (a short-lived process): nothing to trace.
+            Err(_) if targets::stat(pid).is_none_or(|s| s.zombie) => ProcessState::Ignored,
             Err(e) => {
                 self.health.attach_errors += 1;
                 eprintln!("goprobe: cannot attach to PID {pid} ({}): {e}", who.exe);

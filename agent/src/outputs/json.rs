@@ -42,6 +42,13 @@ struct Line<'a> {
     out_of_line: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inlined_copies: Option<usize>,
+    /// When the probes covering this process were in place (unix seconds): calls it made
+    /// before are not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attached: Option<f64>,
+    /// Host-wide: the process was traced from its start (every call counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_start: Option<bool>,
     /// `--stacks`: latency per calling stack, slowest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     stacks: Option<Vec<StackLine<'a>>>,
@@ -135,6 +142,11 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             unpaired: row.misses.unpaired,
             out_of_line: row.sites.map(|s| s.out_of_line),
             inlined_copies: row.sites.map(|s| s.inlined_copies),
+            attached: row.attached.map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            }),
+            from_start: row.from_start,
             stacks: row.stacks.as_deref().map(stack_lines),
         };
         serde_json::to_writer(&mut *out, &line)?;

@@ -23,6 +23,11 @@ pub struct Row {
     /// How the function is probed: its own code (entry and RETs) and/or inlined copies. `None`
     /// for a row that merges several functions.
     pub sites: Option<FunctionSites>,
+    /// When the probes covering this process were in place: calls it made before are not
+    /// counted. (Host-wide and -p: its own; -b: the binary's.)
+    pub attached: Option<SystemTime>,
+    /// Host-wide: whether that was the process's start (every call it made is counted).
+    pub from_start: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,4 +64,13 @@ pub fn clock_time(time: SystemTime) -> String {
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// `HH:MM:SS.mmm` in local time: when something happened, to the millisecond.
+pub fn clock_time_ms(time: SystemTime) -> String {
+    let millis = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
+    format!("{}.{millis:03}", clock_time(time))
 }

@@ -2,7 +2,7 @@
 //! the percentiles and the loss that bcc does not show.
 use std::io::{self, Write};
 
-use super::{Report, clock_time};
+use super::{Report, clock_time, clock_time_ms};
 use crate::pipeline::Latencies;
 
 pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
@@ -22,6 +22,20 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
                 ""
             };
             writeln!(out, "Sites: {own}{} inlined copies", sites.inlined_copies)?;
+        }
+        // Host-wide, a process caught after it started: say from when its calls are counted
+        // (in the interval where that happened).
+        if let (Some(false), Some(attached)) = (row.from_start, row.attached)
+            && report
+                .time
+                .checked_sub(std::time::Duration::from_secs_f64(report.interval_s))
+                .is_none_or(|start| report.interval_s == 0.0 || attached >= start)
+        {
+            writeln!(
+                out,
+                "Attached at {}, after the process started: its calls before are not counted",
+                clock_time_ms(attached)
+            )?;
         }
         write_log2_table(
             out,
@@ -196,5 +210,49 @@ mod tests {
          8 -> 15         : 4        |****************************************|
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn says_when_a_process_caught_late_was_attached() {
+        use std::time::{Duration, SystemTime};
+
+        use crate::{outputs::Row, pipeline::Unit};
+        let time = SystemTime::now();
+        let row = |pid, from_start| Row {
+            function: "main.f".into(),
+            pid,
+            latencies: Latencies::default(),
+            misses: goprobe_common::Misses::default(),
+            stacks: None,
+            sites: None,
+            attached: Some(time - Duration::from_millis(5)),
+            from_start,
+        };
+        let report = |interval_s| Report {
+            rows: vec![row(1, Some(false)), row(2, Some(true)), row(3, None)],
+            unit: Unit::Nanoseconds,
+            time,
+            show_time: false,
+            interval_s,
+            missed: goprobe_common::Misses::default(),
+            stacks_min_ns: None,
+        };
+        let mut out = Vec::new();
+        write_report(&mut out, &report(0.0)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = "Attached at ";
+        assert_eq!(text.matches(line).count(), 1, "{text}");
+        let after = text.split("Function = main.f [1]\n").nth(1).unwrap();
+        assert!(after.starts_with(line), "{text}");
+        assert!(after.contains("after the process started: its calls before are not counted"));
+        // With -i, only in the interval where the attach happened.
+        let mut out = Vec::new();
+        write_report(&mut out, &report(1.0)).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains(line));
+        let mut late = report(1.0);
+        late.time += Duration::from_secs(3);
+        let mut out = Vec::new();
+        write_report(&mut out, &late).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains(line));
     }
 }
