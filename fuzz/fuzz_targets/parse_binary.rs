@@ -2,9 +2,7 @@
 //! accessor a caller uses must work on every function without panicking.
 #![no_main]
 
-#[allow(unused_imports)]
-#[path = "../../agent/src/inspect/mod.rs"]
-mod inspect;
+use goprobe_inspect as inspect;
 
 use libfuzzer_sys::fuzz_target;
 
@@ -20,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = index.find(&f.name);
         let _ = index.function_at(f.addr);
     }
-    let _ = inspect::symbols_report::write_symbols(&mut std::io::sink(), &index, &|_| true, false);
-    let _ = inspect::symbols_report::write_symbols(&mut std::io::sink(), &index, &|_| true, true);
+    for copy in index.inlined_copies(&|_| true) {
+        let _ = index.inline_sites(&copy);
+    }
 });

@@ -1,9 +1,7 @@
 //! The pclntab parser and the x86-64 probe-site decoder on arbitrary bytes.
 #![no_main]
 
-#[allow(unused_imports)]
-#[path = "../../agent/src/inspect/mod.rs"]
-mod inspect;
+use goprobe_inspect as inspect;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! Types that cross the kernel/user boundary. Shared by `agent-ebpf` (kernel side) and `agent`
+//! Types that cross the kernel/user boundary. Shared by `goprobe-ebpf` (kernel side) and `goprobe`
 //! (user side), so both agree on every layout. Everything here is `#[repr(C)]` with explicit
 //! padding fields: a Pod type must have no implicit padding, and the verifier rejects reads of
 //! uninitialised stack bytes.
@@ -360,7 +360,7 @@ mod pod {
 }
 
 /// A process that ran a new program (`execve`), sent through the `EXECS` ring buffer so that
-/// host-wide tracing looks at new processes as they start (agent-ebpf/src/exec.rs).
+/// host-wide tracing looks at new processes as they start (goprobe-ebpf/src/exec.rs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecEvent {

@@ -202,12 +202,12 @@ fn setup(sel: &GoSelection) -> Result<()> {
     tools::setup(&sel.pypi_versions())
 }
 
-/// `cargo build --release -p agent`; the agent's build.rs builds the eBPF programs with the
+/// `cargo build --release -p goprobe`; its build.rs builds the eBPF programs with the
 /// pinned nightly and bpf-linker.
 pub(crate) fn build_agent() -> Result<()> {
     util::run(
         util::cargo()
-            .args(["build", "--release", "-p", "agent"])
+            .args(["build", "--release", "-p", "goprobe"])
             .current_dir(util::root()),
     )
 }
@@ -247,14 +247,14 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     util::step("build Go programs", || gobuild::build(&matrix, None))?;
 
     let e2e = e2e_crate_present()?;
-    // agent-ebpf only builds for the BPF target (agent/build.rs does that), never for the host.
+    // agent-ebpf only builds for the BPF target (goprobe/build.rs does that), never for the host.
     let mut unit = util::cargo();
     unit.args([
         "test",
         "--no-fail-fast",
         "--workspace",
         "--exclude",
-        "agent-ebpf",
+        "goprobe-ebpf",
     ])
     .current_dir(util::root())
     // The inspect tests build Go programs with these toolchains: the run's selection, not
@@ -264,6 +264,16 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
         unit.args(["--exclude", "goprobe-e2e"]);
     }
     let unit_ok = util::step("unit tests", || util::run(&mut unit)).is_ok();
+    // The fuzz targets are a workspace of their own (fuzzing needs nightly and libFuzzer):
+    // building them keeps them in step with the readers they exercise.
+    let fuzz_ok = util::step("build fuzz targets", || {
+        util::run(
+            util::cargo()
+                .args(["build", "--manifest-path", "fuzz/Cargo.toml"])
+                .current_dir(util::root()),
+        )
+    })
+    .is_ok();
 
     let e2e_ok = util::step("end-to-end tests", || {
         if !e2e {
@@ -300,13 +310,14 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     .is_ok();
 
     eprintln!(
-        "xtask test: unit tests {}, end-to-end tests {}{} ({:.0}s in all)",
+        "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{} ({:.0}s in all)",
         if unit_ok { "passed" } else { "FAILED" },
+        if fuzz_ok { "built" } else { "FAILED to build" },
         if e2e_ok { "passed" } else { "FAILED" },
         if e2e { "" } else { " (not present yet)" },
         start.elapsed().as_secs_f64()
     );
-    Ok(if unit_ok && e2e_ok {
+    Ok(if unit_ok && fuzz_ok && e2e_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: installs what building and testing goprobe needs, and nothing twice.
 //!
 //! * the workspace toolchain named in `rust-toolchain.toml` (`rustup toolchain install`),
-//! * the nightly named in `agent-ebpf/rust-toolchain.toml`, with rust-src (eBPF build-std),
+//! * the nightly named in `goprobe-ebpf/rust-toolchain.toml`, with rust-src (eBPF build-std),
 //! * bpf-linker, linked against that nightly's own libLLVM (bpf-linker must use the same LLVM
 //!   major version as the rustc that emits the bitcode, and Debian has no LLVM 23),
 //! * Go toolchains for the test programs: Debian's Go 1.19 and official Go releases from the
@@ -131,9 +131,9 @@ fn read_channel(file: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("no `channel = \"...\"` line in {}", file.display()))
 }
 
-/// The eBPF nightly from agent-ebpf/rust-toolchain.toml, installed with rust-src.
+/// The eBPF nightly from goprobe-ebpf/rust-toolchain.toml, installed with rust-src.
 pub fn ebpf_nightly() -> Result<String> {
-    let nightly = read_channel(&util::root().join("agent-ebpf/rust-toolchain.toml"))?;
+    let nightly = read_channel(&util::root().join("goprobe-ebpf/rust-toolchain.toml"))?;
     let has_src = nightly_sysroot(&nightly)
         .map(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())
         .unwrap_or(false);

@@ -269,7 +269,7 @@ fn render_changes(w: &mut String, report: &Report) {
          the kernel emulates costs about 0.5 µs here and one it single-steps 10–30 µs. goprobe \
          already entered stack-check functions on the emulated `jbe`, but entered functions \
          without a stack check on their first instruction and returned on every `ret`, all \
-         single-stepped. Now (`agent/src/inspect/disasm.rs`) such functions are entered on the \
+         single-stepped. Now (`goprobe-inspect/src/disasm/mod.rs`) such functions are entered on the \
          first emulated instruction of their straight-line start when that is exact, and a `ret` \
          that follows a padding NOP is probed on the NOP. In Debian's caddy, 2,695 of its 7,360 \
          functions without a stack check get an early entry and 2.4 % of its RETs a NOP site \
@@ -291,7 +291,7 @@ fn render_changes(w: &mut String, report: &Report) {
          uprobe its own link and closes them from up to 64 threads, so the first wait of every \
          close overlaps the second of the others: detaching 34 functions of caddy's `log` \
          package (155–168 sites) took 60 s one by one and 19 s from 32 threads, measured back \
-         to back on this machine while it was busy (`agent/src/kernel.rs`). The serial part, \
+         to back on this machine while it was busy (`goprobe/src/kernel/mod.rs`). The serial part, \
          about 90 ms per site here, is the kernel's: the attach table extrapolates it for \
          1,000 and 10,000 functions (a trial at 3,293 sites had not finished detaching after \
          10 minutes), and bpftrace pays it too. uprobe_multi, the default since Linux 6.6, \
@@ -324,7 +324,7 @@ fn render_changes(w: &mut String, report: &Report) {
          parts: inserting the goroutine's 1 KiB entry stack on every outermost call and \
          deleting it at the return about 230 ns and 165 ns; reading `g.stack.hi` from the \
          goroutine (`bpf_probe_read_user`) about 170 ns at the entry and 75 ns at the return; \
-         `bpf_ktime_get_ns` about 55 ns; the per-CPU counters nothing measurable. So (`agent-ebpf/src/main.rs`): a goroutine's entry stack \
+         `bpf_ktime_get_ns` about 55 ns; the per-CPU counters nothing measurable. So (`goprobe-ebpf/src/main.rs`): a goroutine's entry stack \
          stays between its calls (the probe on `runtime.goexit1` drops it when the goroutine \
          exits, so `g` reuse starts afresh); and it keeps the goroutine's `g.stack.hi`, read \
          once, which a new probe on `runtime.copystack` (the only place Go moves a live \
@@ -377,7 +377,7 @@ fn render_changes(w: &mut String, report: &Report) {
          first showed the daemon losing 26 % of the events (763,765 of 2.9 million) at the \
          highest rate, where `funclatency` lost none: it drained the ring buffer every 100 ms, \
          and the 4 MiB buffer holds about 100k events, which this program fills in about \
-         70 ms. Both now drain every 20 ms (`pipeline::DRAIN_EVERY`, `agent/src/pipeline.rs`); \
+         70 ms. Both now drain every 20 ms (`pipeline::DRAIN_EVERY`, `goprobe/src/pipeline/mod.rs`); \
          {}.\n",
         agent_fastest.unwrap_or_else(|| "see the throughput table".into())
     );

@@ -1,0 +1,617 @@
+//! The agent's configuration file (TOML). Every value is checked while it is read, so an error
+//! names the file, line and column of the value at fault; a config with any error is refused
+//! whole, never applied in part.
+//!
+//! ```toml
+//! [http]
+//! listen = "127.0.0.1:9476"
+//!
+//! [archive]
+//! path = "/var/lib/goprobe/archive.redb"
+//!
+//! [[probe]]
+//! functions = ["go:main.handle*"]
+//! exe = ["/usr/local/bin/*"]
+//! ```
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer, de};
+
+use crate::plan::Pattern;
+
+pub use crate::cli::DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN;
+pub const DEFAULT_ARCHIVE: &str = "/var/lib/goprobe/archive.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub histogram: HistogramSection,
+    #[serde(default)]
+    pub archive: ArchiveSection,
+    #[serde(default)]
+    pub otlp: Option<OtlpSection>,
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
+    #[serde(default)]
+    pub profile: ProfileSection,
+    /// What to trace, in which processes.
+    #[serde(default, rename = "probe")]
+    pub probes: Vec<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// How often /proc is scanned for processes that started, exec'd or exited.
+    pub scan_interval: Seconds,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            scan_interval: Seconds(Duration::from_secs(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of the read-only HTTP server (/metrics and the JSON API).
+    pub listen: SocketAddr,
+    /// A file holding a bearer token that every request must present.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            bearer_token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistogramSection {
+    /// Upper bounds (`le`) of the Prometheus histogram buckets, in seconds, increasing.
+    pub buckets: Buckets,
+    /// Add a `pid` label to every series (off by default: PIDs make cardinality unbounded).
+    pub pid_label: bool,
+    /// Series without a call for this long leave /metrics (and OTLP): containers that are
+    /// gone stop costing series.
+    pub idle_series_ttl: Seconds,
+}
+
+impl Default for HistogramSection {
+    fn default() -> Self {
+        Self {
+            buckets: Buckets::default(),
+            pid_label: false,
+            idle_series_ttl: Seconds(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSection {
+    /// The embedded database file.
+    pub path: PathBuf,
+    /// Length of one archived interval: the most a crash can lose.
+    pub interval: Seconds,
+    /// Intervals older than this are deleted.
+    pub retention: Seconds,
+    /// The archive's data is kept under this many bytes (oldest intervals go first).
+    pub max_size: Bytes,
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(DEFAULT_ARCHIVE),
+            interval: Seconds(Duration::from_secs(10)),
+            retention: Seconds(Duration::from_secs(14 * 24 * 3600)),
+            max_size: Bytes(1 << 30),
+        }
+    }
+}
+
+/// Continuous profiling: a CPU profile of every traced process per archive interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileSection {
+    /// Sample the CPU of the traced processes and archive a profile per interval.
+    pub enabled: bool,
+    /// Samples per second on each CPU (a low rate keeps the cost negligible; 1 to 1000).
+    pub frequency: u64,
+}
+
+impl Default for ProfileSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            frequency: 19,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSection {
+    /// OTLP/HTTP metrics endpoint, e.g. `http://127.0.0.1:4318/v1/metrics`.
+    pub endpoint: HttpUrl,
+    /// How often histograms are pushed.
+    #[serde(default = "default_otlp_interval")]
+    pub interval: Seconds,
+    /// `explicit` (the Prometheus bucket bounds) or `exponential`.
+    #[serde(default)]
+    pub histogram: OtlpHistogram,
+}
+
+fn default_otlp_interval() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpHistogram {
+    #[default]
+    Explicit,
+    Exponential,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSection {
+    /// The kubelet's pod list (e.g. `http://${NODE_NAME}:10255/pods`, the read-only port), to
+    /// name the pods that cgroups give only by UID. Without it, pods are labelled by UID.
+    /// `${NAME}` is replaced by the environment variable NAME (the downward API sets them).
+    pub kubelet_pods_url: Option<HttpUrl>,
+}
+
+/// One probe: functions to trace, and the processes they are traced in. Every condition
+/// given must hold; with none, every Go process that has a matching function is traced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// A name for messages (default: `probe N`).
+    pub name: Option<String>,
+    /// Go functions, `go:NAME` with `*`/`?` globs as in `goprobe funclatency`.
+    pub functions: Vec<FunctionPattern>,
+    /// The function patterns are regular expressions (searched in the name).
+    #[serde(default)]
+    pub regex: bool,
+    /// The `service` label (default: the executable's file name).
+    pub service: Option<String>,
+    /// Globs on the executable's path as the process sees it (`*` within a path component,
+    /// `**` across them).
+    #[serde(default)]
+    pub exe: Vec<Glob>,
+    /// Process names (`comm`, as `ps -o comm` shows), globs allowed.
+    #[serde(default)]
+    pub process: Vec<Glob>,
+    /// Container IDs (globs; `*` = any container, i.e. not host processes).
+    #[serde(default)]
+    pub container: Vec<Glob>,
+    /// Pod names or pod UIDs (globs).
+    #[serde(default)]
+    pub pod: Vec<Glob>,
+}
+
+impl ProbeConfig {
+    /// The patterns, compiled (`regex` decides how NAME is read).
+    pub fn patterns(&self) -> Vec<Pattern> {
+        self.functions
+            .iter()
+            .map(|f| Pattern::parse(&f.0, self.regex).expect("checked when the config was read"))
+            .collect()
+    }
+}
+
+/// A duration: `10s`, `500ms`, `5m`, `7d` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let duration = humantime::parse_duration(&text).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. \"10s\", \"500ms\", \"7d\""
+            ))
+        })?;
+        if duration.is_zero() {
+            return Err(de::Error::custom("a duration must be more than 0"));
+        }
+        Ok(Seconds(duration))
+    }
+}
+
+/// A size: `1GiB`, `500MB`, `1048576`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Bytes(n)),
+            Raw::Text(text) => parse_size(&text).map(Bytes).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "invalid size {text:?}; write e.g. \"512MiB\", \"1GiB\", \"100MB\""
+                ))
+            }),
+        }
+    }
+}
+
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    Some((number * multiplier as f64) as u64)
+}
+
+/// Histogram bucket upper bounds in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets(pub Vec<f64>);
+
+impl Default for Buckets {
+    /// Powers of two from 1 µs to ~33.5 s (2^0 .. 2^25 µs): the log2 steps of bcc's table,
+    /// so any quantile is known within a factor of two, from sub-microsecond calls to
+    /// request handlers, in 26 buckets (+Inf) per series.
+    fn default() -> Self {
+        Buckets((0..26).map(|i| (1u64 << i) as f64 * 1e-6).collect())
+    }
+}
+
+impl<'de> Deserialize<'de> for Buckets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bounds = Vec::<f64>::deserialize(d)?;
+        if bounds.is_empty() {
+            return Err(de::Error::custom("buckets must list at least one bound"));
+        }
+        if bounds.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+            return Err(de::Error::custom(
+                "bucket bounds are seconds, finite and more than 0",
+            ));
+        }
+        if bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(de::Error::custom("bucket bounds must increase"));
+        }
+        Ok(Buckets(bounds))
+    }
+}
+
+/// A `go:NAME` function pattern, checked when read.
+#[derive(Debug, Clone)]
+pub struct FunctionPattern(pub String);
+
+impl<'de> Deserialize<'de> for FunctionPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if !text.starts_with("go:") {
+            return Err(de::Error::custom(format!(
+                "function pattern {text:?} must start with go: (choose binaries with `exe`)"
+            )));
+        }
+        // Checked as a glob here; `regex = true` is checked once the whole probe is read.
+        Pattern::parse(&text, false).map_err(de::Error::custom)?;
+        Ok(FunctionPattern(text))
+    }
+}
+
+/// A glob over a whole string: `*` any run of characters except `/`, `**` any run, `?` one
+/// character except `/`.
+#[derive(Clone)]
+pub struct Glob {
+    pub text: String,
+    regex: Regex,
+}
+
+impl fmt::Debug for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Glob({:?})", self.text)
+    }
+}
+
+impl Glob {
+    pub fn new(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("an empty glob matches nothing".into());
+        }
+        let mut source = String::from("^");
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    source.push_str(".*");
+                }
+                '*' => source.push_str("[^/]*"),
+                '?' => source.push_str("[^/]"),
+                c => source.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        source.push('$');
+        let regex = Regex::new(&source).map_err(|e| e.to_string())?;
+        Ok(Self {
+            text: text.into(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.regex.is_match(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Glob::new(&text).map_err(|e| de::Error::custom(format!("glob {text:?}: {e}")))
+    }
+}
+
+/// An `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub String);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let rest = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(HttpUrl(text)),
+            _ => Err(de::Error::custom(format!(
+                "{text:?} is not an http:// or https:// URL"
+            ))),
+        }
+    }
+}
+
+impl Config {
+    /// Read and check a config file. Any error stops here, with its location.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |offset: usize, message: String| {
+            let (line, column) = line_column(text, offset);
+            ConfigError::At {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at(offset, e.message().trim().replace('\n', " "))
+        })?;
+        // Checks that span several values, located at the probe they concern.
+        let probe_offsets: Vec<usize> = text
+            .match_indices("[[probe]]")
+            .map(|(offset, _)| offset)
+            .collect();
+        if config.probes.is_empty() {
+            return Err(at(
+                0,
+                "no [[probe]]: the agent needs at least one probe (functions to trace)".into(),
+            ));
+        }
+        if !(1..=1000).contains(&config.profile.frequency) {
+            let offset = text.find("frequency").unwrap_or(0);
+            return Err(at(
+                offset,
+                "profile.frequency must be from 1 to 1000 (samples per second)".into(),
+            ));
+        }
+        for (i, probe) in config.probes.iter().enumerate() {
+            let offset = probe_offsets.get(i).copied().unwrap_or(0);
+            if probe.functions.is_empty() {
+                return Err(at(offset, "probe has no functions".into()));
+            }
+            if probe.regex {
+                for f in &probe.functions {
+                    Pattern::parse(&f.0, true).map_err(|e| at(offset, e.to_string()))?;
+                }
+            }
+        }
+        if let Some(otlp) = &config.otlp
+            && otlp.endpoint.0.starts_with("https://")
+        {
+            let offset = text.find("endpoint").unwrap_or(0);
+            return Err(at(
+                offset,
+                "OTLP over https is not supported; use http:// (e.g. a local collector)".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn probe_name(&self, index: usize) -> String {
+        self.probes[index]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("probe {}", index + 1))
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("agent.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn profile_section() {
+        let probe = "[[probe]]\nfunctions = [\"go:main.f\"]\n";
+        let c = parse(probe).unwrap();
+        assert!(c.profile.enabled);
+        assert_eq!(c.profile.frequency, 19);
+        let c = parse(&format!(
+            "[profile]\nenabled = false\nfrequency = 99\n{probe}"
+        ))
+        .unwrap();
+        assert!(!c.profile.enabled);
+        assert_eq!(c.profile.frequency, 99);
+        let e = parse(&format!("[profile]\nfrequency = 0\n{probe}")).unwrap_err();
+        assert!(e.contains("profile.frequency"), "{e}");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[[probe]]\nfunctions = [\"go:main.handle*\"]\n").unwrap();
+        assert_eq!(c.http.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.archive.interval.0, Duration::from_secs(10));
+        assert_eq!(c.histogram.buckets.0.len(), 26);
+        assert_eq!(c.probes.len(), 1);
+        assert!(c.probes[0].patterns()[0].matches("main.handleX"));
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+[agent]
+scan_interval = "200ms"
+[http]
+listen = "0.0.0.0:9000"
+bearer_token_file = "/etc/goprobe/token"
+[histogram]
+buckets = [0.001, 0.01, 0.1]
+pid_label = true
+idle_series_ttl = "10m"
+[archive]
+path = "/tmp/a.redb"
+interval = "1s"
+retention = "7d"
+max_size = "100MiB"
+[otlp]
+endpoint = "http://127.0.0.1:4318/v1/metrics"
+histogram = "exponential"
+[[probe]]
+name = "web"
+functions = ["go:net/http.(*conn).serve", "go:main.*"]
+service = "web"
+exe = ["/usr/local/bin/*"]
+process = ["web*"]
+container = ["*"]
+pod = ["web-*"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.archive.max_size.0, 100 << 20);
+        assert_eq!(c.histogram.idle_series_ttl.0, Duration::from_secs(600));
+        assert_eq!(c.archive.retention.0, Duration::from_secs(7 * 86400));
+        assert_eq!(c.otlp.unwrap().histogram, OtlpHistogram::Exponential);
+        let p = &c.probes[0];
+        assert!(p.exe[0].matches("/usr/local/bin/web"));
+        assert!(!p.exe[0].matches("/usr/local/bin/sub/web"));
+        assert!(p.process[0].matches("webd"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e = parse("[[probe]]\nfunctions = [\"go:main.x\"]\n\n[archive]\ninterval = \"10x\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("agent.toml:5:12: "), "{e}");
+        assert!(e.contains("invalid duration \"10x\""), "{e}");
+        let e = parse("[[probe]]\nfunctions = [\"main.x\"]\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:"), "{e}");
+        assert!(e.contains("must start with go:"), "{e}");
+        let e =
+            parse("[http]\nlisten = \"localhost\"\n[[probe]]\nfunctions=[\"go:a\"]\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:2:10: "), "{e}");
+        let e =
+            parse("[[probe]]\nfunctions = [\"go:a\"]\nexe = \"/bin/x\"\nbogus = 1\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:"), "{e}");
+        let e = parse("[http]\n").unwrap_err();
+        assert!(e.contains("no [[probe]]"), "{e}");
+        let e = parse("[[probe]]\nfunctions = [\"go:(\"]\nregex = true\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:1:1: "), "{e}");
+        assert!(e.contains("invalid regular expression"), "{e}");
+        let e = parse("[histogram]\nbuckets = [0.1, 0.01]\n[[probe]]\nfunctions=[\"go:a\"]\n")
+            .unwrap_err();
+        assert!(e.contains("must increase"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn globs() {
+        let g = Glob::new("/opt/**/bin/*").unwrap();
+        assert!(g.matches("/opt/a/b/bin/x"));
+        assert!(!g.matches("/opt/a/b/bin/x/y"));
+        assert!(Glob::new("").is_err());
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("1 XB"), None);
+    }
+}

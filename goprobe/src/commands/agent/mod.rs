@@ -1,0 +1,870 @@
+//! `goprobe agent`: the always-on daemon. It drives the same [`Tracer`] as `funclatency`, with
+//! the patterns of every configured probe, and attaches each process to the functions of the
+//! probes that select it (by executable, process name, container or pod):
+//!
+//! ```text
+//! /proc scan ──> select ──> tracer (inspect once per build ID, plan, attach per PID)
+//!                                │ ring buffer: (pid, function id, latency)
+//!                                v
+//!            fold: (function, pid) → series labels (function, service, container, pod)
+//!               ├─> cumulative histograms ─> /metrics, OTLP
+//!               └─> this interval's histograms ─> archive (redb), every archive.interval
+//! ```
+//!
+//! A process is known by (PID, start time): a reused PID is a new process, and an exec is seen
+//! as a new binary behind the same PID. Before any process is forgotten or re-labelled, the
+//! ring buffer is drained and folded, so every call is counted under the labels it was made
+//! with. SIGHUP reloads the config (a config with an error is refused whole, the running one
+//! stays); collected histograms are kept across reloads.
+pub mod config;
+pub mod http;
+pub mod labels;
+pub mod otlp;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::{
+    config::{Config, Glob},
+    http::Shared,
+    labels::{PodNames, short_container},
+};
+use crate::{
+    cli::AgentArgs,
+    engine::session::SWEEP_EVERY,
+    engine::{AttachmentId, BinaryState, TraceError, Tracer},
+    kernel::AttachMode,
+    outputs::prometheus::Health,
+    pipeline::{self, Latencies},
+    pipeline::{
+        archive::{Archive, ProfileRecord, Record, Retention},
+        history::now_ms,
+        series::{Cumulative, SeriesKey},
+    },
+    plan::Pattern,
+    targets::{self, BinaryKey, ExecWatch, Process},
+};
+
+/// The kubelet's pod list is fetched at most this often.
+const PODS_EVERY: Duration = Duration::from_secs(15);
+
+/// A probe of the config, compiled.
+struct Probe {
+    name: String,
+    patterns: Vec<Pattern>,
+    service: Option<String>,
+    exe: Vec<Glob>,
+    process: Vec<Glob>,
+    container: Vec<Glob>,
+    pod: Vec<Glob>,
+}
+
+impl Probe {
+    fn compile(config: &Config) -> Vec<Probe> {
+        config
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Probe {
+                name: config.probe_name(i),
+                patterns: p.patterns(),
+                service: p.service.clone(),
+                exe: p.exe.clone(),
+                process: p.process.clone(),
+                container: p.container.clone(),
+                pod: p.pod.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether this probe applies to a process (every condition given must hold).
+    fn selects(&self, who: &Who) -> bool {
+        let any = |globs: &[Glob], values: &[&str]| {
+            globs.is_empty() || globs.iter().any(|g| values.iter().any(|v| g.matches(v)))
+        };
+        let container = who.container_id.as_deref().unwrap_or_default();
+        let pod_values: Vec<&str> = [who.pod_name.as_deref(), who.pod_uid.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        any(&self.exe, &[&who.exe])
+            && any(&self.process, &[&who.comm])
+            && (self.container.is_empty()
+                || (!container.is_empty()
+                    && any(&self.container, &[container, short_container(container)])))
+            && (self.pod.is_empty() || (!pod_values.is_empty() && any(&self.pod, &pod_values)))
+    }
+
+    fn traces(&self, function: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(function))
+    }
+}
+
+/// What selectors and labels know about a process.
+#[derive(Debug, Clone)]
+struct Who {
+    exe: String,
+    comm: String,
+    container_id: Option<String>,
+    pod_uid: Option<String>,
+    pod_name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// Labels of a traced process.
+#[derive(Debug, Clone)]
+struct ProcessLabels {
+    service: String,
+    container: String,
+    pod: String,
+    namespace: String,
+}
+
+#[derive(Debug)]
+enum ProcessState {
+    /// Not traced (no probe selects it, not Go, nothing matches, or attaching failed).
+    Ignored,
+    Traced {
+        attachment: AttachmentId,
+        functions: usize,
+        /// Ids of the functions traced for this process: events of others (inlined copies
+        /// that share a probe site with a selected function) are not counted.
+        ids: BTreeSet<u32>,
+        labels: ProcessLabels,
+    },
+}
+
+#[derive(Debug)]
+struct Tracked {
+    start: u64,
+    binary: Option<BinaryKey>,
+    state: ProcessState,
+}
+
+struct Agent {
+    config_path: std::path::PathBuf,
+    config: Config,
+    probes: Vec<Probe>,
+    tracer: Tracer,
+    processes: HashMap<u32, Tracked>,
+    shared: Arc<Shared>,
+    interval: BTreeMap<SeriesKey, Latencies>,
+    interval_start_ms: u64,
+    health: Health,
+    pods: PodNames,
+    pods_fetched: Option<Instant>,
+    otlp: otlp::Exporter,
+    /// Continuous profiling of the traced processes (`[profile]`), when it could start.
+    profiler: Option<(
+        crate::engine::profiler::Profiler,
+        crate::symbolize::Symbolizer,
+    )>,
+    /// The service label of each profiled process, kept until its last profile is written.
+    profiled: HashMap<u32, String>,
+    /// The kernel's exec events: new processes are looked at as they start, not at the next
+    /// scan (which a short-lived process would not live to see).
+    execs: Option<ExecWatch>,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: OK ({} probes)",
+            args.config.display(),
+            config.probes.len()
+        );
+        return Ok(());
+    }
+    // Everything that can fail is checked before any probe is attached, so an error never
+    // leaves a half-configured agent behind.
+    let token = read_token(&config)?;
+    let listen = config.http.listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    listener.set_nonblocking(true)?;
+    if !listen.ip().is_loopback() && token.is_none() {
+        eprintln!(
+            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive (set http.bearer_token_file)"
+        );
+    }
+    let archive = Arc::new(Archive::open(&config.archive.path)?);
+    let mode = match std::env::var("GOPROBE_ATTACH").as_deref() {
+        Ok("multi") => Some(AttachMode::Multi),
+        Ok("single") | Ok("per-site") => Some(AttachMode::PerSite),
+        _ => None,
+    };
+    let probes = Probe::compile(&config);
+    let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
+    let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
+    tracer.keep_names = false;
+    let execs = tracer
+        .kernel_mut()
+        .watch_execs()
+        .map_err(|e| e.to_string())
+        .and_then(|ring| ExecWatch::start(ring).map_err(|e| e.to_string()));
+    let execs = match execs {
+        Ok(execs) => Some(execs),
+        Err(e) => {
+            eprintln!(
+                "goprobe: warning: {e}; new processes are found by the /proc scan only (agent.scan_interval)"
+            );
+            None
+        }
+    };
+
+    let start_ms = now_ms();
+    let health = Health {
+        start_time_s: start_ms as f64 / 1000.0,
+        ..Health::default()
+    };
+    let otlp = otlp::Exporter::new(config.otlp.as_ref(), start_ms * 1_000_000);
+    let shared = Arc::new(Shared {
+        metrics: Mutex::new((
+            Cumulative::new(&config.histogram.buckets.0, otlp::wants_exact(&config)),
+            health.clone(),
+        )),
+        archive,
+        token,
+    });
+    let profiler = if config.profile.enabled {
+        match crate::engine::profiler::Profiler::start(config.profile.frequency, false) {
+            Ok(p) => Some((p, crate::symbolize::Symbolizer::default())),
+            Err(e) => {
+                eprintln!("goprobe: warning: continuous profiling is off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut agent = Agent {
+        config_path: args.config.clone(),
+        config,
+        probes,
+        tracer,
+        processes: HashMap::new(),
+        shared,
+        interval: BTreeMap::new(),
+        interval_start_ms: now_ms(),
+        health,
+        pods: PodNames::default(),
+        pods_fetched: None,
+        otlp,
+        profiler,
+        profiled: HashMap::new(),
+        execs,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent.run(listener))
+}
+
+/// The next new processes from the exec watch (never, without one; a watch that stopped is
+/// dropped, leaving the scan).
+async fn next_execs(execs: &mut Option<ExecWatch>) -> Vec<targets::Exec> {
+    let Some(watch) = execs.as_mut() else {
+        return std::future::pending().await;
+    };
+    match watch.next().await {
+        Some(new) => new,
+        None => {
+            *execs = None;
+            Vec::new()
+        }
+    }
+}
+
+fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.http.bearer_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read http.bearer_token_file {}", path.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        anyhow::bail!("http.bearer_token_file {} is empty", path.display());
+    }
+    Ok(Some(token))
+}
+
+impl Agent {
+    async fn run(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let address = listener.local_addr()?;
+        tokio::spawn(http::serve(listener, self.shared.clone()));
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut scan = tokio::time::interval(self.config.agent.scan_interval.0);
+        let mut archive = tokio::time::interval(self.config.archive.interval.0);
+        archive.tick().await; // the first tick is immediate
+        let mut push = tokio::time::interval(self.otlp.interval());
+        push.tick().await;
+
+        self.scan();
+        eprintln!(
+            "goprobe: agent running: {} probes, http://{address}, archive {}, attach mode {:?}",
+            self.probes.len(),
+            self.config.archive.path.display(),
+            self.tracer.kernel().mode()
+        );
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    let interval = self.config.archive.interval.0;
+                    self.reload();
+                    scan = tokio::time::interval(self.config.agent.scan_interval.0);
+                    if self.config.archive.interval.0 != interval {
+                        // The interval in progress is written at the new pace's first tick.
+                        archive = tokio::time::interval_at(
+                            tokio::time::Instant::now() + self.config.archive.interval.0,
+                            self.config.archive.interval.0,
+                        );
+                    }
+                }
+                _ = drain.tick() => self.fold(),
+                execs = next_execs(&mut self.execs) => {
+                    // A PID known already exec'd again: count the calls it made so far under
+                    // its old labels first, as a scan does.
+                    if execs.iter().any(|e| self.processes.contains_key(&e.pid)) {
+                        self.fold();
+                    }
+                    for exec in execs {
+                        self.look_at(exec.pid);
+                    }
+                }
+                _ = scan.tick() => self.scan(),
+                _ = sweep.tick() => { self.tracer.sweep(targets::is_alive); }
+                _ = archive.tick() => self.write_interval(),
+                _ = push.tick(), if self.otlp.enabled() => {
+                    self.fold();
+                    let guard = self.shared.metrics.lock().expect("metrics lock");
+                    self.otlp.export(&guard.0, now_ms() * 1_000_000);
+                }
+            }
+        }
+        eprintln!("goprobe: stopping: writing the last interval and detaching");
+        self.write_interval();
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            self.forget(pid, "agent stopping", false);
+        }
+        self.tracer.detach_all();
+        Ok(())
+    }
+
+    /// Drain the ring buffer and add what came to the series (cumulative and this interval).
+    fn fold(&mut self) {
+        if let Some((profiler, _)) = &mut self.profiler {
+            profiler.drain();
+        }
+        self.health.events += self.tracer.drain() as u64;
+        let histograms = self.tracer.aggregator.take();
+        let mut guard = self.shared.metrics.lock().expect("metrics lock");
+        for ((func, pid), latencies) in histograms {
+            if let Some(ProcessState::Traced { ids, .. }) =
+                self.processes.get(&pid).map(|t| &t.state)
+                && !ids.contains(&func)
+            {
+                continue;
+            }
+            let key = self.series_key(func, pid);
+            guard.0.add(&key, &latencies);
+            self.interval.entry(key).or_default().merge(&latencies);
+        }
+        let counters = self.tracer.counters();
+        self.health.kernel = goprobe_common::counter::NAMES
+            .iter()
+            .copied()
+            .zip(counters)
+            .collect();
+        (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
+        self.health.binaries_inspected = self.tracer.inspections;
+        self.health.inspection_failures = self.tracer.inspection_failures;
+        let (mut processes, mut probes) = (0, 0);
+        for tracked in self.processes.values() {
+            if let ProcessState::Traced { functions, .. } = tracked.state {
+                processes += 1;
+                probes += functions as u64;
+            }
+        }
+        self.health.processes_traced = processes;
+        self.health.probes_attached = probes;
+        guard.1 = self.health.clone();
+    }
+
+    fn series_key(&self, func: u32, pid: u32) -> SeriesKey {
+        let function = self
+            .tracer
+            .functions
+            .get(func)
+            .map_or_else(|| format!("func#{func}"), |f| f.name.clone());
+        let pid_label = self.config.histogram.pid_label.then_some(pid);
+        match self.processes.get(&pid).map(|t| &t.state) {
+            Some(ProcessState::Traced { labels, .. }) => SeriesKey {
+                function,
+                service: labels.service.clone(),
+                container: labels.container.clone(),
+                pod: labels.pod.clone(),
+                namespace: labels.namespace.clone(),
+                pid: pid_label,
+            },
+            _ => SeriesKey {
+                function,
+                pid: pid_label,
+                ..SeriesKey::default()
+            },
+        }
+    }
+
+    /// Write this interval's histograms to the archive and start the next interval.
+    fn write_interval(&mut self) {
+        self.fold();
+        let ttl = self.config.histogram.idle_series_ttl.0;
+        self.shared
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .0
+            .expire(ttl);
+        let end_ms = now_ms();
+        let start_ms = std::mem::replace(&mut self.interval_start_ms, end_ms);
+        self.write_profiles(start_ms, end_ms);
+        let interval = std::mem::take(&mut self.interval);
+        if interval.is_empty() {
+            return;
+        }
+        let records: Vec<Record> = interval
+            .into_iter()
+            .map(|(series, latencies)| Record {
+                start_ms,
+                end_ms,
+                series,
+                latencies,
+            })
+            .collect();
+        let retention = Retention {
+            max_age_ms: self.config.archive.retention.0.as_millis() as u64,
+            max_bytes: self.config.archive.max_size.0,
+        };
+        match self.shared.archive.write(&records, retention) {
+            Ok(()) => self.health.archive_writes += 1,
+            Err(e) => {
+                self.health.archive_errors += 1;
+                eprintln!("goprobe: archive: {e}");
+            }
+        }
+    }
+
+    /// Archive this interval's CPU profile of each traced process.
+    fn write_profiles(&mut self, start_ms: u64, end_ms: u64) {
+        let Some((profiler, symbolizer)) = &mut self.profiler else {
+            return;
+        };
+        let profile = profiler.snapshot(symbolizer);
+        let pids: BTreeSet<u32> = profile.stacks.iter().map(|s| s.1).collect();
+        let mut records = Vec::new();
+        // Processes no longer traced have had their last samples in this snapshot.
+        let traced: HashSet<u32> = profiler.pids().clone();
+        let services = std::mem::take(&mut self.profiled);
+        for (pid, service) in &services {
+            if traced.contains(pid) {
+                self.profiled.insert(*pid, service.clone());
+            }
+        }
+        for pid in pids {
+            let service = services.get(&pid).cloned().unwrap_or_default();
+            let one = profile.of_pid(pid);
+            let comment = format!(
+                "goprobe agent: PID {pid} {service}, {} Hz",
+                self.config.profile.frequency
+            );
+            match crate::outputs::pprof::to_gzip(&one.to_pprof(&comment)) {
+                Ok(pprof_gz) => records.push(ProfileRecord {
+                    start_ms,
+                    end_ms,
+                    pid,
+                    service,
+                    pprof_gz,
+                }),
+                Err(e) => eprintln!("goprobe: profile of PID {pid}: {e}"),
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let retention = Retention {
+            max_age_ms: self.config.archive.retention.0.as_millis() as u64,
+            max_bytes: self.config.archive.max_size.0,
+        };
+        if let Err(e) = self.shared.archive.write_profiles(&records, retention) {
+            self.health.archive_errors += 1;
+            eprintln!("goprobe: archive: {e}");
+        }
+    }
+
+    /// Find processes that started, exec'd or exited since the last scan.
+    fn scan(&mut self) {
+        // Calls made so far are counted under the labels they were made with.
+        self.fold();
+        let pids = targets::all_pids();
+        let alive: HashSet<u32> = pids.iter().copied().collect();
+        let gone: Vec<u32> = self
+            .processes
+            .keys()
+            .filter(|pid| !alive.contains(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            self.forget(pid, "exited", true);
+        }
+        for pid in pids {
+            self.look_at(pid);
+        }
+    }
+
+    /// A process found by a scan or an exec event: trace it if it is new (a new PID, a reused
+    /// one, or an exec) and a probe selects it.
+    fn look_at(&mut self, pid: u32) {
+        let stat = match targets::stat(pid) {
+            Some(stat) if !stat.zombie => stat,
+            // Exited (a zombie until its parent reaps it), or gone meanwhile.
+            _ => {
+                self.forget(pid, "exited", true);
+                return;
+            }
+        };
+        let start = stat.start;
+        let binary = BinaryKey::of(Path::new(&format!("/proc/{pid}/exe"))).ok();
+        if let Some(known) = self.processes.get(&pid) {
+            if known.start == start && known.binary == binary {
+                return;
+            }
+            let why = if known.start != start {
+                "exited (its PID was reused)"
+            } else if binary.is_none() {
+                "exited"
+            } else {
+                "exec'd another binary"
+            };
+            self.forget(pid, why, true);
+        }
+        let state = match binary {
+            Some(_) => self.consider(pid, &stat.comm),
+            None => ProcessState::Ignored,
+        };
+        self.processes.insert(
+            pid,
+            Tracked {
+                start,
+                binary,
+                state,
+            },
+        );
+    }
+
+    fn forget(&mut self, pid: u32, why: &str, log: bool) {
+        if let Some((profiler, _)) = &mut self.profiler {
+            profiler.remove_pid(pid);
+        }
+        if let Some(Tracked {
+            state: ProcessState::Traced { attachment, .. },
+            ..
+        }) = self.processes.remove(&pid)
+        {
+            self.tracer.detach(attachment);
+            if log {
+                eprintln!("goprobe: detached from PID {pid}: {why}");
+            }
+        }
+    }
+
+    /// Decide whether to trace a process that was not seen before, and attach if so.
+    fn consider(&mut self, pid: u32, comm: &str) -> ProcessState {
+        let Ok(process) = Process::get(pid) else {
+            return ProcessState::Ignored;
+        };
+        let placement = labels::placement(pid);
+        if let Some(uid) = &placement.pod_uid {
+            self.refresh_pods(uid);
+        }
+        let exe_name = process.exe_name.to_string_lossy();
+        let exe = exe_name
+            .strip_suffix(" (deleted)")
+            .unwrap_or(&exe_name)
+            .to_string();
+        let pod = placement
+            .pod_uid
+            .as_ref()
+            .and_then(|uid| self.pods.by_uid.get(uid));
+        let who = Who {
+            exe,
+            comm: comm.to_string(),
+            container_id: placement.container_id.clone(),
+            pod_uid: placement.pod_uid.clone(),
+            pod_name: pod.map(|p| p.0.clone()),
+            namespace: pod.map(|p| p.1.clone()),
+        };
+        let selecting: Vec<usize> = (0..self.probes.len())
+            .filter(|&i| self.probes[i].selects(&who))
+            .collect();
+        if selecting.is_empty() {
+            return ProcessState::Ignored;
+        }
+        // Only probes that chose this process explicitly (by exe, name, container or pod)
+        // make a skipped process worth a message; others are every Go process on the host.
+        let explicit = selecting.iter().any(|&i| {
+            let p = &self.probes[i];
+            !(p.exe.is_empty()
+                && p.process.is_empty()
+                && p.container.is_empty()
+                && p.pod.is_empty())
+        });
+        if let BinaryState::Skipped { reason, .. } = self.tracer.plan(process.binary, &process.exe)
+        {
+            if explicit {
+                eprintln!("goprobe: not tracing PID {pid} ({}): {reason}", who.exe);
+            }
+            return ProcessState::Ignored;
+        }
+        let probes = &self.probes;
+        let select = |name: &str| selecting.iter().any(|&i| probes[i].traces(name));
+        match self
+            .tracer
+            .attach_selected(process.binary, &process.exe, Some(pid), &select)
+        {
+            Ok((attached, attachment)) => {
+                let names: Vec<&str> = selecting
+                    .iter()
+                    .map(|&i| self.probes[i].name.as_str())
+                    .collect();
+                eprintln!(
+                    "goprobe: attached {} functions ({} inlined copies, {} probe sites) in PID {pid} ({}) for {}",
+                    attached.functions,
+                    attached.inlined_copies,
+                    attached.sites,
+                    who.exe,
+                    names.join(", ")
+                );
+                let service = selecting
+                    .iter()
+                    .find_map(|&i| self.probes[i].service.clone())
+                    .unwrap_or_else(|| {
+                        Path::new(&who.exe)
+                            .file_name()
+                            .map_or_else(|| who.comm.clone(), |n| n.to_string_lossy().into())
+                    });
+                if let Some((profiler, symbolizer)) = &mut self.profiler {
+                    symbolizer.observe(pid);
+                    match profiler.add_pid(pid) {
+                        Ok(()) => {
+                            self.profiled.insert(pid, service.clone());
+                        }
+                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e}"),
+                    }
+                }
+                ProcessState::Traced {
+                    attachment,
+                    functions: attached.functions,
+                    ids: attached.ids,
+                    labels: ProcessLabels {
+                        service,
+                        container: who
+                            .container_id
+                            .as_deref()
+                            .map(|c| short_container(c).to_string())
+                            .unwrap_or_default(),
+                        pod: who.pod_name.or(who.pod_uid).unwrap_or_default(),
+                        namespace: who.namespace.unwrap_or_default(),
+                    },
+                }
+            }
+            // The binary has matches, but only for probes that do not select this process.
+            Err(TraceError::NoMatch(_)) => ProcessState::Ignored,
+            // It exited while goprobe looked at it (a short-lived process): nothing to trace.
+            Err(_) if targets::stat(pid).is_none_or(|s| s.zombie) => ProcessState::Ignored,
+            Err(e) => {
+                self.health.attach_errors += 1;
+                eprintln!("goprobe: cannot attach to PID {pid} ({}): {e}", who.exe);
+                ProcessState::Ignored
+            }
+        }
+    }
+
+    /// Learn pod names from the kubelet when a pod UID is not known yet (rate-limited).
+    fn refresh_pods(&mut self, uid: &str) {
+        let Some(url) = &self.config.kubernetes.kubelet_pods_url else {
+            return;
+        };
+        if self.pods.by_uid.contains_key(uid)
+            || self.pods_fetched.is_some_and(|t| t.elapsed() < PODS_EVERY)
+        {
+            return;
+        }
+        self.pods_fetched = Some(Instant::now());
+        let url = expand_env(&url.0);
+        match crate::outputs::http::http_get(&url, None)
+            .and_then(|body| Ok(serde_json::from_str::<serde_json::Value>(&body)?))
+        {
+            Ok(list) => self.pods = PodNames::from_pod_list(&list),
+            Err(e) => eprintln!("goprobe: kubelet pod list {url}: {e}"),
+        }
+    }
+
+    /// SIGHUP: read the config again. A config with an error changes nothing.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.health.config_reload_errors += 1;
+                eprintln!("goprobe: config reload refused, the running config stays: {e}");
+                return;
+            }
+        };
+        for (what, changed) in [
+            ("http.listen", new.http.listen != self.config.http.listen),
+            (
+                "http.bearer_token_file",
+                new.http.bearer_token_file != self.config.http.bearer_token_file,
+            ),
+            ("archive.path", new.archive.path != self.config.archive.path),
+            ("otlp", new.otlp.is_some() != self.config.otlp.is_some()),
+        ] {
+            if changed {
+                eprintln!("goprobe: {what} changed: it takes effect when the agent restarts");
+            }
+        }
+        // Count what was collected under the old probes, then start over with the new ones.
+        self.fold();
+        let pids: Vec<u32> = self.processes.keys().copied().collect();
+        for pid in pids {
+            self.forget(pid, "config reloaded", false);
+        }
+        self.processes.clear();
+        self.probes = Probe::compile(&new);
+        let all: Vec<Pattern> = self
+            .probes
+            .iter()
+            .flat_map(|p| p.patterns.clone())
+            .collect();
+        self.tracer.set_pattern(Pattern::any_of(&all));
+        self.shared
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .0
+            .rebucket(&new.histogram.buckets.0);
+        let (listen, archive_path, otlp) = (
+            self.config.http.listen,
+            self.config.archive.path.clone(),
+            self.config.otlp.clone(),
+        );
+        self.config = new;
+        // Kept until restart (see above).
+        self.config.http.listen = listen;
+        self.config.archive.path = archive_path;
+        self.config.otlp = otlp;
+        self.health.config_reloads += 1;
+        eprintln!("goprobe: config reloaded: {} probes", self.probes.len());
+        self.scan();
+    }
+}
+
+/// `${NAME}` replaced by the environment variable NAME (empty if unset): the kubelet's
+/// address can come from the downward API (`http://${NODE_NAME}:10255/pods`).
+fn expand_env(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + 2 + end];
+                out.push_str(&std::env::var(name).unwrap_or_default());
+                rest = &rest[start + 3 + end..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_environment_variables() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(expand_env("a${PATH}b"), format!("a{path}b"));
+        assert_eq!(
+            expand_env("http://${GOPROBE_SURELY_UNSET_VAR}:1/x${"),
+            "http://:1/x${"
+        );
+    }
+
+    fn who(exe: &str, comm: &str, container: Option<&str>, pod: Option<&str>) -> Who {
+        Who {
+            exe: exe.into(),
+            comm: comm.into(),
+            container_id: container.map(String::from),
+            pod_uid: pod.map(String::from),
+            pod_name: None,
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn selectors_must_all_hold() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            r#"
+[[probe]]
+functions = ["go:main.a"]
+[[probe]]
+functions = ["go:main.b"]
+exe = ["/srv/**"]
+process = ["web*"]
+[[probe]]
+functions = ["go:main.c"]
+container = ["*"]
+[[probe]]
+functions = ["go:main.d"]
+container = ["3f1d7a0b9c8e"]
+pod = ["1b2c3d4e-*"]
+"#,
+        )
+        .unwrap();
+        let probes = Probe::compile(&config);
+        let id = "3f1d7a0b9c8e4f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a";
+        let uid = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901";
+        let host = who("/srv/app/web", "webd", None, None);
+        let in_pod = who("/app", "app", Some(id), Some(uid));
+        let sel = |w: &Who| -> Vec<bool> { probes.iter().map(|p| p.selects(w)).collect() };
+        assert_eq!(sel(&host), [true, true, false, false]);
+        assert_eq!(sel(&in_pod), [true, false, true, true]);
+        assert_eq!(
+            sel(&who("/srv/app/web", "other", None, None)),
+            [true, false, false, false]
+        );
+        assert!(probes[1].traces("main.b") && !probes[1].traces("main.a"));
+    }
+}

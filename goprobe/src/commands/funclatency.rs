@@ -1,0 +1,384 @@
+//! `goprobe funclatency`: a short-lived tracer with one pattern, printing histograms.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io::Write as _,
+    time::{Duration, Instant, SystemTime},
+};
+
+use goprobe_common::{Misses, counter};
+
+use crate::{
+    cli::FunclatencyArgs,
+    engine::hostwide::HostWide,
+    engine::session::{
+        Coverage, SCAN_EVERY, SWEEP_EVERY, attach_mode_from_env, attach_targets_noting,
+        check_targets, next_execs, scan_processes, select, start_host_wide,
+    },
+    engine::stack_view::StackView,
+    engine::stop::Stop,
+    engine::{Selection, Tracer},
+    kernel::Probes,
+    outputs::{self, FunctionSites, Report, Row},
+    pipeline::{self, Latencies, Unit},
+    plan::Pattern,
+    targets::{self},
+};
+
+pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
+    let pattern = Pattern::parse(&args.pattern, args.regex)?;
+    let selection = selection(&args, &pattern)?;
+    let mode = attach_mode_from_env();
+
+    // Everything that can be checked without touching a target is checked before loading BPF.
+    let processes = check_targets(&selection)?;
+    let probes = Probes::Latency {
+        stacks_min_ns: stacks_min_ns(&args)?,
+    };
+    let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
+    let verbose = args.verbose;
+    if verbose {
+        eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
+    }
+    let mut coverage = Coverage::starting_now();
+    let tracked_pids = attach_targets_noting(
+        &mut tracer,
+        &selection,
+        &processes,
+        verbose,
+        Some(&mut coverage),
+    )?;
+    coverage.attached_at = SystemTime::now();
+    let mut host = start_host_wide(&mut tracer, &selection, verbose)?;
+    // The first interval (the whole run, without -i) begins when the probes are in place.
+    coverage.since = Instant::now();
+    let mut stack_view = probes_stacks(&probes).then(StackView::default);
+    if let Some(view) = stack_view.as_mut() {
+        view.observe_pids(processes.iter().map(|p| p.pid));
+        view.preload(&tracer);
+    }
+
+    let banner = format!(
+        "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
+        tracer.traced_names.len(),
+        args.pattern
+    );
+    if args.json {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(host) = host.as_mut() {
+        host.announce = true;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(event_loop(
+        &mut tracer,
+        &args,
+        &selection,
+        tracked_pids,
+        &mut stack_view,
+        &mut coverage,
+        &mut host,
+    ))?;
+
+    tracer.detach_all();
+    tracer.drain();
+    print_interval(
+        &mut tracer,
+        &args,
+        &mut stack_view,
+        &mut coverage,
+        &mut host,
+    )?;
+    if verbose {
+        print_counters(&mut tracer);
+    }
+    if let Some(host) = &host {
+        let processes = host.summary(&tracer).describe();
+        if args.json {
+            eprintln!("goprobe: processes: {processes}");
+        } else {
+            println!();
+            println!("Processes: {processes}");
+        }
+    }
+    if !args.json {
+        println!("Detaching...");
+    }
+    Ok(())
+}
+
+fn probes_stacks(probes: &Probes) -> bool {
+    matches!(
+        probes,
+        Probes::Latency {
+            stacks_min_ns: Some(_)
+        }
+    )
+}
+
+/// --stacks / --slower-than: the latency from which calls carry their stack.
+fn stacks_min_ns(args: &FunclatencyArgs) -> anyhow::Result<Option<u64>> {
+    Ok(match args.slower_than {
+        Some(d) => Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)),
+        None if args.stacks => Some(0),
+        None => None,
+    })
+}
+
+fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Selection> {
+    select(pattern, &args.pids, args.binary.as_ref())
+}
+
+async fn event_loop(
+    tracer: &mut Tracer,
+    args: &FunclatencyArgs,
+    selection: &Selection,
+    tracked_pids: HashSet<u32>,
+    stack_view: &mut Option<StackView>,
+    coverage: &mut Coverage,
+    host: &mut Option<HostWide>,
+) -> anyhow::Result<()> {
+    // -b: the processes of the binary are found by the scans, the ones running now included.
+    let mut seen_pids = HashMap::new();
+    let mut stop = Stop::new(args.duration)?;
+    let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
+    let mut scan = tokio::time::interval(SCAN_EVERY);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let interval = args.interval.map(Duration::from_secs);
+    let mut print = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
+    print.tick().await; // the first tick is immediate
+
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = drain.tick() => {
+                tracer.drain();
+                if let Some(view) = stack_view.as_mut() {
+                    view.observe(&tracer.aggregator.stacks);
+                }
+            }
+            _ = print.tick(), if interval.is_some() => {
+                tracer.drain();
+                print_interval(tracer, args, stack_view, coverage, host)?;
+                if args.verbose {
+                    let (goroutines, nested, bytes) = tracer.kernel().pairing_now();
+                    eprintln!(
+                        "goprobe: pairing now: {goroutines} goroutine records, {nested} nested open calls, {} KiB",
+                        bytes.div_ceil(1024)
+                    );
+                }
+            }
+            events = next_execs(host) => {
+                if let Some(host) = host.as_mut() {
+                    host.on_execs(tracer, events);
+                }
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
+            }
+            _ = scan.tick() => match selection {
+                Selection::HostWide => {
+                    if let Some(host) = host.as_mut() {
+                        host.scan(tracer);
+                    }
+                    if let Some(view) = stack_view.as_mut() {
+                        view.preload(tracer);
+                    }
+                }
+                Selection::Pids(_) => {
+                    // Like `perf -p`: when every traced process has exited, there is nothing left.
+                    if tracked_pids.iter().all(|&pid| !targets::is_alive(pid)) {
+                        if args.verbose {
+                            eprintln!("goprobe: every traced process has exited");
+                        }
+                        break;
+                    }
+                }
+                Selection::Binary(_) => {
+                    if args.json {
+                        scan_processes(coverage, &mut seen_pids);
+                    }
+                }
+            },
+            _ = sweep.tick() => { tracer.sweep(targets::is_alive); }
+        }
+    }
+    Ok(())
+}
+
+/// Print this interval's histograms (or the whole run's, without -i) and reset them; the next
+/// interval begins.
+fn print_interval(
+    tracer: &mut Tracer,
+    args: &FunclatencyArgs,
+    stack_view: &mut Option<StackView>,
+    coverage: &mut Coverage,
+    host: &mut Option<HostWide>,
+) -> anyhow::Result<()> {
+    if let Some(host) = host.as_ref() {
+        coverage.sync(host);
+    }
+    let elapsed = coverage.since.elapsed();
+    coverage.since = Instant::now();
+    let (histograms, missed) = tracer.take_interval();
+    if let Some(host) = host.as_mut() {
+        host.note_counted(histograms.keys().map(|&(_, pid)| pid));
+    }
+    // From when each process's calls are counted.
+    let coverage_of = |pid: u32| match host.as_ref() {
+        Some(host) => host.coverage(pid).map_or((None, None), |(at, from_start)| {
+            (Some(at), Some(from_start))
+        }),
+        None => (Some(coverage.attached_at), None),
+    };
+    let by_stack = tracer.aggregator.stacks.take();
+    let unit = if args.milliseconds {
+        Unit::Milliseconds
+    } else if args.microseconds {
+        Unit::Microseconds
+    } else {
+        Unit::Nanoseconds
+    };
+    let name_of = |func: u32| {
+        tracer
+            .functions
+            .get(func)
+            .map_or_else(|| format!("func#{func}"), |f| f.name.clone())
+    };
+    let per_function = args.json || args.per_function || tracer.traced_names.len() <= 1;
+    let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
+    // The row of (function, pid), made on first use.
+    let mut row_of = |func: u32, pid: u32| -> (String, u32) {
+        let function = if per_function {
+            name_of(func)
+        } else {
+            tracer.pattern.name.clone()
+        };
+        let key = (function.clone(), pid);
+        let row = rows.entry(key.clone()).or_insert_with(|| Row {
+            function,
+            pid,
+            attached: coverage_of(pid).0,
+            from_start: coverage_of(pid).1,
+            latencies: Latencies::default(),
+            misses: Misses::default(),
+            sites: per_function.then(FunctionSites::default),
+            stacks: stack_view.as_ref().map(|_| Vec::new()),
+        });
+        if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
+            sites.out_of_line |= info.out_of_line;
+            sites.inlined_copies = sites.inlined_copies.max(info.inlined_copies);
+        }
+        key
+    };
+    let mut keys = Vec::new();
+    for ((func, pid), latencies) in histograms {
+        keys.push((row_of(func, pid), latencies));
+    }
+    let mut missed_keys = Vec::new();
+    for ((func, pid), misses) in &missed {
+        missed_keys.push((row_of(*func, *pid), *misses));
+    }
+    // JSON: a traced function without calls is a line with count 0 (scripts see it was traced);
+    // the text output, like bcc's, shows only functions that were called.
+    if args.json {
+        for (func, pid) in coverage.pairs() {
+            row_of(func, pid);
+        }
+    }
+    coverage.forget_exited();
+    for (key, latencies) in keys {
+        if let Some(row) = rows.get_mut(&key) {
+            row.latencies.merge(&latencies);
+        }
+    }
+    let mut in_rows = Misses::default();
+    for (key, misses) in missed_keys {
+        if let Some(row) = rows.get_mut(&key) {
+            row.misses.add(&misses);
+            in_rows.add(&misses);
+        }
+    }
+    if let Some(view) = stack_view.as_mut() {
+        view.observe(&by_stack);
+        for ((func, pid), stacks) in &by_stack.by_call {
+            let function = if per_function {
+                name_of(*func)
+            } else {
+                tracer.pattern.name.clone()
+            };
+            let found = view.rows(
+                tracer.kernel().ebpf(),
+                *pid,
+                (*func, &name_of(*func)),
+                stacks,
+            );
+            if let Some(row) = rows.get_mut(&(function, *pid))
+                && let Some(row_stacks) = row.stacks.as_mut()
+            {
+                row_stacks.extend(found);
+                row_stacks.sort_by(|a, b| {
+                    b.latencies
+                        .quantile_ns(0.99)
+                        .cmp(&a.latencies.quantile_ns(0.99))
+                        .then(b.latencies.count.cmp(&a.latencies.count))
+                });
+            }
+        }
+    }
+    // The kernel's totals count every miss even if its per-function table was full.
+    let deltas = tracer.counter_deltas();
+    let totals = Misses {
+        lost: in_rows.lost.max(deltas[counter::EVENTS_LOST as usize]),
+        untimed: in_rows
+            .untimed
+            .max(deltas[counter::ENTRIES_DROPPED as usize] + deltas[counter::MAP_FULL as usize]),
+        unpaired: in_rows
+            .unpaired
+            .max(deltas[counter::RETURNS_UNPAIRED as usize]),
+    };
+    let report = Report {
+        rows: rows.into_values().collect(),
+        unit,
+        time: SystemTime::now(),
+        show_time: args.timestamp,
+        interval_s: elapsed.as_secs_f64(),
+        missed: totals,
+        stacks_min_ns: stacks_min_ns(args)?.filter(|&ns| ns > 0),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        outputs::json::write_report(&mut stdout, &report)?;
+    } else {
+        outputs::text::write_report(&mut stdout, &report)?;
+    }
+    Ok(())
+}
+
+fn print_counters(tracer: &mut Tracer) {
+    let counters = tracer.counters();
+    let mut fields: serde_json::Map<String, serde_json::Value> = goprobe_common::counter::NAMES
+        .iter()
+        .zip(counters)
+        .map(|(name, value)| (name.to_string(), value.into()))
+        .collect();
+    let pairing = tracer.kernel().pairing();
+    let open: u64 = pairing.open_by_process.values().sum();
+    fields.insert("open_goroutines".into(), open.into());
+    fields.insert("tracked_goroutines".into(), pairing.goroutines.into());
+    fields.insert("open_calls".into(), pairing.open_calls.into());
+    fields.insert("pairing_bytes".into(), pairing.bytes.into());
+    eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
+    eprintln!("goprobe: {}", pairing.describe());
+    if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
+        let stats = tracer.kernel_mut().program_stats();
+        if let Ok(json) = serde_json::to_string(&stats) {
+            eprintln!("goprobe: bpf stats {json}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `goprobe query` and `goprobe diff`: histograms of any time range from the agent's archive,
+//! and how they moved between two ranges. The same summaries back the agent's JSON API
+//! (`/api/v1/query`, `/api/v1/diff`), which the commands use while the agent runs; with
+//! `--archive` they read the database file directly (when no agent holds it).
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::{DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN, DiffArgs, QueryArgs, SourceArgs},
+    outputs::{
+        http::{HttpError, http_get, http_request_bytes, percent_encode},
+        tables::{write_diff_table, write_query_text},
+    },
+    pipeline::{
+        Unit,
+        archive::Archive,
+        history::{Range, answer_diff, answer_query, check_range, now_ms, parse_range, parse_time},
+    },
+    plan::Pattern,
+};
+
+/// Where `query` and `diff` read from.
+enum Source {
+    Archive(Archive),
+    Url { base: String, token: Option<String> },
+}
+
+fn source(args: &SourceArgs) -> anyhow::Result<Source> {
+    if let Some(path) = &args.archive {
+        return Ok(Source::Archive(Archive::open_existing(path)?));
+    }
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"));
+    Ok(Source::Url {
+        base: base.trim_end_matches('/').to_string(),
+        token,
+    })
+}
+
+fn function_pattern(glob: Option<&str>) -> anyhow::Result<Option<Pattern>> {
+    Ok(glob.map(|g| Pattern::name_only(g, false)).transpose()?)
+}
+
+/// `query --profile` / `diff --profile`: from the archive or the agent, into `path`.
+fn write_profile(
+    source: Source,
+    ranges: &[Range],
+    pid: Option<u32>,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = match source {
+        Source::Archive(archive) => crate::outputs::pprof::answer_profile(&archive, ranges, pid)?,
+        Source::Url { base, token } => {
+            let at = |ms: u64| ms as f64 / 1000.0;
+            let mut url = match ranges {
+                [r] => format!(
+                    "{base}/api/v1/profile?from=@{}&to=@{}",
+                    at(r.from_ms),
+                    at(r.to_ms)
+                ),
+                [a, b] => format!(
+                    "{base}/api/v1/profile?base=@{}..@{}&compare=@{}..@{}",
+                    at(a.from_ms),
+                    at(a.to_ms),
+                    at(b.from_ms),
+                    at(b.to_ms)
+                ),
+                _ => anyhow::bail!("one or two ranges"),
+            };
+            if let Some(pid) = pid {
+                url.push_str(&format!("&pid={pid}"));
+            }
+            http_request_bytes(&url, token.as_deref(), None).map_err(|e| match e {
+                HttpError::Unreachable(host, e) => anyhow::anyhow!(
+                    "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
+                ),
+                e => anyhow::anyhow!("{url}: {e}"),
+            })?
+        }
+    };
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "goprobe: wrote {} (go tool pprof {})",
+        path.display(),
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
+    let now = now_ms();
+    let range = Range {
+        from_ms: parse_time(&args.from, now).map_err(anyhow::Error::msg)?,
+        to_ms: parse_time(&args.to, now).map_err(anyhow::Error::msg)?,
+    };
+    check_range(range).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.profile {
+        return write_profile(source(&args.source)?, &[range], args.pid, path);
+    }
+    let answer = match source(&args.source)? {
+        Source::Archive(archive) => {
+            let records = archive.read(range.from_ms, range.to_ms)?;
+            answer_query(
+                &records,
+                range,
+                function_pattern(args.function.as_deref())?.as_ref(),
+            )
+        }
+        Source::Url { base, token } => {
+            let mut url = format!(
+                "{base}/api/v1/query?from=@{}&to=@{}",
+                range.from_ms as f64 / 1000.0,
+                range.to_ms as f64 / 1000.0
+            );
+            if let Some(f) = &args.function {
+                url.push_str(&format!("&function={}", percent_encode(f)));
+            }
+            let body = http_get(&url, token.as_deref())?;
+            serde_json::from_str(&body).context("the agent's answer is not query JSON")?
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut stdout, &answer)?;
+        writeln!(stdout)?;
+    } else {
+        let unit = if args.milliseconds {
+            Unit::Milliseconds
+        } else if args.microseconds {
+            Unit::Microseconds
+        } else {
+            Unit::Nanoseconds
+        };
+        write_query_text(&mut stdout, &answer, unit)?;
+    }
+    Ok(())
+}
+
+pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
+    let now = now_ms();
+    let base = parse_range(&args.base, now).map_err(|e| anyhow::anyhow!("BASE_RANGE: {e}"))?;
+    let compare =
+        parse_range(&args.compare, now).map_err(|e| anyhow::anyhow!("COMPARE_RANGE: {e}"))?;
+    if let Some(path) = &args.profile {
+        return write_profile(source(&args.source)?, &[base, compare], args.pid, path);
+    }
+    let diff = match source(&args.source)? {
+        Source::Archive(archive) => {
+            let a = archive.read(base.from_ms, base.to_ms)?;
+            let b = archive.read(compare.from_ms, compare.to_ms)?;
+            answer_diff(
+                &a,
+                &b,
+                base,
+                compare,
+                function_pattern(args.function.as_deref())?.as_ref(),
+            )
+        }
+        Source::Url { base: url, token } => {
+            let mut url = format!(
+                "{url}/api/v1/diff?base=@{}..@{}&compare=@{}..@{}",
+                base.from_ms as f64 / 1000.0,
+                base.to_ms as f64 / 1000.0,
+                compare.from_ms as f64 / 1000.0,
+                compare.to_ms as f64 / 1000.0
+            );
+            if let Some(f) = &args.function {
+                url.push_str(&format!("&function={}", percent_encode(f)));
+            }
+            let body = http_get(&url, token.as_deref())?;
+            serde_json::from_str(&body).context("the agent's answer is not diff JSON")?
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut stdout, &diff)?;
+        writeln!(stdout)?;
+    } else {
+        write_diff_table(&mut stdout, &diff)?;
+    }
+    Ok(())
+}

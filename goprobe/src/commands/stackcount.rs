@@ -1,0 +1,224 @@
+//! `goprobe stackcount`: count the distinct user stacks at entry to Go functions, like bcc's
+//! stackcount, with Go symbolization (inlined frames, file:line) and pprof / flame graph output.
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write as _,
+    time::{Instant, SystemTime},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use goprobe_common::StackCountKey;
+
+use crate::{
+    cli::StackcountArgs,
+    engine::hostwide::HostWide,
+    engine::session::SCAN_EVERY,
+    engine::session::{
+        attach_mode_from_env, attach_targets, check_targets, next_execs, select, start_host_wide,
+    },
+    engine::stop::Stop,
+    engine::{Selection, Tracer},
+    kernel::Probes,
+    kernel::stacks::{self as stacks, StackReader},
+    outputs::{flamegraph, pprof::ProfileBuilder, stacktext},
+    plan::Pattern,
+    symbolize::{Stack, Symbolizer},
+    targets,
+};
+
+pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
+    let pattern = Pattern::parse(&args.pattern, args.regex)?;
+    let selection = select(&pattern, &args.pids, args.binary.as_ref())?;
+    let processes = check_targets(&selection)?;
+    let mut tracer = Tracer::with_probes(pattern, attach_mode_from_env(), Probes::StackCount)?;
+    let tracked = attach_targets(&mut tracer, &selection, &processes, args.verbose)?;
+    let mut host = start_host_wide(&mut tracer, &selection, args.verbose)?;
+    let mut symbolizer = Symbolizer::default();
+    for process in &processes {
+        symbolizer.observe(process.pid);
+    }
+    let mut sites = HashMap::new();
+    preload_sites(&tracer, &mut symbolizer, &mut sites);
+
+    let banner = format!(
+        "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
+        tracer.traced_names.len(),
+        args.pattern
+    );
+    if args.folded {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(host) = host.as_mut() {
+        host.announce = true;
+    }
+    let started = Instant::now();
+    let start_time = SystemTime::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(event_loop(
+        &mut tracer,
+        &mut symbolizer,
+        &mut sites,
+        &args,
+        &selection,
+        tracked,
+        &mut host,
+    ))?;
+    tracer.detach_all();
+    let elapsed = started.elapsed();
+
+    let counts = stacks::read_stack_counts(tracer.kernel().ebpf());
+    let mut reader = StackReader::default();
+    let mut merged: HashMap<Stack, u64> = HashMap::new();
+    for (key, count) in &counts {
+        let stack = match reader.get(tracer.kernel().ebpf(), key.stack) {
+            Some(trace) => {
+                // A process that exited before its maps were read: its binary is placed where
+                // the entry site of the counted function was hit (the stack's first PC).
+                symbolizer.observe(key.tgid);
+                if let Some(&(binary, offset)) = sites.get(&key.func) {
+                    symbolizer.assume_site(key.tgid, binary, offset, trace.pcs[0]);
+                }
+                symbolizer.user_stack(key.tgid, &trace, key.leaf, None)
+            }
+            None => vec![crate::symbolize::Location {
+                address: 0,
+                kind: crate::symbolize::Kind::Truncated,
+                mapping: None,
+                lines: vec![crate::symbolize::Line {
+                    function: "[truncated: stack not kept (map full)]".into(),
+                    file: String::new(),
+                    line: 0,
+                }],
+            }],
+        };
+        *merged.entry(stack).or_default() += count;
+    }
+    let mut sorted: Vec<(Stack, u64)> = merged.into_iter().collect();
+    // Least frequent first, as bcc's stackcount: the busiest stacks end up next to the prompt.
+    sorted.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+
+    let folded = flamegraph::folded_lines(sorted.iter().map(|(s, c)| (&s[..], *c)));
+    let mut stdout = std::io::stdout().lock();
+    if args.folded {
+        flamegraph::write_folded(&mut stdout, &folded)?;
+    } else {
+        for (stack, count) in &sorted {
+            writeln!(stdout)?;
+            stacktext::write_stack(&mut stdout, stack, "  ")?;
+            writeln!(stdout, "    {count}")?;
+        }
+        writeln!(stdout)?;
+        writeln!(stdout, "Detaching...")?;
+    }
+    stdout.flush()?;
+    if let Some(path) = &args.pprof {
+        let mut builder = ProfileBuilder::new(&[("calls", "count")], None);
+        builder.comment(&format!("goprobe stackcount {}", args.pattern));
+        for (stack, count) in &sorted {
+            builder.add(stack, &[*count as i64], &[]);
+        }
+        let start_ns = start_time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        crate::outputs::pprof::write_file(
+            &builder.finish(start_ns, elapsed.as_nanos() as i64),
+            path,
+        )?;
+    }
+    if let Some(path) = &args.svg {
+        flamegraph::write_svg(
+            path,
+            &folded,
+            &format!("goprobe stackcount {}", args.pattern),
+            "calls",
+        )?;
+    }
+    if args.verbose {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            stacks::counters(tracer.kernel().ebpf())
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value.into()))
+                .collect();
+        eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
+    }
+    Ok(())
+}
+
+/// Open every traced binary while a process of it is alive, and note where each function's entry
+/// site is in it (function id → (binary, file offset)).
+fn preload_sites(
+    tracer: &Tracer,
+    symbolizer: &mut Symbolizer,
+    sites: &mut HashMap<u32, ((u64, u64), u64)>,
+) {
+    for (_, func, offset) in tracer.entry_sites() {
+        if sites.contains_key(&func) {
+            continue;
+        }
+        if let Some(info) = tracer.functions.get(func)
+            && let Some(binary) = symbolizer.preload(&info.binary)
+        {
+            sites.insert(func, (binary, offset));
+        }
+    }
+}
+
+async fn event_loop(
+    tracer: &mut Tracer,
+    symbolizer: &mut Symbolizer,
+    sites: &mut HashMap<u32, ((u64, u64), u64)>,
+    args: &StackcountArgs,
+    selection: &Selection,
+    tracked: HashSet<u32>,
+    host: &mut Option<HostWide>,
+) -> anyhow::Result<()> {
+    let mut stop = Stop::new(args.duration)?;
+    let mut scan = tokio::time::interval(SCAN_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            events = next_execs(host) => {
+                if let Some(host) = host.as_mut() {
+                    host.on_execs(tracer, events);
+                }
+                preload_sites(tracer, symbolizer, sites);
+            }
+            _ = scan.tick() => {
+                // Read how each process that made a counted call maps its code while it runs.
+                for tgid in counted_tgids(tracer) {
+                    symbolizer.observe(tgid);
+                }
+                match selection {
+                    Selection::HostWide => {
+                        if let Some(host) = host.as_mut() {
+                            host.scan(tracer);
+                        }
+                        preload_sites(tracer, symbolizer, sites);
+                    }
+                    Selection::Pids(_) => {
+                        if tracked.iter().all(|&pid| !targets::is_alive(pid)) {
+                            break;
+                        }
+                    }
+                    Selection::Binary(_) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn counted_tgids(tracer: &Tracer) -> HashSet<u32> {
+    tracer
+        .kernel()
+        .ebpf()
+        .map("STACK_COUNTS")
+        .and_then(|m| BpfHashMap::<&MapData, StackCountKey, u64>::try_from(m).ok())
+        .map(|m| m.keys().filter_map(Result::ok).map(|k| k.tgid).collect())
+        .unwrap_or_default()
+}

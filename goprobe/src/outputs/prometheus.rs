@@ -1,0 +1,266 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//!
+//! - `goprobe_function_latency_seconds` (histogram): calls that returned, by function, service,
+//!   container, pod, namespace; cumulative since the agent started (reset on restart, which
+//!   `rate()` handles).
+//! - `goprobe_agent_*`: the agent's own health.
+use std::fmt::Write as _;
+
+use crate::pipeline::series::Cumulative;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The agent's own counters and gauges.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Processes with probes attached now.
+    pub processes_traced: u64,
+    /// Functions attached now, summed over processes.
+    pub probes_attached: u64,
+    /// Calls measured (events read from the ring buffer).
+    pub events: u64,
+    /// Kernel counters (goprobe_common::counter), summed over CPUs, since the agent started.
+    pub kernel: Vec<(&'static str, u64)>,
+    pub attach_errors: u64,
+    pub binaries_inspected: u64,
+    pub inspection_failures: u64,
+    pub archive_writes: u64,
+    pub archive_errors: u64,
+    pub otlp_exports: u64,
+    pub otlp_errors: u64,
+    pub config_reloads: u64,
+    pub config_reload_errors: u64,
+    pub start_time_s: f64,
+}
+
+pub fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_set(labels: &[(&str, String)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Format a bound or sum the way Prometheus clients do (shortest exact form).
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        "+Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+pub fn render(cumulative: &Cumulative, health: &Health) -> String {
+    let mut out = String::new();
+    let name = "goprobe_function_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of traced Go functions: calls that returned, from entry to return."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (key, h) in &cumulative.series {
+        let labels = key.labels();
+        let base = label_set(&labels);
+        let mut cumulative_count = 0;
+        for (i, calls) in h.buckets.iter().enumerate() {
+            cumulative_count += calls;
+            let le = cumulative.bounds_s.get(i).copied().unwrap_or(f64::INFINITY);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{base},le=\"{}\"}} {cumulative_count}",
+                number(le)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{base}}} {}",
+            number(h.sum_ns as f64 / 1e9)
+        );
+        let _ = writeln!(out, "{name}_count{{{base}}} {}", h.count);
+    }
+
+    let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP goprobe_agent_{name} {help}");
+        let _ = writeln!(out, "# TYPE goprobe_agent_{name} {kind}");
+        let _ = writeln!(out, "goprobe_agent_{name} {value}");
+    };
+    gauge(
+        "processes_traced",
+        "gauge",
+        "Processes with probes attached.",
+        health.processes_traced,
+    );
+    gauge(
+        "probes_attached",
+        "gauge",
+        "Functions attached, summed over the processes traced.",
+        health.probes_attached,
+    );
+    gauge(
+        "events_total",
+        "counter",
+        "Calls measured (events read from the kernel).",
+        health.events,
+    );
+    let lost = health
+        .kernel
+        .iter()
+        .find(|(n, _)| *n == "events_lost")
+        .map_or(0, |c| c.1);
+    gauge(
+        "events_dropped_total",
+        "counter",
+        "Calls not measured because the ring buffer was full (the traced program never waits).",
+        lost,
+    );
+    gauge(
+        "attach_errors_total",
+        "counter",
+        "Attempts to attach probes to a process that failed.",
+        health.attach_errors,
+    );
+    gauge(
+        "binaries_inspected_total",
+        "counter",
+        "Binaries inspected (once per distinct build ID).",
+        health.binaries_inspected,
+    );
+    gauge(
+        "inspection_failures_total",
+        "counter",
+        "Binaries that could not be inspected (unreadable or malformed; not counting non-Go binaries).",
+        health.inspection_failures,
+    );
+    gauge(
+        "archive_writes_total",
+        "counter",
+        "Intervals written to the archive.",
+        health.archive_writes,
+    );
+    gauge(
+        "archive_errors_total",
+        "counter",
+        "Intervals that could not be written to the archive.",
+        health.archive_errors,
+    );
+    gauge(
+        "otlp_exports_total",
+        "counter",
+        "OTLP exports sent.",
+        health.otlp_exports,
+    );
+    gauge(
+        "otlp_errors_total",
+        "counter",
+        "OTLP exports that failed.",
+        health.otlp_errors,
+    );
+    gauge(
+        "config_reloads_total",
+        "counter",
+        "Configuration reloads applied (SIGHUP).",
+        health.config_reloads,
+    );
+    gauge(
+        "config_reload_errors_total",
+        "counter",
+        "Configuration reloads refused because the new file had an error.",
+        health.config_reload_errors,
+    );
+    // Calls seen but not timed, by why: the histograms are short by exactly this much.
+    let kernel = |name: &str| {
+        health
+            .kernel
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|c| c.1)
+            .sum::<u64>()
+    };
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_calls_not_timed_total Calls of traced functions seen but not timed: lost (ring buffer full), untimed (pairing capacity reached: the goroutine or nested-call map was full), unpaired (a return without its entry: the call began before goprobe attached)."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_calls_not_timed_total counter");
+    for (reason, value) in [
+        ("lost", kernel("events_lost")),
+        ("untimed", kernel("entries_dropped") + kernel("map_full")),
+        ("unpaired", kernel("returns_unpaired")),
+    ] {
+        let _ = writeln!(
+            out,
+            "goprobe_agent_calls_not_timed_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_kernel_events_total The eBPF programs' own counters, by name."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_kernel_events_total counter");
+    for (counter, value) in &health.kernel {
+        let _ = writeln!(
+            out,
+            "goprobe_agent_kernel_events_total{{counter=\"{counter}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_start_time_seconds When the agent started, in seconds since the epoch."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_start_time_seconds gauge");
+    let _ = writeln!(
+        out,
+        "goprobe_agent_start_time_seconds {}",
+        number(health.start_time_s)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_build_info goprobe's version.\n# TYPE goprobe_agent_build_info gauge\ngoprobe_agent_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{Latencies, series::SeriesKey};
+
+    #[test]
+    fn histogram_text() {
+        let mut c = Cumulative::new(&[0.001, 0.01], false);
+        let mut l = Latencies::default();
+        l.record(500_000);
+        l.record(2_000_000);
+        l.record(50_000_000);
+        let key = SeriesKey {
+            function: "main.(*T).Get".into(),
+            service: "web \"1\"".into(),
+            ..SeriesKey::default()
+        };
+        c.add(&key, &l);
+        let text = render(&c, &Health::default());
+        assert_eq!(c.clone().expire(std::time::Duration::from_secs(60)), 0);
+        assert_eq!(c.clone().expire(std::time::Duration::ZERO), 1);
+        let base = r#"function="main.(*T).Get",service="web \"1\"""#;
+        for line in [
+            format!("goprobe_function_latency_seconds_bucket{{{base},le=\"0.001\"}} 1"),
+            format!("goprobe_function_latency_seconds_bucket{{{base},le=\"0.01\"}} 2"),
+            format!("goprobe_function_latency_seconds_bucket{{{base},le=\"+Inf\"}} 3"),
+            format!("goprobe_function_latency_seconds_sum{{{base}}} 0.0525"),
+            format!("goprobe_function_latency_seconds_count{{{base}}} 3"),
+            "goprobe_agent_events_dropped_total 0".into(),
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} not in:\n{text}"
+            );
+        }
+    }
+}

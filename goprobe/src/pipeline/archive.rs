@@ -1,0 +1,427 @@
+//! The archive: every interval's histograms, per series, in an embedded database on the host
+//! (redb: copy-on-write B-trees, each commit fsync'ed, so a crash or SIGKILL loses at most the
+//! interval not yet written, never what was committed).
+//!
+//! Keys are `(interval end in ms since the epoch, sequence)`, so a time range is one ordered
+//! range scan and retention deletes from the front. Values are the series' labels and its
+//! histogram in [`Latencies::encode`]'s compact form.
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use super::{Latencies, series::SeriesKey};
+
+const INTERVALS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("intervals");
+/// Bookkeeping: "bytes" is the total size of the stored values, for the size limit.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// CPU profiles, one per process and interval: key `(interval end in ms, sequence)`, value the
+/// interval start, the PID, the service label and the gzipped pprof profile.
+const PROFILES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("profiles");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "the archive {} is in use by another process (a running agent): query the agent's HTTP API with --url instead",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    #[error("archive {}: {message}", .path.display())]
+    Db { path: PathBuf, message: String },
+}
+
+/// One series' histogram over one interval.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub series: SeriesKey,
+    pub latencies: Latencies,
+}
+
+/// One process's CPU profile over one interval.
+#[derive(Debug, Clone)]
+pub struct ProfileRecord {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub pid: u32,
+    pub service: String,
+    /// A gzipped pprof profile.
+    pub pprof_gz: Vec<u8>,
+}
+
+pub struct Archive {
+    db: Database,
+    path: PathBuf,
+}
+
+/// Retention limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age_ms: u64,
+    pub max_bytes: u64,
+}
+
+impl Archive {
+    /// Open the archive, creating it (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<Self, ArchiveError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| db_error(path, e))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => ArchiveError::InUse(path.to_path_buf()),
+            e => db_error(path, e),
+        })?;
+        let archive = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create the tables, so readers of a new archive find them.
+        let txn = archive.db.begin_write().map_err(|e| archive.err(e))?;
+        txn.open_table(INTERVALS).map_err(|e| archive.err(e))?;
+        txn.open_table(META).map_err(|e| archive.err(e))?;
+        txn.open_table(PROFILES).map_err(|e| archive.err(e))?;
+        txn.commit().map_err(|e| archive.err(e))?;
+        Ok(archive)
+    }
+
+    /// Open an existing archive to read it (`goprobe query --archive`).
+    pub fn open_existing(path: &Path) -> Result<Self, ArchiveError> {
+        if !path.exists() {
+            return Err(ArchiveError::Db {
+                path: path.to_path_buf(),
+                message: "no such file".into(),
+            });
+        }
+        Self::open(path)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> ArchiveError {
+        db_error(&self.path, e)
+    }
+
+    /// Write one interval's histograms in one transaction, then apply retention.
+    pub fn write(&self, records: &[Record], retention: Retention) -> Result<(), ArchiveError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(INTERVALS).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut bytes = meta
+                .get("bytes")
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            for (seq, record) in records.iter().enumerate() {
+                let value = encode(record);
+                bytes += value.len() as u64;
+                table
+                    .insert((record.end_ms, seq as u32), value.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            // Age: everything that ended before the horizon.
+            let now = records.iter().map(|r| r.end_ms).max().unwrap_or(0);
+            let horizon = now.saturating_sub(retention.max_age_ms);
+            let mut doomed: Vec<((u64, u32), u64)> = Vec::new();
+            for entry in table.range(..(horizon, 0)).map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                doomed.push((k.value(), v.value().len() as u64));
+            }
+            // Size: the oldest intervals until the rest fits.
+            let kept: u64 = bytes - doomed.iter().map(|d| d.1).sum::<u64>();
+            if kept > retention.max_bytes {
+                let mut excess = kept - retention.max_bytes;
+                for entry in table.range((horizon, 0)..).map_err(|e| self.err(e))? {
+                    if excess == 0 {
+                        break;
+                    }
+                    let (k, v) = entry.map_err(|e| self.err(e))?;
+                    let len = v.value().len() as u64;
+                    doomed.push((k.value(), len));
+                    excess = excess.saturating_sub(len);
+                }
+            }
+            for (key, len) in doomed {
+                table.remove(key).map_err(|e| self.err(e))?;
+                bytes -= len;
+            }
+            meta.insert("bytes", bytes).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every record of an interval that ended within `[from_ms, to_ms]`.
+    pub fn read(&self, from_ms: u64, to_ms: u64) -> Result<Vec<Record>, ArchiveError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INTERVALS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((from_ms, 0)..=(to_ms, u32::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (end_ms, _) = k.value();
+            match decode(end_ms, v.value()) {
+                Some(record) => out.push(record),
+                None => return Err(self.err(format!("undecodable record at {end_ms} ms"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write one interval's CPU profiles, then apply retention to profiles: by age, and the
+    /// oldest first while they take more than `max_bytes` (apart from the histograms' budget).
+    pub fn write_profiles(
+        &self,
+        records: &[ProfileRecord],
+        retention: Retention,
+    ) -> Result<(), ArchiveError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(PROFILES).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut bytes = meta
+                .get("profile_bytes")
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            for (seq, record) in records.iter().enumerate() {
+                let mut value = Vec::with_capacity(record.pprof_gz.len() + 64);
+                value.extend_from_slice(&record.start_ms.to_le_bytes());
+                value.extend_from_slice(&record.pid.to_le_bytes());
+                put_str(&mut value, &record.service);
+                value.extend_from_slice(&record.pprof_gz);
+                bytes += value.len() as u64;
+                table
+                    .insert((record.end_ms, seq as u32), value.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            let now = records.iter().map(|r| r.end_ms).max().unwrap_or(0);
+            let horizon = now.saturating_sub(retention.max_age_ms);
+            let mut doomed: Vec<((u64, u32), u64)> = Vec::new();
+            let mut kept = bytes;
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let (end_ms, _) = k.value();
+                if end_ms >= horizon && kept <= retention.max_bytes {
+                    break;
+                }
+                let len = v.value().len() as u64;
+                doomed.push((k.value(), len));
+                kept = kept.saturating_sub(len);
+            }
+            for (key, len) in doomed {
+                table.remove(key).map_err(|e| self.err(e))?;
+                bytes = bytes.saturating_sub(len);
+            }
+            meta.insert("profile_bytes", bytes)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every CPU profile of an interval that ended within `[from_ms, to_ms]`.
+    pub fn read_profiles(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<ProfileRecord>, ArchiveError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match txn.open_table(PROFILES) {
+            Ok(table) => table,
+            // An archive written before profiles existed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range((from_ms, 0)..=(to_ms, u32::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (end_ms, _) = k.value();
+            let mut bytes = v.value();
+            let record = (|| {
+                let start_ms = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+                let pid = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
+                bytes = &bytes[12..];
+                let service = get_str(&mut bytes)?;
+                Some(ProfileRecord {
+                    start_ms,
+                    end_ms,
+                    pid,
+                    service,
+                    pprof_gz: bytes.to_vec(),
+                })
+            })();
+            match record {
+                Some(record) => out.push(record),
+                None => return Err(self.err(format!("undecodable profile at {end_ms} ms"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first and last interval ends stored, and the bytes of stored values.
+    pub fn extent(&self) -> Result<(Option<(u64, u64)>, u64), ArchiveError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INTERVALS).map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let first = table
+            .first()
+            .map_err(|e| self.err(e))?
+            .map(|e| e.0.value().0);
+        let last = table
+            .last()
+            .map_err(|e| self.err(e))?
+            .map(|e| e.0.value().0);
+        let bytes = meta
+            .get("bytes")
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value());
+        Ok((first.zip(last), bytes))
+    }
+}
+
+fn db_error(path: &Path, e: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+fn get_str(bytes: &mut &[u8]) -> Option<String> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = u16::from_le_bytes(*len) as usize;
+    let s = std::str::from_utf8(rest.get(..len)?).ok()?.to_string();
+    *bytes = &rest[len..];
+    Some(s)
+}
+
+/// `[version][start offset ms: u64 le][function][service][container][pod][namespace][pid: u32]`
+/// then the histogram.
+fn encode(record: &Record) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend_from_slice(&(record.end_ms - record.start_ms).to_le_bytes());
+    let s = &record.series;
+    for field in [&s.function, &s.service, &s.container, &s.pod, &s.namespace] {
+        put_str(&mut out, field);
+    }
+    out.extend_from_slice(&s.pid.unwrap_or(0).to_le_bytes());
+    record.latencies.encode(&mut out);
+    out
+}
+
+fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
+    let b = &mut bytes;
+    let (&version, rest) = b.split_first()?;
+    if version != 1 {
+        return None;
+    }
+    let (length, rest) = rest.split_first_chunk::<8>()?;
+    *b = rest;
+    let mut fields = Vec::with_capacity(5);
+    for _ in 0..5 {
+        fields.push(get_str(b)?);
+    }
+    let (pid, rest) = b.split_first_chunk::<4>()?;
+    let pid = u32::from_le_bytes(*pid);
+    let latencies = Latencies::decode(rest)?;
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next().unwrap_or_default();
+    Some(Record {
+        start_ms: end_ms.saturating_sub(u64::from_le_bytes(*length)),
+        end_ms,
+        series: SeriesKey {
+            function: next(),
+            service: next(),
+            container: next(),
+            pod: next(),
+            namespace: next(),
+            pid: (pid != 0).then_some(pid),
+        },
+        latencies,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(end_ms: u64, function: &str, ns: u64, calls: u64) -> Record {
+        let mut latencies = Latencies::default();
+        for _ in 0..calls {
+            latencies.record(ns);
+        }
+        Record {
+            start_ms: end_ms - 1000,
+            end_ms,
+            series: SeriesKey {
+                function: function.into(),
+                service: "svc".into(),
+                container: "abc".into(),
+                ..SeriesKey::default()
+            },
+            latencies,
+        }
+    }
+
+    const KEEP_ALL: Retention = Retention {
+        max_age_ms: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+
+    #[test]
+    fn writes_reads_and_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("goprobe-archive-{}", std::process::id()));
+        let path = dir.join("a.redb");
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let a = Archive::open(&path).unwrap();
+            a.write(
+                &[record(10_000, "f", 1000, 3), record(10_000, "g", 5, 1)],
+                KEEP_ALL,
+            )
+            .unwrap();
+            a.write(&[record(11_000, "f", 2000, 2)], KEEP_ALL).unwrap();
+            // A second opener is refused while the first holds the file.
+            assert!(matches!(Archive::open(&path), Err(ArchiveError::InUse(_))));
+        }
+        let a = Archive::open_existing(&path).unwrap();
+        let all = a.read(0, u64::MAX).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].series.function, "f");
+        assert_eq!(all[0].series.container, "abc");
+        assert_eq!(all[0].start_ms, 9_000);
+        assert_eq!(all[0].latencies.count, 3);
+        assert_eq!(a.read(10_500, 11_000).unwrap().len(), 1);
+        assert_eq!(a.extent().unwrap().0, Some((10_000, 11_000)));
+
+        // Age: a write at 20 s with a 5 s retention drops both earlier intervals.
+        a.write(
+            &[record(20_000, "f", 1, 1)],
+            Retention {
+                max_age_ms: 5_000,
+                max_bytes: u64::MAX,
+            },
+        )
+        .unwrap();
+        assert_eq!(a.read(0, u64::MAX).unwrap().len(), 1);
+        // Size: a tiny limit keeps only the newest interval.
+        a.write(
+            &[record(21_000, "f", 1, 1)],
+            Retention {
+                max_age_ms: u64::MAX,
+                max_bytes: 10,
+            },
+        )
+        .unwrap();
+        let left = a.read(0, u64::MAX).unwrap();
+        assert!(left.len() <= 1, "{left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,276 @@
+//! Questions over the archive's intervals: the histograms of any time range, merged per function,
+//! and how they moved between two ranges (`goprobe query`, `goprobe diff`, and the agent's
+//! `/api/v1/query`, `/api/v1/diff` and `/api/v1/profile`, which answer the same way).
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Latencies, archive::Record};
+use crate::plan::Pattern;
+
+/// A time range in ms since the epoch, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `now`, `-5m` / `5m ago` (before now), `@1767225600` (Unix seconds), or an RFC 3339 time
+/// (`2026-11-27T10:00:00Z`, `2026-11-27 10:00:00` in UTC).
+pub fn parse_time(text: &str, now_ms: u64) -> Result<u64, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now_ms);
+    }
+    let ago = text
+        .strip_prefix('-')
+        .or_else(|| text.strip_suffix(" ago"))
+        .or_else(|| text.strip_suffix("ago"));
+    if let Some(ago) = ago {
+        let d = humantime::parse_duration(ago.trim())
+            .map_err(|e| format!("invalid duration in {text:?}: {e}"))?;
+        return Ok(now_ms.saturating_sub(d.as_millis() as u64));
+    }
+    if let Some(unix) = text.strip_prefix('@') {
+        let seconds: f64 = unix
+            .parse()
+            .map_err(|_| format!("invalid Unix time {text:?}"))?;
+        return Ok((seconds * 1000.0) as u64);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+        .map_err(|_| {
+            format!(
+                "invalid time {text:?}: use now, -DURATION (e.g. -1h), @UNIX_SECONDS or RFC 3339 (2026-11-27T10:00:00Z)"
+            )
+        })
+}
+
+/// `FROM..TO`, each end as in [`parse_time`].
+pub fn parse_range(text: &str, now_ms: u64) -> Result<Range, String> {
+    let (from, to) = text
+        .split_once("..")
+        .ok_or_else(|| format!("invalid range {text:?}: write FROM..TO, e.g. -2h..-1h"))?;
+    let range = Range {
+        from_ms: parse_time(from, now_ms)?,
+        to_ms: if to.trim().is_empty() {
+            now_ms
+        } else {
+            parse_time(to, now_ms)?
+        },
+    };
+    check_range(range)?;
+    Ok(range)
+}
+
+pub fn check_range(range: Range) -> Result<(), String> {
+    if range.from_ms > range.to_ms {
+        return Err(format!(
+            "the range starts ({}) after it ends ({})",
+            format_ms(range.from_ms),
+            format_ms(range.to_ms)
+        ));
+    }
+    Ok(())
+}
+
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Histograms merged per (function, service) over a range.
+pub type Merged = BTreeMap<(String, String), Latencies>;
+
+pub fn merge(records: &[Record], function: Option<&Pattern>) -> Merged {
+    let mut merged = Merged::new();
+    for r in records {
+        if function.is_some_and(|p| !p.matches(&r.series.function)) {
+            continue;
+        }
+        merged
+            .entry((r.series.function.clone(), r.series.service.clone()))
+            .or_default()
+            .merge(&r.latencies);
+    }
+    merged
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bucket {
+    pub low_ns: u64,
+    pub high_ns: u64,
+    pub count: u64,
+}
+
+/// One function's histogram over a range: the `query` JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub function: String,
+    pub service: String,
+    pub count: u64,
+    pub sum_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub avg_ns: u64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    /// The log2 histogram in ns, non-empty buckets only.
+    pub buckets: Vec<Bucket>,
+}
+
+impl Summary {
+    pub fn of(function: &str, service: &str, l: &Latencies) -> Self {
+        Self {
+            function: function.into(),
+            service: service.into(),
+            count: l.count,
+            sum_ns: l.sum_ns,
+            min_ns: if l.count == 0 { 0 } else { l.min_ns },
+            max_ns: l.max_ns,
+            avg_ns: l.avg_ns(),
+            p50_ns: l.quantile_ns(0.5),
+            p90_ns: l.quantile_ns(0.9),
+            p99_ns: l.quantile_ns(0.99),
+            p999_ns: l.quantile_ns(0.999),
+            buckets: l
+                .log2_ns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, &count)| Bucket {
+                    low_ns: if i == 0 { 0 } else { 1 << i },
+                    high_ns: if i == 63 {
+                        u64::MAX
+                    } else {
+                        (1 << (i + 1)) - 1
+                    },
+                    count,
+                })
+                .collect(),
+        }
+    }
+
+    /// The log2 table back, for text output.
+    pub fn log2(&self) -> [u64; 64] {
+        let mut out = [0; 64];
+        for b in &self.buckets {
+            out[crate::pipeline::log2_bucket(b.low_ns.max(1))] = b.count;
+        }
+        out
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueryAnswer {
+    pub from: String,
+    pub to: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub histograms: Vec<Summary>,
+}
+
+pub fn answer_query(records: &[Record], range: Range, function: Option<&Pattern>) -> QueryAnswer {
+    QueryAnswer {
+        from: format_ms(range.from_ms),
+        to: format_ms(range.to_ms),
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        histograms: merge(records, function)
+            .iter()
+            .map(|((f, s), l)| Summary::of(f, s, l))
+            .collect(),
+    }
+}
+
+/// One side of a diff row.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Side {
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiffRow {
+    pub function: String,
+    pub service: String,
+    /// None: the function had no calls in that range.
+    pub base: Option<Side>,
+    pub compare: Option<Side>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiffAnswer {
+    pub base: Range,
+    pub compare: Range,
+    pub functions: Vec<DiffRow>,
+}
+
+pub fn answer_diff(
+    base_records: &[Record],
+    compare_records: &[Record],
+    base: Range,
+    compare: Range,
+    function: Option<&Pattern>,
+) -> DiffAnswer {
+    let side = |l: &Latencies| Side {
+        count: l.count,
+        p50_ns: l.quantile_ns(0.5),
+        p99_ns: l.quantile_ns(0.99),
+        max_ns: l.max_ns,
+    };
+    let a = merge(base_records, function);
+    let b = merge(compare_records, function);
+    let mut keys: Vec<&(String, String)> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    DiffAnswer {
+        base,
+        compare,
+        functions: keys
+            .into_iter()
+            .map(|k| DiffRow {
+                function: k.0.clone(),
+                service: k.1.clone(),
+                base: a.get(k).map(side),
+                compare: b.get(k).map(side),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_ranges() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("-5m", now), Ok(now - 300_000));
+        assert_eq!(parse_time("1h ago", now), Ok(now - 3_600_000));
+        assert_eq!(parse_time("@1700000000.5", now), Ok(1_700_000_000_500));
+        assert_eq!(
+            parse_time("2026-11-27T10:00:00Z", now),
+            Ok(1_795_773_600_000)
+        );
+        assert!(parse_time("yesterday", now).is_err());
+        let r = parse_range("-2h..-1h", now).unwrap();
+        assert_eq!(r.to_ms - r.from_ms, 3_600_000);
+        assert_eq!(parse_range("-1h..", now).unwrap().to_ms, now);
+        assert!(parse_range("-1h", now).is_err());
+        assert!(parse_range("-1h..-2h", now).is_err());
+    }
+}
