@@ -8,15 +8,55 @@
 use std::{io::Write as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
 use iced_x86::{Decoder, DecoderOptions, Formatter as _, Instruction, IntelFormatter};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{DevArgs, DevAttachArgs, DevCommand, DevInsnsArgs},
     inspect::{Arch, BinaryIndex, EntryKind, disasm},
     kernel::{AttachMode, BareProbes, Site},
     targets::{self, Process},
 };
+
+/// `goprobe dev`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    pub command: DevCommand,
+}
+
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum DevCommand {
+    /// A function's instructions as JSON lines, with the file offset a probe on each takes
+    Insns(DevInsnsArgs),
+    /// Probes that do nothing at file offsets, until SIGINT/SIGTERM or the process exits
+    Attach(DevAttachArgs),
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevInsnsArgs {
+    /// A Go binary
+    pub binary: PathBuf,
+    /// The function's full name
+    pub function: String,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct DevAttachArgs {
+    /// Only this process
+    #[arg(short = 'p', long = "pid")]
+    pub pid: Option<u32>,
+    /// Every process running this binary
+    #[arg(short = 'b', long = "binary", conflicts_with = "pid")]
+    pub binary: Option<PathBuf>,
+    /// File offsets of instruction boundaries (decimal or 0x hex), from `goprobe dev insns`
+    #[arg(required = true)]
+    pub offsets: Vec<String>,
+}
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     match args.command {

@@ -1,14 +1,17 @@
 //! `goprobe funclatency`: a short-lived tracer with one pattern, printing histograms.
+use std::path::PathBuf;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io::Write as _,
     time::{Duration, Instant, SystemTime},
 };
 
+use clap::Args;
 use goprobe_common::{Misses, counter};
 
 use crate::{
-    cli::FunclatencyArgs,
+    cli::parse_duration,
     engine::hostwide::HostWide,
     engine::session::{
         Coverage, SCAN_EVERY, SWEEP_EVERY, attach_mode_from_env, attach_targets_noting,
@@ -23,6 +26,93 @@ use crate::{
     plan::Pattern,
     targets::{self},
 };
+
+/// `goprobe funclatency`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = FUNCLATENCY_EXAMPLES)]
+pub struct FunclatencyArgs {
+    /// What to trace: `go:NAME` (a Go function by its full name, e.g. `fmt.Println`,
+    /// `net/http.(*conn).serve`, `main.main.func1`) or `PATH:NAME` (a function of that binary).
+    /// `*` and `?` glob over the whole NAME (`*` right after `(` is the literal pointer receiver,
+    /// as in `(*T)`); with -r, NAME is a regular expression
+    pub pattern: String,
+
+    /// Trace only this process (repeatable). Default: every Go process on the host whose binary
+    /// has a matching function, including processes that start later
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Trace only processes running this binary (now and later)
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
+    pub binary: Option<PathBuf>,
+
+    /// Microsecond histogram (default: nanoseconds)
+    #[arg(short = 'u', long = "microseconds", conflicts_with = "milliseconds")]
+    pub microseconds: bool,
+
+    /// Millisecond histogram (default: nanoseconds)
+    #[arg(short = 'm', long = "milliseconds")]
+    pub milliseconds: bool,
+
+    /// Print and reset the histograms every SECONDS (default: once, at the end)
+    #[arg(short = 'i', long = "interval", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// Stop after SECONDS (default: run until Ctrl-C or SIGTERM)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Print a timestamp with each output
+    #[arg(short = 'T', long = "timestamp")]
+    pub timestamp: bool,
+
+    /// One histogram per function (default: one per process, all matched functions together)
+    #[arg(short = 'F', long = "function")]
+    pub per_function: bool,
+
+    /// NAME is a regular expression, searched anywhere in the function name (default: glob, whole name)
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// JSON lines on stdout: one object per function and process, per interval
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Say on stderr what is attached where, which processes were skipped and why, and goprobe's
+    /// own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
+    /// Break latency down by calling stack: for each distinct stack the calls returned to, their
+    /// count, p50, p99 and max (stacks are walked at the RET with frame pointers; default: off)
+    #[arg(long = "stacks")]
+    pub stacks: bool,
+
+    /// Keep stacks only of calls at least this slow, e.g. 500us, 10ms, 1s (implies --stacks;
+    /// default: the stacks of every call)
+    #[arg(long = "slower-than", value_name = "DURATION", value_parser = parse_duration)]
+    pub slower_than: Option<Duration>,
+}
+
+const FUNCLATENCY_EXAMPLES: &str = "\
+Examples:
+  goprobe funclatency 'go:fmt.Println'                  # every Go process that has it, and new ones
+  goprobe funclatency -p 4242 -m 'go:database/sql.(*DB).QueryContext'
+  goprobe funclatency -b /usr/bin/caddy -F 'go:net/http.*' -i 5 -d 60
+  goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
+  goprobe funclatency -r 'go:main\\.handle.*'
+  goprobe funclatency -p 4242 -m --slower-than 10ms 'go:main.(*Store).Get'  # who sees slow calls?
+
+Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
+and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, each calling stack
+with its count, p50, p99 and max, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
+collected, detaches every probe and exits 0. Errors print one line and exit 2.";
 
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let pattern = Pattern::parse(&args.pattern, args.regex)?;

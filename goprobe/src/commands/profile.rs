@@ -6,9 +6,9 @@
 use std::{io::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
+use clap::Args;
 
 use crate::{
-    cli::ProfileArgs,
     engine::{
         profiler::{DRAIN_EVERY, Profiler},
         stop::Stop,
@@ -17,6 +17,68 @@ use crate::{
     symbolize::Symbolizer,
     targets::{self, BinaryKey, Process},
 };
+
+/// `goprobe profile`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = PROFILE_EXAMPLES)]
+pub struct ProfileArgs {
+    /// Sample this process (repeatable)
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        required_unless_present = "binary"
+    )]
+    pub pids: Vec<u32>,
+
+    /// Sample every process running this binary (now and later)
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
+    pub binary: Option<PathBuf>,
+
+    /// Samples per second on each CPU
+    #[arg(short = 'F', long = "frequency", value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    /// Stop after SECONDS (default: run until Ctrl-C, SIGTERM, or the end of every -p process)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// Write a gzipped pprof CPU profile (samples/count, cpu/nanoseconds) to FILE, for
+    /// `go tool pprof`
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print folded stacks (`root;...;leaf COUNT`) on stdout
+    #[arg(long = "folded")]
+    pub folded: bool,
+
+    /// Draw an SVG flame graph into FILE
+    #[arg(long = "svg", value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Also record the kernel stack of samples taken in the kernel (system calls, page faults)
+    #[arg(long = "kernel")]
+    pub kernel: bool,
+
+    /// Say on stderr which processes are sampled, and goprobe's own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+const PROFILE_EXAMPLES: &str = "\
+Examples:
+  goprobe profile -p 4242 -d 30 -o cpu.pb.gz && go tool pprof -top cpu.pb.gz
+  goprobe profile -b /usr/bin/caddy -F 199 -d 10 --svg cpu.svg
+  goprobe profile -p 4242 -d 10 --kernel --folded > cpu.folded
+
+Samples on-CPU time with a perf event on every CPU and walks the Go stack with frame pointers;
+the process needs no pprof endpoint. Without -o, --svg or --folded, prints the top functions.";
 
 /// The processes a profile run samples.
 enum Targets {

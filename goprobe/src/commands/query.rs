@@ -2,12 +2,15 @@
 //! and how they moved between two ranges. The same summaries back the agent's JSON API
 //! (`/api/v1/query`, `/api/v1/diff`), which the commands use while the agent runs; with
 //! `--archive` they read the database file directly (when no agent holds it).
+use std::path::PathBuf;
+
 use std::io::Write as _;
 
 use anyhow::Context as _;
+use clap::Args;
 
 use crate::{
-    cli::{DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN, DiffArgs, QueryArgs, SourceArgs},
+    cli::DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN,
     outputs::{
         http::{HttpError, http_get, http_request_bytes, percent_encode},
         tables::{write_diff_table, write_query_text},
@@ -19,6 +22,130 @@ use crate::{
     },
     plan::Pattern,
 };
+
+/// `goprobe query`'s arguments.
+/// Where `query` and `diff` read the archive.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SourceArgs {
+    /// The running agent's HTTP address [default: http://127.0.0.1:9476]
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        env = "GOPROBE_URL",
+        conflicts_with = "archive"
+    )]
+    pub url: Option<String>,
+
+    /// Read this archive file directly instead (only while no agent holds it open)
+    #[arg(long = "archive", value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+
+    /// A file holding the bearer token the agent requires (http.bearer_token_file)
+    #[arg(long = "token-file", value_name = "FILE", env = "GOPROBE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = QUERY_EXAMPLES)]
+pub struct QueryArgs {
+    /// Start of the range: `now`, `-DURATION` (e.g. `-1h`), `@UNIX_SECONDS` or RFC 3339
+    #[arg(
+        long = "from",
+        value_name = "TIME",
+        default_value = "-1h",
+        allow_hyphen_values = true
+    )]
+    pub from: String,
+
+    /// End of the range (same forms as --from)
+    #[arg(
+        long = "to",
+        value_name = "TIME",
+        default_value = "now",
+        allow_hyphen_values = true
+    )]
+    pub to: String,
+
+    /// Only functions matching this glob (`*`, `?`), e.g. 'main.handle*'
+    #[arg(short = 'f', long = "function", value_name = "GLOB")]
+    pub function: Option<String>,
+
+    /// JSON on stdout: one object with the range and a histogram per function and service
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Microsecond histogram (default: nanoseconds)
+    #[arg(short = 'u', long = "microseconds", conflicts_with = "milliseconds")]
+    pub microseconds: bool,
+
+    /// Millisecond histogram (default: nanoseconds)
+    #[arg(short = 'm', long = "milliseconds")]
+    pub milliseconds: bool,
+
+    /// Instead of histograms, write the archived CPU profiles of the range, merged, to FILE
+    /// (gzipped pprof, for `go tool pprof`)
+    #[arg(long = "profile", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: only this process's profiles (default: every profiled process)
+    #[arg(long = "pid", value_name = "PID", requires = "profile")]
+    pub pid: Option<u32>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = DIFF_EXAMPLES)]
+pub struct DiffArgs {
+    /// The range to compare against, `FROM..TO` (times as in `query --from`), e.g. -2h..-1h
+    #[arg(allow_hyphen_values = true)]
+    pub base: String,
+
+    /// The range to compare, `FROM..TO`, e.g. -1h..now
+    #[arg(allow_hyphen_values = true)]
+    pub compare: String,
+
+    /// Only functions matching this glob (`*`, `?`)
+    #[arg(short = 'f', long = "function", value_name = "GLOB")]
+    pub function: Option<String>,
+
+    /// JSON on stdout instead of the table
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Instead of histograms, write COMPARE's CPU profiles minus BASE's to FILE, as
+    /// `go tool pprof -diff_base` shows a change (gzipped pprof)
+    #[arg(long = "profile", value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// With --profile: only this process's profiles (default: every profiled process)
+    #[arg(long = "pid", value_name = "PID", requires = "profile")]
+    pub pid: Option<u32>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+const QUERY_EXAMPLES: &str = "\
+Examples:
+  goprobe query                                     # the last hour, from the running agent
+  goprobe query --from -10m -f 'main.handle*' -u
+  goprobe query --from 2026-11-27T09:00:00Z --to 2026-11-27T10:00:00Z --json
+  goprobe query --archive /var/lib/goprobe/archive.redb --from -1d   # agent stopped
+  goprobe query --from -30m --profile cpu.pb.gz && go tool pprof -top cpu.pb.gz";
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  goprobe diff -2h..-1h -1h..now                    # the last hour against the one before
+  goprobe diff -25h..-24h -1h..now -f 'main.*'     # against the same hour yesterday
+  goprobe diff @1767225600..@1767229200 -1h.. --json
+  goprobe diff -2h..-1h -1h..now --profile cpu-diff.pb.gz && go tool pprof -top cpu-diff.pb.gz
+
+In the table, ▲ marks a latency that rose by more than 10 %, ▼ one that fell by more than 10 %.";
 
 /// Where `query` and `diff` read from.
 enum Source {

@@ -1,5 +1,7 @@
 //! `goprobe stackcount`: count the distinct user stacks at entry to Go functions, like bcc's
 //! stackcount, with Go symbolization (inlined frames, file:line) and pprof / flame graph output.
+use std::path::PathBuf;
+
 use std::{
     collections::{HashMap, HashSet},
     io::Write as _,
@@ -7,10 +9,10 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
+use clap::Args;
 use goprobe_common::StackCountKey;
 
 use crate::{
-    cli::StackcountArgs,
     engine::hostwide::HostWide,
     engine::session::SCAN_EVERY,
     engine::session::{
@@ -25,6 +27,64 @@ use crate::{
     symbolize::{Stack, Symbolizer},
     targets,
 };
+
+/// `goprobe stackcount`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = STACKCOUNT_EXAMPLES)]
+pub struct StackcountArgs {
+    /// What to count: `go:NAME` or `PATH:NAME`, as for funclatency (`*` and `?` glob; with -r,
+    /// NAME is a regular expression)
+    pub pattern: String,
+
+    /// Only this process (repeatable). Default: every Go process on the host whose binary has a
+    /// matching function, including processes that start later
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only processes running this binary (now and later)
+    #[arg(
+        short = 'b',
+        long = "binary",
+        value_name = "PATH",
+        conflicts_with = "pids"
+    )]
+    pub binary: Option<PathBuf>,
+
+    /// Stop after SECONDS (default: run until Ctrl-C, SIGTERM, or the end of every -p process)
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+
+    /// NAME is a regular expression, searched anywhere in the function name (default: glob)
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// Print folded stacks (`root;...;leaf COUNT`, for flamegraph tools) instead of the stack list
+    #[arg(long = "folded")]
+    pub folded: bool,
+
+    /// Also write the stacks as a gzipped pprof profile (sample type calls/count) to FILE
+    #[arg(long = "pprof", value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
+    /// Also draw the stacks as an SVG flame graph into FILE
+    #[arg(long = "svg", value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Say on stderr what is attached where, and goprobe's own counters at the end
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+const STACKCOUNT_EXAMPLES: &str = "\
+Examples:
+  goprobe stackcount -p 4242 'go:database/sql.(*DB).QueryContext'
+  goprobe stackcount -b /usr/bin/caddy -d 10 --folded 'go:net/http.(*conn).serve' > stacks.folded
+  goprobe stackcount -p 4242 -d 30 --svg calls.svg --pprof calls.pb.gz 'go:main.handle*'
+
+Output: each distinct stack, innermost frame first with file:line and inlined frames marked, then
+its count; least frequent first, like bcc's stackcount. A stack that cannot be followed further
+ends with a [truncated: ...] frame saying why (a runtime stack switch, C code).";
 
 pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     let pattern = Pattern::parse(&args.pattern, args.regex)?;

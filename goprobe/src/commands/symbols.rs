@@ -2,11 +2,36 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use clap::Args;
 
 use crate::{
-    cli::SymbolsArgs, inspect::BinaryIndex, outputs::symbols as symbols_report, plan::Pattern,
-    targets::Process,
+    inspect::BinaryIndex, outputs::symbols as symbols_report, plan::Pattern, targets::Process,
 };
+
+/// `goprobe symbols`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = SYMBOLS_EXAMPLES)]
+pub struct SymbolsArgs {
+    /// A Go binary, or the PID of a running Go process
+    pub binary: String,
+
+    /// Only functions matching this glob (`*`, `?`); default: all
+    pub pattern: Option<String>,
+
+    /// PATTERN is a regular expression, searched anywhere in the name
+    #[arg(short = 'r', long = "regex")]
+    pub regex: bool,
+
+    /// One JSON object per function
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+const SYMBOLS_EXAMPLES: &str = "\
+Examples:
+  goprobe symbols /usr/bin/caddy 'net/http.*'
+  goprobe symbols 4242 'main.*' --json";
 
 pub fn run(args: SymbolsArgs) -> anyhow::Result<()> {
     let path = match args.binary.parse::<u32>() {

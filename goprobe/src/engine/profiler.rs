@@ -11,22 +11,17 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap},
-    programs::{
-        PerfEvent,
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-    },
 };
 use goprobe_common::{StackSample, stack};
 
 use crate::{
     kernel::stacks::{self as stacks, StackReader},
-    kernel::{self, KernelError, error_chain},
+    kernel::{self, KernelError},
     outputs::{flamegraph, pprof::ProfileBuilder},
     symbolize::{Kind, Line, Location, Stack, Symbolizer},
     targets::{self, Process},
 };
 
-const PROGRAM: &str = "goprobe_profile";
 /// How often the samples ring buffer is drained and /proc scanned (for -b).
 pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
@@ -64,52 +59,7 @@ impl Profiler {
     /// Load the sampling program and start sampling at `frequency` Hz on every CPU. No process is
     /// sampled until [`Self::add_pid`].
     pub fn start(frequency: u64, kernel_stacks: bool) -> Result<Self, KernelError> {
-        kernel::preflight()?;
-        let mut loader = kernel::loader();
-        let kernel_flag = u8::from(kernel_stacks);
-        loader.override_global("PROFILE_KERNEL_STACKS", &kernel_flag, true);
-        kernel::maps::size_unused_maps(
-            &mut loader,
-            kernel::maps::MapUse {
-                pairing: false,
-                stacks: true,
-                stack_counts: false,
-                profile: true,
-            },
-        );
-        if !kernel_stacks {
-            loader.map_max_entries("KSTACKS", 1);
-        }
-        // The latency ring buffer is not used by the profiler either.
-        loader.map_max_entries("EVENTS", 4096);
-        let mut ebpf = loader
-            .load(kernel::object())
-            .map_err(|e| kernel::load_error(&e))?;
-        let program: &mut PerfEvent = ebpf
-            .program_mut(PROGRAM)
-            .and_then(|p| p.try_into().ok())
-            .unwrap_or_else(|| unreachable!("the eBPF object defines {PROGRAM}"));
-        program.load().map_err(|e| kernel::load_error(&e))?;
-        let cpus = aya::util::online_cpus()
-            .map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
-        for cpu in cpus {
-            program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Period(1_000_000_000 / frequency.max(1)),
-                    false,
-                )
-                .map_err(|e| KernelError::Attach {
-                    target: format!("CPU {cpu}"),
-                    sites: 1,
-                    reason: error_chain(&e),
-                })?;
-        }
-        let samples = ebpf
-            .take_map("SAMPLES")
-            .ok_or_else(|| KernelError::Load("no SAMPLES map".into()))
-            .and_then(|m| RingBuf::try_from(m).map_err(|e| KernelError::Load(e.to_string())))?;
+        let (ebpf, samples) = kernel::sampler::load(frequency, kernel_stacks)?;
         Ok(Self {
             ebpf,
             samples,
@@ -183,14 +133,7 @@ impl Profiler {
     /// Stop sampling (the perf events are closed with the program's links) and symbolize.
     pub fn finish(mut self, symbolizer: &mut Symbolizer) -> CpuProfile {
         self.drain();
-        if let Some(program) = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .and_then(|p| <&mut PerfEvent>::try_from(p).ok())
-        {
-            // Unloading detaches every link.
-            let _ = program.unload();
-        }
+        kernel::sampler::stop(&mut self.ebpf);
         self.snapshot(symbolizer)
     }
 

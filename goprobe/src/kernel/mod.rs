@@ -2,6 +2,7 @@
 //! to probe sites, read the ring buffer and the counters.
 
 pub mod maps;
+pub mod sampler;
 pub mod stacks;
 use std::{collections::HashMap, io, num::NonZeroU32, path::Path};
 

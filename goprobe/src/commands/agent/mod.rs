@@ -21,6 +21,8 @@ pub mod http;
 pub mod labels;
 pub mod otlp;
 
+use std::path::PathBuf;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::Path,
@@ -29,6 +31,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
@@ -37,7 +40,6 @@ use self::{
     labels::{PodNames, short_container},
 };
 use crate::{
-    cli::AgentArgs,
     engine::session::SWEEP_EVERY,
     engine::{AttachmentId, BinaryState, TraceError, Tracer},
     kernel::AttachMode,
@@ -51,6 +53,35 @@ use crate::{
     plan::Pattern,
     targets::{self, BinaryKey, ExecWatch, Process},
 };
+
+/// `goprobe agent`'s arguments.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(after_help = AGENT_EXAMPLES)]
+pub struct AgentArgs {
+    /// The config file (TOML): probes (functions and the processes they apply to), histogram
+    /// buckets, archive and HTTP settings. See the README for every setting
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = "GOPROBE_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Check the config file and exit (0 if it is valid, 2 with the error's file:line if not)
+    #[arg(long = "check")]
+    pub check: bool,
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  goprobe agent --config /etc/goprobe/agent.toml
+  goprobe agent --config agent.toml --check        # validate only
+  systemd-run --unit goprobe goprobe agent --config /etc/goprobe/agent.toml
+
+SIGHUP reloads the config (a config with an error is refused and the running one stays);
+SIGTERM or Ctrl-C writes the last interval to the archive, detaches and exits 0.";
 
 /// The kubelet's pod list is fetched at most this often.
 const PODS_EVERY: Duration = Duration::from_secs(15);
