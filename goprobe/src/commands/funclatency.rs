@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     io::Write as _,
     time::{Duration, Instant, SystemTime},
 };
@@ -14,17 +14,16 @@ use crate::{
     cli::parse_duration,
     engine::hostwide::HostWide,
     engine::session::{
-        Coverage, SCAN_EVERY, SWEEP_EVERY, attach_mode_from_env, attach_targets_noting,
-        check_targets, next_execs, scan_processes, select, start_host_wide,
+        Coverage, attach_mode_from_env, attach_targets_noting, check_targets, scan_processes,
+        select, start_host_wide,
     },
+    engine::session::{Event, Run},
     engine::stack_view::StackView,
-    engine::stop::Stop,
     engine::{Selection, Tracer},
     kernel::Probes,
     outputs::{self, FunctionSites, Report, Row},
-    pipeline::{self, Latencies, Unit},
+    pipeline::{Latencies, Unit},
     plan::Pattern,
-    targets::{self},
 };
 
 /// `goprobe funclatency`'s arguments.
@@ -165,15 +164,21 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(event_loop(
-        &mut tracer,
-        &args,
-        &selection,
-        tracked_pids,
-        &mut stack_view,
-        &mut coverage,
-        &mut host,
-    ))?;
+    runtime.block_on(async {
+        // Timers and signal handlers belong to the runtime: the run is made inside it.
+        let mut run = Run::new(
+            args.duration,
+            args.interval,
+            true,
+            &selection,
+            tracked_pids,
+            host.take(),
+            verbose,
+        )?;
+        let result = event_loop(&mut tracer, &args, &mut run, &mut stack_view, &mut coverage).await;
+        host = run.host.take();
+        result
+    })?;
 
     tracer.detach_all();
     tracer.drain();
@@ -227,34 +232,22 @@ fn selection(args: &FunclatencyArgs, pattern: &Pattern) -> anyhow::Result<Select
 async fn event_loop(
     tracer: &mut Tracer,
     args: &FunclatencyArgs,
-    selection: &Selection,
-    tracked_pids: HashSet<u32>,
+    run: &mut Run,
     stack_view: &mut Option<StackView>,
     coverage: &mut Coverage,
-    host: &mut Option<HostWide>,
 ) -> anyhow::Result<()> {
     // -b: the processes of the binary are found by the scans, the ones running now included.
     let mut seen_pids = HashMap::new();
-    let mut stop = Stop::new(args.duration)?;
-    let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
-    let mut scan = tokio::time::interval(SCAN_EVERY);
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let interval = args.interval.map(Duration::from_secs);
-    let mut print = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
-    print.tick().await; // the first tick is immediate
-
     loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            _ = drain.tick() => {
-                tracer.drain();
+        match run.next(tracer).await {
+            Event::Stop => break,
+            Event::Drained => {
                 if let Some(view) = stack_view.as_mut() {
                     view.observe(&tracer.aggregator.stacks);
                 }
             }
-            _ = print.tick(), if interval.is_some() => {
-                tracer.drain();
-                print_interval(tracer, args, stack_view, coverage, host)?;
+            Event::Interval => {
+                print_interval(tracer, args, stack_view, coverage, &mut run.host)?;
                 if args.verbose {
                     let (goroutines, nested, bytes) = tracer.kernel().pairing_now();
                     eprintln!(
@@ -263,39 +256,21 @@ async fn event_loop(
                     );
                 }
             }
-            events = next_execs(host) => {
-                if let Some(host) = host.as_mut() {
-                    host.on_execs(tracer, events);
-                }
+            Event::Discovered => {
                 if let Some(view) = stack_view.as_mut() {
                     view.preload(tracer);
                 }
             }
-            _ = scan.tick() => match selection {
-                Selection::HostWide => {
-                    if let Some(host) = host.as_mut() {
-                        host.scan(tracer);
-                    }
-                    if let Some(view) = stack_view.as_mut() {
-                        view.preload(tracer);
-                    }
+            Event::Scanned => {
+                if run.host.is_some()
+                    && let Some(view) = stack_view.as_mut()
+                {
+                    view.preload(tracer);
                 }
-                Selection::Pids(_) => {
-                    // Like `perf -p`: when every traced process has exited, there is nothing left.
-                    if tracked_pids.iter().all(|&pid| !targets::is_alive(pid)) {
-                        if args.verbose {
-                            eprintln!("goprobe: every traced process has exited");
-                        }
-                        break;
-                    }
+                if args.json && matches!(run.selection(), Selection::Binary(_)) {
+                    scan_processes(coverage, &mut seen_pids);
                 }
-                Selection::Binary(_) => {
-                    if args.json {
-                        scan_processes(coverage, &mut seen_pids);
-                    }
-                }
-            },
-            _ = sweep.tick() => { tracer.sweep(targets::is_alive); }
+            }
         }
     }
     Ok(())

@@ -13,19 +13,16 @@ use clap::Args;
 use goprobe_common::StackCountKey;
 
 use crate::{
-    engine::hostwide::HostWide,
-    engine::session::SCAN_EVERY,
+    engine::Tracer,
+    engine::session::{Event, Run},
     engine::session::{
-        attach_mode_from_env, attach_targets, check_targets, next_execs, select, start_host_wide,
+        attach_mode_from_env, attach_targets, check_targets, select, start_host_wide,
     },
-    engine::stop::Stop,
-    engine::{Selection, Tracer},
     kernel::Probes,
     kernel::stacks::{self as stacks, StackReader},
     outputs::{flamegraph, pprof::ProfileBuilder, stacktext},
     plan::Pattern,
     symbolize::{Stack, Symbolizer},
-    targets,
 };
 
 /// `goprobe stackcount`'s arguments.
@@ -119,15 +116,19 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(event_loop(
-        &mut tracer,
-        &mut symbolizer,
-        &mut sites,
-        &args,
-        &selection,
-        tracked,
-        &mut host,
-    ))?;
+    runtime.block_on(async {
+        // Timers and signal handlers belong to the runtime: the run is made inside it.
+        let mut run = Run::new(
+            args.duration,
+            None,
+            false,
+            &selection,
+            tracked,
+            host.take(),
+            args.verbose,
+        )?;
+        event_loop(&mut tracer, &mut symbolizer, &mut sites, &mut run).await
+    })?;
     tracer.detach_all();
     let elapsed = started.elapsed();
 
@@ -232,40 +233,20 @@ async fn event_loop(
     tracer: &mut Tracer,
     symbolizer: &mut Symbolizer,
     sites: &mut HashMap<u32, ((u64, u64), u64)>,
-    args: &StackcountArgs,
-    selection: &Selection,
-    tracked: HashSet<u32>,
-    host: &mut Option<HostWide>,
+    run: &mut Run,
 ) -> anyhow::Result<()> {
-    let mut stop = Stop::new(args.duration)?;
-    let mut scan = tokio::time::interval(SCAN_EVERY);
     loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            events = next_execs(host) => {
-                if let Some(host) = host.as_mut() {
-                    host.on_execs(tracer, events);
-                }
-                preload_sites(tracer, symbolizer, sites);
-            }
-            _ = scan.tick() => {
+        match run.next(tracer).await {
+            Event::Stop => break,
+            Event::Drained | Event::Interval => {}
+            Event::Discovered => preload_sites(tracer, symbolizer, sites),
+            Event::Scanned => {
                 // Read how each process that made a counted call maps its code while it runs.
                 for tgid in counted_tgids(tracer) {
                     symbolizer.observe(tgid);
                 }
-                match selection {
-                    Selection::HostWide => {
-                        if let Some(host) = host.as_mut() {
-                            host.scan(tracer);
-                        }
-                        preload_sites(tracer, symbolizer, sites);
-                    }
-                    Selection::Pids(_) => {
-                        if tracked.iter().all(|&pid| !targets::is_alive(pid)) {
-                            break;
-                        }
-                    }
-                    Selection::Binary(_) => {}
+                if run.host.is_some() {
+                    preload_sites(tracer, symbolizer, sites);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! What every command that traces does the same way: select the processes (-p, -b or host-wide),
-//! check them before anything is loaded, attach the plan to them, follow host-wide discovery,
-//! and the timers of a run (scan, sweep). `funclatency` and `stackcount` are faces over it.
+//! check them before anything is loaded, attach the plan to them, and run: [`Run`] owns the
+//! timers (drain, interval, scan, sweep), host-wide discovery and stop handling, and tells its
+//! face what happened. `funclatency` and `stackcount` are faces over it.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::PathBuf,
@@ -269,7 +270,7 @@ pub fn report_attached(
 }
 
 /// Host-wide: the next exec events (never, without host-wide tracing).
-pub async fn next_execs(host: &mut Option<HostWide>) -> Vec<targets::Exec> {
+async fn next_execs(host: &mut Option<HostWide>) -> Vec<targets::Exec> {
     match host {
         Some(host) => host.next_execs().await,
         None => std::future::pending().await,
@@ -283,6 +284,126 @@ pub fn scan_processes(coverage: &mut Coverage, seen: &mut HashMap<u32, targets::
             && let Ok(process) = Process::get(pid)
         {
             coverage.process(pid, process.binary);
+        }
+    }
+}
+
+/// What [`Run::next`] saw, for the face to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Ctrl-C, SIGTERM, the end of `-d`, or (with -p) every traced process exited.
+    Stop,
+    /// The ring buffer of completed calls was drained into the tracer's aggregator.
+    Drained,
+    /// The `-i` interval ended (the ring buffer drained first).
+    Interval,
+    /// New processes (exec events) were looked at, and attached where they match.
+    Discovered,
+    /// The periodic scan ran: host-wide, the processes found by it were attached.
+    Scanned,
+}
+
+/// A run of a tracing command: every timer and signal it waits for, in one loop.
+pub struct Run {
+    stop: super::stop::Stop,
+    /// Drains the latency ring buffer ([`crate::pipeline::DRAIN_EVERY`]); none for commands
+    /// whose programs send no events (stackcount).
+    drain: Option<tokio::time::Interval>,
+    /// `-i`: the end of each interval.
+    interval: Option<tokio::time::Interval>,
+    scan: tokio::time::Interval,
+    sweep: tokio::time::Interval,
+    selection: Selection,
+    /// -p: the processes whose exit ends the run.
+    tracked: HashSet<u32>,
+    pub host: Option<HostWide>,
+    verbose: bool,
+}
+
+impl Run {
+    /// Start listening for the signals; `duration` (`-d`) and `interval` (`-i`) in seconds;
+    /// `drain`: the run's programs send latency events.
+    pub fn new(
+        duration: Option<u64>,
+        interval: Option<u64>,
+        drain: bool,
+        selection: &Selection,
+        tracked: HashSet<u32>,
+        host: Option<HostWide>,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
+        let every = |period: Duration| {
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        };
+        Ok(Self {
+            stop: super::stop::Stop::new(duration)?,
+            drain: drain.then(|| every(crate::pipeline::DRAIN_EVERY)),
+            interval: interval.map(|s| every(Duration::from_secs(s))),
+            scan: every(SCAN_EVERY),
+            sweep: every(SWEEP_EVERY),
+            selection: selection.clone(),
+            tracked,
+            host,
+            verbose,
+        })
+    }
+
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// Wait for the next thing that happens, and do the engine's part of it.
+    pub async fn next(&mut self, tracer: &mut Tracer) -> Event {
+        async fn tick(interval: &mut Option<tokio::time::Interval>) {
+            match interval {
+                Some(interval) => {
+                    interval.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = self.stop.wait() => return Event::Stop,
+                _ = tick(&mut self.drain) => {
+                    tracer.drain();
+                    return Event::Drained;
+                }
+                _ = tick(&mut self.interval) => {
+                    tracer.drain();
+                    return Event::Interval;
+                }
+                events = next_execs(&mut self.host) => {
+                    if let Some(host) = self.host.as_mut() {
+                        host.on_execs(tracer, events);
+                    }
+                    return Event::Discovered;
+                }
+                _ = self.scan.tick() => {
+                    match &self.selection {
+                        Selection::HostWide => {
+                            if let Some(host) = self.host.as_mut() {
+                                host.scan(tracer);
+                            }
+                        }
+                        // Like `perf -p`: when every traced process has exited, there is
+                        // nothing left.
+                        Selection::Pids(_) => {
+                            if self.tracked.iter().all(|&pid| !targets::is_alive(pid)) {
+                                if self.verbose {
+                                    eprintln!("goprobe: every traced process has exited");
+                                }
+                                return Event::Stop;
+                            }
+                        }
+                        Selection::Binary(_) => {}
+                    }
+                    return Event::Scanned;
+                }
+                _ = self.sweep.tick() => {
+                    tracer.sweep(targets::is_alive);
+                }
+            }
         }
     }
 }
