@@ -96,19 +96,13 @@ impl HostWide {
     /// match. Exec events come first, so a process starting during the scan is not missed.
     pub fn start(tracer: &mut Tracer, verbose: bool) -> Self {
         let execs = tracer
-            .kernel_mut()
             .watch_execs()
-            .map_err(|e| e.to_string())
-            .and_then(|ring| ExecWatch::start(ring).map_err(|e| e.to_string()));
-        let execs = match execs {
-            Ok(execs) => Some(execs),
-            Err(e) => {
+            .inspect_err(|e| {
                 eprintln!(
                     "goprobe: {e}; new processes are found by a /proc scan every 200 ms, and one that lives shorter may be missed"
-                );
-                None
-            }
-        };
+                )
+            })
+            .ok();
         let mut host = Self {
             verbose,
             announce: false,

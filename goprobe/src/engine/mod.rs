@@ -505,6 +505,13 @@ impl Tracer {
         Ok((attached, id))
     }
 
+    /// Start the kernel's exec events, and the thread that opens each new process's executable
+    /// as it starts (host-wide discovery, the agent).
+    pub fn watch_execs(&mut self) -> Result<crate::targets::ExecWatch, String> {
+        let ring = self.kernel.watch_execs().map_err(|e| e.to_string())?;
+        crate::targets::ExecWatch::start(ring).map_err(|e| e.to_string())
+    }
+
     /// Detach one attachment (its process exited, or the agent's config changed).
     pub fn detach(&mut self, id: AttachmentId) {
         if let Some(attachment) = self.attachments.remove(&id) {

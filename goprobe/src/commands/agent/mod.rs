@@ -237,19 +237,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
     tracer.keep_names = false;
     let execs = tracer
-        .kernel_mut()
         .watch_execs()
-        .map_err(|e| e.to_string())
-        .and_then(|ring| ExecWatch::start(ring).map_err(|e| e.to_string()));
-    let execs = match execs {
-        Ok(execs) => Some(execs),
-        Err(e) => {
+        .inspect_err(|e| {
             eprintln!(
                 "goprobe: warning: {e}; new processes are found by the /proc scan only (agent.scan_interval)"
-            );
-            None
-        }
-    };
+            )
+        })
+        .ok();
 
     let start_ms = now_ms();
     let health = Health {
