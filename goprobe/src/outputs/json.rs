@@ -1,5 +1,5 @@
-//! JSON lines: one object per (function, pid) per interval. The fields are a contract
-//! (DESIGN.md): scripts rely on them.
+//! JSON lines: one object per (function, pid) per interval. The fields are a contract (README,
+//! Usage, `--json`): scripts rely on them.
 use std::io::{self, Write};
 
 use serde::Serialize;

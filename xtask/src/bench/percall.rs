@@ -236,7 +236,7 @@ pub fn render(w: &mut String, p: &PercallReport) {
          chunk in which the thread was preempted does not count). It runs with `GOMAXPROCS=1 \
          GODEBUG=asyncpreemptoff=1` under every tracer: otherwise the goroutine can be preempted \
          inside the traced function and resumed on another thread, and bpftrace's uretprobe then \
-         kills it (`SIGILL` at the uretprobe trampoline, DESIGN.md fact 1). goprobe does not need \
+         kills it (`SIGILL` at the uretprobe trampoline; see the README, How goprobe times Go functions safely). goprobe does not need \
          this. The tracers:\n",
         thousands(p.calls as u64)
     );
