@@ -258,7 +258,7 @@ fn counted_tgids(tracer: &Tracer) -> HashSet<u32> {
     tracer
         .kernel()
         .ebpf()
-        .map("STACK_COUNTS")
+        .map(crate::kernel::maps::name::STACK_COUNTS)
         .and_then(|m| BpfHashMap::<&MapData, StackCountKey, u64>::try_from(m).ok())
         .map(|m| m.keys().filter_map(Result::ok).map(|k| k.tgid).collect())
         .unwrap_or_default()

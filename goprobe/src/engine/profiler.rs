@@ -77,7 +77,7 @@ impl Profiler {
         }
         let map = self
             .ebpf
-            .map_mut("PROFILE_TGIDS")
+            .map_mut(kernel::maps::name::PROFILE_TGIDS)
             .context("no PROFILE_TGIDS map")?;
         let mut tgids = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)?;
         tgids
@@ -90,7 +90,7 @@ impl Profiler {
         if !self.tgids.remove(&tgid) {
             return;
         }
-        if let Some(map) = self.ebpf.map_mut("PROFILE_TGIDS")
+        if let Some(map) = self.ebpf.map_mut(kernel::maps::name::PROFILE_TGIDS)
             && let Ok(mut tgids) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
         {
             let _ = tgids.remove(&tgid);
@@ -149,7 +149,7 @@ impl Profiler {
         let mut reader = StackReader::default();
         let kernel_stacks = self
             .ebpf
-            .map("KSTACKS")
+            .map(kernel::maps::name::KSTACKS)
             .and_then(|m| StackTraceMap::<&MapData>::try_from(m).ok());
         let mut merged: HashMap<(Stack, u32), u64> = HashMap::new();
         for (key, count) in &counts {
@@ -199,7 +199,7 @@ impl Profiler {
     /// shows as `[truncated: no user stack]`.
     fn prune_stacks(&mut self) {
         const PRUNE_AT: usize = 16384;
-        let Some(map) = self.ebpf.map_mut("STACKS") else {
+        let Some(map) = self.ebpf.map_mut(kernel::maps::name::STACKS) else {
             return;
         };
         let Ok(mut stacks) =

@@ -138,7 +138,7 @@ impl Kernel {
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
         {
-            loader.map_max_entries("EVENTS", bytes);
+            loader.map_max_entries(maps::name::EVENTS, bytes);
         }
         let stacks_min_ns = match probes {
             Probes::Latency { stacks_min_ns } => stacks_min_ns,
@@ -155,6 +155,7 @@ impl Kernel {
                 stacks: stacks_min_ns.is_some() || probes == Probes::StackCount,
                 stack_counts: probes == Probes::StackCount,
                 profile: false,
+                kernel_stacks: false,
             },
         );
         let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
@@ -257,7 +258,7 @@ impl Kernel {
     pub fn set_inline_site(&mut self, index: u32, site: &InlineSite) -> Result<(), KernelError> {
         let map = self
             .ebpf
-            .map_mut("INLINE_SITES")
+            .map_mut(maps::name::INLINE_SITES)
             .ok_or_else(|| KernelError::Load("no INLINE_SITES map".into()))?;
         let mut sites =
             Array::<_, InlineSite>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
@@ -270,7 +271,7 @@ impl Kernel {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
+            .take_map(maps::name::EVENTS)
             .ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
     }
@@ -290,7 +291,7 @@ impl Kernel {
             .map_err(|e| KernelError::Load(format!("exec events: {}", error_chain(&e))))?;
         let map = self
             .ebpf
-            .take_map("EXECS")
+            .take_map(maps::name::EXECS)
             .ok_or_else(|| KernelError::Load("no EXECS map".into()))?;
         RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
     }
@@ -298,7 +299,7 @@ impl Kernel {
     /// Exec events dropped so far because their ring buffer was full.
     pub fn execs_lost(&self) -> u64 {
         self.ebpf
-            .map("EXEC_LOST")
+            .map(maps::name::EXEC_LOST)
             .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
             .and_then(|a| a.get(&0, 0).ok())
             .map_or(0, |values| values.iter().sum())
@@ -306,7 +307,7 @@ impl Kernel {
 
     pub fn counters(&self) -> Counters {
         let mut totals = [0u64; counter::COUNT as usize];
-        let Some(map) = self.ebpf.map("COUNTERS") else {
+        let Some(map) = self.ebpf.map(maps::name::COUNTERS) else {
             return totals;
         };
         let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
@@ -322,7 +323,7 @@ impl Kernel {
 
     /// Calls seen but not timed, per (function id, process), summed over CPUs, since loading.
     pub fn misses(&self) -> HashMap<(u32, u32), Misses> {
-        let Some(map) = self.ebpf.map("MISSED") else {
+        let Some(map) = self.ebpf.map(maps::name::MISSED) else {
             return HashMap::new();
         };
         let Ok(missed) = PerCpuHashMap::<_, MissKey, Misses>::try_from(map) else {
@@ -347,7 +348,7 @@ impl Kernel {
             nested_capacity: goprobe_common::MAX_NESTED_CALLS,
             ..Pairing::default()
         };
-        if let Some(map) = self.ebpf.map("GOROUTINES")
+        if let Some(map) = self.ebpf.map(maps::name::GOROUTINES)
             && let Ok(goroutines) = BpfHashMap::<_, GoroutineKey, Goroutine>::try_from(map)
         {
             for (key, record) in goroutines.iter().filter_map(Result::ok) {
@@ -358,7 +359,7 @@ impl Kernel {
                 }
             }
         }
-        pairing.bytes = ["GOROUTINES", "NESTED"]
+        pairing.bytes = [maps::name::GOROUTINES, maps::name::NESTED]
             .iter()
             .filter_map(|name| map_memory(self.ebpf.map(name)?))
             .sum();
@@ -395,7 +396,7 @@ impl Kernel {
         [
             cost::<GoroutineKey, Goroutine>(
                 &mut self.ebpf,
-                "GOROUTINES",
+                maps::name::GOROUTINES,
                 GoroutineKey {
                     tgid: outside,
                     _pad: 0,
@@ -404,7 +405,7 @@ impl Kernel {
             ),
             cost::<NestedKey, Frame>(
                 &mut self.ebpf,
-                "NESTED",
+                maps::name::NESTED,
                 NestedKey {
                     tgid: outside,
                     index: 0,
@@ -419,7 +420,10 @@ impl Kernel {
     pub fn pairing_now(&self) -> (u64, u64, u64) {
         let mut counts = [0u64; 2];
         let mut bytes = 0;
-        for (i, name) in ["GOROUTINES", "NESTED"].iter().enumerate() {
+        for (i, name) in [maps::name::GOROUTINES, maps::name::NESTED]
+            .iter()
+            .enumerate()
+        {
             let cost = self.map_costs[i];
             if let Some(now) = self.ebpf.map(name).and_then(map_memory) {
                 bytes += now;
@@ -437,7 +441,7 @@ impl Kernel {
     /// exited (the kernel lists those processes in `PROCESSES`), or when that list overflowed.
     pub fn sweep_goroutines(&mut self, alive: impl Fn(u32) -> bool) -> usize {
         let overflowed = self.counters()[counter::PROCESSES_FULL as usize] > 0;
-        let dead: Vec<u32> = match self.ebpf.map("PROCESSES") {
+        let dead: Vec<u32> = match self.ebpf.map(maps::name::PROCESSES) {
             Some(map) => match BpfHashMap::<_, u32, u8>::try_from(map) {
                 Ok(processes) => processes
                     .keys()
@@ -451,11 +455,12 @@ impl Kernel {
         if dead.is_empty() && !overflowed {
             return 0;
         }
-        let removed = remove_where::<GoroutineKey, Goroutine>(&mut self.ebpf, "GOROUTINES", |k| {
-            !alive(k.tgid)
-        });
-        remove_where::<NestedKey, Frame>(&mut self.ebpf, "NESTED", |k| !alive(k.tgid));
-        if let Some(map) = self.ebpf.map_mut("PROCESSES")
+        let removed =
+            remove_where::<GoroutineKey, Goroutine>(&mut self.ebpf, maps::name::GOROUTINES, |k| {
+                !alive(k.tgid)
+            });
+        remove_where::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k| !alive(k.tgid));
+        if let Some(map) = self.ebpf.map_mut(maps::name::PROCESSES)
             && let Ok(mut processes) = BpfHashMap::<_, u32, u8>::try_from(map)
         {
             for tgid in dead {

@@ -28,13 +28,9 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             stacks: true,
             stack_counts: false,
             profile: true,
+            kernel_stacks,
         },
     );
-    if !kernel_stacks {
-        loader.map_max_entries("KSTACKS", 1);
-    }
-    // The latency ring buffer is not used by the sampler either.
-    loader.map_max_entries("EVENTS", 4096);
     let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
     let program: &mut PerfEvent = ebpf
         .program_mut(PROGRAM)
@@ -58,7 +54,7 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             })?;
     }
     let samples = ebpf
-        .take_map("SAMPLES")
+        .take_map(maps::name::SAMPLES)
         .ok_or_else(|| KernelError::Load("no SAMPLES map".into()))
         .and_then(|m| RingBuf::try_from(m).map_err(|e| KernelError::Load(e.to_string())))?;
     Ok((ebpf, samples))

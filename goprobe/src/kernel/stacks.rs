@@ -23,7 +23,7 @@ impl StackReader {
             return *trace;
         }
         let trace = ebpf
-            .map("STACKS")
+            .map(super::maps::name::STACKS)
             .and_then(|m| BpfHashMap::<&MapData, u64, StackTrace>::try_from(m).ok())
             .and_then(|m| m.get(&hash, 0).ok());
         // Cache only hits: a miss may be a stack that was not written yet.
@@ -36,7 +36,7 @@ impl StackReader {
 
 /// `stackcount`'s counters: calls per (process, function, stack).
 pub fn read_stack_counts(ebpf: &Ebpf) -> Vec<(StackCountKey, u64)> {
-    ebpf.map("STACK_COUNTS")
+    ebpf.map(super::maps::name::STACK_COUNTS)
         .and_then(|m| BpfHashMap::<&MapData, StackCountKey, u64>::try_from(m).ok())
         .map(|m| m.iter().filter_map(Result::ok).collect())
         .unwrap_or_default()
@@ -46,7 +46,7 @@ pub fn read_stack_counts(ebpf: &Ebpf) -> Vec<(StackCountKey, u64)> {
 pub fn counters(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
     let mut out: Vec<(&'static str, u64)> = counter::NAMES.iter().map(|&n| (n, 0)).collect();
     if let Some(array) = ebpf
-        .map("STACK_COUNTERS")
+        .map(super::maps::name::STACK_COUNTERS)
         .and_then(|m| PerCpuArray::<&MapData, u64>::try_from(m).ok())
     {
         for (i, slot) in out.iter_mut().enumerate() {
