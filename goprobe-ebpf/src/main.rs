@@ -270,13 +270,17 @@ enum Stale {
     Return(u32),
 }
 
-/// Discard the open calls that `rule` shows to be over, up to `STALE_PER_HIT` of them.
+/// Discard the open calls that `rule` shows to be over, up to `STALE_PER_HIT` of them; the
+/// innermost open call that remains (read once: callers pair with it).
 #[inline(always)]
-fn discard_stale(record: &mut Goroutine, key: &GoroutineKey, sp_off: u32, rule: Stale) {
+fn discard_stale(
+    record: &mut Goroutine,
+    key: &GoroutineKey,
+    sp_off: u32,
+    rule: Stale,
+) -> Option<Frame> {
     for _ in 0..STALE_PER_HIT {
-        let Some(top) = top(record, key) else {
-            return;
-        };
+        let top = top(record, key)?;
         let stale = match rule {
             Stale::Entry => top.sp_off >= sp_off,
             Stale::Inline => top.sp_off > sp_off,
@@ -285,11 +289,12 @@ fn discard_stale(record: &mut Goroutine, key: &GoroutineKey, sp_off: u32, rule: 
             }
         };
         if !stale {
-            return;
+            return Some(top);
         }
         drop_top(record, key);
         bump(counter::ENTRIES_ABANDONED);
     }
+    top(record, key)
 }
 
 #[uprobe]
@@ -375,7 +380,7 @@ fn on_entry(ctx: &ProbeContext) {
     };
     if let Some(record) = here.record {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
-        discard_stale(unsafe { &mut *record }, &key, here.sp_off, Stale::Entry);
+        let _ = discard_stale(unsafe { &mut *record }, &key, here.sp_off, Stale::Entry);
     }
     // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
@@ -443,7 +448,9 @@ fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &
     if let Some(record) = here.record {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
         let record = unsafe { &mut *record };
-        discard_stale(record, key, sp_off, Stale::Inline);
+        // The remaining top is read again below: carrying it across the loop's iterations makes
+        // the verifier refuse the program.
+        let _ = discard_stale(record, key, sp_off, Stale::Inline);
         // Copies nested in each other may end at the same address: the innermost is on top.
         for _ in 0..MAX_INLINE_ACTIONS {
             let Some(top) = top(record, key) else {
@@ -551,8 +558,7 @@ fn on_return(ctx: &ProbeContext) {
     if let Some(record) = here.record {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
         let record = unsafe { &mut *record };
-        discard_stale(record, &key, here.sp_off, Stale::Return(func));
-        if let Some(top) = top(record, &key)
+        if let Some(top) = discard_stale(record, &key, here.sp_off, Stale::Return(func))
             && top.sp_off == here.sp_off
             && top.func == func
         {
