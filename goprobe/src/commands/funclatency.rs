@@ -325,15 +325,18 @@ fn print_interval(
             tracer.pattern.name.clone()
         };
         let key = (function.clone(), pid);
-        let row = rows.entry(key.clone()).or_insert_with(|| Row {
-            function,
-            pid,
-            attached: coverage_of(pid).0,
-            from_start: coverage_of(pid).1,
-            latencies: Latencies::default(),
-            misses: Misses::default(),
-            sites: per_function.then(FunctionSites::default),
-            stacks: stack_view.as_ref().map(|_| Vec::new()),
+        let row = rows.entry(key.clone()).or_insert_with(|| {
+            let (attached, from_start) = coverage_of(pid);
+            Row {
+                function,
+                pid,
+                attached,
+                from_start,
+                latencies: Latencies::default(),
+                misses: Misses::default(),
+                sites: per_function.then(FunctionSites::default),
+                stacks: stack_view.as_ref().map(|_| Vec::new()),
+            }
         });
         if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
             sites.out_of_line |= info.out_of_line;
