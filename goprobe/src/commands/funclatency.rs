@@ -13,11 +13,11 @@ use goprobe_common::{Misses, counter};
 use crate::{
     cli::parse_duration,
     engine::hostwide::HostWide,
+    engine::run::{Event, Run},
     engine::session::{
         Coverage, attach_mode_from_env, attach_targets_noting, check_targets, scan_processes,
         select, start_host_wide,
     },
-    engine::session::{Event, Run},
     engine::stack_view::StackView,
     engine::{Selection, Tracer},
     kernel::Probes,
@@ -166,15 +166,12 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         // Timers and signal handlers belong to the runtime: the run is made inside it.
-        let mut run = Run::new(
-            args.duration,
-            args.interval,
-            true,
-            &selection,
-            tracked_pids,
-            host.take(),
-            verbose,
-        )?;
+        let mut run = Run::new(args.duration)?
+            .draining(crate::pipeline::DRAIN_EVERY)
+            .interval(args.interval.map(Duration::from_secs))
+            .targets(&selection, tracked_pids)
+            .host_wide(host.take())
+            .verbose(verbose);
         let result = event_loop(&mut tracer, &args, &mut run, &mut stack_view, &mut coverage).await;
         host = run.host.take();
         result
@@ -267,7 +264,7 @@ async fn event_loop(
                 {
                     view.preload(tracer);
                 }
-                if args.json && matches!(run.selection(), Selection::Binary(_)) {
+                if args.json && matches!(run.selection(), Some(Selection::Binary(_))) {
                     scan_processes(coverage, &mut seen_pids);
                 }
             }

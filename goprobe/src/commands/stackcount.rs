@@ -14,7 +14,7 @@ use goprobe_common::StackCountKey;
 
 use crate::{
     engine::Tracer,
-    engine::session::{Event, Run},
+    engine::run::{Event, Run},
     engine::session::{
         attach_mode_from_env, attach_targets, check_targets, select, start_host_wide,
     },
@@ -118,15 +118,10 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         // Timers and signal handlers belong to the runtime: the run is made inside it.
-        let mut run = Run::new(
-            args.duration,
-            None,
-            false,
-            &selection,
-            tracked,
-            host.take(),
-            args.verbose,
-        )?;
+        let mut run = Run::new(args.duration)?
+            .targets(&selection, tracked)
+            .host_wide(host.take())
+            .verbose(args.verbose);
         event_loop(&mut tracer, &mut symbolizer, &mut sites, &mut run).await
     })?;
     tracer.detach_all();

@@ -8,9 +8,11 @@
 
 pub mod hostwide;
 pub mod profiler;
+pub mod run;
 pub mod session;
 pub mod stack_view;
 pub mod stop;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},

@@ -32,7 +32,6 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
     config::{Config, Glob},
@@ -40,9 +39,11 @@ use self::{
     labels::{PodNames, short_container},
 };
 use crate::{
-    engine::session::SWEEP_EVERY,
-    engine::{AttachmentId, BinaryState, TraceError, Tracer},
-    kernel::AttachMode,
+    engine::{
+        AttachmentId, BinaryState, TraceError, Tracer,
+        run::{Run, Tick},
+        session::attach_mode_from_env,
+    },
     outputs::prometheus::Health,
     pipeline::{self, Latencies},
     pipeline::{
@@ -199,9 +200,6 @@ struct Agent {
     )>,
     /// The service label of each profiled process, kept until its last profile is written.
     profiled: HashMap<u32, String>,
-    /// The kernel's exec events: new processes are looked at as they start, not at the next
-    /// scan (which a short-lived process would not live to see).
-    execs: Option<ExecWatch>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -227,15 +225,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let archive = Arc::new(Archive::open(&config.archive.path)?);
-    let mode = match std::env::var("GOPROBE_ATTACH").as_deref() {
-        Ok("multi") => Some(AttachMode::Multi),
-        Ok("single") | Ok("per-site") => Some(AttachMode::PerSite),
-        _ => None,
-    };
+    let mode = attach_mode_from_env();
     let probes = Probe::compile(&config);
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
     let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
     tracer.keep_names = false;
+    // The kernel's exec events: new processes are looked at as they start, not at the next
+    // scan (which a short-lived process would not live to see).
     let execs = tracer
         .watch_execs()
         .inspect_err(|e| {
@@ -285,27 +281,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         otlp,
         profiler,
         profiled: HashMap::new(),
-        execs,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(agent.run(listener))
-}
-
-/// The next new processes from the exec watch (never, without one; a watch that stopped is
-/// dropped, leaving the scan).
-async fn next_execs(execs: &mut Option<ExecWatch>) -> Vec<targets::Exec> {
-    let Some(watch) = execs.as_mut() else {
-        return std::future::pending().await;
-    };
-    match watch.next().await {
-        Some(new) => new,
-        None => {
-            *execs = None;
-            Vec::new()
-        }
-    }
+    runtime.block_on(agent.run(listener, execs))
 }
 
 fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
@@ -323,20 +303,21 @@ fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
 }
 
 impl Agent {
-    async fn run(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
+    async fn run(
+        &mut self,
+        listener: std::net::TcpListener,
+        execs: Option<ExecWatch>,
+    ) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let address = listener.local_addr()?;
         tokio::spawn(http::serve(listener, self.shared.clone()));
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut drain = tokio::time::interval(pipeline::DRAIN_EVERY);
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        let mut scan = tokio::time::interval(self.config.agent.scan_interval.0);
-        let mut archive = tokio::time::interval(self.config.archive.interval.0);
-        archive.tick().await; // the first tick is immediate
-        let mut push = tokio::time::interval(self.otlp.interval());
-        push.tick().await;
+        let mut run = Run::new(None)?
+            .reloading()?
+            .draining(pipeline::DRAIN_EVERY)
+            .scan_every(self.config.agent.scan_interval.0)
+            .interval(Some(self.config.archive.interval.0))
+            .export(self.otlp.enabled().then(|| self.otlp.interval()))
+            .execs(execs);
 
         self.scan();
         eprintln!(
@@ -346,23 +327,19 @@ impl Agent {
             self.tracer.kernel().mode()
         );
         loop {
-            tokio::select! {
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = sighup.recv() => {
+            match run.tick().await {
+                Tick::Stop => break,
+                Tick::Reload => {
                     let interval = self.config.archive.interval.0;
                     self.reload();
-                    scan = tokio::time::interval(self.config.agent.scan_interval.0);
+                    run = run.scan_every(self.config.agent.scan_interval.0);
                     if self.config.archive.interval.0 != interval {
                         // The interval in progress is written at the new pace's first tick.
-                        archive = tokio::time::interval_at(
-                            tokio::time::Instant::now() + self.config.archive.interval.0,
-                            self.config.archive.interval.0,
-                        );
+                        run = run.interval(Some(self.config.archive.interval.0));
                     }
                 }
-                _ = drain.tick() => self.fold(),
-                execs = next_execs(&mut self.execs) => {
+                Tick::Drain => self.fold(),
+                Tick::Execs(execs) => {
                     // A PID known already exec'd again: count the calls it made so far under
                     // its old labels first, as a scan does.
                     if execs.iter().any(|e| self.processes.contains_key(&e.pid)) {
@@ -372,10 +349,12 @@ impl Agent {
                         self.look_at(exec.pid);
                     }
                 }
-                _ = scan.tick() => self.scan(),
-                _ = sweep.tick() => { self.tracer.sweep(targets::is_alive); }
-                _ = archive.tick() => self.write_interval(),
-                _ = push.tick(), if self.otlp.enabled() => {
+                Tick::Scan => self.scan(),
+                Tick::Sweep => {
+                    self.tracer.sweep(targets::is_alive);
+                }
+                Tick::Interval => self.write_interval(),
+                Tick::Export => {
                     self.fold();
                     let guard = self.shared.metrics.lock().expect("metrics lock");
                     self.otlp.export(&guard.0, now_ms() * 1_000_000);
