@@ -954,3 +954,38 @@ fn exec_events_find_short_lived_processes() {
     .unwrap_or_else(|e| panic!("{e}: {}\n{}", agent.metrics(), agent.probe.stderr.text()));
     agent.stop();
 }
+
+/// An exec is a new process for the agent too: a program that replaces itself with a new run of
+/// its own binary, in place, twice, has all its calls counted (each image's 1,500).
+#[test]
+fn exec_in_place_is_counted_in_full() {
+    const REEXEC: &str = "main.goprobeE2EReexec";
+    let scratch = Scratch::new("agent-reexec");
+    let program = scratch.0.join("reexec");
+    fs::copy(matrix()[0].program("reexec"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        &format!("functions = [\"go:{REEXEC}\"]"),
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(
+        &agent,
+        &program,
+        &["-images", "3", "-n", "1500", "-startup", "100ms"],
+    );
+    let calls = u64_field(&go.finish(Duration::from_secs(60)).unwrap(), "calls");
+    assert_eq!(calls, 4500);
+    poll(
+        &format!("/metrics to count {calls} calls"),
+        Duration::from_secs(15),
+        || {
+            let text = agent.metrics();
+            (metric_sum(&text, COUNT, &[("function", REEXEC)]) as u64 == calls).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; last /metrics:\n{}", agent.metrics()));
+    agent.stop();
+}

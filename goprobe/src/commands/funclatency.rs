@@ -171,6 +171,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             .interval(args.interval.map(Duration::from_secs))
             .targets(&selection, tracked_pids)
             .host_wide(host.take())
+            .follow_execs(&mut tracer)
             .verbose(verbose);
         let result = event_loop(&mut tracer, &args, &mut run, &mut stack_view, &mut coverage).await;
         host = run.host.take();
@@ -254,6 +255,17 @@ async fn event_loop(
                 }
             }
             Event::Discovered => {
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
+            }
+            Event::Reattached {
+                pid,
+                binary,
+                attached,
+            } => {
+                coverage.attached(binary, &attached);
+                coverage.process(pid, binary);
                 if let Some(view) = stack_view.as_mut() {
                     view.preload(tracer);
                 }

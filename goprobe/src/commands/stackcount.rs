@@ -121,6 +121,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         let mut run = Run::new(args.duration)?
             .targets(&selection, tracked)
             .host_wide(host.take())
+            .follow_execs(&mut tracer)
             .verbose(args.verbose);
         event_loop(&mut tracer, &mut symbolizer, &mut sites, &mut run).await
     })?;
@@ -234,7 +235,9 @@ async fn event_loop(
         match run.next(tracer).await {
             Event::Stop => break,
             Event::Drained | Event::Interval => {}
-            Event::Discovered => preload_sites(tracer, symbolizer, sites),
+            Event::Discovered | Event::Reattached { .. } => {
+                preload_sites(tracer, symbolizer, sites)
+            }
             Event::Scanned => {
                 // Read how each process that made a counted call maps its code while it runs.
                 for tgid in counted_tgids(tracer) {

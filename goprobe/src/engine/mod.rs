@@ -61,6 +61,8 @@ pub struct Tracer {
     by_build_id: HashMap<String, BinaryKey>,
     attachments: HashMap<AttachmentId, Attachment>,
     next_attachment: u64,
+    /// The attachments made for one process (`-p`), by PID: an exec replaces them.
+    by_pid: HashMap<u32, AttachmentId>,
     /// Keep the function names of Go binaries where nothing matched, for "closest names"
     /// hints (`funclatency`); a long-running agent does not need them.
     pub keep_names: bool,
@@ -140,6 +142,7 @@ impl Tracer {
             by_build_id: HashMap::new(),
             attachments: HashMap::new(),
             next_attachment: 0,
+            by_pid: HashMap::new(),
             keep_names: true,
             inspections: 0,
             inspection_failures: 0,
@@ -422,8 +425,57 @@ impl Tracer {
         path: &Path,
         pid: Option<u32>,
     ) -> Result<Attached, TraceError> {
-        self.attach_selected(key, path, pid, &|_| true)
-            .map(|(attached, _)| attached)
+        let (attached, id) = self.attach_selected(key, path, pid, &|_| true)?;
+        if let Some(pid) = pid {
+            self.by_pid.insert(pid, id);
+        }
+        Ok(attached)
+    }
+
+    /// Process `exec.pid` exec'd: drop what its old program left in the kernel (open calls
+    /// that will never return, cached stack bounds), so that the new program, whose goroutines
+    /// may sit at the same addresses, starts clean.
+    pub fn forget_old_program(&mut self, exec: &crate::targets::Exec) {
+        self.kernel.forget_before_exec(exec.pid, exec.ktime_ns);
+    }
+
+    /// Process `exec.pid` exec'd: it is a new process. What its old program left in the kernel
+    /// goes. If it was attached on its own ([`Tracer::attach`] with its PID) and the exec came
+    /// from another thread than the main one, its new program is planned and attached in its
+    /// place: the kernel ties a per-PID attachment to the main thread's task, which such an exec
+    /// ends (an exec by the main thread keeps it, and the attachment goes on firing). Returns that
+    /// attach, if there was one to redo (an error when the new program has nothing to trace).
+    pub fn exec(
+        &mut self,
+        exec: &crate::targets::Exec,
+    ) -> Option<Result<(BinaryKey, Attached), TraceError>> {
+        self.forget_old_program(exec);
+        if exec.old_tid == exec.pid {
+            return None;
+        }
+        let old = self.by_pid.remove(&exec.pid)?;
+        // The new attachment first, and the old one (which fires no more) detached in the
+        // background: detaching waits for the kernel, tens of milliseconds per link.
+        let attached = match exec.exe.as_ref() {
+            // Gone already: nothing to attach to.
+            Err(_) => None,
+            Ok(exe) => {
+                let path = exe.path();
+                match self.plan(exe.binary, &path) {
+                    BinaryState::Skipped { reason, .. } => {
+                        Some(Err(TraceError::NoMatch(reason.clone())))
+                    }
+                    BinaryState::Planned { .. } => Some(
+                        self.attach(exe.binary, &path, Some(exec.pid))
+                            .map(|attached| (exe.binary, attached)),
+                    ),
+                }
+            }
+        };
+        if let Some(attachment) = self.attachments.remove(&old) {
+            self.kernel.detach_in_background(attachment);
+        }
+        attached
     }
 
     /// Like [`Tracer::attach`], for the planned functions whose name `select` accepts only

@@ -247,6 +247,24 @@ impl Kernel {
         detach(&mut self.ebpf, attachment);
     }
 
+    /// Detach without waiting: each link is dropped by a thread of its own, so the caller goes
+    /// on at once (detaching waits for the kernel, tens of milliseconds per link). For probes
+    /// that no longer fire (those of a process whose exec ended them).
+    pub fn detach_in_background(&mut self, attachment: Attachment) {
+        let links: Vec<_> = attachment
+            .links
+            .into_iter()
+            .filter_map(|(name, link)| program(&mut self.ebpf, name).take_link(link).ok())
+            .collect();
+        if links.is_empty() {
+            return;
+        }
+        // A thread that cannot be started drops its closure, and so the links, right here.
+        let _ = std::thread::Builder::new()
+            .name("goprobe-detach".into())
+            .spawn(move || drop(links));
+    }
+
     fn inline_program(&self) -> &'static str {
         match self.mode {
             AttachMode::Multi => INLINE_MULTI,
@@ -436,6 +454,41 @@ impl Kernel {
         (counts[0], counts[1], bytes)
     }
 
+    /// Process `tgid` exec'd at `exec_ns` (CLOCK_MONOTONIC): drop what its old program left, so
+    /// that the new one, whose goroutines may well sit at the same addresses, starts clean: the
+    /// records that only cache a stack bound, and the calls opened before the exec (they will
+    /// never return). Calls the new program opened already are kept. Reads the records only if
+    /// the process has some (the kernel lists those processes in `PROCESSES`). Returns how many
+    /// open calls of the old program were dropped.
+    pub fn forget_before_exec(&mut self, tgid: u32, exec_ns: u64) -> usize {
+        let has_records = self
+            .ebpf
+            .map(maps::name::PROCESSES)
+            .and_then(|map| BpfHashMap::<_, u32, u8>::try_from(map).ok())
+            .is_some_and(|processes| processes.get(&tgid, 0).is_ok());
+        let overflowed = self.counters()[counter::PROCESSES_FULL as usize] > 0;
+        if !has_records && !overflowed {
+            return 0;
+        }
+        let mut dropped = 0;
+        remove_entries::<GoroutineKey, Goroutine>(
+            &mut self.ebpf,
+            maps::name::GOROUTINES,
+            |k, v| {
+                let old = k.tgid == tgid && (v.depth == 0 || v.outer.start_ns < exec_ns);
+                if old {
+                    dropped += v.depth.min(1) as usize;
+                }
+                old
+            },
+        );
+        dropped +=
+            remove_entries::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k, v| {
+                k.tgid == tgid && v.start_ns < exec_ns
+            });
+        dropped
+    }
+
     /// Drop the records and open calls of processes for which `alive` is false; returns how
     /// many records were removed. Reads every record only when a process that has records has
     /// exited (the kernel lists those processes in `PROCESSES`), or when that list overflowed.
@@ -455,11 +508,14 @@ impl Kernel {
         if dead.is_empty() && !overflowed {
             return 0;
         }
-        let removed =
-            remove_where::<GoroutineKey, Goroutine>(&mut self.ebpf, maps::name::GOROUTINES, |k| {
-                !alive(k.tgid)
-            });
-        remove_where::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k| !alive(k.tgid));
+        let removed = remove_entries::<GoroutineKey, Goroutine>(
+            &mut self.ebpf,
+            maps::name::GOROUTINES,
+            |k, _| !alive(k.tgid),
+        );
+        remove_entries::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k, _| {
+            !alive(k.tgid)
+        });
         if let Some(map) = self.ebpf.map_mut(maps::name::PROCESSES)
             && let Ok(mut processes) = BpfHashMap::<_, u32, u8>::try_from(map)
         {
@@ -529,10 +585,11 @@ fn map_memory(map: &aya::maps::Map) -> Option<u64> {
 }
 
 /// Remove the entries of hash map `name` whose key `dead` accepts; returns how many.
-fn remove_where<K: aya::Pod, V: aya::Pod>(
+/// Remove the entries of map `name` for which `doomed(key, value)` holds; returns how many.
+fn remove_entries<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &str,
-    dead: impl Fn(&K) -> bool,
+    mut doomed: impl FnMut(&K, &V) -> bool,
 ) -> usize {
     let Some(map) = ebpf.map_mut(name) else {
         return 0;
@@ -540,13 +597,13 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
     let Ok(mut entries) = BpfHashMap::<_, K, V>::try_from(map) else {
         return 0;
     };
-    let doomed: Vec<K> = entries
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|key| dead(key))
-        .collect();
-    doomed
+    let keys: Vec<K> = entries
         .iter()
+        .filter_map(Result::ok)
+        .filter(|(key, value)| doomed(key, value))
+        .map(|(key, _)| key)
+        .collect();
+    keys.iter()
         .filter(|key| entries.remove(key).is_ok())
         .count()
 }

@@ -346,7 +346,24 @@ impl Agent {
                         self.fold();
                     }
                     for exec in execs {
+                        self.tracer.forget_old_program(&exec);
+                        // An exec by another thread than the main one ends the kernel's
+                        // attachment for the process (it is tied to the main thread's task):
+                        // the process is looked at as a new one, and its old attachment is
+                        // detached after the new one is in place (detaching takes a while).
+                        let ended = if exec.old_tid != exec.pid {
+                            self.processes.remove(&exec.pid)
+                        } else {
+                            None
+                        };
                         self.look_at(exec.pid);
+                        if let Some(Tracked {
+                            state: ProcessState::Traced { attachment, .. },
+                            ..
+                        }) = ended
+                        {
+                            self.tracer.detach(attachment);
+                        }
                     }
                 }
                 Tick::Scan => self.scan(),
