@@ -37,17 +37,19 @@ use crate::{
         prometheus::{self, Health},
     },
     pipeline::{
-        archive::Archive,
         history::{self, Range},
         series::Cumulative,
     },
     plan::Pattern,
 };
 
+use super::store::Store;
+use crate::pipeline::archive::ArchiveError;
+
 /// What the server reads; the agent's loop writes it.
 pub struct Shared {
     pub metrics: Mutex<(Cumulative, Health)>,
-    pub archive: Arc<Archive>,
+    pub archive: Arc<Store>,
     pub token: Option<String>,
 }
 
@@ -139,14 +141,19 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/api/v1/status" => {
-            let archive = match shared.archive.extent() {
+            let health = shared.archive.status();
+            let mut archive = match shared.archive.read(|a| Ok(a.extent()?)) {
                 Ok((range, bytes)) => serde_json::json!({
                     "first_interval_end_ms": range.map(|r| r.0),
                     "last_interval_end_ms": range.map(|r| r.1),
                     "bytes": bytes,
                 }),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
+                Err(e) => serde_json::json!({ "error": crate::one_line(&e) }),
             };
+            archive["corrupt_total"] = health.corrupt_total.into();
+            if let Some(failing) = health.failing {
+                archive["failing"] = failing.into();
+            }
             let json = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "archive": archive,
@@ -234,13 +241,15 @@ async fn archived_profile(
         None => None,
     };
     let result = tokio::task::spawn_blocking(move || {
-        crate::outputs::pprof::answer_profile(&shared.archive, &ranges, pid)
+        shared
+            .archive
+            .read(|archive| crate::outputs::pprof::answer_profile(archive, &ranges, pid))
     })
     .await;
     match result {
         Ok(Ok(bytes)) => reply(StatusCode::OK, "application/octet-stream", bytes),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
     }
 }
 
@@ -278,10 +287,13 @@ async fn api(
     };
     // Reading a long range can take a while: off the agent's thread.
     let result = tokio::task::spawn_blocking(move || {
-        let records: Result<Vec<_>, _> = ranges
-            .iter()
-            .map(|r| shared.archive.read(r.from_ms, r.to_ms))
-            .collect();
+        let records = shared.archive.read(|archive| {
+            let records: Result<Vec<_>, _> = ranges
+                .iter()
+                .map(|r| archive.read(r.from_ms, r.to_ms))
+                .collect();
+            Ok(records?)
+        });
         records.map(|records| {
             if diff {
                 serde_json::to_string(&history::answer_diff(
@@ -304,7 +316,20 @@ async fn api(
     match result {
         Ok(Ok(Ok(json))) => reply(StatusCode::OK, "application/json", json),
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        // A panic of the reading thread: its message is no answer for the user.
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
     }
+}
+
+/// The archive could not answer: 503 while it is corrupt (it was just replaced) or
+/// unavailable (a full disk), 500 for anything else.
+fn archive_error(e: &anyhow::Error) -> Response<Full<Bytes>> {
+    let status = match e.downcast_ref::<ArchiveError>() {
+        Some(ArchiveError::Io { .. } | ArchiveError::Corrupt { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &crate::one_line(e))
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod labels;
 pub mod otlp;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -46,7 +47,7 @@ use crate::{
     outputs::prometheus::Health,
     pipeline::{self, Latencies},
     pipeline::{
-        archive::{Archive, ProfileRecord, Record, Retention},
+        archive::{ProfileRecord, Record, Retention},
         history::now_ms,
         series::{Cumulative, SeriesKey},
     },
@@ -226,7 +227,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive (set http.bearer_token_file)"
         );
     }
-    let archive = Arc::new(Archive::open(&config.archive.path)?);
+    let archive = Arc::new(store::Store::open(&config.archive.path)?);
     let mode = match std::env::var("GOPROBE_ATTACH").as_deref() {
         Ok("multi") => Some(AttachMode::Multi),
         Ok("single") | Ok("per-site") => Some(AttachMode::PerSite),
@@ -420,6 +421,7 @@ impl Agent {
         (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
         self.health.binaries_inspected = self.tracer.inspections;
         self.health.inspection_failures = self.tracer.inspection_failures;
+        self.health.archive_corrupt = self.shared.archive.corrupt_total();
         let (mut processes, mut probes) = (0, 0);
         for tracked in self.processes.values() {
             if let ProcessState::Traced { functions, .. } = tracked.state {
@@ -486,12 +488,10 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
+        // The store logs failures when they start and end, not at every interval.
         match self.shared.archive.write(&records, retention) {
             Ok(()) => self.health.archive_writes += 1,
-            Err(e) => {
-                self.health.archive_errors += 1;
-                eprintln!("goprobe: archive: {e}");
-            }
+            Err(_) => self.health.archive_errors += 1,
         }
     }
 
@@ -536,9 +536,13 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
-        if let Err(e) = self.shared.archive.write_profiles(&records, retention) {
+        if self
+            .shared
+            .archive
+            .write_profiles(&records, retention)
+            .is_err()
+        {
             self.health.archive_errors += 1;
-            eprintln!("goprobe: archive: {e}");
         }
     }
 
