@@ -224,7 +224,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     if !listen.ip().is_loopback() && token.is_none() {
         eprintln!(
-            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive (set http.bearer_token_file)"
+            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive, and profiling (/debug/pprof/profile) is off (set http.bearer_token_file)"
         );
     }
     let archive = Arc::new(store::Store::open(&config.archive.path)?);
@@ -258,6 +258,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             health.clone(),
         )),
         archive,
+        profiling: http::Profiling::new(listen, token.is_some()),
         token,
     });
     let profiler = if config.profile.enabled {
