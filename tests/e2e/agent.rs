@@ -954,3 +954,63 @@ fn exec_events_find_short_lived_processes() {
     .unwrap_or_else(|e| panic!("{e}: {}\n{}", agent.metrics(), agent.probe.stderr.text()));
     agent.stop();
 }
+
+/// Labels outlive the process: 300 runs of a ~70 ms command (tests/go/shortlived), eight at a
+/// time, most of them gone before the agent next folds the ring buffer (many end before the
+/// agent attached, which is not what this checks); every call counted carries the service label
+/// the config gives, none lands in `service=""` (before the fix: 326 of 550).
+#[test]
+fn short_lived_processes_keep_their_labels() {
+    let scratch = Scratch::new("agent-short-labels");
+    let program = scratch.0.join("shortlived");
+    fs::copy(matrix()[0].program("shortlived"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "service = \"short\"")
+        .replace(FUNCTION, "main.goprobeE2EShortlived");
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let program = program.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 / 8 {
+                    let out = Command::new(&program)
+                        .args(["-nowait", "-startup", "60ms", "-n", "10", "-spread", "5ms"])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "{out:?}");
+                }
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+    let function = [("function", "main.goprobeE2EShortlived")];
+    // Settled: the count stops moving once every exit was seen.
+    let mut last = -1.0;
+    let text = poll("the count to settle", Duration::from_secs(15), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = agent.metrics();
+        let now = metric_sum(&text, COUNT, &function);
+        let settled = now == last;
+        last = now;
+        settled.then_some(text)
+    })
+    .unwrap();
+    let labelled = metric_sum(&text, COUNT, &[function[0], ("service", "short")]);
+    let all = metric_sum(&text, COUNT, &function);
+    assert!(
+        labelled >= 200.0,
+        "{labelled} calls labelled:\n{text}\n{}",
+        agent.probe.stderr.text()
+    );
+    assert_eq!(
+        labelled,
+        all,
+        "calls without their label:\n{text}\n{}",
+        agent.probe.stderr.text()
+    );
+    agent.stop();
+}

@@ -12,9 +12,10 @@
 //! ```
 //!
 //! A process is known by (PID, start time): a reused PID is a new process, and an exec is seen
-//! as a new binary behind the same PID. Before any process is forgotten or re-labelled, the
-//! ring buffer is drained and folded, so every call is counted under the labels it was made
-//! with. SIGHUP reloads the config (a config with an error is refused whole, the running one
+//! as a new binary behind the same PID. Before a process is re-labelled, the ring buffer is
+//! drained and folded, and a process forgotten (it exited, often while the agent looked at
+//! others) keeps its labels until the next fold, so every call is counted under the labels it
+//! was made with. SIGHUP reloads the config (a config with an error is refused whole, the running one
 //! stays); collected histograms are kept across reloads.
 pub mod config;
 pub mod http;
@@ -173,6 +174,14 @@ enum ProcessState {
     },
 }
 
+/// A traced process forgotten since the last fold: its last calls may still be in the ring
+/// buffer, and the next fold counts them under these labels.
+#[derive(Debug)]
+struct Retired {
+    ids: BTreeSet<u32>,
+    labels: ProcessLabels,
+}
+
 #[derive(Debug)]
 struct Tracked {
     start: u64,
@@ -186,6 +195,8 @@ struct Agent {
     probes: Vec<Probe>,
     tracer: Tracer,
     processes: HashMap<u32, Tracked>,
+    /// Traced processes forgotten since the last fold.
+    retired: HashMap<u32, Retired>,
     shared: Arc<Shared>,
     interval: BTreeMap<SeriesKey, Latencies>,
     interval_start_ms: u64,
@@ -278,6 +289,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         probes,
         tracer,
         processes: HashMap::new(),
+        retired: HashMap::new(),
         shared,
         interval: BTreeMap::new(),
         interval_start_ms: now_ms(),
@@ -403,8 +415,7 @@ impl Agent {
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
         for ((func, pid), latencies) in histograms {
-            if let Some(ProcessState::Traced { ids, .. }) =
-                self.processes.get(&pid).map(|t| &t.state)
+            if let Some((ids, _)) = self.traced(pid)
                 && !ids.contains(&func)
             {
                 continue;
@@ -413,6 +424,8 @@ impl Agent {
             guard.0.add(&key, &latencies);
             self.interval.entry(key).or_default().merge(&latencies);
         }
+        // Their last calls are counted now.
+        self.retired.clear();
         let counters = self.tracer.counters();
         self.health.kernel = goprobe_common::counter::NAMES
             .iter()
@@ -435,6 +448,15 @@ impl Agent {
         guard.1 = self.health.clone();
     }
 
+    /// The functions traced in process `pid` and its labels, while it is traced or until the
+    /// fold after it was forgotten.
+    fn traced(&self, pid: u32) -> Option<(&BTreeSet<u32>, &ProcessLabels)> {
+        match self.processes.get(&pid).map(|t| &t.state) {
+            Some(ProcessState::Traced { ids, labels, .. }) => Some((ids, labels)),
+            _ => self.retired.get(&pid).map(|r| (&r.ids, &r.labels)),
+        }
+    }
+
     fn series_key(&self, func: u32, pid: u32) -> SeriesKey {
         let function = self
             .tracer
@@ -442,8 +464,8 @@ impl Agent {
             .get(func)
             .map_or_else(|| format!("func#{func}"), |f| f.name.clone());
         let pid_label = self.config.histogram.pid_label.then_some(pid);
-        match self.processes.get(&pid).map(|t| &t.state) {
-            Some(ProcessState::Traced { labels, .. }) => SeriesKey {
+        match self.traced(pid) {
+            Some((_, labels)) => SeriesKey {
                 function,
                 service: labels.service.clone(),
                 container: labels.container.clone(),
@@ -591,6 +613,9 @@ impl Agent {
             } else {
                 "exec'd another binary"
             };
+            // The calls made so far go under the old labels, before the new process (or
+            // binary) takes the PID.
+            self.fold();
             self.forget(pid, why, true);
         }
         let state = match binary {
@@ -612,11 +637,18 @@ impl Agent {
             profiler.remove_pid(pid);
         }
         if let Some(Tracked {
-            state: ProcessState::Traced { attachment, .. },
+            state:
+                ProcessState::Traced {
+                    attachment,
+                    ids,
+                    labels,
+                    ..
+                },
             ..
         }) = self.processes.remove(&pid)
         {
             self.tracer.detach(attachment);
+            self.retired.insert(pid, Retired { ids, labels });
             if log {
                 eprintln!("goprobe: detached from PID {pid}: {why}");
             }
