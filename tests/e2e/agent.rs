@@ -1014,3 +1014,132 @@ fn short_lived_processes_keep_their_labels() {
     );
     agent.stop();
 }
+
+/// A small tmpfs, mounted for one test and unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk: redb fails every write after the first `No space left on device`, even once
+/// space is back, until the database is opened again. The agent goes on tracing, counts the
+/// intervals it could not write, says so once, and writes again once the file system has room.
+#[test]
+fn archive_resumes_after_a_full_disk() {
+    let scratch = Scratch::new("agent-disk-full");
+    let program = scratch.program("agentload");
+    let disk = Tmpfs::mount(scratch.0.join("disk"), "4m");
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "").replace(
+        &scratch.0.join("archive.redb").display().to_string(),
+        &disk.0.join("archive.redb").display().to_string(),
+    ) + "\n[profile]\nfrequency = 997\n";
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let mut go = start_program(
+        &agent,
+        &program,
+        &["-n", "200000", "-g", "4", "-phases", "1"],
+    );
+    let metric = |name: &str| metric_sum(&agent.metrics(), name, &[]);
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        poll(what, Duration::from_secs(30), || ok().then_some(()))
+            .unwrap_or_else(|e| panic!("{e}:\n{}\n{}", agent.metrics(), agent.probe.stderr.text()))
+    };
+    wait("a first archive write", &|| {
+        metric("goprobe_agent_archive_writes_total") >= 1.0
+    });
+
+    // Fill the file system to the last byte.
+    {
+        use std::io::Write as _;
+        let mut filler = fs::File::create(disk.0.join("filler")).unwrap();
+        let block = vec![0xa5u8; 64 << 10];
+        let mut small = vec![0xa5u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        while filler.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while filler.write_all(&small).is_ok() {}
+    }
+    wait("archive writes to fail", &|| {
+        metric("goprobe_agent_archive_errors_total") >= 3.0
+    });
+    let calls_while_full = metric_sum(&agent.metrics(), COUNT, &[("function", FUNCTION)]);
+    let failures = metric("goprobe_agent_archive_errors_total");
+
+    // Room again: the archive reopens and writes at the next interval.
+    disk.resize("64m");
+    wait("the archive to write again", &|| {
+        agent.probe.stderr.text().contains(" again (")
+    });
+    let writes = metric("goprobe_agent_archive_writes_total");
+    wait("two more archive writes", &|| {
+        metric("goprobe_agent_archive_writes_total") >= writes + 2.0
+    });
+    let text = agent.metrics();
+    // Tracing never stopped.
+    assert!(
+        metric_sum(&text, COUNT, &[("function", FUNCTION)]) > calls_while_full,
+        "{text}"
+    );
+    assert!(failures >= 3.0);
+    // Said once when writes (of intervals, of profiles, or opening the file) began failing, and
+    // once when they worked again: not at every interval.
+    let log = agent.probe.stderr.text();
+    let failing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("goprobe: cannot") && l.contains("tracing goes on"))
+        .collect();
+    assert!(!failing.is_empty() && failing.len() <= 3, "{log}");
+    assert!(failing[0].contains("No space left on device"), "{log}");
+    for kind in ["open the archive", "write intervals", "write CPU profiles"] {
+        assert!(
+            log.matches(&format!("cannot {kind}:")).count() <= 1,
+            "{kind}: {log}"
+        );
+        assert!(
+            log.matches(&format!("can {kind} again")).count() <= 1,
+            "{log}"
+        );
+    }
+    // The archive answers with what was written after the disk filled up.
+    let (status, body) = http_get(port, "/api/v1/query?from=-10s&to=now").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["histograms"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{answer}"
+    );
+    go.send("stop");
+    drop(go);
+    agent.stop();
+    drop(disk);
+}

@@ -7,9 +7,11 @@
 //!   these;
 //! - after an I/O error (a full disk), redb fails every later write until the database is opened
 //!   again: the handle is closed, and reopened at the next interval's write until one succeeds.
-//!   Intervals that could not be written are counted (`goprobe_agent_archive_errors_total`);
-//!   the log says when writes start failing and when they work again, not at every interval.
+//!   Writes that failed are counted (`goprobe_agent_archive_errors_total`); the log says when
+//!   writes (of intervals, of profiles, or opening the file) start failing and when they work
+//!   again, not at every interval.
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -32,10 +34,29 @@ pub struct Store {
 struct State {
     /// `None` while the archive cannot be opened (reopened at the next write).
     archive: Option<Arc<Archive>>,
-    /// Why writes fail, while they do.
-    failing: Option<String>,
-    /// Writes that failed since the last one that worked.
-    failed: u64,
+    /// Why writes of each kind fail, while they do, and how many failed since the last that
+    /// worked. Kept apart: on a full disk, the small interval writes may still fit where the
+    /// profiles do not, and one state for both would flip at every interval.
+    failing: BTreeMap<Kind, (String, u64)>,
+}
+
+/// What a write stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// Opening the file (at start-up, or again after an error).
+    Open,
+    Intervals,
+    Profiles,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Open => "open the archive",
+            Kind::Intervals => "write intervals",
+            Kind::Profiles => "write CPU profiles",
+        }
+    }
 }
 
 /// What `/api/v1/status` shows of the archive's health.
@@ -70,7 +91,9 @@ impl Store {
                     }
                     store.replace_corrupt(&mut state, &e);
                 }
-                Err(e @ ArchiveError::Io { .. }) if full(&e) => store.fail(&mut state, &e),
+                Err(e @ ArchiveError::Io { .. }) if full(&e) => {
+                    store.fail(&mut state, Kind::Open, &e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -85,13 +108,13 @@ impl Store {
         let state = self.state.lock().expect("archive lock");
         StoreStatus {
             corrupt_total: self.corrupt_total(),
-            failing: state.failing.clone(),
+            failing: failing(&state),
         }
     }
 
     /// Write one interval's histograms (see [`Archive::write`]).
     pub fn write(&self, records: &[Record], retention: Retention) -> Result<(), ArchiveError> {
-        self.writing(|archive| archive.write(records, retention))
+        self.writing(Kind::Intervals, |archive| archive.write(records, retention))
     }
 
     /// Write one interval's CPU profiles (see [`Archive::write_profiles`]).
@@ -100,11 +123,14 @@ impl Store {
         records: &[ProfileRecord],
         retention: Retention,
     ) -> Result<(), ArchiveError> {
-        self.writing(|archive| archive.write_profiles(records, retention))
+        self.writing(Kind::Profiles, |archive| {
+            archive.write_profiles(records, retention)
+        })
     }
 
     fn writing(
         &self,
+        kind: Kind,
         write: impl Fn(&Archive) -> Result<(), ArchiveError>,
     ) -> Result<(), ArchiveError> {
         // Twice at most: a write that finds the file corrupt goes to the fresh archive.
@@ -117,8 +143,10 @@ impl Store {
                 match &state.archive {
                     Some(archive) => archive.clone(),
                     None => {
-                        state.failed += 1;
-                        return Err(self.unavailable(&state));
+                        // Counted, not said again: opening it failed, and that was said.
+                        let e = self.unavailable(&state);
+                        state.failing.entry(kind).or_insert((e.to_string(), 0)).1 += 1;
+                        return Err(e);
                     }
                 }
             };
@@ -127,14 +155,14 @@ impl Store {
             let mut state = self.state.lock().expect("archive lock");
             match result {
                 Ok(()) => {
-                    if state.failing.take().is_some() {
+                    state.failing.remove(&Kind::Open);
+                    if let Some((_, failed)) = state.failing.remove(&kind) {
                         eprintln!(
-                            "goprobe: archive {}: writing again ({} intervals could not be written)",
+                            "goprobe: archive {}: can {} again ({failed} failed meanwhile)",
                             self.path.display(),
-                            state.failed
+                            kind.name()
                         );
                     }
-                    state.failed = 0;
                     return Ok(());
                 }
                 Err(e @ ArchiveError::Corrupt { .. }) => {
@@ -143,19 +171,20 @@ impl Store {
                     }
                 }
                 Err(e) => {
-                    state.failed += 1;
                     if matches!(e, ArchiveError::Io { .. }) && is_current(&state, &archive) {
                         // redb fails every later write after an I/O error: close the handle,
                         // and open the file again at the next write.
                         state.archive = None;
                     }
-                    self.fail(&mut state, &e);
+                    self.fail(&mut state, kind, &e);
                     return Err(e);
                 }
             }
         }
-        let state = self.state.lock().expect("archive lock");
-        Err(self.unavailable(&state))
+        let mut state = self.state.lock().expect("archive lock");
+        let e = self.unavailable(&state);
+        self.fail(&mut state, kind, &e);
+        Err(e)
     }
 
     /// Read the archive (the HTTP API). A corrupt archive found by the read is moved aside,
@@ -193,20 +222,23 @@ impl Store {
             path: self.path.clone(),
             message: format!(
                 "unavailable: {}",
-                state.failing.as_deref().unwrap_or("not open")
+                failing(state).unwrap_or_else(|| "not open".into())
             ),
             kind: None,
         }
     }
 
-    /// Writes fail: log it once, when they start failing.
-    fn fail(&self, state: &mut State, e: &ArchiveError) {
-        if state.failing.is_none() {
+    /// Writes of a kind fail: said once, when they start failing.
+    fn fail(&self, state: &mut State, kind: Kind, e: &ArchiveError) {
+        let entry = state.failing.entry(kind).or_insert_with(|| {
             eprintln!(
-                "goprobe: archive: {e}; tracing goes on, the archive is reopened at each interval until a write works (goprobe_agent_archive_errors_total counts the intervals not written)"
+                "goprobe: cannot {}: {e}; tracing goes on, the archive is reopened at each interval until a write works (goprobe_agent_archive_errors_total counts the writes that failed)",
+                kind.name()
             );
-        }
-        state.failing = Some(e.to_string());
+            (String::new(), 0)
+        });
+        entry.0 = e.to_string();
+        entry.1 += 1;
     }
 
     /// Open the file again after an I/O error.
@@ -214,7 +246,7 @@ impl Store {
         match Archive::open(&self.path) {
             Ok(archive) => state.archive = Some(Arc::new(archive)),
             Err(e @ ArchiveError::Corrupt { .. }) => self.replace_corrupt(state, &e),
-            Err(e) => self.fail(state, &e),
+            Err(e) => self.fail(state, Kind::Open, &e),
         }
     }
 
@@ -230,7 +262,10 @@ impl Store {
                 "goprobe: {e}; cannot move it aside to {}: {rename}; running without an archive",
                 aside.display()
             );
-            state.failing = Some(format!("{e}; cannot move it aside: {rename}"));
+            state.failing.insert(
+                Kind::Open,
+                (format!("{e}; cannot move it aside: {rename}"), 1),
+            );
             return;
         }
         eprintln!(
@@ -239,9 +274,19 @@ impl Store {
         );
         match Archive::open(&self.path) {
             Ok(archive) => state.archive = Some(Arc::new(archive)),
-            Err(e) => self.fail(state, &e),
+            Err(e) => self.fail(state, Kind::Open, &e),
         }
     }
+}
+
+/// What fails now, if anything: "cannot KIND: ERROR", joined.
+fn failing(state: &State) -> Option<String> {
+    let all: Vec<String> = state
+        .failing
+        .iter()
+        .map(|(kind, (e, _))| format!("cannot {}: {e}", kind.name()))
+        .collect();
+    (!all.is_empty()).then(|| all.join("; "))
 }
 
 fn is_current(state: &State, archive: &Arc<Archive>) -> bool {
