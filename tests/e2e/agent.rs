@@ -1143,3 +1143,104 @@ fn archive_resumes_after_a_full_disk() {
     agent.stop();
     drop(disk);
 }
+
+/// A corrupt archive never stops the agent nor panics `goprobe query`: copies of a real archive
+/// with each 4 KiB page zeroed in turn, and with bits flipped, give `query --archive` either an
+/// answer or one line and exit 2 (redb itself panicked on some: exit 101 and a backtrace before);
+/// the agent, started on a corrupt one, moves it aside, starts a fresh archive and counts it.
+#[test]
+fn corrupt_archive_is_moved_aside() {
+    let scratch = Scratch::new("agent-corrupt");
+    let program = scratch.program("agentload");
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    fs::write(&config_path, config(&scratch.0, port, "")).unwrap();
+    let archive = scratch.0.join("archive.redb");
+    {
+        let agent = Agent::start(&config_path, port);
+        let mut go = start_program(
+            &agent,
+            &program,
+            &["-n", "20000", "-g", "4", "-phases", "1"],
+        );
+        poll("three archive writes", Duration::from_secs(30), || {
+            (metric_sum(&agent.metrics(), "goprobe_agent_archive_writes_total", &[]) >= 3.0)
+                .then_some(())
+        })
+        .unwrap();
+        go.send("stop");
+        drop(go);
+        agent.stop();
+    }
+    let good = fs::read(&archive).unwrap();
+    let mut copies: Vec<(String, Vec<u8>)> = (0..good.len() / 4096)
+        .map(|page| {
+            let mut bad = good.clone();
+            bad[page * 4096..(page + 1) * 4096].fill(0);
+            (format!("page {page} zeroed"), bad)
+        })
+        .collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for seed in 0..60 {
+        let mut bad = good.clone();
+        for _ in 0..1 + seed % 6 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state % bad.len() as u64) as usize;
+            bad[at] ^= 1 << (state >> 60 & 7);
+        }
+        copies.push((format!("bits flipped (seed {seed})"), bad));
+    }
+    let copy = scratch.0.join("copy.redb");
+    let mut corrupt = None;
+    for (what, bad) in &copies {
+        fs::write(&copy, bad).unwrap();
+        let out = run_goprobe(&[
+            "query",
+            "--archive",
+            copy.to_str().unwrap(),
+            "--from",
+            "-1d",
+            "--json",
+        ]);
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => {
+                assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+                assert!(out.stderr.contains("is corrupt"), "{what}: {}", out.stderr);
+                corrupt.get_or_insert_with(|| bad.clone());
+            }
+            _ => panic!("{what}: {:?}\n{}", out.status, out.stderr),
+        }
+        assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+    }
+    let corrupt = corrupt.expect("no copy was found corrupt");
+
+    // The agent starts on a corrupt archive: moved aside, a fresh one, counted.
+    fs::write(&archive, &corrupt).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let log = agent.probe.stderr.text();
+    assert!(log.contains("moved it aside to"), "{log}");
+    let aside: Vec<PathBuf> = fs::read_dir(&scratch.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("archive.redb.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{log}");
+    assert_eq!(
+        metric_sum(&agent.metrics(), "goprobe_agent_archive_corrupt_total", &[]),
+        1.0
+    );
+    let (status, body) = http_get(port, "/api/v1/status").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let status_json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status_json["archive"]["corrupt_total"], 1, "{body}");
+    let (status, body) = http_get(port, "/api/v1/query?from=-1h").unwrap();
+    assert_eq!(status, 200, "{body}");
+    // And it traces on, into the fresh archive.
+    let go = start_program(&agent, &program, &["-n", "50", "-g", "4", "-phases", "1"]);
+    let calls = u64_field(&go.finish(Duration::from_secs(60)).unwrap(), "calls");
+    agent.wait_count(calls);
+    agent.stop();
+}
