@@ -690,6 +690,19 @@ pub(crate) mod testing {
         out
     }
 
+    /// An intact redb file whose one interval record does not decode (as bytes changed inside
+    /// a page whose checksum was recomputed would).
+    pub fn undecodable(path: &Path) {
+        drop(Archive::open(path).unwrap());
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(INTERVALS)
+            .unwrap()
+            .insert((1_000, 0), &[9u8, 9, 9][..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
     pub fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("goprobe-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -389,6 +389,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Corruption found by a read while the agent runs: the archive is moved aside, the error
+    /// says so, and the next write goes to a fresh archive.
+    #[test]
+    fn corrupt_archive_found_by_a_read_is_replaced() {
+        let dir = scratch("store-read-corrupt");
+        let path = dir.join("archive.redb");
+        undecodable(&path);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.corrupt_total(), 0);
+        let e = store.read(|a| Ok(a.read(0, u64::MAX)?)).unwrap_err();
+        assert!(
+            matches!(e.downcast_ref(), Some(ArchiveError::Corrupt { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("moved aside"), "{e}");
+        assert_eq!(store.corrupt_total(), 1);
+        assert_eq!(store.status().corrupt_total, 1);
+        store.write(&[record(9_000_000)], KEEP_ALL).unwrap();
+        let all = store.read(|a| Ok(a.read(0, u64::MAX)?)).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// archive.path naming some other file by mistake: the start is refused, the file untouched.
     #[test]
     fn a_file_that_is_not_redb_is_left_alone() {
