@@ -15,8 +15,8 @@
 //! as a new binary behind the same PID. Before a process is re-labelled, the ring buffer is
 //! drained and folded, and a process forgotten (it exited, often while the agent looked at
 //! others) keeps its labels until the next fold, so every call is counted under the labels it
-//! was made with. SIGHUP reloads the config (a config with an error is refused whole, the running one
-//! stays); collected histograms are kept across reloads.
+//! was made with. SIGHUP reloads the config (a config with an error is refused whole, the
+//! running one stays); collected histograms are kept across reloads.
 pub mod config;
 pub mod http;
 pub mod labels;
