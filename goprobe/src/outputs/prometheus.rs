@@ -26,6 +26,7 @@ pub struct Health {
     pub inspection_failures: u64,
     pub archive_writes: u64,
     pub archive_errors: u64,
+    pub archive_corrupt: u64,
     pub otlp_exports: u64,
     pub otlp_errors: u64,
     pub config_reloads: u64,
@@ -149,6 +150,12 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "counter",
         "Intervals that could not be written to the archive.",
         health.archive_errors,
+    );
+    gauge(
+        "archive_corrupt_total",
+        "counter",
+        "Archive files found corrupt, moved aside and replaced by a fresh archive.",
+        health.archive_corrupt,
     );
     gauge(
         "otlp_exports_total",

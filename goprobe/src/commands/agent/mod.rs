@@ -12,14 +12,16 @@
 //! ```
 //!
 //! A process is known by (PID, start time): a reused PID is a new process, and an exec is seen
-//! as a new binary behind the same PID. Before any process is forgotten or re-labelled, the
-//! ring buffer is drained and folded, so every call is counted under the labels it was made
-//! with. SIGHUP reloads the config (a config with an error is refused whole, the running one
-//! stays); collected histograms are kept across reloads.
+//! as a new binary behind the same PID. Before a process is re-labelled, the ring buffer is
+//! drained and folded, and a process forgotten (it exited, often while the agent looked at
+//! others) keeps its labels until the next fold, so every call is counted under the labels it
+//! was made with. SIGHUP reloads the config (a config with an error is refused whole, the
+//! running one stays); collected histograms are kept across reloads.
 pub mod config;
 pub mod http;
 pub mod labels;
 pub mod otlp;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -47,7 +49,7 @@ use crate::{
     outputs::prometheus::Health,
     pipeline::{self, Latencies},
     pipeline::{
-        archive::{Archive, ProfileRecord, Record, Retention},
+        archive::{ProfileRecord, Record, Retention},
         history::now_ms,
         series::{Cumulative, SeriesKey},
     },
@@ -173,6 +175,14 @@ enum ProcessState {
     },
 }
 
+/// A traced process forgotten since the last fold: its last calls may still be in the ring
+/// buffer, and the next fold counts them under these labels.
+#[derive(Debug)]
+struct Retired {
+    ids: BTreeSet<u32>,
+    labels: ProcessLabels,
+}
+
 #[derive(Debug)]
 struct Tracked {
     start: u64,
@@ -186,6 +196,8 @@ struct Agent {
     probes: Vec<Probe>,
     tracer: Tracer,
     processes: HashMap<u32, Tracked>,
+    /// Traced processes forgotten since the last fold.
+    retired: HashMap<u32, Retired>,
     shared: Arc<Shared>,
     interval: BTreeMap<SeriesKey, Latencies>,
     interval_start_ms: u64,
@@ -221,10 +233,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     if !listen.ip().is_loopback() && token.is_none() {
         eprintln!(
-            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive (set http.bearer_token_file)"
+            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive, and profiling (/debug/pprof/profile) is off (set http.bearer_token_file)"
         );
     }
-    let archive = Arc::new(Archive::open(&config.archive.path)?);
+    let archive = Arc::new(store::Store::open(&config.archive.path)?);
     let mode = attach_mode_from_env();
     let probes = Probe::compile(&config);
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
@@ -253,6 +265,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             health.clone(),
         )),
         archive,
+        profiling: http::Profiling::new(listen, token.is_some()),
         token,
     });
     let profiler = if config.profile.enabled {
@@ -272,6 +285,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         probes,
         tracer,
         processes: HashMap::new(),
+        retired: HashMap::new(),
         shared,
         interval: BTreeMap::new(),
         interval_start_ms: now_ms(),
@@ -397,8 +411,7 @@ impl Agent {
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
         for ((func, pid), latencies) in histograms {
-            if let Some(ProcessState::Traced { ids, .. }) =
-                self.processes.get(&pid).map(|t| &t.state)
+            if let Some((ids, _)) = self.traced(pid)
                 && !ids.contains(&func)
             {
                 continue;
@@ -407,6 +420,8 @@ impl Agent {
             guard.0.add(&key, &latencies);
             self.interval.entry(key).or_default().merge(&latencies);
         }
+        // Their last calls are counted now.
+        self.retired.clear();
         let counters = self.tracer.counters();
         self.health.kernel = goprobe_common::counter::NAMES
             .iter()
@@ -416,6 +431,7 @@ impl Agent {
         (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
         self.health.binaries_inspected = self.tracer.inspections;
         self.health.inspection_failures = self.tracer.inspection_failures;
+        self.health.archive_corrupt = self.shared.archive.corrupt_total();
         let (mut processes, mut probes) = (0, 0);
         for tracked in self.processes.values() {
             if let ProcessState::Traced { functions, .. } = tracked.state {
@@ -428,6 +444,15 @@ impl Agent {
         guard.1 = self.health.clone();
     }
 
+    /// The functions traced in process `pid` and its labels, while it is traced or until the
+    /// fold after it was forgotten.
+    fn traced(&self, pid: u32) -> Option<(&BTreeSet<u32>, &ProcessLabels)> {
+        match self.processes.get(&pid).map(|t| &t.state) {
+            Some(ProcessState::Traced { ids, labels, .. }) => Some((ids, labels)),
+            _ => self.retired.get(&pid).map(|r| (&r.ids, &r.labels)),
+        }
+    }
+
     fn series_key(&self, func: u32, pid: u32) -> SeriesKey {
         let function = self
             .tracer
@@ -435,8 +460,8 @@ impl Agent {
             .get(func)
             .map_or_else(|| format!("func#{func}"), |f| f.name.clone());
         let pid_label = self.config.histogram.pid_label.then_some(pid);
-        match self.processes.get(&pid).map(|t| &t.state) {
-            Some(ProcessState::Traced { labels, .. }) => SeriesKey {
+        match self.traced(pid) {
+            Some((_, labels)) => SeriesKey {
                 function,
                 service: labels.service.clone(),
                 container: labels.container.clone(),
@@ -482,12 +507,10 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
+        // The store logs failures when they start and end, not at every interval.
         match self.shared.archive.write(&records, retention) {
             Ok(()) => self.health.archive_writes += 1,
-            Err(e) => {
-                self.health.archive_errors += 1;
-                eprintln!("goprobe: archive: {e}");
-            }
+            Err(_) => self.health.archive_errors += 1,
         }
     }
 
@@ -532,9 +555,13 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
-        if let Err(e) = self.shared.archive.write_profiles(&records, retention) {
+        if self
+            .shared
+            .archive
+            .write_profiles(&records, retention)
+            .is_err()
+        {
             self.health.archive_errors += 1;
-            eprintln!("goprobe: archive: {e}");
         }
     }
 
@@ -582,6 +609,9 @@ impl Agent {
             } else {
                 "exec'd another binary"
             };
+            // The calls made so far go under the old labels, before the new process (or
+            // binary) takes the PID.
+            self.fold();
             self.forget(pid, why, true);
         }
         let state = match binary {
@@ -603,11 +633,18 @@ impl Agent {
             profiler.remove_pid(pid);
         }
         if let Some(Tracked {
-            state: ProcessState::Traced { attachment, .. },
+            state:
+                ProcessState::Traced {
+                    attachment,
+                    ids,
+                    labels,
+                    ..
+                },
             ..
         }) = self.processes.remove(&pid)
         {
             self.tracer.detach(attachment);
+            self.retired.insert(pid, Retired { ids, labels });
             if log {
                 eprintln!("goprobe: detached from PID {pid}: {why}");
             }
