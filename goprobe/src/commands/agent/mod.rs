@@ -16,6 +16,7 @@
 //! ring buffer is drained and folded, so every call is counted under the labels it was made
 //! with. SIGHUP reloads the config (a config with an error is refused whole, the running one
 //! stays); collected histograms are kept across reloads.
+pub mod access;
 pub mod config;
 pub mod http;
 pub mod labels;
@@ -248,6 +249,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let start_ms = now_ms();
     let health = Health {
         start_time_s: start_ms as f64 / 1000.0,
+        not_inspectable: access::Denied::ALL.iter().map(|d| (d.label(), 0)).collect(),
         ..Health::default()
     };
     let otlp = otlp::Exporter::new(config.otlp.as_ref(), start_ms * 1_000_000);
@@ -588,9 +590,22 @@ impl Agent {
             };
             self.forget(pid, why, true);
         }
-        let state = match binary {
-            Some(_) => self.consider(pid, &stat.comm),
-            None => ProcessState::Ignored,
+        let state = if let Some((denied, why)) = access::check(pid) {
+            // Never silently: counted by reason, and said once per process.
+            if let Some(count) = self
+                .health
+                .not_inspectable
+                .iter_mut()
+                .find(|c| c.0 == denied.label())
+            {
+                count.1 += 1;
+            }
+            eprintln!("goprobe: cannot inspect PID {pid} ({}): {why}", stat.comm);
+            ProcessState::Ignored
+        } else if binary.is_some() {
+            self.consider(pid, &stat.comm)
+        } else {
+            ProcessState::Ignored
         };
         self.processes.insert(
             pid,
