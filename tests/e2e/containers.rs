@@ -127,8 +127,7 @@ fn program_image(variant: &str) -> Image {
     // Static builds only: nothing else is in the image.
     let build = builds_with_variant(variant)
         .into_iter()
-        .filter(|b| ["default", "stripped"].contains(&b.variant.as_str()))
-        .next_back()
+        .rfind(|b| ["default", "stripped"].contains(&b.variant.as_str()))
         .expect("a static build (default or stripped) in GOPROBE_GO_MATRIX");
     let dir = Scratch::new(&format!("image-{variant}"));
     fs::copy(build.program("incontainer"), dir.0.join("incontainer")).unwrap();
