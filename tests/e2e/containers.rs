@@ -5,9 +5,10 @@
 //!   selector picks it out of two containers of the same image;
 //! - goprobe's own image (deploy/container/Containerfile) runs with exactly the DaemonSet's
 //!   security settings (read from deploy/kubernetes/daemonset.yaml) and the seccomp profile it
-//!   names (deploy/seccomp/goprobe.json), and counts the calls in another container exactly;
-//!   with the runtime's default seccomp profile it exits 2 blaming seccomp, and without
-//!   CAP_SYS_PTRACE it counts and names each process it cannot inspect.
+//!   names (deploy/seccomp/goprobe.json), and counts the calls in other containers exactly,
+//!   one of another user's binary that only its owner may read; with the runtime's default
+//!   seccomp profile it exits 2 blaming seccomp, and without CAP_SYS_PTRACE or
+//!   CAP_DAC_READ_SEARCH it names and counts each process it cannot inspect, and why.
 //!
 //! The image's Debian base is built offline of any registry, with mmdebstrap from the host's
 //! apt sources, once: it stays as `localhost/goprobe-e2e-base:bookworm` (`podman rmi` it to
@@ -122,24 +123,32 @@ impl Drop for Image {
     }
 }
 
-/// An image of the incontainer program of `variant` (a static build: FROM scratch).
-fn program_image(variant: &str) -> Image {
+/// An image of the incontainer program of `variant` (a static build: FROM scratch); `private`:
+/// the binary readable by its owner only, user 1000, who runs it.
+fn program_image(variant: &str, private: bool) -> Image {
     // Static builds only: nothing else is in the image.
     let build = builds_with_variant(variant)
         .into_iter()
         .rfind(|b| ["default", "stripped"].contains(&b.variant.as_str()))
         .expect("a static build (default or stripped) in GOPROBE_GO_MATRIX");
-    let dir = Scratch::new(&format!("image-{variant}"));
-    fs::copy(build.program("incontainer"), dir.0.join("incontainer")).unwrap();
+    let name = format!("prog-{variant}{}", if private { "-private" } else { "" });
+    let dir = Scratch::new(&name);
+    let binary = dir.0.join("incontainer");
+    fs::copy(build.program("incontainer"), &binary).unwrap();
+    let containerfile = if private {
+        use std::os::unix::fs::PermissionsExt as _;
+        // COPY keeps the mode bits.
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o700)).unwrap();
+        "FROM scratch\nCOPY --chown=1000:1000 incontainer /incontainer\nUSER 1000\n"
+    } else {
+        "FROM scratch\nCOPY incontainer /incontainer\n"
+    };
     fs::write(
         dir.0.join("Containerfile"),
-        "FROM scratch\nCOPY incontainer /incontainer\nENTRYPOINT [\"/incontainer\"]\n",
+        format!("{containerfile}ENTRYPOINT [\"/incontainer\"]\n"),
     )
     .unwrap();
-    let image = Image(format!(
-        "localhost/{}:latest",
-        tag(&format!("prog-{variant}"))
-    ));
+    let image = Image(format!("localhost/{}:latest", tag(&name)));
     run(podman().args(["build", "-q", "-t", &image.0]).arg(&dir.0));
     image
 }
@@ -265,7 +274,7 @@ fn calls(truth: &Value) -> u64 {
 /// calls with the container, and a probe's `container` selector traces only that container.
 #[test]
 fn programs_in_containers_are_traced_from_the_host() {
-    let image = program_image("default");
+    let image = program_image("default", false);
 
     // -p with the host's PID.
     let mut one = Container::start("p", &image, &["-n", "3000"]);
@@ -289,7 +298,7 @@ fn programs_in_containers_are_traced_from_the_host() {
     assert_eq!(u64_field(&h, "count"), calls(&truth), "-p: {h}");
 
     // Host-wide, with the stripped build (names from .gopclntab only).
-    let stripped = program_image("stripped");
+    let stripped = program_image("stripped", false);
     let mut two = Container::start("hostwide", &stripped, &["-n", "2500"]);
     // Running before goprobe starts: attached when goprobe says it is tracing.
     let mut probe = Goprobe::start(&["funclatency", "--json", &format!("go:{FUNCTION}")]);
@@ -380,7 +389,8 @@ container = ["{short}"]
 
 /// The securityContext and host settings of the DaemonSet, as podman flags. Panics on a setting
 /// it does not know how to reproduce, so the test and the manifest cannot drift apart.
-fn daemonset_flags(without: &[&str]) -> Vec<String> {
+/// With `runtime_seccomp`, the runtime's default seccomp profile replaces the DaemonSet's.
+fn daemonset_flags(without: &[&str], runtime_seccomp: bool) -> Vec<String> {
     let text = fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
     let lines: Vec<&str> = text
         .lines()
@@ -433,10 +443,12 @@ fn daemonset_flags(without: &[&str]) -> Vec<String> {
     let name = profile.rsplit('/').next().unwrap();
     let shipped = repo().join("deploy/seccomp").join(name);
     assert!(shipped.is_file(), "{profile}: no {}", shipped.display());
-    flags.push(format!(
-        "--security-opt=seccomp={}",
-        shipped.canonicalize().unwrap().display()
-    ));
+    if !runtime_seccomp {
+        flags.push(format!(
+            "--security-opt=seccomp={}",
+            shipped.canonicalize().unwrap().display()
+        ));
+    }
     assert_eq!(nested("appArmorProfile"), "type: Unconfined");
     flags.push("--security-opt=apparmor=unconfined".to_string());
     flags.push("--volume=/sys/kernel/btf:/sys/kernel/btf:ro".to_string());
@@ -491,24 +503,22 @@ fn goprobe_image() -> Image {
     image
 }
 
-/// goprobe's agent in its image, as the DaemonSet runs it (minus capabilities `without`, plus
-/// `extra` flags), with `config` as /etc/goprobe/agent.toml and port 9476 published on
-/// 127.0.0.1:`port`.
+/// goprobe's agent in its image, as the DaemonSet runs it (minus capabilities `without`; with
+/// the runtime's default seccomp profile if `runtime_seccomp`), with `config_dir` as
+/// /etc/goprobe, `state` as /var/lib/goprobe, and port 9476 published on 127.0.0.1:`port`.
 fn agent_command(
     image: &Image,
     name: &str,
-    config_dir: &Path,
-    state: &Path,
+    (config_dir, state): (&Path, &Path),
     port: u16,
     without: &[&str],
-    extra: &[&str],
+    runtime_seccomp: bool,
 ) -> Command {
     let mut command = podman();
     command
         .args(["run", "--rm", "--name", name])
         .args(ulimits())
-        .args(daemonset_flags(without))
-        .args(extra)
+        .args(daemonset_flags(without, runtime_seccomp))
         .arg(format!("--volume={}:/etc/goprobe:ro", config_dir.display()))
         .arg(format!("--volume={}:/var/lib/goprobe", state.display()))
         .arg(format!("--publish=127.0.0.1:{port}:9476"))
@@ -525,14 +535,18 @@ impl Drop for Removed {
     }
 }
 
-/// goprobe's image with exactly the DaemonSet's security settings traces a program in another
-/// container with exact counts; the runtime's default seccomp profile and a missing
-/// CAP_SYS_PTRACE fail loudly, each with its reason.
+/// goprobe's image with exactly the DaemonSet's security settings traces programs in other
+/// containers with exact counts, one of another user's binary that only its owner may read;
+/// the runtime's default seccomp profile, a missing CAP_SYS_PTRACE and a missing
+/// CAP_DAC_READ_SEARCH fail loudly, each with its reason.
 #[test]
 fn goprobe_image_with_the_daemonsets_settings_traces_another_container() {
     let image = goprobe_image();
-    let program = program_image("default");
-    let mut target = Container::start("target", &program, &["-n", "4000"]);
+    let program = program_image("default", false);
+    let target = Container::start("target", &program, &["-n", "4000"]);
+    // Another user's binary that only its owner may read.
+    let private_image = program_image("default", true);
+    let private = Container::start("private", &private_image, &["-n", "1500"]);
     let scratch = Scratch::new("daemonset");
     let config_dir = scratch.0.join("config");
     let state = scratch.0.join("state");
@@ -556,9 +570,10 @@ enabled = false
 [[probe]]
 name = "target"
 functions = ["go:{FUNCTION}"]
-container = ["{}"]
+container = ["{}", "{}"]
 "#,
-            target.short_id()
+            target.short_id(),
+            private.short_id()
         ),
     )
     .unwrap();
@@ -570,11 +585,10 @@ container = ["{}"]
     let out = output(&mut agent_command(
         &image,
         &name,
-        &config_dir,
-        &state,
+        (&config_dir, &state),
         free_port(),
         &[],
-        &["--security-opt=seccomp=/usr/share/containers/seccomp.json"],
+        true,
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -592,11 +606,10 @@ container = ["{}"]
     let agent = Goprobe::spawn(agent_command(
         &image,
         &name,
-        &config_dir,
-        &state,
+        (&config_dir, &state),
         port,
         &["SYS_PTRACE"],
-        &[],
+        false,
     ));
     agent
         .stderr
@@ -631,45 +644,103 @@ container = ["{}"]
     );
     assert!(!out.stderr.contains("attached"), "{}", out.stderr);
 
-    // As the DaemonSet runs it.
+    // Without CAP_DAC_READ_SEARCH: the private binary cannot be read, said so and counted.
+    let port = free_port();
+    let name = tag("agent-no-dac");
+    let _removed = Removed(name.clone());
+    let agent = Goprobe::spawn(agent_command(
+        &image,
+        &name,
+        (&config_dir, &state),
+        port,
+        &["DAC_READ_SEARCH"],
+        false,
+    ));
+    agent
+        .stderr
+        .wait_for(
+            "the agent to say it cannot read the private binary",
+            Duration::from_secs(60),
+            |l| {
+                l.starts_with(&format!("goprobe: cannot inspect PID {} ", private.pid))
+                    && l.contains("lacks CAP_DAC_READ_SEARCH")
+            },
+        )
+        .unwrap();
+    poll(
+        "/metrics to count binaries not readable",
+        Duration::from_secs(15),
+        || {
+            let (_, text) = http_get(port, "/metrics").ok()?;
+            let n = metric_sum(
+                &text,
+                "goprobe_agent_processes_not_inspectable_total",
+                &[("reason", "CAP_DAC_READ_SEARCH")],
+            );
+            (n >= 1.0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; agent: {}", agent.stderr.text()));
+    let out = agent.signal(libc::SIGTERM);
+    assert!(
+        out.status.success(),
+        "agent without CAP_DAC_READ_SEARCH: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(&format!("in PID {} ", private.pid)),
+        "{}",
+        out.stderr
+    );
+
+    // As the DaemonSet runs it: both containers, the private binary too.
     let port = free_port();
     let name = tag("agent");
     let _removed = Removed(name.clone());
     let agent = Goprobe::spawn(agent_command(
         &image,
         &name,
-        &config_dir,
-        &state,
+        (&config_dir, &state),
         port,
         &[],
-        &[],
+        false,
     ));
-    agent
-        .stderr
-        .wait_for(
-            "the agent to attach to the target",
-            Duration::from_secs(60),
-            |l| l.contains("attached") && l.contains(&format!("in PID {} ", target.pid)),
-        )
-        .unwrap();
-    let short = target.short_id().to_string();
-    target.go();
-    let truth = target.finish();
+    for pid in [target.pid, private.pid] {
+        agent
+            .stderr
+            .wait_for(
+                &format!("the agent to attach to PID {pid}"),
+                Duration::from_secs(60),
+                |l| l.contains("attached") && l.contains(&format!("in PID {pid} ")),
+            )
+            .unwrap();
+    }
+    let expected: Vec<(String, u64)> = [target, private]
+        .map(|mut c| {
+            let short = c.short_id().to_string();
+            c.go();
+            (short, calls(&c.finish()))
+        })
+        .into();
     let metrics = poll(
-        "/metrics to count the target's calls",
+        "/metrics to count each container's calls",
         Duration::from_secs(15),
         || {
             let (_, text) = http_get(port, "/metrics").ok()?;
-            (metric_sum(
-                &text,
-                COUNT,
-                &[("function", FUNCTION), ("container", &short)],
-            ) as u64
-                == calls(&truth))
-            .then_some(text)
+            expected
+                .iter()
+                .all(|(short, calls)| {
+                    metric_sum(
+                        &text,
+                        COUNT,
+                        &[("function", FUNCTION), ("container", short)],
+                    ) as u64
+                        == *calls
+                })
+                .then_some(text)
         },
     )
-    .unwrap_or_else(|e| panic!("{e}; agent: {}", agent.stderr.text()));
+    .unwrap_or_else(|e| panic!("{e}; expected {expected:?}; agent: {}", agent.stderr.text()));
     // With these settings the agent inspects every process that root on the host can: each
     // one it cannot is one the test (root, all capabilities) cannot read either, such as a
     // sandbox's init in another user namespace; and each is logged and counted once.
