@@ -504,8 +504,9 @@ fn goprobe_image() -> Image {
 }
 
 /// goprobe's agent in its image, as the DaemonSet runs it (minus capabilities `without`; with
-/// the runtime's default seccomp profile if `runtime_seccomp`), with `config_dir` as
-/// /etc/goprobe, `state` as /var/lib/goprobe, and port 9476 published on 127.0.0.1:`port`.
+/// the runtime's default seccomp profile if `runtime_seccomp`; plus `extra` podman flags), with
+/// `config_dir` as /etc/goprobe, `state` as /var/lib/goprobe, and port 9476 published on
+/// 127.0.0.1:`port`.
 fn agent_command(
     image: &Image,
     name: &str,
@@ -513,12 +514,14 @@ fn agent_command(
     port: u16,
     without: &[&str],
     runtime_seccomp: bool,
+    extra: &[&str],
 ) -> Command {
     let mut command = podman();
     command
         .args(["run", "--rm", "--name", name])
         .args(ulimits())
         .args(daemonset_flags(without, runtime_seccomp))
+        .args(extra)
         .arg(format!("--volume={}:/etc/goprobe:ro", config_dir.display()))
         .arg(format!("--volume={}:/var/lib/goprobe", state.display()))
         .arg(format!("--publish=127.0.0.1:{port}:9476"))
@@ -589,6 +592,7 @@ container = ["{}", "{}"]
         free_port(),
         &[],
         true,
+        &[],
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -610,6 +614,7 @@ container = ["{}", "{}"]
         port,
         &["SYS_PTRACE"],
         false,
+        &[],
     ));
     agent
         .stderr
@@ -655,6 +660,7 @@ container = ["{}", "{}"]
         port,
         &["DAC_READ_SEARCH"],
         false,
+        &[],
     ));
     agent
         .stderr
@@ -693,6 +699,39 @@ container = ["{}", "{}"]
         out.stderr
     );
 
+    // Per-site uprobes (perf events), which kernels without uprobe_multi (< 6.6) get: attached,
+    // or refused with the reason (kernels with Linux's 2025 fix want CAP_SYS_ADMIN for them).
+    let name = tag("agent-per-site");
+    let _removed = Removed(name.clone());
+    let agent = Goprobe::spawn(agent_command(
+        &image,
+        &name,
+        (&config_dir, &state),
+        free_port(),
+        &[],
+        false,
+        &["--env=GOPROBE_ATTACH=single"],
+    ));
+    let line = agent
+        .stderr
+        .wait_for(
+            "the agent to attach per site or say why not",
+            Duration::from_secs(60),
+            |l| l.contains(&format!("PID {} ", target.pid)),
+        )
+        .unwrap();
+    assert!(
+        line.starts_with("goprobe: attached ")
+            || (line.contains("Permission denied") && line.contains("add CAP_SYS_ADMIN")),
+        "{line}"
+    );
+    let out = agent.signal(libc::SIGTERM);
+    assert!(
+        out.status.success(),
+        "agent attaching per site: {}",
+        out.stderr
+    );
+
     // As the DaemonSet runs it: both containers, the private binary too.
     let port = free_port();
     let name = tag("agent");
@@ -704,6 +743,7 @@ container = ["{}", "{}"]
         port,
         &[],
         false,
+        &[],
     ));
     for pid in [target.pid, private.pid] {
         agent

@@ -613,10 +613,14 @@ fn attach_sites(
                 Ok(link) => attachment.links.push((name, link)),
                 Err(e) => {
                     detach(ebpf, attachment);
+                    let mut reason = error_chain(&e);
+                    if !name.ends_with("_multi") && is_permission_error(&e) {
+                        reason.push_str(per_site_permission_hint());
+                    }
                     return Err(KernelError::Attach {
                         target: target.display().to_string(),
                         sites: groups.iter().map(|(_, s)| s.len()).sum(),
-                        reason: error_chain(&e),
+                        reason,
                     });
                 }
             }
@@ -820,6 +824,23 @@ fn blocked_error(call: &'static str, status: &str) -> Option<KernelError> {
         caps,
         blocker,
     })
+}
+
+/// Why a per-site uprobe (a perf event) may be refused when the programs loaded: Linux requires
+/// CAP_SYS_ADMIN for them again since "perf: Revert to requiring CAP_SYS_ADMIN for uprobes"
+/// (2025, backported to the stable kernels), CAP_PERFMON is not enough; uprobe_multi links
+/// (Linux >= 6.6) still need only CAP_BPF and CAP_PERFMON.
+fn per_site_permission_hint() -> &'static str {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match effective_capabilities(&status) {
+        Some(effective) if effective & (1 << CAP_SYS_ADMIN) == 0 => {
+            " (per-site uprobes, used where the kernel has no uprobe_multi (Linux < 6.6) or with \
+             GOPROBE_ATTACH=single, need CAP_SYS_ADMIN on kernels with the 2025 fix \
+             \"perf: Revert to requiring CAP_SYS_ADMIN for uprobes\"; CAP_BPF and CAP_PERFMON \
+             are not enough: add CAP_SYS_ADMIN, or use Linux >= 6.6)"
+        }
+        _ => "",
+    }
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
