@@ -87,6 +87,16 @@ pub fn check(pid: u32) -> Option<(Denied, String)> {
     Some((denied, format!("{what}: {error}: {}", denied.remedy())))
 }
 
+/// Count a process refused (in `counts`, by reason label) and say so, once per process: the
+/// caller looks at each process once.
+pub fn report(counts: &mut [(&'static str, u64)], pid: u32, comm: &str, refused: (Denied, String)) {
+    let (denied, why) = refused;
+    if let Some(count) = counts.iter_mut().find(|c| c.0 == denied.label()) {
+        count.1 += 1;
+    }
+    eprintln!("goprobe: cannot inspect PID {pid} ({comm}): {why}");
+}
+
 /// PF_KTHREAD in the flags of /proc/PID/stat (readable without any permission).
 fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;

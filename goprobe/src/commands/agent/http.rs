@@ -148,8 +148,8 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
                 }),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
             };
-            // Processes left out for want of a permission: a count of 0 is the only proof that
-            // every process was looked at.
+            // Processes left out for want of a permission, by the permission: all zero means
+            // the agent could look at every process.
             let not_inspectable: serde_json::Map<String, serde_json::Value> = {
                 let guard = shared.metrics.lock().expect("metrics lock");
                 guard

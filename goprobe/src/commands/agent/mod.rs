@@ -590,17 +590,8 @@ impl Agent {
             };
             self.forget(pid, why, true);
         }
-        let state = if let Some((denied, why)) = access::check(pid) {
-            // Never silently: counted by reason, and said once per process.
-            if let Some(count) = self
-                .health
-                .not_inspectable
-                .iter_mut()
-                .find(|c| c.0 == denied.label())
-            {
-                count.1 += 1;
-            }
-            eprintln!("goprobe: cannot inspect PID {pid} ({}): {why}", stat.comm);
+        let state = if let Some(refused) = access::check(pid) {
+            access::report(&mut self.health.not_inspectable, pid, &stat.comm, refused);
             ProcessState::Ignored
         } else if binary.is_some() {
             self.consider(pid, &stat.comm)
