@@ -50,6 +50,18 @@ pub enum KernelError {
          (e.g. `sudo goprobe ...`)"
     )]
     NotPermitted,
+    /// The kernel said EPERM although the capabilities are effective: a seccomp filter or an LSM
+    /// refused the call before the kernel's own capability checks.
+    #[error(
+        "the kernel refused {call} with EPERM although goprobe holds {caps}: {blocker} \
+         (in a container: run it with the seccomp profile deploy/seccomp/goprobe.json, or on \
+         Docker < 23 with CAP_SYS_ADMIN; see the README's Kubernetes section)"
+    )]
+    Blocked {
+        call: &'static str,
+        caps: &'static str,
+        blocker: &'static str,
+    },
     #[error("kernel {release} is too old: goprobe needs Linux {}.{} or newer (BPF ring buffer, uprobe cookies)", MIN_KERNEL.0, MIN_KERNEL.1)]
     TooOld { release: String },
     #[error("loading the eBPF programs failed: {0}")]
@@ -658,10 +670,14 @@ fn attach_sites(
                 Ok(link) => attachment.links.push((name, link)),
                 Err(e) => {
                     detach(ebpf, attachment);
+                    let mut reason = error_chain(&e);
+                    if !name.ends_with("_multi") && is_permission_error(&e) {
+                        reason.push_str(per_site_permission_hint());
+                    }
                     return Err(KernelError::Attach {
                         target: target.display().to_string(),
                         sites: groups.iter().map(|(_, s)| s.len()).sum(),
-                        reason: error_chain(&e),
+                        reason,
                     });
                 }
             }
@@ -784,9 +800,12 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut UProbe {
         .unwrap_or_else(|| unreachable!("the eBPF object defines uprobe {name}"))
 }
 
+/// What a failed load means: not permitted (EPERM, or EACCES without a verifier log), blocked
+/// although permitted (see [`permission_error`]), or any other error, a verifier rejection
+/// included (EACCES with the verifier's log, which is kept).
 pub fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
-    if is_permission_error(error) {
-        KernelError::NotPermitted
+    if is_permission_error(error) && !has_verifier_log(error) {
+        permission_error("bpf()")
     } else {
         KernelError::Load(error_chain(error))
     }
@@ -803,6 +822,94 @@ fn is_permission_error(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// The verifier ran and said why it refused a program (the kernel checks permissions first,
+/// so a refusal with a log is never about privileges).
+fn has_verifier_log(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+            e.downcast_ref::<aya::programs::ProgramError>()
+            && !verifier_log.to_string().trim().is_empty()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// EPERM from `call`: without the capabilities, [`KernelError::NotPermitted`]; with them, what
+/// else refuses it, from /proc/self/status.
+pub fn permission_error(call: &'static str) -> KernelError {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    blocked_error(call, &status).unwrap_or(KernelError::NotPermitted)
+}
+
+/// [`KernelError::Blocked`] if `status` (the text of /proc/self/status) shows the capabilities
+/// that `call` needs as effective.
+fn blocked_error(call: &'static str, status: &str) -> Option<KernelError> {
+    let effective = effective_capabilities(status)?;
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    let caps = if has(CAP_SYS_ADMIN) {
+        "CAP_SYS_ADMIN"
+    } else if has(CAP_BPF) && has(CAP_PERFMON) {
+        "CAP_BPF and CAP_PERFMON"
+    } else {
+        return None;
+    };
+    let seccomp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim);
+    let blocker = match seccomp {
+        // SECCOMP_MODE_FILTER: a container runtime's default profile may allow bpf() and
+        // perf_event_open() only with CAP_SYS_ADMIN.
+        Some("2") => {
+            "a seccomp filter is set (Seccomp: 2 in /proc/self/status) and probably refused it, \
+             or a security module (AppArmor, SELinux) did"
+        }
+        Some("0") => {
+            "no seccomp filter is set, so a security module (AppArmor, SELinux) or the kernel's \
+             lockdown refused it"
+        }
+        _ => "a seccomp filter or a security module (AppArmor, SELinux) refused it",
+    };
+    Some(KernelError::Blocked {
+        call,
+        caps,
+        blocker,
+    })
+}
+
+/// Why a per-site uprobe (a perf event) may be refused when the programs loaded: Linux requires
+/// CAP_SYS_ADMIN for them again since "perf: Revert to requiring CAP_SYS_ADMIN for uprobes"
+/// (2025, backported to the stable kernels), CAP_PERFMON is not enough; uprobe_multi links
+/// (Linux >= 6.6) still need only CAP_BPF and CAP_PERFMON.
+fn per_site_permission_hint() -> &'static str {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match effective_capabilities(&status) {
+        Some(effective) if effective & (1 << CAP_SYS_ADMIN) == 0 => {
+            " (per-site uprobes, used where the kernel has no uprobe_multi (Linux < 6.6) or with \
+             GOPROBE_ATTACH=single, need CAP_SYS_ADMIN on kernels with the 2025 fix \
+             \"perf: Revert to requiring CAP_SYS_ADMIN for uprobes\"; CAP_BPF and CAP_PERFMON \
+             are not enough: add CAP_SYS_ADMIN, or use Linux >= 6.6)"
+        }
+        _ => "",
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capabilities (`CapEff:`) in the text of /proc/PID/status.
+fn effective_capabilities(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// An error and its causes on one line (the verifier log, if any, is kept).
@@ -837,17 +944,10 @@ fn check_kernel_version() -> Result<(), KernelError> {
 /// Fail early, before touching any target, when the process clearly lacks the capabilities:
 /// CAP_BPF + CAP_PERFMON (Linux >= 5.8), or CAP_SYS_ADMIN.
 fn check_privileges() -> Result<(), KernelError> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return Ok(());
     };
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
+    let Some(effective) = effective_capabilities(&status) else {
         return Ok(());
     };
     let has = |cap: u32| effective & (1 << cap) != 0;
@@ -887,5 +987,26 @@ fn raise_rlimit(resource: libc::__rlimit_resource_t, want: libc::rlim_t) {
             };
             libc::setrlimit(resource, &capped);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eperm_with_the_capabilities_is_blamed_on_seccomp_or_an_lsm() {
+        // CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH: the DaemonSet's set.
+        let daemonset = "CapEff:\t000000c000080004\nSeccomp:\t2\n";
+        let e = blocked_error("bpf()", daemonset).unwrap().to_string();
+        assert!(e.contains("CAP_BPF and CAP_PERFMON"), "{e}");
+        assert!(e.contains("seccomp filter is set"), "{e}");
+        assert!(e.contains("deploy/seccomp/goprobe.json"), "{e}");
+        let root = "CapEff:\t000001ffffffffff\nSeccomp:\t0\n";
+        let e = blocked_error("bpf()", root).unwrap().to_string();
+        assert!(e.contains("CAP_SYS_ADMIN") && e.contains("AppArmor"), "{e}");
+        // Without the capabilities, the missing capabilities are the reason.
+        assert!(blocked_error("bpf()", "CapEff:\t0000000000000000\nSeccomp:\t2\n").is_none());
+        assert!(blocked_error("bpf()", "CapEff:\t0000004000000000\nSeccomp:\t2\n").is_none());
     }
 }

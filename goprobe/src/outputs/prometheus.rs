@@ -22,6 +22,8 @@ pub struct Health {
     /// Kernel counters (goprobe_common::counter), summed over CPUs, since the agent started.
     pub kernel: Vec<(&'static str, u64)>,
     pub attach_errors: u64,
+    /// Processes the agent could not inspect, by the permission that was missing.
+    pub not_inspectable: Vec<(&'static str, u64)>,
     pub binaries_inspected: u64,
     pub inspection_failures: u64,
     pub archive_writes: u64,
@@ -203,6 +205,20 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         let _ = writeln!(
             out,
             "goprobe_agent_calls_not_timed_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_processes_not_inspectable_total Processes the agent could not inspect (not traced even if Go), by the permission that was missing: CAP_SYS_PTRACE (reading /proc/PID/exe), CAP_DAC_READ_SEARCH (reading the binary), lsm (refused despite the capability: AppArmor, SELinux)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE goprobe_agent_processes_not_inspectable_total counter"
+    );
+    for (reason, value) in &health.not_inspectable {
+        let _ = writeln!(
+            out,
+            "goprobe_agent_processes_not_inspectable_total{{reason=\"{reason}\"}} {value}"
         );
     }
     let _ = writeln!(

@@ -4,7 +4,8 @@
 //! - `/metrics`: Prometheus text format;
 //! - `/api/v1/query?from=T&to=T[&function=GLOB]`: the archive's histograms over a range (JSON);
 //! - `/api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB]`: how they moved (JSON);
-//! - `/api/v1/status`: the archive's extent and size (JSON);
+//! - `/api/v1/status`: the archive's extent and size, and the processes the agent could not
+//!   inspect by the permission missing (JSON);
 //! - `/api/v1/profile?from=T&to=T[&pid=N]`: the archived CPU profiles of a range, merged
 //!   (gzipped pprof); with `base=FROM..TO&compare=FROM..TO`, compare minus base;
 //! - `/debug/pprof/profile?pid=N[&seconds=S][&hz=F]`: a fresh eBPF CPU profile of process N
@@ -215,9 +216,21 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             if let Some(failing) = health.failing {
                 archive["failing"] = failing.into();
             }
+            // Processes left out for want of a permission, by the permission: all zero means
+            // the agent could look at every process.
+            let not_inspectable: serde_json::Map<String, serde_json::Value> = {
+                let guard = shared.metrics.lock().expect("metrics lock");
+                guard
+                    .1
+                    .not_inspectable
+                    .iter()
+                    .map(|(reason, n)| (reason.to_string(), (*n).into()))
+                    .collect()
+            };
             let json = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "archive": archive,
+                "processes_not_inspectable": not_inspectable,
             });
             reply(StatusCode::OK, "application/json", json.to_string())
         }

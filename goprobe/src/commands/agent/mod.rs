@@ -12,11 +12,12 @@
 //! ```
 //!
 //! A process is known by (PID, start time): a reused PID is a new process, and an exec is seen
-//! as a new binary behind the same PID. Before a process is re-labelled, the ring buffer is
+//! as a new process behind the same PID. Before a process is re-labelled, the ring buffer is
 //! drained and folded, and a process forgotten (it exited, often while the agent looked at
 //! others) keeps its labels until the next fold, so every call is counted under the labels it
 //! was made with. SIGHUP reloads the config (a config with an error is refused whole, the
 //! running one stays); collected histograms are kept across reloads.
+pub mod access;
 pub mod config;
 pub mod http;
 pub mod labels;
@@ -256,6 +257,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let start_ms = now_ms();
     let health = Health {
         start_time_s: start_ms as f64 / 1000.0,
+        not_inspectable: access::Denied::ALL.iter().map(|d| (d.label(), 0)).collect(),
         ..Health::default()
     };
     let otlp = otlp::Exporter::new(config.otlp.as_ref(), start_ms * 1_000_000);
@@ -614,9 +616,13 @@ impl Agent {
             self.fold();
             self.forget(pid, why, true);
         }
-        let state = match binary {
-            Some(_) => self.consider(pid, &stat.comm),
-            None => ProcessState::Ignored,
+        let state = if let Some(refused) = access::check(pid) {
+            access::report(&mut self.health.not_inspectable, pid, &stat.comm, refused);
+            ProcessState::Ignored
+        } else if binary.is_some() {
+            self.consider(pid, &stat.comm)
+        } else {
+            ProcessState::Ignored
         };
         self.processes.insert(
             pid,
