@@ -987,6 +987,8 @@ fn exec_in_place_is_counted_in_full() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}; last /metrics:\n{}", agent.metrics()));
+    agent.stop();
+}
 
 /// Labels outlive the process: 300 runs of a ~70 ms command (tests/go/shortlived), eight at a
 /// time, most of them gone before the agent next folds the ring buffer (many end before the
