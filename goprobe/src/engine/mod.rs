@@ -66,6 +66,8 @@ pub struct Tracer {
     /// Keep the function names of Go binaries where nothing matched, for "closest names"
     /// hints (`funclatency`); a long-running agent does not need them.
     pub keep_names: bool,
+    /// Refuse an attach that places more than this ([`TraceError::TooMany`]).
+    pub attach_limit: Option<AttachLimit>,
     /// Binaries inspected (ELF and pclntab read) so far: once per distinct build ID.
     pub inspections: u64,
     /// Inspections that failed on a Go binary or an unreadable file (not "not a Go binary").
@@ -107,6 +109,39 @@ pub enum TraceError {
     Kernel(#[from] KernelError),
     #[error("{0}")]
     NoMatch(String),
+    #[error(
+        "{pattern:?} matches {functions} functions ({sites} probe sites) in {path}: more than {} functions or {} sites slows the program down (each traced call costs it about 1-10 µs); narrow the pattern, or add --force",
+        AttachLimit::INTERACTIVE.functions,
+        AttachLimit::INTERACTIVE.sites
+    )]
+    TooMany {
+        pattern: String,
+        path: String,
+        functions: usize,
+        sites: usize,
+    },
+}
+
+/// The most functions and probe sites one attach may place before goprobe asks for `--force`:
+/// an on-call engineer's broad pattern (`go:net/http.*`, a `-r` that matches everything)
+/// must not take a service down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachLimit {
+    pub functions: usize,
+    pub sites: usize,
+}
+
+impl AttachLimit {
+    /// The limit of `funclatency` and `stackcount` without `--force`.
+    pub const INTERACTIVE: AttachLimit = AttachLimit {
+        functions: 100,
+        sites: 1000,
+    };
+
+    /// [`AttachLimit::INTERACTIVE`], or none with `--force`.
+    pub fn unless_forced(force: bool) -> Option<AttachLimit> {
+        (!force).then_some(Self::INTERACTIVE)
+    }
 }
 
 impl Tracer {
@@ -143,6 +178,7 @@ impl Tracer {
             attachments: HashMap::new(),
             next_attachment: 0,
             by_pid: HashMap::new(),
+            attach_limit: None,
             keep_names: true,
             inspections: 0,
             inspection_failures: 0,
@@ -551,6 +587,16 @@ impl Tracer {
             refused: plan.refused.clone(),
             ids,
         };
+        if let Some(limit) = self.attach_limit
+            && (attached.functions > limit.functions || attached.sites > limit.sites)
+        {
+            return Err(TraceError::TooMany {
+                pattern: self.pattern.name.clone(),
+                path: path.display().to_string(),
+                functions: attached.functions,
+                sites: attached.sites,
+            });
+        }
         let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
         let id = AttachmentId(self.next_attachment);
         self.next_attachment += 1;
