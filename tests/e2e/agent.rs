@@ -96,12 +96,17 @@ impl Agent {
 
     /// Wait until /metrics counts `calls` calls of the traced function.
     fn wait_count(&self, calls: u64) -> String {
+        self.wait_count_of(FUNCTION, calls)
+    }
+
+    /// Wait until /metrics counts `calls` calls of `function`.
+    fn wait_count_of(&self, function: &str, calls: u64) -> String {
         poll(
-            &format!("/metrics to count {calls} calls"),
+            &format!("/metrics to count {calls} calls of {function}"),
             Duration::from_secs(15),
             || {
                 let text = self.metrics();
-                (metric_sum(&text, COUNT, &[("function", FUNCTION)]) as u64 == calls)
+                (metric_sum(&text, COUNT, &[("function", function)]) as u64 == calls)
                     .then_some(text)
             },
         )
@@ -1277,5 +1282,96 @@ fn corrupt_archive_is_moved_aside() {
     let go = start_program(&agent, &program, &["-n", "50", "-g", "4", "-phases", "1"]);
     let calls = u64_field(&go.finish(Duration::from_secs(60)).unwrap(), "calls");
     agent.wait_count(calls);
+    agent.stop();
+}
+
+/// Requests per second that wrk reaches against `port` in `seconds` (2 connections: the
+/// server's requests wait 5 ms each, so the rate does not depend on how busy the CPUs are).
+fn wrk_rate(port: u16, seconds: u32) -> f64 {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c2", &format!("-d{seconds}s")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"))
+}
+
+/// The overhead budget: an HTTP server under wrk, traced by a pattern that matches its handler
+/// and the helper the handler calls 200 times per request. Untraced it serves some 400 requests/s;
+/// the helper's probes would cost it ~2 ms per request. Under the agent's default budget (1 % of
+/// a CPU per process) the helper is detached within seconds, the server keeps ≥ 90 % of its
+/// untraced rate, the shed function is reported (stderr, /metrics, /api/v1/status), and every
+/// request the handler served is counted.
+#[test]
+fn overhead_budget_sheds_hot_probes() {
+    const HANDLER: &str = "main.goprobeE2EBudgetHandle";
+    const HELPER: &str = "main.goprobeE2EBudgetHelper";
+    let scratch = Scratch::new("agent-budget");
+    let program = scratch.0.join("budget");
+    fs::copy(matrix()[0].program("budget"), &program).unwrap();
+    let args = ["-helper", "200", "-work", "5ms"];
+    let listening = |go: &GoProgram| -> u16 {
+        go.stdout
+            .wait_for("the server's port", Duration::from_secs(10), |l| {
+                l.starts_with("listening ")
+            })
+            .unwrap()["listening ".len()..]
+            .parse()
+            .unwrap()
+    };
+
+    let mut untraced = GoProgram::start(&program, &args, &[]);
+    untraced.go();
+    let base = wrk_rate(listening(&untraced), 4);
+    untraced.finish(Duration::from_secs(10)).unwrap();
+
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        r#"functions = ["go:main.goprobeE2EBudget*"]"#,
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(&agent, &program, &args);
+    let server = listening(&go);
+    // The first budget window sheds the helper.
+    wrk_rate(server, 4);
+    agent
+        .probe
+        .stderr
+        .wait_for("the helper shed", Duration::from_secs(10), |l| {
+            l.contains("overhead budget: detached") && l.contains(HELPER)
+        })
+        .unwrap();
+    let traced = wrk_rate(server, 4);
+    let served = u64_field(&go.finish(Duration::from_secs(30)).unwrap(), "served");
+    assert!(
+        traced >= 0.9 * base,
+        "traced {traced:.0} requests/s, untraced {base:.0}: under 90 %"
+    );
+    let text = agent.wait_count_of(HANDLER, served);
+    assert_eq!(
+        metric_sum(&text, "goprobe_agent_functions_shed_total", &[]),
+        1.0,
+        "{text}"
+    );
+    let (status, body) = http_get(port, "/api/v1/status").unwrap();
+    assert_eq!(status, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let shed = status["overhead"]["shed"].as_array().unwrap();
+    assert_eq!(shed.len(), 1, "{body}");
+    assert_eq!(shed[0]["function"], HELPER, "{body}");
+    assert!(
+        !agent
+            .probe
+            .stderr
+            .text()
+            .contains(&format!("detached {HANDLER}"))
+    );
     agent.stop();
 }

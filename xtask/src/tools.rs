@@ -55,7 +55,7 @@ pub fn kubernetes_validate() -> PathBuf {
 }
 
 /// Tools the agent's end-to-end and deploy tests run: Prometheus and promtool, systemd-analyze,
-/// etcd and etcdctl, podman, runc and mmdebstrap, and kubernetes-validate.
+/// etcd and etcdctl, podman, runc and mmdebstrap, wrk, and kubernetes-validate.
 fn agent_test_tools() -> Result<()> {
     let mut missing = Vec::new();
     for (bin, package) in [
@@ -69,6 +69,8 @@ fn agent_test_tools() -> Result<()> {
         ("/usr/bin/podman", "podman"),
         ("/usr/sbin/runc", "runc"),
         ("/usr/bin/mmdebstrap", "mmdebstrap"),
+        // The overhead budget's test loads an HTTP server with wrk.
+        ("/usr/bin/wrk", "wrk"),
     ] {
         if Path::new(bin).is_file() {
             eprintln!("setup: {bin} present");

@@ -6,6 +6,7 @@
 //! Binaries are inspected once per build ID: copies of one build (the same program in many
 //! containers) share one inspection and one plan, and only the attachments differ.
 
+pub mod budget;
 pub mod hostwide;
 pub mod profiler;
 pub mod run;
@@ -63,6 +64,11 @@ pub struct Tracer {
     next_attachment: u64,
     /// The attachments made for one process (`-p`), by PID: an exec replaces them.
     by_pid: HashMap<u32, AttachmentId>,
+    /// Attach each function's own sites apart ([`Tracer::shed`] can then detach one function
+    /// while the others go on, exactly): the agent, under its overhead budget.
+    pub sheddable: bool,
+    /// The links of each function attached apart, by attachment.
+    function_links: HashMap<AttachmentId, BTreeMap<u32, Attachment>>,
     /// Keep the function names of Go binaries where nothing matched, for "closest names"
     /// hints (`funclatency`); a long-running agent does not need them.
     pub keep_names: bool,
@@ -179,6 +185,8 @@ impl Tracer {
             next_attachment: 0,
             by_pid: HashMap::new(),
             attach_limit: None,
+            sheddable: false,
+            function_links: HashMap::new(),
             keep_names: true,
             inspections: 0,
             inspection_failures: 0,
@@ -321,6 +329,7 @@ impl Tracer {
                     binary: path.to_path_buf(),
                     out_of_line: false,
                     inlined_copies: 0,
+                    call_cost_ns: 0,
                 })
             })
         };
@@ -328,7 +337,9 @@ impl Tracer {
         let mut returns = Vec::new();
         for function in &plan.functions {
             let id = id_of(&mut self.functions, &function.name);
-            self.functions.get_mut(id).out_of_line = true;
+            let info = self.functions.get_mut(id);
+            info.out_of_line = true;
+            info.call_cost_ns = info.call_cost_ns.max(function.call_cost_ns);
             let flags = if function.check_eflags {
                 cookie::CHECK_EFLAGS
             } else {
@@ -349,7 +360,9 @@ impl Tracer {
         let mut dropped = Vec::new();
         for copy in &plan.inlined {
             let id = id_of(&mut self.functions, &copy.name);
-            self.functions.get_mut(id).inlined_copies += 1;
+            let info = self.functions.get_mut(id);
+            info.inlined_copies += 1;
+            info.call_cost_ns = info.call_cost_ns.max(crate::plan::INLINE_COPY_COST_NS);
             let mut fits = true;
             for &offset in &copy.exit_offsets {
                 fits &= add_action(boundaries.entry(offset).or_default(), id, true);
@@ -511,6 +524,9 @@ impl Tracer {
         if let Some(attachment) = self.attachments.remove(&old) {
             self.kernel.detach_in_background(attachment);
         }
+        for (_, attachment) in self.function_links.remove(&old).unwrap_or_default() {
+            self.kernel.detach_in_background(attachment);
+        }
         attached
     }
 
@@ -597,10 +613,20 @@ impl Tracer {
                 sites: attached.sites,
             });
         }
-        let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
+        let (attachment, by_function) = if self.sheddable {
+            self.attach_by_function(path, pid, &entries, &returns)?
+        } else {
+            (
+                self.kernel.attach(path, pid, &entries, &returns)?,
+                BTreeMap::new(),
+            )
+        };
         let id = AttachmentId(self.next_attachment);
         self.next_attachment += 1;
         self.attachments.insert(id, attachment);
+        if !by_function.is_empty() {
+            self.function_links.insert(id, by_function);
+        }
         self.traced_names.extend(names);
         Ok((attached, id))
     }
@@ -617,11 +643,83 @@ impl Tracer {
         if let Some(attachment) = self.attachments.remove(&id) {
             self.kernel.detach(attachment);
         }
+        for (_, attachment) in self.function_links.remove(&id).unwrap_or_default() {
+            self.kernel.detach(attachment);
+        }
+    }
+
+    /// Attach each plain function's entry and return sites as links of their own, and the rest
+    /// (inline boundaries, which several functions may share, and the runtime's bookkeeping
+    /// sites) together.
+    fn attach_by_function(
+        &mut self,
+        path: &Path,
+        pid: Option<u32>,
+        entries: &[Site],
+        returns: &[Site],
+    ) -> Result<(Attachment, BTreeMap<u32, Attachment>), TraceError> {
+        let plain = |site: &Site| site.cookie & (cookie::INLINE_SITE | cookie::BOOKKEEPING) == 0;
+        let function = |site: &Site| (site.cookie & cookie::FUNC_MASK) as u32;
+        let mut groups: BTreeMap<u32, (Vec<Site>, Vec<Site>)> = BTreeMap::new();
+        for site in entries.iter().filter(|s| plain(s)) {
+            groups.entry(function(site)).or_default().0.push(*site);
+        }
+        for site in returns.iter().filter(|s| plain(s)) {
+            groups.entry(function(site)).or_default().1.push(*site);
+        }
+        let shared_entries: Vec<Site> = entries.iter().filter(|s| !plain(s)).copied().collect();
+        let shared_returns: Vec<Site> = returns.iter().filter(|s| !plain(s)).copied().collect();
+        let mut by_function = BTreeMap::new();
+        for (func, (entries, returns)) in groups {
+            match self.kernel.attach(path, pid, &entries, &returns) {
+                Ok(attachment) => {
+                    by_function.insert(func, attachment);
+                }
+                Err(e) => {
+                    for (_, attachment) in by_function {
+                        self.kernel.detach(attachment);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        match self
+            .kernel
+            .attach(path, pid, &shared_entries, &shared_returns)
+        {
+            Ok(shared) => Ok((shared, by_function)),
+            Err(e) => {
+                for (_, attachment) in by_function {
+                    self.kernel.detach(attachment);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Detach function `func` from attachment `id` (made [`Tracer::sheddable`]), in the
+    /// background, leaving its other functions attached; false if it has no links of its own
+    /// there (it is traced only as inlined copies, or not at all).
+    pub fn shed(&mut self, id: AttachmentId, func: u32) -> bool {
+        let Some(attachment) = self
+            .function_links
+            .get_mut(&id)
+            .and_then(|links| links.remove(&func))
+        else {
+            return false;
+        };
+        self.kernel.detach_in_background(attachment);
+        true
     }
 
     pub fn detach_all(&mut self) {
         for (_, attachment) in std::mem::take(&mut self.attachments) {
             self.kernel.detach(attachment);
+        }
+        for (_, links) in std::mem::take(&mut self.function_links) {
+            for (_, attachment) in links {
+                self.kernel.detach(attachment);
+            }
         }
     }
 

@@ -34,6 +34,24 @@ pub struct Health {
     pub config_reloads: u64,
     pub config_reload_errors: u64,
     pub start_time_s: f64,
+    /// The overhead budget, as a share of one CPU per process (0: off).
+    pub overhead_budget: f64,
+    /// Functions shed from a process by the overhead budget, since the agent started.
+    pub functions_shed: u64,
+    /// The latest of them (the newest last), for /api/v1/status.
+    pub shed: Vec<ShedReport>,
+}
+
+/// One function shed from one process by the overhead budget.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShedReport {
+    pub pid: u32,
+    pub service: String,
+    pub function: String,
+    pub calls_per_s: f64,
+    /// The share of one CPU its probes were estimated to cost the process.
+    pub cpu_share: f64,
+    pub at_ms: u64,
 }
 
 pub fn escape(value: &str) -> String {
@@ -182,6 +200,22 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "counter",
         "Configuration reloads refused because the new file had an error.",
         health.config_reload_errors,
+    );
+    gauge(
+        "functions_shed_total",
+        "counter",
+        "Functions detached from a process by the overhead budget: their probes were estimated to cost it more than agent.overhead_budget of one CPU (their histograms stop there; /api/v1/status lists them).",
+        health.functions_shed,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_overhead_budget_ratio The share of one CPU that goprobe's probes may cost each traced process (agent.overhead_budget; 0: no budget)."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_overhead_budget_ratio gauge");
+    let _ = writeln!(
+        out,
+        "goprobe_agent_overhead_budget_ratio {}",
+        number(health.overhead_budget)
     );
     // Calls seen but not timed, by why: the histograms are short by exactly this much.
     let kernel = |name: &str| {

@@ -218,19 +218,27 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             }
             // Processes left out for want of a permission, by the permission: all zero means
             // the agent could look at every process.
-            let not_inspectable: serde_json::Map<String, serde_json::Value> = {
+            let (not_inspectable, overhead) = {
                 let guard = shared.metrics.lock().expect("metrics lock");
-                guard
+                let not_inspectable: serde_json::Map<String, serde_json::Value> = guard
                     .1
                     .not_inspectable
                     .iter()
                     .map(|(reason, n)| (reason.to_string(), (*n).into()))
-                    .collect()
+                    .collect();
+                // What the overhead budget shed: the functions whose histograms stop there.
+                let overhead = serde_json::json!({
+                    "budget": guard.1.overhead_budget,
+                    "functions_shed_total": guard.1.functions_shed,
+                    "shed": guard.1.shed,
+                });
+                (not_inspectable, overhead)
             };
             let json = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "archive": archive,
                 "processes_not_inspectable": not_inspectable,
+                "overhead": overhead,
             });
             reply(StatusCode::OK, "application/json", json.to_string())
         }

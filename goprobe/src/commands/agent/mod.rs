@@ -44,10 +44,11 @@ use self::{
 use crate::{
     engine::{
         AttachmentId, BinaryState, TraceError, Tracer,
+        budget::Budget,
         run::{Run, Tick},
         session::attach_mode_from_env,
     },
-    outputs::prometheus::Health,
+    outputs::prometheus::{Health, ShedReport},
     pipeline::{self, Latencies},
     pipeline::{
         archive::{ProfileRecord, Record, Retention},
@@ -213,6 +214,8 @@ struct Agent {
     )>,
     /// The service label of each profiled process, kept until its last profile is written.
     profiled: HashMap<u32, String>,
+    /// The overhead budget (`agent.overhead_budget`), unless it is 0.
+    budget: Option<Budget>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -243,6 +246,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
     let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
     tracer.keep_names = false;
+    let budget =
+        (config.agent.overhead_budget.0 > 0.0).then(|| Budget::new(config.agent.overhead_budget.0));
+    // Each function attached apart, so that the budget can detach one alone.
+    tracer.sheddable = budget.is_some();
     // The kernel's exec events: new processes are looked at as they start, not at the next
     // scan (which a short-lived process would not live to see).
     let execs = tracer
@@ -257,6 +264,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let start_ms = now_ms();
     let health = Health {
         start_time_s: start_ms as f64 / 1000.0,
+        overhead_budget: config.agent.overhead_budget.0,
         not_inspectable: access::Denied::ALL.iter().map(|d| (d.label(), 0)).collect(),
         ..Health::default()
     };
@@ -297,6 +305,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         otlp,
         profiler,
         profiled: HashMap::new(),
+        budget,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -420,8 +429,14 @@ impl Agent {
             }
             let key = self.series_key(func, pid);
             guard.0.add(&key, &latencies);
+            if let Some(budget) = self.budget.as_mut() {
+                budget.count(pid, func, latencies.count);
+            }
             self.interval.entry(key).or_default().merge(&latencies);
         }
+        drop(guard);
+        self.keep_to_budget();
+        let mut guard = self.shared.metrics.lock().expect("metrics lock");
         // Their last calls are counted now.
         self.retired.clear();
         let counters = self.tracer.counters();
@@ -444,6 +459,70 @@ impl Agent {
         self.health.processes_traced = processes;
         self.health.probes_attached = probes;
         guard.1 = self.health.clone();
+    }
+
+    /// Shed the hottest functions of each process whose probes are estimated to cost it more
+    /// than the overhead budget (once per budget window), and say so.
+    fn keep_to_budget(&mut self) {
+        let Some(budget) = self.budget.as_mut() else {
+            return;
+        };
+        let functions = &self.tracer.functions;
+        let Some(overruns) = budget.check(Instant::now(), |f| {
+            functions.get(f).map_or(0, |info| info.call_cost_ns)
+        }) else {
+            return;
+        };
+        let limit = budget.limit;
+        for overrun in overruns {
+            let Some(Tracked {
+                state:
+                    ProcessState::Traced {
+                        attachment, labels, ..
+                    },
+                ..
+            }) = self.processes.get(&overrun.pid)
+            else {
+                continue;
+            };
+            let (attachment, service) = (*attachment, labels.service.clone());
+            for shed in overrun.shed {
+                let function = self.tracer.functions.get(shed.func).map_or_else(
+                    || format!("function {}", shed.func),
+                    |info| info.name.clone(),
+                );
+                if !self.tracer.shed(attachment, shed.func) {
+                    eprintln!(
+                        "goprobe: overhead budget: PID {} ({service}) spends ~{:.1}% of a CPU in {function}'s probes, over the {:.1}% budget, but its inlined copies cannot be detached alone",
+                        overrun.pid,
+                        shed.cpu_share * 100.0,
+                        limit * 100.0
+                    );
+                    continue;
+                }
+                eprintln!(
+                    "goprobe: overhead budget: detached {function} from PID {} ({service}): {:.0} calls/s cost it ~{:.1}% of a CPU; its probes were ~{:.1}% in all, over the {:.1}% budget (agent.overhead_budget); its histogram stops here",
+                    overrun.pid,
+                    shed.calls_per_s,
+                    shed.cpu_share * 100.0,
+                    overrun.estimate * 100.0,
+                    limit * 100.0
+                );
+                self.health.functions_shed += 1;
+                self.health.shed.push(ShedReport {
+                    pid: overrun.pid,
+                    service: service.clone(),
+                    function,
+                    calls_per_s: shed.calls_per_s,
+                    cpu_share: shed.cpu_share,
+                    at_ms: now_ms(),
+                });
+                // The latest 100 are listed.
+                if self.health.shed.len() > 100 {
+                    self.health.shed.remove(0);
+                }
+            }
+        }
     }
 
     /// The functions traced in process `pid` and its labels, while it is traced or until the
@@ -637,6 +716,9 @@ impl Agent {
     fn forget(&mut self, pid: u32, why: &str, log: bool) {
         if let Some((profiler, _)) = &mut self.profiler {
             profiler.remove_pid(pid);
+        }
+        if let Some(budget) = self.budget.as_mut() {
+            budget.forget(pid);
         }
         if let Some(Tracked {
             state:
