@@ -32,6 +32,8 @@ const INLINE_MULTI: &str = "goprobe_inline_multi";
 const STACKCOUNT: &str = "goprobe_stackcount";
 const STACKCOUNT_MULTI: &str = "goprobe_stackcount_multi";
 const EXEC: &str = "goprobe_exec";
+/// The programs on RET sites.
+const RETURN_PROGRAMS: [&str; 2] = [RETURN, RETURN_MULTI];
 
 /// What the uprobes of a run do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,9 +265,16 @@ impl Kernel {
     /// on at once (detaching waits for the kernel, tens of milliseconds per link). For probes
     /// that no longer fire (those of a process whose exec ended them).
     pub fn detach_in_background(&mut self, attachment: Attachment) {
-        let links: Vec<_> = attachment
+        // The links are dropped in order, the return program's first: a return whose entry's
+        // link is gone already would count as unpaired, while an entry left open by a return's
+        // link gone first is only dropped later, as a panic's are.
+        let (returns, others): (Vec<_>, Vec<_>) = attachment
             .links
             .into_iter()
+            .partition(|(name, _)| RETURN_PROGRAMS.contains(name));
+        let links: Vec<_> = returns
+            .into_iter()
+            .chain(others)
             .filter_map(|(name, link)| program(&mut self.ebpf, name).take_link(link).ok())
             .collect();
         if links.is_empty() {
