@@ -66,14 +66,37 @@ pub enum KernelError {
     },
     #[error("kernel {release} is too old: goprobe needs Linux {}.{} or newer (BPF ring buffer, uprobe cookies)", MIN_KERNEL.0, MIN_KERNEL.1)]
     TooOld { release: String },
+    /// A map or program the eBPF object must define is missing or of another kind.
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
-    #[error("attaching {sites} probes to {target} failed: {reason}")]
+    /// A kernel operation failed: `what` says which, `source` why.
+    #[error("{what} failed")]
+    Failed {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `hint`: what to do about it, where goprobe can tell (a missing capability).
+    #[error("attaching {sites} probes to {target} failed{hint}")]
     Attach {
         target: String,
         sites: usize,
-        reason: String,
+        hint: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl KernelError {
+    fn failed(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        KernelError::Failed {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// How probes are attached: one uprobe_multi link per program and target (kernel >= 6.6), or one
@@ -172,17 +195,15 @@ impl Kernel {
                 kernel_stacks: false,
             },
         );
-        let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
+        let mut ebpf = loader.load(object()).map_err(load_error)?;
         let (entry, ret) = program_names(probes, mode);
         for name in [Some(entry), ret].into_iter().flatten() {
-            program(&mut ebpf, name)
-                .load()
-                .map_err(|e| load_error(&e))?;
+            program(&mut ebpf, name).load().map_err(load_error)?;
         }
         let stats = if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| KernelError::Load(format!("enabling BPF statistics: {e}")))?,
+                    .map_err(|e| KernelError::failed("enabling BPF statistics", e))?,
             )
         } else {
             None
@@ -247,9 +268,7 @@ impl Kernel {
         if !inline.is_empty() {
             let name = self.inline_program();
             if !self.inline_loaded {
-                program(&mut self.ebpf, name)
-                    .load()
-                    .map_err(|e| load_error(&e))?;
+                program(&mut self.ebpf, name).load().map_err(load_error)?;
                 self.inline_loaded = true;
             }
             groups.push((name, inline.as_slice()));
@@ -299,11 +318,11 @@ impl Kernel {
             .ebpf
             .map_mut(maps::name::INLINE_SITES)
             .ok_or_else(|| KernelError::Load("no INLINE_SITES map".into()))?;
-        let mut sites =
-            Array::<_, InlineSite>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
+        let mut sites = Array::<_, InlineSite>::try_from(map)
+            .map_err(|e| KernelError::failed("INLINE_SITES", e))?;
         sites
             .set(index, site, 0)
-            .map_err(|e| KernelError::Load(format!("inline site {index}: {e}")))
+            .map_err(|e| KernelError::failed(format!("setting inline site {index}"), e))
     }
 
     /// The ring buffer of completed calls; taken once, by the pipeline.
@@ -312,7 +331,7 @@ impl Kernel {
             .ebpf
             .take_map(maps::name::EVENTS)
             .ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+        RingBuf::try_from(map).map_err(|e| KernelError::failed("EVENTS", e))
     }
 
     /// Start the kernel's exec events (goprobe-ebpf/src/exec.rs): the ring buffer that receives
@@ -324,15 +343,15 @@ impl Kernel {
             .program_mut(EXEC)
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| KernelError::Load(format!("no raw tracepoint {EXEC}")))?;
-        program.load().map_err(|e| load_error(&e))?;
+        program.load().map_err(load_error)?;
         program
             .attach("sched_process_exec")
-            .map_err(|e| KernelError::Load(format!("exec events: {}", error_chain(&e))))?;
+            .map_err(|e| KernelError::failed("attaching the exec events", e))?;
         let map = self
             .ebpf
             .take_map(maps::name::EXECS)
             .ok_or_else(|| KernelError::Load("no EXECS map".into()))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+        RingBuf::try_from(map).map_err(|e| KernelError::failed("EXECS", e))
     }
 
     /// Exec events dropped so far because their ring buffer was full.
@@ -679,14 +698,16 @@ fn attach_sites(
                 Ok(link) => attachment.links.push((name, link)),
                 Err(e) => {
                     detach(ebpf, attachment);
-                    let mut reason = error_chain(&e);
-                    if !name.ends_with("_multi") && is_permission_error(&e) {
-                        reason.push_str(per_site_permission_hint());
-                    }
+                    let hint = if !name.ends_with("_multi") && is_permission_error(&e) {
+                        per_site_permission_hint()
+                    } else {
+                        ""
+                    };
                     return Err(KernelError::Attach {
                         target: target.display().to_string(),
                         sites: groups.iter().map(|(_, s)| s.len()).sum(),
-                        reason,
+                        hint,
+                        source: Box::new(e),
                     });
                 }
             }
@@ -749,10 +770,10 @@ impl BareProbes {
             AttachMode::Multi => "goprobe_bare_multi",
             AttachMode::PerSite => "goprobe_bare",
         };
-        let mut ebpf = loader().load(object()).map_err(|e| load_error(&e))?;
+        let mut ebpf = loader().load(object()).map_err(load_error)?;
         self::program(&mut ebpf, program)
             .load()
-            .map_err(|e| load_error(&e))?;
+            .map_err(load_error)?;
         Ok(Self { ebpf, program })
     }
 
@@ -812,11 +833,11 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut UProbe {
 /// What a failed load means: not permitted (EPERM, or EACCES without a verifier log), blocked
 /// although permitted (see [`permission_error`]), or any other error, a verifier rejection
 /// included (EACCES with the verifier's log, which is kept).
-pub fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
-    if is_permission_error(error) && !has_verifier_log(error) {
+pub fn load_error(error: impl std::error::Error + Send + Sync + 'static) -> KernelError {
+    if is_permission_error(&error) && !has_verifier_log(&error) {
         permission_error("bpf()")
     } else {
-        KernelError::Load(error_chain(error))
+        KernelError::failed("loading the eBPF programs", error)
     }
 }
 
