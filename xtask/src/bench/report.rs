@@ -30,6 +30,7 @@ pub struct Report {
     pub attach: Option<AttachReport>,
     pub inspect: Option<InspectReport>,
     pub accuracy: Option<AccuracyReport>,
+    pub budget: Option<super::budget::BudgetReport>,
     pub failures: Vec<String>,
 }
 
@@ -103,6 +104,9 @@ pub fn render(
     }
     if let Some(a) = &report.accuracy {
         accuracy::render(w, a);
+    }
+    if let Some(b) = &report.budget {
+        super::budget::render(w, b);
     }
     if !report.failures.is_empty() {
         let _ = writeln!(w, "## Sections that failed\n");
