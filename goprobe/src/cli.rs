@@ -66,7 +66,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_nanos((value * ns_per).round() as u64))
+    let ns = (value * ns_per).round();
+    // `as u64` would saturate: a duration past u64 nanoseconds (584 years) is refused instead.
+    if !(ns.is_finite() && ns < u64::MAX as f64) {
+        return Err(format!("{text:?} is too long: at most 584 years"));
+    }
+    Ok(Duration::from_nanos(ns as u64))
 }
 
 /// Where the agent listens by default: loopback only, so nothing is exposed unless configured;
@@ -92,5 +97,15 @@ mod tests {
         assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("10h").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("99999999999999999999m")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(
+            parse_duration("1e300s")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 }

@@ -43,7 +43,8 @@ pub fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process>> {
         _ => Vec::new(),
     };
     if let Selection::Binary(path) = selection {
-        std::fs::File::open(path)
+        // A regular file: opening a FIFO would block until a writer came.
+        crate::inspect::file::open_regular(path)
             .with_context(|| format!("cannot read binary {}", path.display()))?;
     }
     Ok(processes)
@@ -338,7 +339,12 @@ impl Run {
         Ok(Self {
             stop: super::stop::Stop::new(duration)?,
             drain: drain.then(|| every(crate::pipeline::DRAIN_EVERY)),
-            interval: interval.map(|s| every(Duration::from_secs(s))),
+            // An -i too long for the clock (adding it to now would panic) never ends within
+            // the run: the same as no -i.
+            interval: interval
+                .map(Duration::from_secs)
+                .filter(|&p| tokio::time::Instant::now().checked_add(p).is_some())
+                .map(every),
             scan: every(SCAN_EVERY),
             sweep: every(SWEEP_EVERY),
             selection: selection.clone(),
