@@ -103,7 +103,14 @@ impl Pattern {
 
     /// Names that the user may have meant, best first: names containing the pattern's literal
     /// text, then the closest by edit distance.
+    ///
+    /// Edit distances cost the product of the lengths, once per name in the binary: a pattern
+    /// longer than [`MAX_SUGGESTION_LEN`] characters (no Go name a user types is) gets no
+    /// suggestions, where a 100,000-character one took minutes.
     pub fn closest<'a>(&self, names: impl Iterator<Item = &'a str>, limit: usize) -> Vec<String> {
+        if self.name.chars().nth(MAX_SUGGESTION_LEN).is_some() {
+            return Vec::new();
+        }
         let literal: String = self
             .name
             .chars()
@@ -133,6 +140,9 @@ impl Pattern {
             .collect()
     }
 }
+
+/// The longest pattern that [`Pattern::closest`] looks for close names of.
+pub const MAX_SUGGESTION_LEN: usize = 256;
 
 /// Whole-name glob: `*` any run of characters (including `/` and `.`), `?` one character.
 /// A `*` right after `(` is Go's pointer-receiver syntax (`net/http.(*conn).serve`), so it is
@@ -482,5 +492,19 @@ mod tests {
             p.closest(names.into_iter(), 1),
             vec!["fmt.Println".to_string()]
         );
+    }
+
+    /// A 100,000-character pattern spent minutes in edit distances against every name.
+    #[test]
+    fn a_huge_pattern_gets_no_suggestions_at_once() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("main.function{i}")).collect();
+        let p = Pattern::parse(&format!("go:{}", "x".repeat(100_000)), false).unwrap();
+        let start = std::time::Instant::now();
+        assert!(p.closest(names.iter().map(String::as_str), 5).is_empty());
+        assert!(start.elapsed() < std::time::Duration::from_millis(100));
+        // Up to the limit, suggestions are made as before.
+        let long = format!("main.function1{}", "y".repeat(MAX_SUGGESTION_LEN - 15));
+        let p = Pattern::parse(&format!("go:{long}"), false).unwrap();
+        assert_eq!(p.closest(names.iter().map(String::as_str), 1).len(), 1);
     }
 }
