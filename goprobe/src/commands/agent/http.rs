@@ -93,6 +93,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive
+/// (RFC 9110, section 11.1): `bearer`, `BEARER` are the same scheme.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only");
@@ -105,7 +112,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_credentials);
         if !given.is_some_and(|g| same(g.trim().as_bytes(), token.as_bytes())) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
             r.headers_mut().insert(
@@ -306,5 +313,21 @@ async fn api(
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Authorization: bearer TOKEN` was refused: only `Bearer` was recognised.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "  bEaReR abc"] {
+            assert_eq!(bearer_credentials(header), Some("abc"), "{header:?}");
+        }
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
     }
 }
