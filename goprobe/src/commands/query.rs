@@ -12,7 +12,8 @@ use clap::Args;
 use crate::{
     cli::{DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN, parse_duration},
     outputs::{
-        http::{HttpError, http_get_within, http_request_within, percent_encode},
+        http::{HttpError, http_get_within, http_request_within},
+        query_string::percent_encode,
         tables::{write_diff_table, write_query_text},
     },
     pipeline::{

@@ -13,44 +13,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a connection attempt may take, within the request's whole timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A plain-HTTP GET (the agent listens on loopback by default; for a remote agent, tunnel or
 /// proxy). Returns the body of a 200 answer; anything else is an error with the agent's text.
 pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<String> {
@@ -255,12 +217,5 @@ mod tests {
             );
         }
         server.join().unwrap();
-    }
-
-    #[test]
-    fn percent_coding() {
-        let s = "main.(*T).Get & co/ü";
-        assert_eq!(percent_decode(&percent_encode(s)), s);
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
     }
 }

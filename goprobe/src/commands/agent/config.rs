@@ -25,7 +25,8 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::plan::Pattern;
 
-pub use crate::cli::DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN;
+/// Where the agent listens by default: loopback only, so nothing is exposed unless configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
 pub const DEFAULT_ARCHIVE: &str = "/var/lib/goprobe/archive.redb";
 
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +283,7 @@ pub const MAX_TOKEN_BYTES: u64 = 64 << 10;
 /// The bearer token in `path` (`http.bearer_token_file`, `goprobe query --token-file`),
 /// trimmed. A missing, empty, oversized or non-regular file is an error.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
-    let text = crate::inspect::file::read_small_text(path, MAX_TOKEN_BYTES)
+    let text = goprobe_inspect::file::read_small_text(path, MAX_TOKEN_BYTES)
         .map_err(|e| format!("cannot read {}: {}", path.display(), io_message(&e)))?;
     let token = text.trim();
     if token.is_empty() {
@@ -468,7 +469,7 @@ impl Config {
     /// Read and check a config file. Any error stops here, with its location.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
-            crate::inspect::file::read_small_text(path, MAX_CONFIG_BYTES).map_err(|source| {
+            goprobe_inspect::file::read_small_text(path, MAX_CONFIG_BYTES).map_err(|source| {
                 ConfigError::Read {
                     path: path.to_path_buf(),
                     source,

@@ -33,8 +33,8 @@ use tokio::net::TcpListener;
 
 use crate::{
     outputs::{
-        http as http_client,
         prometheus::{self, Health},
+        query_string::query_params,
     },
     pipeline::{
         archive::Archive,
@@ -122,20 +122,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             return r;
         }
     }
-    let params: HashMap<String, String> = request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                http_client::percent_decode(k),
-                http_client::percent_decode(v),
-            )
-        })
-        .collect();
+    let params = query_params(request.uri().query().unwrap_or(""));
     match request.uri().path() {
         "/metrics" => {
             let text = {
