@@ -13,11 +13,16 @@ pub enum PatternError {
         "pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')"
     )]
     NoPrefix(String),
-    #[error("invalid regular expression {pattern:?}: {source}")]
-    Regex {
-        pattern: String,
-        source: regex::Error,
-    },
+    #[error("invalid regular expression {pattern:?}: {}", regex_message(.error))]
+    Regex { pattern: String, error: regex::Error },
+}
+
+/// The regex crate's error in one line: its syntax errors draw the pattern over several lines
+/// with a caret, and end with `error: WHAT`, which is what a one-line message keeps.
+fn regex_message(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// A parsed `go:NAME` / `PATH:NAME` pattern.
@@ -57,9 +62,9 @@ impl Pattern {
         } else {
             glob_to_regex(name)
         };
-        let matcher = Regex::new(&source).map_err(|source| PatternError::Regex {
+        let matcher = Regex::new(&source).map_err(|error| PatternError::Regex {
             pattern: name.into(),
-            source,
+            error,
         })?;
         Ok(Self {
             name: name.into(),
@@ -221,6 +226,17 @@ mod tests {
             Pattern::parse("go:(", true),
             Err(PatternError::Regex { .. })
         ));
+    }
+
+    /// The regex crate's syntax errors span several lines; the agent's config errors (which
+    /// quote this one) must stay one line (found by the parse_config fuzz target).
+    #[test]
+    fn regex_errors_are_one_line() {
+        let e = Pattern::parse("go:^ma)$", true).unwrap_err().to_string();
+        assert_eq!(e, "invalid regular expression \"^ma)$\": unopened group");
+        let e = Pattern::parse("go:(", true).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.ends_with(": unclosed group"), "{e}");
     }
 
     #[test]
