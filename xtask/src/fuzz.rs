@@ -1,10 +1,16 @@
 //! `cargo xtask fuzz [--seconds N]`: every libFuzzer target of `fuzz/` for N seconds, with
-//! cargo-fuzz and the eBPF nightly (libFuzzer needs a nightly's sanitizer support). The corpora
+//! cargo-fuzz and the eBPF nightly (libFuzzer's instrumentation needs a nightly). The corpora
 //! live in `fuzz/corpus/<target>` (not committed) and are seeded on every run: the binary
 //! readers with the Go test programs that `cargo xtask build` made (a real binary takes the
 //! fuzzer past the ELF header at once), or sections cut from them; the parsers of user input
 //! with the forms the README documents. A crash fails the run; libFuzzer leaves the input in
 //! `fuzz/artifacts/<target>/`.
+//!
+//! Without a sanitizer: the code under test is safe Rust, where a bug shows as a panic, which
+//! libFuzzer catches as it is; AddressSanitizer would make each run of a whole Go binary several
+//! times slower and rebuild everything. `cargo xtask test`'s short pass starts from the seeds
+//! alone (a fresh corpus under `fuzz/target/`), so its length does not grow with what earlier
+//! runs found; libFuzzer reads a whole corpus before its time limit counts.
 
 use std::path::{Path, PathBuf};
 
@@ -57,25 +63,45 @@ fn fuzz_dir() -> PathBuf {
     util::root().join("fuzz")
 }
 
+/// Which corpus a run grows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Corpus {
+    /// `fuzz/corpus/<target>`, kept from run to run (`cargo xtask fuzz`).
+    Kept,
+    /// The seeds alone, in a fresh directory (`cargo xtask test`), and fewer Go binaries.
+    Fresh,
+}
+
 /// Run every target for `seconds` each; fails if any target finds a crash.
-pub fn run(seconds: u64) -> Result<()> {
+pub fn run(seconds: u64, mode: Corpus) -> Result<()> {
     let nightly = tools::ebpf_nightly()?;
     tools::cargo_fuzz()?;
-    seed_corpora()?;
+    let root = match mode {
+        Corpus::Kept => fuzz_dir().join("corpus"),
+        Corpus::Fresh => {
+            let dir = fuzz_dir().join("target/test-corpus");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            dir
+        }
+    };
+    seed_corpora(&root, mode)?;
     let mut failed = Vec::new();
     for target in TARGETS {
-        let corpus = fuzz_dir().join("corpus").join(target.name);
+        let corpus = root.join(target.name);
         // cargo-fuzz builds with the nightly through rustup's proxy (the `cargo` xtask runs
         // under is the workspace's stable one, which cannot build with sanitizers).
         let mut c = cmd("cargo");
         c.env("RUSTUP_TOOLCHAIN", &nightly)
             .env_remove("CARGO")
-            .args(["fuzz", "run", target.name])
+            .args(["fuzz", "run", "--sanitizer", "none", target.name])
             .arg(&corpus)
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg(format!("-max_len={}", target.max_len))
-            // One slow input (a whole binary's DWARF under ASan) is a finding, not a hang.
+            // One slow input (a whole Go binary takes about a second) is a finding, not a hang.
             .arg("-timeout=20")
             .arg("-rss_limit_mb=4096")
             .arg("-print_final_stats=0")
@@ -98,9 +124,9 @@ pub fn run(seconds: u64) -> Result<()> {
 
 /// Write the seed inputs into each target's corpus directory (overwriting earlier seeds of the
 /// same name, keeping what the fuzzer found).
-fn seed_corpora() -> Result<()> {
+fn seed_corpora(root: &Path, mode: Corpus) -> Result<()> {
     let corpus = |name: &str| -> Result<PathBuf> {
-        let dir = fuzz_dir().join("corpus").join(name);
+        let dir = root.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
     };
@@ -109,8 +135,17 @@ fn seed_corpora() -> Result<()> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
     };
 
-    // Real Go binaries, as `cargo xtask build` left them (any Go version that is there).
-    let binaries = go_binaries();
+    // Real Go binaries, as `cargo xtask build` left them (any Go version that is there). Each
+    // run of `parse_binary` on one takes about a second: the short pass takes the oldest Go's
+    // plain build and the newest's stripped one.
+    let mut binaries = go_binaries();
+    if mode == Corpus::Fresh && binaries.len() > 2 {
+        let newest_stripped = binaries
+            .iter()
+            .rposition(|(label, _)| label.ends_with("-stripped"))
+            .unwrap_or(binaries.len() - 1);
+        binaries = vec![binaries[0].clone(), binaries[newest_stripped].clone()];
+    }
     if binaries.is_empty() {
         eprintln!(
             "fuzz: no Go test programs in {} (run `cargo xtask build`): the binary readers start from an empty corpus",
