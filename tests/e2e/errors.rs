@@ -355,6 +355,10 @@ fn huge_pattern_fails_at_once() {
         &["no function matches"],
     );
     assert_fails_at_once(&["symbols", program, &name], &["matches"]);
+    // The message quotes the start of the pattern and its length, not 100,000 characters.
+    let out = run_goprobe(&["funclatency", "-b", program, &pattern]);
+    assert!(out.stderr.len() < 1000, "{}", out.stderr);
+    assert!(out.stderr.contains("(100015 characters)"), "{}", out.stderr);
 }
 
 /// `profile -o /nonexistent/x` failed only after the sampling.

@@ -61,9 +61,9 @@ pub fn run(args: SymbolsArgs) -> anyhow::Result<()> {
             format!("; closest names: {}", closest.join(", "))
         };
         anyhow::bail!(
-            "no function in {} matches {:?}{hint}",
+            "no function in {} matches {}{hint}",
             path.display(),
-            pattern.name,
+            pattern.quoted(),
         );
     }
     Ok(())

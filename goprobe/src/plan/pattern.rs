@@ -7,21 +7,43 @@ use regex::Regex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
-    #[error("pattern {0:?} has no function name: use go:NAME or PATH:NAME, e.g. 'go:main.handle'")]
+    #[error("pattern {} has no function name: use go:NAME or PATH:NAME, e.g. 'go:main.handle'", quote(.0))]
     NoName(String),
     #[error(
-        "pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')"
+        "pattern {} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')",
+        quote(.0)
     )]
     NoPrefix(String),
-    #[error("invalid regular expression {pattern:?}: {}", regex_message(.error))]
-    Regex { pattern: String, error: regex::Error },
+    #[error("invalid regular expression {}: {}", quote(.pattern), regex_message(.error))]
+    Regex {
+        pattern: String,
+        error: regex::Error,
+    },
+}
+
+/// The longest pattern quoted whole in a message.
+const MAX_QUOTED: usize = 200;
+
+/// `text` quoted for a message (as `{:?}` does); a longer one than [`MAX_QUOTED`] characters is
+/// cut there, with its length, so a message stays readable whatever was typed.
+pub fn quote(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_QUOTED {
+        return format!("{text:?}");
+    }
+    let start: String = text.chars().take(MAX_QUOTED).collect();
+    format!("{start:?}... ({count} characters)")
 }
 
 /// The regex crate's error in one line: its syntax errors draw the pattern over several lines
 /// with a caret, and end with `error: WHAT`, which is what a one-line message keeps.
 fn regex_message(error: &regex::Error) -> String {
     let text = error.to_string();
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     last.trim().trim_start_matches("error: ").to_string()
 }
 
@@ -98,6 +120,11 @@ impl Pattern {
             })
             .expect("an alternation of valid regexes is valid"),
         }
+    }
+
+    /// The pattern's name quoted for a message (see [`quote`]).
+    pub fn quoted(&self) -> String {
+        quote(&self.name)
     }
 
     pub fn matches(&self, function: &str) -> bool {
@@ -257,6 +284,19 @@ mod tests {
             p.closest(names.into_iter(), 1),
             vec!["fmt.Println".to_string()]
         );
+    }
+
+    #[test]
+    fn long_patterns_are_quoted_short() {
+        assert_eq!(quote("main.f"), "\"main.f\"");
+        let long = "x".repeat(100_000);
+        let q = quote(&long);
+        assert!(q.ends_with("\"... (100000 characters)"), "{q}");
+        assert!(q.len() < 250);
+        let e = Pattern::parse(&format!("go:{long}("), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{e}");
     }
 
     /// A 100,000-character pattern spent minutes in edit distances against every name.
