@@ -176,35 +176,20 @@ impl<'a> Pclntab<'a> {
             funcname_offset,
             pcln_offset,
         ) = match version {
-            PclnVersion::Go118 | PclnVersion::Go120 => {
-                let nfunc = word(0)?;
-                let text_start = word(2)?;
-                let funcname_offset = word(3)?;
-                let pcln_offset = word(7)?;
+            PclnVersion::Go116 | PclnVersion::Go118 | PclnVersion::Go120 => {
+                // Go 1.18 added textStart as header word 2, moving the offsets after it by one.
+                let added = usize::from(version >= PclnVersion::Go118);
+                let text_start = if added == 1 { word(2)? } else { 0 };
+                let funcname_offset = word(2 + added)?;
+                let pcln_offset = word(6 + added)?;
                 let funcnametab = sub("funcnametab", funcname_offset)?;
                 let pcln = sub("pclntable", pcln_offset)?;
                 (
-                    nfunc,
+                    word(0)?,
                     pcln,
                     pcln,
                     funcnametab,
                     text_start,
-                    funcname_offset,
-                    pcln_offset,
-                )
-            }
-            PclnVersion::Go116 => {
-                let nfunc = word(0)?;
-                let funcname_offset = word(2)?;
-                let pcln_offset = word(6)?;
-                let funcnametab = sub("funcnametab", funcname_offset)?;
-                let pcln = sub("pclntable", pcln_offset)?;
-                (
-                    nfunc,
-                    pcln,
-                    pcln,
-                    funcnametab,
-                    0,
                     funcname_offset,
                     pcln_offset,
                 )

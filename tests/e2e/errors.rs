@@ -384,3 +384,38 @@ fn profile_output_checked_first() {
         &["cannot write /nonexistent/x.svg"],
     );
 }
+
+/// A pattern that matches more than 100 functions or 1,000 probe sites in a binary is refused
+/// before anything is attached, with the counts, unless `--force` says so; the same for
+/// stackcount. (A `-r` that matches everything in the count program: 4,000+ functions.)
+#[test]
+fn broad_patterns_need_force() {
+    let program = matrix()[0].program("count");
+    let path = program.to_str().unwrap();
+    for command in ["funclatency", "stackcount"] {
+        let out = run_goprobe(&[command, "-b", path, "-r", "go:."]);
+        assert_one_line_error(&out, &["functions (", "probe sites) in", "--force"]);
+    }
+    // Within the limit, nothing is asked.
+    let out = run_goprobe(&[
+        "funclatency",
+        "-d",
+        "1",
+        "-b",
+        path,
+        "-r",
+        "go:main\\.goprobeE2E",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let out = run_goprobe(&[
+        "funclatency",
+        "--force",
+        "-d",
+        "1",
+        "-b",
+        path,
+        "-r",
+        "go:.",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+}

@@ -13,13 +13,13 @@ use goprobe_common::{Misses, counter};
 use crate::{
     cli::parse_duration,
     engine::hostwide::HostWide,
+    engine::run::{Event, Run},
     engine::session::{
         Coverage, attach_mode_from_env, attach_targets_noting, check_targets, scan_processes,
         select, start_host_wide,
     },
-    engine::session::{Event, Run},
     engine::stack_view::StackView,
-    engine::{Selection, Tracer},
+    engine::{AttachLimit, Selection, Tracer},
     kernel::Probes,
     outputs::{self, FunctionSites, Report, Row},
     pipeline::{Latencies, Unit},
@@ -83,6 +83,11 @@ pub struct FunclatencyArgs {
     #[arg(long = "json")]
     pub json: bool,
 
+    /// Attach even when the pattern matches more than 100 functions or 1,000 probe sites in a
+    /// binary (each traced call costs the program about 1-10 µs)
+    #[arg(long = "force")]
+    pub force: bool,
+
     /// Say on stderr what is attached where, which processes were skipped and why, and goprobe's
     /// own counters at the end
     #[arg(short = 'v', long = "verbose")]
@@ -124,6 +129,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         stacks_min_ns: stacks_min_ns(&args)?,
     };
     let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
+    tracer.attach_limit = AttachLimit::unless_forced(args.force);
     let verbose = args.verbose;
     if verbose {
         eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
@@ -166,15 +172,13 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         // Timers and signal handlers belong to the runtime: the run is made inside it.
-        let mut run = Run::new(
-            args.duration,
-            args.interval,
-            true,
-            &selection,
-            tracked_pids,
-            host.take(),
-            verbose,
-        )?;
+        let mut run = Run::new(args.duration)?
+            .draining(crate::pipeline::DRAIN_EVERY)
+            .interval(args.interval.map(Duration::from_secs))
+            .targets(&selection, tracked_pids)
+            .host_wide(host.take())
+            .follow_execs(&mut tracer)
+            .verbose(verbose);
         let result = event_loop(&mut tracer, &args, &mut run, &mut stack_view, &mut coverage).await;
         host = run.host.take();
         result
@@ -261,13 +265,24 @@ async fn event_loop(
                     view.preload(tracer);
                 }
             }
+            Event::Reattached {
+                pid,
+                binary,
+                attached,
+            } => {
+                coverage.attached(binary, &attached);
+                coverage.process(pid, binary);
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
+            }
             Event::Scanned => {
                 if run.host.is_some()
                     && let Some(view) = stack_view.as_mut()
                 {
                     view.preload(tracer);
                 }
-                if args.json && matches!(run.selection(), Selection::Binary(_)) {
+                if args.json && matches!(run.selection(), Some(Selection::Binary(_))) {
                     scan_processes(coverage, &mut seen_pids);
                 }
             }

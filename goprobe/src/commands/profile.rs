@@ -3,15 +3,16 @@
 //! endpoint: a software cpu-clock perf event on every CPU runs a BPF program that walks the
 //! user stack (and the kernel stack with --kernel) of the sampled thread, if it belongs to a
 //! traced process.
-use std::{io::Write as _, path::PathBuf};
+use std::{collections::HashSet, io::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
     engine::{
+        Selection,
         profiler::{DRAIN_EVERY, Profiler},
-        stop::Stop,
+        run::{Run, Tick},
     },
     outputs::flamegraph,
     symbolize::Symbolizer,
@@ -237,25 +238,29 @@ async fn event_loop(
     args: &ProfileArgs,
     targets: &Targets,
 ) -> anyhow::Result<()> {
-    let mut stop = Stop::new(args.duration)?;
-    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    let (selection, tracked) = match targets {
+        Targets::Pids(pids) => (
+            Selection::Pids(pids.clone()),
+            pids.iter().copied().collect(),
+        ),
+        Targets::Binary { path, .. } => (Selection::Binary(path.clone()), HashSet::new()),
+    };
+    let mut run = Run::new(args.duration)?
+        .draining(DRAIN_EVERY)
+        .targets(&selection, tracked)
+        .verbose(args.verbose);
     loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            _ = tick.tick() => {
+        match run.tick().await {
+            Tick::Stop => break,
+            Tick::Drain => {
                 profiler.drain();
-                match targets {
-                    Targets::Pids(pids) => {
-                        if pids.iter().all(|&pid| !targets::is_alive(pid)) {
-                            if args.verbose {
-                                eprintln!("goprobe: every sampled process has exited");
-                            }
-                            break;
-                        }
-                    }
-                    Targets::Binary { .. } => add_targets(profiler, symbolizer, targets, args.verbose)?,
+            }
+            Tick::Scan => {
+                if let Targets::Binary { .. } = targets {
+                    add_targets(profiler, symbolizer, targets, args.verbose)?;
                 }
             }
+            Tick::Reload | Tick::Interval | Tick::Export | Tick::Execs(_) | Tick::Sweep => {}
         }
     }
     Ok(())

@@ -1,11 +1,10 @@
 //! What every command that traces does the same way: select the processes (-p, -b or host-wide),
-//! check them before anything is loaded, attach the plan to them, and run: [`Run`] owns the
-//! timers (drain, interval, scan, sweep), host-wide discovery and stop handling, and tells its
-//! face what happened. `funclatency` and `stackcount` are faces over it.
+//! check them before anything is loaded, and attach the plan to them. The run that follows is
+//! [`super::run::Run`].
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::PathBuf,
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
@@ -16,13 +15,6 @@ use crate::{
     plan::Pattern,
     targets::{self, BinaryKey, Process},
 };
-
-/// How often /proc is scanned for new processes (host-wide: a fallback for the exec events, and
-/// the processes running before goprobe) or exited ones (-p).
-pub const SCAN_EVERY: Duration = Duration::from_millis(200);
-
-/// How often entries of exited processes are swept from the goroutine map.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// `GOPROBE_ATTACH=multi|single` forces an attach mode (tests compare both).
 pub fn attach_mode_from_env() -> Option<AttachMode> {
@@ -53,7 +45,7 @@ pub fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process>> {
 /// What the report of an interval covers: since when, and the functions attached in each traced
 /// process that goprobe knows of. With `--json`, each of these (function, process) pairs gets a
 /// line per interval, calls or not. With -p, the processes named; with -b, those the /proc scans
-/// (every [`SCAN_EVERY`]) saw running a traced binary; host-wide, those [`HostWide`] traces. A
+/// (every [`super::run::SCAN_EVERY`]) saw running a traced binary; host-wide, those [`HostWide`] traces. A
 /// process is dropped after the first interval that ends with it gone.
 #[derive(Debug)]
 pub struct Coverage {
@@ -270,14 +262,6 @@ pub fn report_attached(
     }
 }
 
-/// Host-wide: the next exec events (never, without host-wide tracing).
-async fn next_execs(host: &mut Option<HostWide>) -> Vec<targets::Exec> {
-    match host {
-        Some(host) => host.next_execs().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// -b: note the processes not seen yet that run a traced binary.
 pub fn scan_processes(coverage: &mut Coverage, seen: &mut HashMap<u32, targets::Sighting>) {
     for pid in targets::all_pids() {
@@ -285,131 +269,6 @@ pub fn scan_processes(coverage: &mut Coverage, seen: &mut HashMap<u32, targets::
             && let Ok(process) = Process::get(pid)
         {
             coverage.process(pid, process.binary);
-        }
-    }
-}
-
-/// What [`Run::next`] saw, for the face to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// Ctrl-C, SIGTERM, the end of `-d`, or (with -p) every traced process exited.
-    Stop,
-    /// The ring buffer of completed calls was drained into the tracer's aggregator.
-    Drained,
-    /// The `-i` interval ended (the ring buffer drained first).
-    Interval,
-    /// New processes (exec events) were looked at, and attached where they match.
-    Discovered,
-    /// The periodic scan ran: host-wide, the processes found by it were attached.
-    Scanned,
-}
-
-/// A run of a tracing command: every timer and signal it waits for, in one loop.
-pub struct Run {
-    stop: super::stop::Stop,
-    /// Drains the latency ring buffer ([`crate::pipeline::DRAIN_EVERY`]); none for commands
-    /// whose programs send no events (stackcount).
-    drain: Option<tokio::time::Interval>,
-    /// `-i`: the end of each interval.
-    interval: Option<tokio::time::Interval>,
-    scan: tokio::time::Interval,
-    sweep: tokio::time::Interval,
-    selection: Selection,
-    /// -p: the processes whose exit ends the run.
-    tracked: HashSet<u32>,
-    pub host: Option<HostWide>,
-    verbose: bool,
-}
-
-impl Run {
-    /// Start listening for the signals; `duration` (`-d`) and `interval` (`-i`) in seconds;
-    /// `drain`: the run's programs send latency events.
-    pub fn new(
-        duration: Option<u64>,
-        interval: Option<u64>,
-        drain: bool,
-        selection: &Selection,
-        tracked: HashSet<u32>,
-        host: Option<HostWide>,
-        verbose: bool,
-    ) -> anyhow::Result<Self> {
-        let every = |period: Duration| {
-            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-        };
-        Ok(Self {
-            stop: super::stop::Stop::new(duration)?,
-            drain: drain.then(|| every(crate::pipeline::DRAIN_EVERY)),
-            // An -i too long for the clock (adding it to now would panic) never ends within
-            // the run: the same as no -i.
-            interval: interval
-                .map(Duration::from_secs)
-                .filter(|&p| tokio::time::Instant::now().checked_add(p).is_some())
-                .map(every),
-            scan: every(SCAN_EVERY),
-            sweep: every(SWEEP_EVERY),
-            selection: selection.clone(),
-            tracked,
-            host,
-            verbose,
-        })
-    }
-
-    pub fn selection(&self) -> &Selection {
-        &self.selection
-    }
-
-    /// Wait for the next thing that happens, and do the engine's part of it.
-    pub async fn next(&mut self, tracer: &mut Tracer) -> Event {
-        async fn tick(interval: &mut Option<tokio::time::Interval>) {
-            match interval {
-                Some(interval) => {
-                    interval.tick().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = self.stop.wait() => return Event::Stop,
-                _ = tick(&mut self.drain) => {
-                    tracer.drain();
-                    return Event::Drained;
-                }
-                _ = tick(&mut self.interval) => {
-                    tracer.drain();
-                    return Event::Interval;
-                }
-                events = next_execs(&mut self.host) => {
-                    if let Some(host) = self.host.as_mut() {
-                        host.on_execs(tracer, events);
-                    }
-                    return Event::Discovered;
-                }
-                _ = self.scan.tick() => {
-                    match &self.selection {
-                        Selection::HostWide => {
-                            if let Some(host) = self.host.as_mut() {
-                                host.scan(tracer);
-                            }
-                        }
-                        // Like `perf -p`: when every traced process has exited, there is
-                        // nothing left.
-                        Selection::Pids(_) => {
-                            if self.tracked.iter().all(|&pid| !targets::is_alive(pid)) {
-                                if self.verbose {
-                                    eprintln!("goprobe: every traced process has exited");
-                                }
-                                return Event::Stop;
-                            }
-                        }
-                        Selection::Binary(_) => {}
-                    }
-                    return Event::Scanned;
-                }
-                _ = self.sweep.tick() => {
-                    tracer.sweep(targets::is_alive);
-                }
-            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! What ends a one-shot command (`funclatency`, `stackcount`, `profile`): Ctrl-C, SIGTERM, or the
-//! end of `-d SECONDS`. The agent runs until a signal and handles SIGHUP itself.
+//! What ends a [`super::run::Run`]: Ctrl-C, SIGTERM, or the end of `-d SECONDS` (the agent has
+//! no deadline).
 use std::time::Duration;
 
 use tokio::{

@@ -1,6 +1,6 @@
 //! The tables of `goprobe query` and `goprobe diff`: a range's histograms in bcc's layout, and a
 //! diff that reads at a glance (what moved, by how much).
-use super::text::write_log2_table;
+use super::text::{Totals, write_log2_table, write_totals};
 use crate::pipeline::{
     Latencies, Unit,
     history::{DiffAnswer, QueryAnswer, Side, format_ms},
@@ -45,18 +45,14 @@ fn change(base: u64, compare: u64) -> String {
 /// The diff as a table: per function, `base → compare (change)` for count, p50, p99 and max,
 /// with ▲ where latency rose by more than 10 % and ▼ where it fell by more than 10 %.
 pub fn write_diff_table(out: &mut dyn std::io::Write, diff: &DiffAnswer) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "base:    {} .. {}",
-        format_ms(diff.base.from_ms),
-        format_ms(diff.base.to_ms)
-    )?;
-    writeln!(
-        out,
-        "compare: {} .. {}",
-        format_ms(diff.compare.from_ms),
-        format_ms(diff.compare.to_ms)
-    )?;
+    for (side, range) in [("base:   ", &diff.base), ("compare:", &diff.compare)] {
+        writeln!(
+            out,
+            "{side} {} .. {}",
+            format_ms(range.from_ms),
+            format_ms(range.to_ms)
+        )?;
+    }
     writeln!(out)?;
     let mut rows = vec![[
         "FUNCTION".to_string(),
@@ -158,27 +154,16 @@ pub fn write_query_text(
             t
         };
         write_log2_table(out, &table, unit.label())?;
-        let d = unit.divisor();
-        let label = unit.label();
-        writeln!(out)?;
-        writeln!(
+        write_totals(
             out,
-            "avg = {} {label}, total: {} {label}, count: {}",
-            h.avg_ns / d,
-            h.sum_ns / d,
-            h.count
+            unit,
+            Totals {
+                count: h.count,
+                avg_ns: h.avg_ns,
+                sum_ns: h.sum_ns,
+                p50_p90_p99_p999_max_ns: [h.p50_ns, h.p90_ns, h.p99_ns, h.p999_ns, h.max_ns],
+            },
         )?;
-        if h.count > 0 {
-            writeln!(
-                out,
-                "p50 = {}, p90 = {}, p99 = {}, p99.9 = {}, max = {} {label}",
-                h.p50_ns / d,
-                h.p90_ns / d,
-                h.p99_ns / d,
-                h.p999_ns / d,
-                h.max_ns / d
-            )?;
-        }
     }
     out.flush()
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Report, clock_time, clock_time_ms};
-use crate::pipeline::Latencies;
+use crate::pipeline::{Latencies, Unit};
 
 pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     writeln!(out)?;
@@ -122,26 +122,50 @@ fn write_stacks(
 }
 
 fn write_summary(out: &mut dyn Write, l: &Latencies, report: &Report) -> io::Result<()> {
-    let unit = report.unit;
+    write_totals(
+        out,
+        report.unit,
+        Totals {
+            count: l.count,
+            avg_ns: l.avg_ns(),
+            sum_ns: l.sum_ns,
+            p50_p90_p99_p999_max_ns: [
+                l.quantile_ns(0.50),
+                l.quantile_ns(0.90),
+                l.quantile_ns(0.99),
+                l.quantile_ns(0.999),
+                l.max_ns,
+            ],
+        },
+    )
+}
+
+/// What the lines under a histogram say, in nanoseconds.
+pub struct Totals {
+    pub count: u64,
+    pub avg_ns: u64,
+    pub sum_ns: u64,
+    pub p50_p90_p99_p999_max_ns: [u64; 5],
+}
+
+/// The lines under a histogram: average, total and count as bcc's funclatency prints them, then
+/// the percentiles (when there were calls).
+pub fn write_totals(out: &mut dyn Write, unit: Unit, totals: Totals) -> io::Result<()> {
     let d = unit.divisor();
     let label = unit.label();
     writeln!(out)?;
     writeln!(
         out,
         "avg = {} {label}, total: {} {label}, count: {}",
-        l.avg_ns() / d,
-        l.sum_ns / d,
-        l.count
+        totals.avg_ns / d,
+        totals.sum_ns / d,
+        totals.count
     )?;
-    if l.count > 0 {
+    if totals.count > 0 {
+        let [p50, p90, p99, p999, max] = totals.p50_p90_p99_p999_max_ns.map(|ns| ns / d);
         writeln!(
             out,
-            "p50 = {}, p90 = {}, p99 = {}, p99.9 = {}, max = {} {label}",
-            l.quantile_ns(0.50) / d,
-            l.quantile_ns(0.90) / d,
-            l.quantile_ns(0.99) / d,
-            l.quantile_ns(0.999) / d,
-            l.max_ns / d,
+            "p50 = {p50}, p90 = {p90}, p99 = {p99}, p99.9 = {p999}, max = {max} {label}"
         )?;
     }
     Ok(())

@@ -15,7 +15,28 @@ pub struct FunctionPlan {
     /// The entry is the stack-check `jbe`: the kernel side must filter the morestack path.
     pub check_eflags: bool,
     pub return_offsets: Vec<u64>,
+    /// What one traced call costs the program, estimated from where its probes sit
+    /// ([`site_cost_ns`]): its entry site and its dearest return site.
+    pub call_cost_ns: u64,
 }
+
+/// What one probe hit costs the traced program, in ns, by how the kernel handles the probed
+/// instruction, as BENCHMARKS.md measured it ("What a probe costs, per instruction"): an
+/// instruction the kernel emulates (a branch, call, push or NOP on x86-64; branches and `ret`,
+/// which arm64 simulates) about 560 ns, one it single-steps about 9.1 µs; goprobe's program adds
+/// about 250 ns to either. The overhead budget ([`crate::engine::budget`]) prices calls with it.
+pub fn site_cost_ns(emulated: bool) -> u64 {
+    const PROGRAM_NS: u64 = 250;
+    if emulated {
+        560 + PROGRAM_NS
+    } else {
+        9_100 + PROGRAM_NS
+    }
+}
+
+/// What one execution of an inlined copy costs: its boundary sites sit on whatever instruction
+/// the copy begins and ends at, so both are priced as single-stepped.
+pub const INLINE_COPY_COST_NS: u64 = 2 * 9_350;
 
 /// A matched function that goprobe will not trace, and why.
 #[derive(Debug, Clone)]
@@ -208,8 +229,19 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
     } else {
         &sites.returns
     };
+    // arm64 simulates branches and `ret` in its uprobe code; x86-64 emulates the stack-check
+    // branch and the early entries, and the NOP before a RET, but single-steps the RET itself.
+    let arm64 = index.arch == crate::inspect::Arch::Aarch64;
+    let entry_emulated =
+        arm64 || entry != function.addr || sites.entry_kind != EntryKind::FunctionStart;
+    let returns_emulated = arm64
+        || returns
+            .iter()
+            .zip(&sites.returns)
+            .all(|(site, ret)| site != ret);
     Ok(FunctionPlan {
         name: function.name.clone(),
+        call_cost_ns: site_cost_ns(entry_emulated) + site_cost_ns(returns_emulated),
         entry_offset: offset(entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
         return_offsets: returns

@@ -73,13 +73,30 @@ pub struct Config {
 pub struct AgentSection {
     /// How often /proc is scanned for processes that started, exec'd or exited.
     pub scan_interval: Seconds,
+    /// The share of one CPU goprobe's probes may cost each traced process ("1%"; "0": no
+    /// budget). Past it, the hottest functions are detached from that process.
+    pub overhead_budget: Percent,
 }
 
 impl Default for AgentSection {
     fn default() -> Self {
         Self {
             scan_interval: Seconds(Duration::from_secs(1)),
+            overhead_budget: Percent(0.01),
         }
+    }
+}
+
+/// A share given as a percentage, e.g. "1%" (0.01).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::engine::budget::parse_percent(&text)
+            .map(Percent)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,17 +4,21 @@
 //! - `/metrics`: Prometheus text format;
 //! - `/api/v1/query?from=T&to=T[&function=GLOB]`: the archive's histograms over a range (JSON);
 //! - `/api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB]`: how they moved (JSON);
-//! - `/api/v1/status`: the archive's extent and size (JSON);
+//! - `/api/v1/status`: the archive's extent and size, and the processes the agent could not
+//!   inspect by the permission missing (JSON);
 //! - `/api/v1/profile?from=T&to=T[&pid=N]`: the archived CPU profiles of a range, merged
 //!   (gzipped pprof); with `base=FROM..TO&compare=FROM..TO`, compare minus base;
 //! - `/debug/pprof/profile?pid=N[&seconds=S][&hz=F]`: a fresh eBPF CPU profile of process N
 //!   (gzipped pprof, Go's defaults: 30 s at 100 Hz), so `go tool pprof` works against services
-//!   that expose no pprof of their own;
+//!   that expose no pprof of their own. Each profile holds perf events and maps for its length:
+//!   one at a time per PID, [`MAX_PROFILES`] at once in all (429 beyond), at most
+//!   [`MAX_PROFILE_SECONDS`] long (400 beyond), and none at all (403) when the server listens
+//!   beyond localhost without a bearer token;
 //! - `/healthz`: `ok`.
 //!
 //! Times are those of `goprobe query` (`now`, `-1h`, `@UNIX_SECONDS`, RFC 3339).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -37,18 +41,78 @@ use crate::{
         query_string::query_params,
     },
     pipeline::{
-        archive::Archive,
         history::{self, Range},
         series::Cumulative,
     },
     plan::Pattern,
 };
 
+use super::store::Store;
+use crate::pipeline::archive::ArchiveError;
+
 /// What the server reads; the agent's loop writes it.
 pub struct Shared {
     pub metrics: Mutex<(Cumulative, Health)>,
-    pub archive: Arc<Archive>,
+    pub archive: Arc<Store>,
     pub token: Option<String>,
+    pub profiling: Profiling,
+}
+
+/// Profiles served at once, over all PIDs.
+pub const MAX_PROFILES: usize = 2;
+/// The longest profile served.
+pub const MAX_PROFILE_SECONDS: u64 = 60;
+
+/// `/debug/pprof/profile`'s admission: whether it is on, and the PIDs being profiled now.
+#[derive(Debug)]
+pub struct Profiling {
+    enabled: bool,
+    active: Mutex<HashSet<u32>>,
+}
+
+impl Profiling {
+    /// Off when anyone beyond localhost could ask for profiles without a token: each one costs
+    /// the host perf events, BPF maps and memory for its whole length.
+    pub fn new(listen: std::net::SocketAddr, token: bool) -> Self {
+        Profiling {
+            enabled: listen.ip().is_loopback() || token,
+            active: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A slot for profiling `pid`, freed when dropped (also when the client goes away).
+    fn admit(&self, pid: u32) -> Result<ProfileSlot<'_>, String> {
+        let mut active = self.active.lock().expect("profiling lock");
+        if active.contains(&pid) {
+            return Err(format!(
+                "PID {pid} is being profiled already: one profile per process at a time"
+            ));
+        }
+        if active.len() >= MAX_PROFILES {
+            return Err(format!(
+                "{MAX_PROFILES} profiles are being taken already: retry when one ends"
+            ));
+        }
+        active.insert(pid);
+        Ok(ProfileSlot {
+            profiling: self,
+            pid,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ProfileSlot<'a> {
+    profiling: &'a Profiling,
+    pid: u32,
+}
+
+impl Drop for ProfileSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.profiling.active.lock() {
+            active.remove(&self.pid);
+        }
+    }
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -133,17 +197,42 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/api/v1/status" => {
-            let archive = match shared.archive.extent() {
+            let health = shared.archive.status();
+            let mut archive = match shared.archive.read(|a| Ok(a.extent()?)) {
                 Ok((range, bytes)) => serde_json::json!({
                     "first_interval_end_ms": range.map(|r| r.0),
                     "last_interval_end_ms": range.map(|r| r.1),
                     "bytes": bytes,
                 }),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
+                Err(e) => serde_json::json!({ "error": crate::one_line(&e) }),
+            };
+            archive["corrupt_total"] = health.corrupt_total.into();
+            if let Some(failing) = health.failing {
+                archive["failing"] = failing.into();
+            }
+            // Processes left out for want of a permission, by the permission: all zero means
+            // the agent could look at every process.
+            let (not_inspectable, overhead) = {
+                let guard = shared.metrics.lock().expect("metrics lock");
+                let not_inspectable: serde_json::Map<String, serde_json::Value> = guard
+                    .1
+                    .not_inspectable
+                    .iter()
+                    .map(|(reason, n)| (reason.to_string(), (*n).into()))
+                    .collect();
+                // What the overhead budget shed: the functions whose histograms stop there.
+                let overhead = serde_json::json!({
+                    "budget": guard.1.overhead_budget,
+                    "functions_shed_total": guard.1.functions_shed,
+                    "shed": guard.1.shed,
+                });
+                (not_inspectable, overhead)
             };
             let json = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "archive": archive,
+                "processes_not_inspectable": not_inspectable,
+                "overhead": overhead,
             });
             reply(StatusCode::OK, "application/json", json.to_string())
         }
@@ -155,7 +244,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
              /api/v1/profile?from=-1h&to=now[&pid=N], \
              /debug/pprof/profile?pid=N[&seconds=30][&hz=100], /healthz\n",
         ),
-        "/debug/pprof/profile" => pprof_profile(&params).await,
+        "/debug/pprof/profile" => pprof_profile(&params, &shared.profiling).await,
         "/api/v1/profile" => archived_profile(params, shared).await,
         "/api/v1/query" => api(params, shared, false).await,
         "/api/v1/diff" => api(params, shared, true).await,
@@ -165,10 +254,24 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
 
 /// A fresh CPU profile of one process, sampled with eBPF while the request waits, as Go's
 /// `/debug/pprof/profile` serves one.
-async fn pprof_profile(params: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    let (pid, duration, hz) = match crate::engine::profiler::profile_request(params) {
-        Ok(request) => request,
-        Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+async fn pprof_profile(
+    params: &HashMap<String, String>,
+    profiling: &Profiling,
+) -> Response<Full<Bytes>> {
+    if !profiling.enabled {
+        return error(
+            StatusCode::FORBIDDEN,
+            "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
+        );
+    }
+    let (pid, duration, hz) =
+        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
+            Ok(request) => request,
+            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+    let _slot = match profiling.admit(pid) {
+        Ok(slot) => slot,
+        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
     };
     match crate::engine::profiler::profile_pid(pid, duration, hz).await {
         Ok(profile) => match crate::outputs::pprof::to_gzip(&profile) {
@@ -228,13 +331,15 @@ async fn archived_profile(
         None => None,
     };
     let result = tokio::task::spawn_blocking(move || {
-        crate::outputs::pprof::answer_profile(&shared.archive, &ranges, pid)
+        shared
+            .archive
+            .read(|archive| crate::outputs::pprof::answer_profile(archive, &ranges, pid))
     })
     .await;
     match result {
         Ok(Ok(bytes)) => reply(StatusCode::OK, "application/octet-stream", bytes),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
     }
 }
 
@@ -272,10 +377,13 @@ async fn api(
     };
     // Reading a long range can take a while: off the agent's thread.
     let result = tokio::task::spawn_blocking(move || {
-        let records: Result<Vec<_>, _> = ranges
-            .iter()
-            .map(|r| shared.archive.read(r.from_ms, r.to_ms))
-            .collect();
+        let records = shared.archive.read(|archive| {
+            let records: Result<Vec<_>, _> = ranges
+                .iter()
+                .map(|r| archive.read(r.from_ms, r.to_ms))
+                .collect();
+            Ok(records?)
+        });
         records.map(|records| {
             if diff {
                 serde_json::to_string(&history::answer_diff(
@@ -298,14 +406,42 @@ async fn api(
     match result {
         Ok(Ok(Ok(json))) => reply(StatusCode::OK, "application/json", json),
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        // A panic of the reading thread: its message is no answer for the user.
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
     }
+}
+
+/// The archive could not answer: 503 while it is corrupt (it was just replaced) or
+/// unavailable (a full disk), 500 for anything else.
+fn archive_error(e: &anyhow::Error) -> Response<Full<Bytes>> {
+    let status = match e.downcast_ref::<ArchiveError>() {
+        Some(ArchiveError::Io { .. } | ArchiveError::Corrupt { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &crate::one_line(e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_are_admitted_one_per_pid_and_two_in_all() {
+        let local = Profiling::new("127.0.0.1:9476".parse().unwrap(), false);
+        assert!(local.enabled);
+        let a = local.admit(1).unwrap();
+        assert!(local.admit(1).unwrap_err().contains("PID 1"));
+        let b = local.admit(2).unwrap();
+        assert!(local.admit(3).unwrap_err().contains("2 profiles"));
+        drop(a);
+        let _c = local.admit(1).unwrap();
+        drop(b);
+        assert!(!Profiling::new("0.0.0.0:9476".parse().unwrap(), false).enabled);
+        assert!(Profiling::new("0.0.0.0:9476".parse().unwrap(), true).enabled);
+    }
 
     /// `Authorization: bearer TOKEN` was refused: only `Bearer` was recognised.
     #[test]
