@@ -897,6 +897,28 @@ fn http_is_read_only_and_token_protected() {
     let (status, body) = http_request(port, "GET", "/metrics", &[auth]).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("goprobe_agent_build_info"), "{body}");
+    // The scheme is case-insensitive (RFC 9110); `bearer` was refused.
+    for scheme in ["bearer", "BEARER"] {
+        let header = format!("Authorization: {scheme} s3cret-token");
+        let (status, _) = http_request(port, "GET", "/metrics", &[&header]).unwrap();
+        assert_eq!(status, 200, "{header}");
+    }
+    // Times past year 9999 dropped the connection (from=) or answered 500 quoting a panic
+    // (to=); `@nan` meant 1970. Each is a 400 that says why, and the agent answers on.
+    for query in [
+        "/api/v1/query?from=@99999999999999",
+        "/api/v1/query?from=-1h&to=@1e300",
+        "/api/v1/query?from=@nan",
+        "/api/v1/diff?base=@0..@1e300&compare=-1h..now",
+        "/api/v1/profile?from=@-1",
+    ] {
+        let (status, body) = http_request(port, "GET", query, &[auth]).unwrap();
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body.contains("out of range") || body.contains("invalid Unix time"),
+            "{query}: {body}"
+        );
+    }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let (status, _) = http_request(port, method, "/metrics", &[auth]).unwrap();
         assert_eq!(status, 405, "{method} must be refused");

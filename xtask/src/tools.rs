@@ -10,7 +10,9 @@
 //!   `systemd-analyze` (Debian's `systemd`), Debian's etcd (`etcd-server`, `etcd-client`: a
 //!   stripped Go 1.19 server whose inlined copies the tests count), podman, runc and
 //!   mmdebstrap (the container tests), and PyPI `kubernetes-validate` in a venv under
-//!   `~/.cache/goprobe/kubernetes-validate`.
+//!   `~/.cache/goprobe/kubernetes-validate`,
+//! * cargo-fuzz (crates.io), which `cargo xtask fuzz` and `cargo xtask test` run the fuzz
+//!   targets with, on the eBPF nightly.
 //!
 //! Every item is checked first and only installed when missing or wrong, so a second run
 //! takes about a second.
@@ -43,7 +45,28 @@ pub fn setup(go_versions: &[String]) -> Result<()> {
     debian_go()?;
     pypi_go(go_versions)?;
     agent_test_tools()?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+/// The cargo-fuzz release that `setup` installs (`cargo xtask fuzz` runs the fuzz targets with it).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz in `<cargo home>/bin`, from crates.io, unless a cargo-fuzz is already on PATH.
+pub fn cargo_fuzz() -> Result<()> {
+    let installed = util::cargo_home().join("bin/cargo-fuzz");
+    if let Some(bin) = util::which("cargo-fuzz").or(installed.is_file().then_some(installed)) {
+        eprintln!("setup: {} present", bin.display());
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io");
+    util::run(util::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 /// The kubernetes-validate release the deploy tests use (it ships the schemas it checks with).

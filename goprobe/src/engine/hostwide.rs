@@ -141,8 +141,8 @@ impl HostWide {
             )
         };
         format!(
-            "waiting for a Go process with a function matching {:?}{hint}",
-            tracer.pattern.name
+            "waiting for a Go process with a function matching {}{hint}",
+            tracer.pattern.quoted()
         )
     }
 

@@ -283,7 +283,7 @@ impl Tracer {
             let state = match inspect_and_plan(path, &self.pattern) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
-                        format!("no function matches {:?}", self.pattern.name)
+                        format!("no function matches {}", self.pattern.quoted())
                     } else {
                         let why: Vec<String> = plan
                             .refused
@@ -827,7 +827,7 @@ fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, Skip> 
     if plan.functions.is_empty() && plan.inlined.is_empty() && plan.refused.is_empty() {
         let names = index.functions.iter().map(|f| f.name.clone()).collect();
         return Err(Skip {
-            reason: format!("no function matches {:?}", pattern.name),
+            reason: format!("no function matches {}", pattern.quoted()),
             names,
             failed: false,
         });

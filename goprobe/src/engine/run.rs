@@ -121,9 +121,13 @@ impl Run {
         self
     }
 
-    /// End an interval every `period` (none: a single report at the end).
+    /// End an interval every `period` (none: a single report at the end). A period too long
+    /// for the clock (`-i 18446744073709551615`: adding it to now would panic) never ends
+    /// within the run, the same as none.
     pub fn interval(mut self, period: Option<Duration>) -> Self {
-        self.interval = period.map(every);
+        self.interval = period
+            .filter(|&p| Instant::now().checked_add(p).is_some())
+            .map(every);
         self
     }
 

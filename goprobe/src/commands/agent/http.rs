@@ -37,8 +37,8 @@ use tokio::net::TcpListener;
 
 use crate::{
     outputs::{
-        http as http_client,
         prometheus::{self, Health},
+        query_string::query_params,
     },
     pipeline::{
         history::{self, Range},
@@ -157,6 +157,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive
+/// (RFC 9110, section 11.1): `bearer`, `BEARER` are the same scheme.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only");
@@ -169,7 +176,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_credentials);
         if !given.is_some_and(|g| same(g.trim().as_bytes(), token.as_bytes())) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
             r.headers_mut().insert(
@@ -179,20 +186,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             return r;
         }
     }
-    let params: HashMap<String, String> = request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                http_client::percent_decode(k),
-                http_client::percent_decode(v),
-            )
-        })
-        .collect();
+    let params = query_params(request.uri().query().unwrap_or(""));
     match request.uri().path() {
         "/metrics" => {
             let text = {
@@ -447,5 +441,16 @@ mod tests {
         drop(b);
         assert!(!Profiling::new("0.0.0.0:9476".parse().unwrap(), false).enabled);
         assert!(Profiling::new("0.0.0.0:9476".parse().unwrap(), true).enabled);
+    }
+
+    /// `Authorization: bearer TOKEN` was refused: only `Bearer` was recognised.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "  bEaReR abc"] {
+            assert_eq!(bearer_credentials(header), Some("abc"), "{header:?}");
+        }
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
     }
 }

@@ -220,6 +220,8 @@ struct Agent {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    // The token file is part of the config: `--check` reads it too.
+    let token = config.token().map_err(anyhow::Error::msg)?;
     if args.check {
         println!(
             "{}: OK ({} probes)",
@@ -230,7 +232,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     // Everything that can fail is checked before any probe is attached, so an error never
     // leaves a half-configured agent behind.
-    let token = read_token(&config)?;
     let listen = config.http.listen;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
@@ -311,20 +312,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(agent.run(listener, execs))
-}
-
-fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
-    let Some(path) = &config.http.bearer_token_file else {
-        return Ok(None);
-    };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read http.bearer_token_file {}", path.display()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        anyhow::bail!("http.bearer_token_file {} is empty", path.display());
-    }
-    Ok(Some(token))
 }
 
 impl Agent {
