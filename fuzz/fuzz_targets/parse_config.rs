@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use goprobe_fuzz::config::Config;
+use goprobe_input::agent_config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

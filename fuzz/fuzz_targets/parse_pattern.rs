@@ -3,7 +3,7 @@
 //! pattern. Suggestions must stay cheap whatever the pattern's length.
 #![no_main]
 
-use goprobe_fuzz::plan::Pattern;
+use goprobe_input::pattern::Pattern;
 use libfuzzer_sys::fuzz_target;
 
 const NAMES: &[&str] = &[

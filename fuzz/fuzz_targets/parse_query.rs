@@ -4,8 +4,8 @@
 //! panic; and what `goprobe query` encodes decodes back to itself.
 #![no_main]
 
-use goprobe_fuzz::{
-    plan::Pattern,
+use goprobe_input::{
+    pattern::Pattern,
     query_string::{percent_decode, percent_encode, query_params},
     times::{Range, check_range, format_ms, parse_range, parse_time},
 };

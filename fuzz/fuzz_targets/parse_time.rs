@@ -3,7 +3,7 @@
 //! time goprobe can format (from 1970 to year 9999), never a panic.
 #![no_main]
 
-use goprobe_fuzz::times::{MAX_MS, format_ms, parse_duration, parse_range, parse_time};
+use goprobe_input::times::{MAX_MS, format_ms, parse_duration, parse_range, parse_time};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -120,17 +120,6 @@ impl Budget {
     }
 }
 
-/// Parse a budget as a percentage of one CPU: "1%", "0.5%", "0" (off).
-pub fn parse_percent(text: &str) -> Result<f64, String> {
-    let number = text.trim().strip_suffix('%').unwrap_or(text.trim()).trim();
-    match number.parse::<f64>() {
-        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(p / 100.0),
-        _ => Err(format!(
-            "{text:?} is not a share of one CPU between 0% and 100% (e.g. \"1%\"; \"0\" turns the budget off)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,15 +152,5 @@ mod tests {
         budget.count(7, 2, 1_000);
         let later = start + Duration::from_secs(4);
         assert_eq!(budget.check(later, |_| 10_000), Some(Vec::new()));
-    }
-
-    #[test]
-    fn percentages() {
-        assert_eq!(parse_percent("1%"), Ok(0.01));
-        assert_eq!(parse_percent(" 0.5 % "), Ok(0.005));
-        assert_eq!(parse_percent("0"), Ok(0.0));
-        for bad in ["", "%", "-1%", "101%", "nan%", "inf", "1e400%", "one"] {
-            assert!(parse_percent(bad).is_err(), "{bad:?}");
-        }
     }
 }

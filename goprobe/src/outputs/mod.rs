@@ -4,7 +4,7 @@ pub mod http;
 pub mod json;
 pub mod pprof;
 pub mod prometheus;
-pub mod query_string;
+pub use goprobe_input::query_string;
 pub mod stacktext;
 pub mod symbols;
 pub mod tables;

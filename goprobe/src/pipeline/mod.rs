@@ -5,7 +5,7 @@ pub mod archive;
 pub mod by_stack;
 pub mod history;
 pub mod series;
-pub mod times;
+pub use goprobe_input::times;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};

@@ -1,9 +1,8 @@
 //! From a pattern and an inspected binary to probe sites: which functions match, where each one's
 //! entry and return probes go (as file offsets, which is what uprobes take), and which matched
 //! functions cannot be traced, with the reason.
-mod pattern;
 
-pub use pattern::Pattern;
+pub use goprobe_input::pattern::Pattern;
 
 use crate::inspect::{BinaryIndex, EntryKind, Function, inline::InlinedCopy};
 

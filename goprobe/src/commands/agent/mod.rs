@@ -18,7 +18,7 @@
 //! was made with. SIGHUP reloads the config (a config with an error is refused whole, the
 //! running one stays); collected histograms are kept across reloads.
 pub mod access;
-pub mod config;
+pub use goprobe_input::agent_config as config;
 pub mod http;
 pub mod labels;
 pub mod otlp;

@@ -1,6 +1,5 @@
 //! Function patterns as users write them (`go:NAME`, `PATH:NAME`, globs or regular
-//! expressions) and the names suggested when nothing matches. Depends on nothing else in goprobe,
-//! so the fuzz targets (fuzz/src/lib.rs) compile this very file.
+//! expressions) and the names suggested when nothing matches.
 use std::path::PathBuf;
 
 use regex::Regex;

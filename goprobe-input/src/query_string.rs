@@ -1,6 +1,5 @@
 //! Query strings, both ways: the `?a=b&c=d` of the agent's API requests, percent-decoded, and
-//! the values `goprobe query` puts in them. Depends on nothing else in goprobe, so the fuzz
-//! targets (fuzz/src/lib.rs) compile this very file.
+//! the values `goprobe query` puts in them.
 use std::collections::HashMap;
 
 /// The parameters of a query string (`from=-1h&function=main.*`), names and values

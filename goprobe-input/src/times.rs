@@ -1,7 +1,6 @@
 //! The times and durations users write (`goprobe query --from`, `diff` ranges, the agent's
 //! `/api/v1` parameters, `--slower-than`), parsed strictly: anything that is not a time from 1970
-//! to year 9999 is an error with a message, never a panic or a silent 1970. Depends on nothing
-//! else in goprobe, so the fuzz targets (fuzz/src/lib.rs) compile this very file.
+//! to year 9999 is an error with a message, never a panic or a silent 1970.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};

@@ -23,7 +23,7 @@ use std::{
 use regex::Regex;
 use serde::{Deserialize, Deserializer, de};
 
-use crate::plan::Pattern;
+use crate::pattern::Pattern;
 
 /// Where the agent listens by default: loopback only, so nothing is exposed unless configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
@@ -94,7 +94,7 @@ pub struct Percent(pub f64);
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        crate::engine::budget::parse_percent(&text)
+        parse_percent(&text)
             .map(Percent)
             .map_err(serde::de::Error::custom)
     }
@@ -624,6 +624,17 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Parse a budget as a percentage of one CPU: "1%", "0.5%", "0" (off).
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim()).trim();
+    match number.parse::<f64>() {
+        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!(
+            "{text:?} is not a share of one CPU between 0% and 100% (e.g. \"1%\"; \"0\" turns the budget off)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,5 +858,15 @@ pod = ["web-*"]
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("12"), Some(12));
         assert_eq!(parse_size("1 XB"), None);
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("1%"), Ok(0.01));
+        assert_eq!(parse_percent(" 0.5 % "), Ok(0.005));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        for bad in ["", "%", "-1%", "101%", "nan%", "inf", "1e400%", "one"] {
+            assert!(parse_percent(bad).is_err(), "{bad:?}");
+        }
     }
 }
