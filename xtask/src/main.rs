@@ -267,7 +267,7 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     util::step("build Go programs", || gobuild::build(&matrix, None))?;
 
     let e2e = e2e_crate_present()?;
-    // agent-ebpf only builds for the BPF target (goprobe/build.rs does that), never for the host.
+    // goprobe-ebpf only builds for the BPF target (goprobe/build.rs does that), never for the host.
     let mut unit = util::cargo();
     unit.args([
         "test",
