@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use goprobe_inspect::io_message;
 use regex::Regex;
 use serde::{Deserialize, Deserializer, de};
 
@@ -307,15 +308,6 @@ pub fn read_token_file(path: &Path) -> Result<String, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(token.to_string())
-}
-
-/// An I/O error without Rust's " (os error N)" suffix.
-fn io_message(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
-    }
 }
 
 /// A size: `1GiB`, `500MB`, `1048576`.

@@ -53,7 +53,7 @@ pub enum InspectError {
 
 /// `Permission denied` rather than `Permission denied (os error 13)`: the errno adds nothing
 /// for the user and the message must stay one plain line.
-fn io_message(e: &std::io::Error) -> String {
+pub fn io_message(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) if s.ends_with(')') => s[..i].to_string(),

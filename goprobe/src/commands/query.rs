@@ -239,6 +239,39 @@ fn write_profile(
     Ok(())
 }
 
+/// The agent's JSON answer to `url` (an /api/v1 request), narrowed to the functions `function`
+/// matches; `what` names the answer in an error.
+fn ask_agent<T: serde::de::DeserializeOwned>(
+    url: &str,
+    function: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<T> {
+    let mut url = url.to_string();
+    if let Some(f) = function {
+        url.push_str(&format!("&function={}", percent_encode(f)));
+    }
+    let body = http_get_within(&url, token, timeout)?;
+    serde_json::from_str(&body).with_context(|| format!("the agent's answer is not {what} JSON"))
+}
+
+/// `answer` on stdout: one JSON line with --json, else as `text` writes it.
+fn print_answer<T: serde::Serialize>(
+    json: bool,
+    answer: &T,
+    text: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut stdout, answer)?;
+        writeln!(stdout)?;
+    } else {
+        text(&mut stdout)?;
+    }
+    Ok(())
+}
+
 pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
     let now = now_ms();
     let range = Range {
@@ -262,34 +295,28 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
             base,
             token,
             timeout,
-        } => {
-            let mut url = format!(
+        } => ask_agent(
+            &format!(
                 "{base}/api/v1/query?from=@{}&to=@{}",
                 range.from_ms as f64 / 1000.0,
                 range.to_ms as f64 / 1000.0
-            );
-            if let Some(f) = &args.function {
-                url.push_str(&format!("&function={}", percent_encode(f)));
-            }
-            let body = http_get_within(&url, token.as_deref(), timeout)?;
-            serde_json::from_str(&body).context("the agent's answer is not query JSON")?
-        }
+            ),
+            args.function.as_deref(),
+            token.as_deref(),
+            timeout,
+            "query",
+        )?,
     };
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut stdout, &answer)?;
-        writeln!(stdout)?;
+    let unit = if args.milliseconds {
+        Unit::Milliseconds
+    } else if args.microseconds {
+        Unit::Microseconds
     } else {
-        let unit = if args.milliseconds {
-            Unit::Milliseconds
-        } else if args.microseconds {
-            Unit::Microseconds
-        } else {
-            Unit::Nanoseconds
-        };
-        write_query_text(&mut stdout, &answer, unit)?;
-    }
-    Ok(())
+        Unit::Nanoseconds
+    };
+    print_answer(args.json, &answer, |out| {
+        write_query_text(out, &answer, unit)
+    })
 }
 
 pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
@@ -316,27 +343,19 @@ pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
             base: url,
             token,
             timeout,
-        } => {
-            let mut url = format!(
+        } => ask_agent(
+            &format!(
                 "{url}/api/v1/diff?base=@{}..@{}&compare=@{}..@{}",
                 base.from_ms as f64 / 1000.0,
                 base.to_ms as f64 / 1000.0,
                 compare.from_ms as f64 / 1000.0,
                 compare.to_ms as f64 / 1000.0
-            );
-            if let Some(f) = &args.function {
-                url.push_str(&format!("&function={}", percent_encode(f)));
-            }
-            let body = http_get_within(&url, token.as_deref(), timeout)?;
-            serde_json::from_str(&body).context("the agent's answer is not diff JSON")?
-        }
+            ),
+            args.function.as_deref(),
+            token.as_deref(),
+            timeout,
+            "diff",
+        )?,
     };
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut stdout, &diff)?;
-        writeln!(stdout)?;
-    } else {
-        write_diff_table(&mut stdout, &diff)?;
-    }
-    Ok(())
+    print_answer(args.json, &diff, |out| write_diff_table(out, &diff))
 }
