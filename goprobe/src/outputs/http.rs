@@ -39,8 +39,8 @@ pub fn http_get_within(
 pub enum HttpError {
     #[error("only http:// URLs are supported")]
     NotHttp,
-    #[error("cannot reach {0}: {1}")]
-    Unreachable(String, std::io::Error),
+    #[error("cannot reach {0}")]
+    Unreachable(String, #[source] std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("malformed HTTP answer")]
