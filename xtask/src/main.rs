@@ -4,6 +4,7 @@
 mod bench;
 mod fuzz;
 mod gobuild;
+mod soak;
 mod tools;
 mod util;
 
@@ -29,6 +30,8 @@ commands:
   bench      measure what goprobe costs a traced Go program, against bpftrace; writes
              BENCHMARKS.md (as root; ~15 min)
   fuzz       run every fuzz target (fuzz/) with cargo-fuzz, seeded from the Go test programs
+  soak       leave the agent running against an HTTP server under wrk and short-lived
+             processes; its RSS, fds, BPF maps, series and loss every 30 s (as root)
 
 options (setup, build, build-go, test):
   --full               the full Go matrix: Go 1.19 and 1.21 to 1.27, every build variant
@@ -36,6 +39,8 @@ options (setup, build, build-go, test):
                        build and test then use these with every build variant
 test only:
   -- ARGS              passed on to the end-to-end test binary (e.g. a test name filter)
+soak only:
+  --minutes N          how long (default 30)
 fuzz only:
   --seconds N          how long each target runs (default 60)
   --fresh              start from the seeds alone, not fuzz/corpus (what `test` runs, 5 s each)
@@ -141,6 +146,7 @@ fn real_main() -> Result<ExitCode> {
     let mut extra = Vec::new();
     let mut fuzz_seconds = 60;
     let mut fuzz_corpus = fuzz::Corpus::Kept;
+    let mut soak_minutes = 30;
     let mut bench_opts = bench::Options {
         quick: false,
         out: None,
@@ -164,6 +170,13 @@ fn real_main() -> Result<ExitCode> {
                     .context("--seconds needs a number of seconds")?;
             }
             "--fresh" if command == "fuzz" => fuzz_corpus = fuzz::Corpus::Fresh,
+            "--minutes" if command == "soak" => {
+                soak_minutes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--minutes needs a number of minutes")?;
+            }
             "--full" => sel.full = true,
             "--go-versions" => {
                 let list = args
@@ -200,6 +213,7 @@ fn real_main() -> Result<ExitCode> {
         "demo" => return demo(),
         "bench" => bench::run(bench_opts)?,
         "fuzz" => util::step("fuzz", || fuzz::run(fuzz_seconds, fuzz_corpus))?,
+        "soak" => util::step("soak", || soak::run(soak_minutes))?,
         "help" | "-h" | "--help" => eprint!("{USAGE}"),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
