@@ -107,7 +107,7 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         let _ = writeln!(out, "{name}_count{{{base}}} {}", h.count);
     }
 
-    let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
+    let mut gauge = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(out, "# HELP goprobe_agent_{name} {help}");
         let _ = writeln!(out, "# TYPE goprobe_agent_{name} {kind}");
         let _ = writeln!(out, "goprobe_agent_{name} {value}");
@@ -116,19 +116,19 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "processes_traced",
         "gauge",
         "Processes with probes attached.",
-        health.processes_traced,
+        &health.processes_traced,
     );
     gauge(
         "probes_attached",
         "gauge",
         "Functions attached, summed over the processes traced.",
-        health.probes_attached,
+        &health.probes_attached,
     );
     gauge(
         "events_total",
         "counter",
         "Calls measured (events read from the kernel).",
-        health.events,
+        &health.events,
     );
     let lost = health
         .kernel
@@ -139,83 +139,79 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "events_dropped_total",
         "counter",
         "Calls not measured because the ring buffer was full (the traced program never waits).",
-        lost,
+        &lost,
     );
     gauge(
         "attach_errors_total",
         "counter",
         "Attempts to attach probes to a process that failed.",
-        health.attach_errors,
+        &health.attach_errors,
     );
     gauge(
         "binaries_inspected_total",
         "counter",
         "Binaries inspected (once per distinct build ID).",
-        health.binaries_inspected,
+        &health.binaries_inspected,
     );
     gauge(
         "inspection_failures_total",
         "counter",
         "Binaries that could not be inspected (unreadable or malformed; not counting non-Go binaries).",
-        health.inspection_failures,
+        &health.inspection_failures,
     );
     gauge(
         "archive_writes_total",
         "counter",
         "Intervals written to the archive.",
-        health.archive_writes,
+        &health.archive_writes,
     );
     gauge(
         "archive_errors_total",
         "counter",
         "Intervals that could not be written to the archive.",
-        health.archive_errors,
+        &health.archive_errors,
     );
     gauge(
         "archive_corrupt_total",
         "counter",
         "Archive files found corrupt, moved aside and replaced by a fresh archive.",
-        health.archive_corrupt,
+        &health.archive_corrupt,
     );
     gauge(
         "otlp_exports_total",
         "counter",
         "OTLP exports sent.",
-        health.otlp_exports,
+        &health.otlp_exports,
     );
     gauge(
         "otlp_errors_total",
         "counter",
         "OTLP exports that failed.",
-        health.otlp_errors,
+        &health.otlp_errors,
     );
     gauge(
         "config_reloads_total",
         "counter",
         "Configuration reloads applied (SIGHUP).",
-        health.config_reloads,
+        &health.config_reloads,
     );
     gauge(
         "config_reload_errors_total",
         "counter",
         "Configuration reloads refused because the new file had an error.",
-        health.config_reload_errors,
+        &health.config_reload_errors,
     );
     gauge(
         "functions_shed_total",
         "counter",
         "Functions detached from a process by the overhead budget: their probes were estimated to cost it more than agent.overhead_budget of one CPU (their histograms stop there; /api/v1/status lists them).",
-        health.functions_shed,
+        &health.functions_shed,
     );
-    let _ = writeln!(
-        out,
-        "# HELP goprobe_agent_overhead_budget_ratio The share of one CPU that goprobe's probes may cost each traced process (agent.overhead_budget; 0: no budget)."
-    );
-    let _ = writeln!(out, "# TYPE goprobe_agent_overhead_budget_ratio gauge");
-    let _ = writeln!(
-        out,
-        "goprobe_agent_overhead_budget_ratio {}",
-        number(health.overhead_budget)
+    gauge(
+        "overhead_budget_ratio",
+        "gauge",
+        "The share of one CPU that goprobe's probes may cost each traced process (agent.overhead_budget; 0: no budget).",
+        &number(health.overhead_budget),
     );
     // Calls seen but not timed, by why: the histograms are short by exactly this much.
     let kernel = |name: &str| {
