@@ -34,6 +34,16 @@ pub mod name {
     pub const PROFILE_TGIDS: &str = "PROFILE_TGIDS";
     /// Kernel stacks of profile samples.
     pub const KSTACKS: &str = "KSTACKS";
+    /// `--split`: per goroutine, its state and time per state.
+    pub const SPLIT_G: &str = "SPLIT_G";
+    /// `--split`: each open call's time per state at its entry.
+    pub const SPLIT_OPEN: &str = "SPLIT_OPEN";
+    /// `--split`: the split goroutine each thread runs.
+    pub const RUNNING_ON: &str = "RUNNING_ON";
+    /// `--split`: wait reason → state, per Go version.
+    pub const SPLIT_REASONS: &str = "SPLIT_REASONS";
+    /// `--split`: its health counters (`goprobe_common::split::counter`).
+    pub const SPLIT_COUNTERS: &str = "SPLIT_COUNTERS";
 }
 
 /// Which maps a run uses; the others are created with one entry, so a run pays nothing for
@@ -47,6 +57,8 @@ pub struct MapUse {
     pub profile: bool,
     /// The sampler also records kernel stacks (`profile --kernel`).
     pub kernel_stacks: bool,
+    /// `funclatency --split`.
+    pub split: bool,
 }
 
 pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
@@ -76,5 +88,10 @@ pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
     }
     if !(used.profile && used.kernel_stacks) {
         loader.map_max_entries(name::KSTACKS, 1);
+    }
+    if !used.split {
+        for map in [name::SPLIT_G, name::SPLIT_OPEN, name::RUNNING_ON] {
+            loader.map_max_entries(map, 1);
+        }
     }
 }

@@ -29,6 +29,7 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             stack_counts: false,
             profile: true,
             kernel_stacks,
+            split: false,
         },
     );
     let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
