@@ -113,10 +113,12 @@ Examples:
   goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
   goprobe funclatency -r 'go:main\\.handle.*'
   goprobe funclatency -p 4242 -m --slower-than 10ms 'go:main.(*Store).Get'  # who sees slow calls?
+  goprobe funclatency -p 4242 -m --split 'go:main.handleCheckout'  # running, or waiting on what?
 
 Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
 and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, each calling stack
-with its count, p50, p99 and max, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
+with its count, p50, p99 and max, slowest first. --split adds, per histogram, the states the
+calls' time went to (share, total, p50 and p99 per call). Ctrl-C, SIGTERM or the end of -d prints what was
 collected, detaches every probe and exits 0. Errors print one line and exit 2.";
 
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {

@@ -4,9 +4,11 @@
 // blocking read: a system call). Each phase is timed around it, so the ground truth includes the
 // short wake-ups after each wait.
 //
-// With -hog, GOMAXPROCS is 1 and a goroutine burns the CPU: each call sleeps -sleep and then
-// spins -spin, and after each sleep it waits in the run queue until the hog is preempted, which
-// makes runnable time visible.
+// With -hog, GOMAXPROCS is 1 and a goroutine burns the CPU: each call sleeps -sleep in a
+// nanosleep system call (meanwhile the runtime hands the only P to the hog) and then spins
+// -spin. Back from the system call, the goroutine waits in the run queue until the hog is
+// preempted (up to 10 ms): runnable time. (A time.Sleep would not show it: with the P busy, the
+// timer itself fires late, which Go counts as sleeping.)
 package main
 
 import (
@@ -72,7 +74,10 @@ func goprobeE2ESplit(spinFor, sleepFor time.Duration) (p phases) {
 //go:noinline
 func goprobeE2ESplitHog(spinFor, sleepFor time.Duration) (p phases) {
 	t := time.Now()
-	time.Sleep(sleepFor)
+	ts := syscall.NsecToTimespec(sleepFor.Nanoseconds())
+	if err := syscall.Nanosleep(&ts, nil); err != nil {
+		harness.Fail("nanosleep: %v", err)
+	}
 	p.sleep = time.Since(t)
 	t = time.Now()
 	spin(spinFor)

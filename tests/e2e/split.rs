@@ -1,0 +1,156 @@
+//! `funclatency --split`: each traced call's time split by what its goroutine was doing, checked
+//! against a Go program whose calls spend known times in known states (`tests/go/split`).
+use std::collections::HashMap;
+
+use goprobe_e2e::{
+    Build, builds_with_variant, for_each_build, histogram_of, trace_program, u64_field,
+};
+use serde_json::Value;
+
+/// State → (total ns, share) of the one row of `function`.
+fn split_of(lines: &[Value], function: &str) -> Result<(u64, HashMap<String, (u64, f64)>), String> {
+    let pid = lines
+        .first()
+        .and_then(|l| l["pid"].as_u64())
+        .ok_or("goprobe printed no histogram")? as u32;
+    let row = histogram_of(lines, function, pid).ok_or("no row for the function")?;
+    let states = row["split"]
+        .as_array()
+        .ok_or_else(|| format!("no split in {row}"))?;
+    let map = states
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap_or_default().to_string(),
+                (
+                    s["total_ns"].as_u64().unwrap_or(0),
+                    s["share"].as_f64().unwrap_or(0.0),
+                ),
+            )
+        })
+        .collect();
+    Ok((u64_field(row, "sum_ns"), map))
+}
+
+fn share(split: &HashMap<String, (u64, f64)>, states: &[&str]) -> f64 {
+    states
+        .iter()
+        .map(|s| split.get(*s).map_or(0.0, |v| v.1))
+        .sum()
+}
+
+/// Within 10 % of the known share.
+fn close(what: &str, got: f64, want: f64) -> Result<(), String> {
+    if (got - want).abs() <= 0.10 * want {
+        Ok(())
+    } else {
+        Err(format!("{what}: share {got:.4}, want {want:.4} (±10 %)"))
+    }
+}
+
+fn default_and_stripped() -> Vec<Build> {
+    let mut builds = builds_with_variant("default");
+    builds.extend(builds_with_variant("stripped"));
+    builds
+}
+
+/// Each call spins 2 ms, waits 3 ms on a channel, sleeps 1 ms and blocks 2 ms in a pipe read:
+/// running, chan_receive, sleep and syscall each get their share within 10 %, and nothing goes
+/// unattributed. The split accounts for the whole latency.
+#[test]
+fn split_matches_the_known_phases() {
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, out) = trace_program(
+            &build.program("split"),
+            &["-n", "150"],
+            &[],
+            &["--split"],
+            "go:main.goprobeE2ESplit",
+        )?;
+        let lines = out.json();
+        let (sum_ns, split) = split_of(&lines, "main.goprobeE2ESplit")?;
+        let wall = u64_field(&truth, "wall_ns") as f64;
+        let phase = |name: &str| u64_field(&truth, name) as f64 / wall;
+        // Each phase is timed by the wall clock, and on a busy machine part of it is spent
+        // waiting for a CPU or a P: the spinning thread preempted by the kernel, a woken
+        // goroutine waiting to run. goprobe puts that time in cpu_wait and runnable, where it
+        // belongs; the program cannot tell it apart. So each state is within 10 % of its phase,
+        // or, when the machine was busy, no more than 10 % above it and no further below than
+        // that waiting time.
+        let waiting = share(&split, &["cpu_wait", "runnable", "thread_blocked"]);
+        let within = |what: &str, states: &[&str], truth: &str| -> Result<(), String> {
+            let got = share(&split, states);
+            let want = phase(truth);
+            if close(what, got, want).is_ok() || (got <= 1.1 * want && got + waiting >= 0.9 * want)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: share {got:.4}, want {want:.4} (±10 %, or less by at most the waiting {waiting:.4}): {split:?}"
+                ))
+            }
+        };
+        within("running", &["running"], "spin_ns")?;
+        within("chan_receive", &["chan_receive"], "chan_ns")?;
+        within("sleep", &["sleep"], "sleep_ns")?;
+        within("syscall", &["syscall"], "read_ns")?;
+        let other = share(&split, &["other"]);
+        if other > 0.01 {
+            return Err(format!(
+                "{:.2} % of the time unattributed: {split:?}",
+                other * 100.0
+            ));
+        }
+        let total: u64 = split.values().map(|v| v.0).sum();
+        if total.abs_diff(sum_ns) > sum_ns / 1000 {
+            return Err(format!(
+                "states add up to {total} ns, the calls took {sum_ns} ns"
+            ));
+        }
+        let counters = out.counters();
+        if counters["split_transitions"].as_u64().unwrap_or(0) == 0 {
+            return Err(format!("no status changes seen: {counters}"));
+        }
+        Ok(())
+    });
+}
+
+/// GOMAXPROCS=1 and a goroutine burning the CPU: back from a 1 ms system call, each call waits
+/// for the only P until the hog is preempted. That runnable time is shown as such.
+#[test]
+fn split_shows_runnable_time_behind_a_cpu_hog() {
+    for_each_build(&builds_with_variant("default"), |build| {
+        let (truth, out) = trace_program(
+            &build.program("split"),
+            &["-hog", "-n", "100"],
+            &[],
+            &["--split"],
+            "go:main.goprobeE2ESplitHog",
+        )?;
+        let lines = out.json();
+        let (_, split) = split_of(&lines, "main.goprobeE2ESplitHog")?;
+        let runnable = share(&split, &["runnable"]);
+        if runnable < 0.15 {
+            return Err(format!(
+                "runnable share {runnable:.3}, want a visible one: {split:?}"
+            ));
+        }
+        // The nanosleep phase is the syscall plus the wait for the P after it (and the spin's
+        // own preemptions are runnable too): together with running they are the whole call.
+        let known = share(&split, &["syscall", "runnable", "running", "cpu_wait"]);
+        if known < 0.98 {
+            return Err(format!(
+                "only {known:.3} of the time in the expected states: {split:?}"
+            ));
+        }
+        let wall = u64_field(&truth, "wall_ns") as f64;
+        let sleep = u64_field(&truth, "sleep_ns") as f64 / wall;
+        let syscall = share(&split, &["syscall"]);
+        if syscall > sleep * 1.1 {
+            return Err(format!(
+                "syscall share {syscall:.3} exceeds the nanosleep phase {sleep:.3}"
+            ));
+        }
+        Ok(())
+    });
+}
