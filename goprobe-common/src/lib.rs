@@ -461,13 +461,23 @@ pub mod split {
         pub const NO_SNAPSHOT: u32 = 3;
         /// Thread switches off a CPU while a traced goroutine ran on it.
         pub const SWITCHES_OUT: u32 = 4;
-        pub const COUNT: u32 = 5;
+        /// `offcpu`: waits that began (a park or a system call, its stack walked).
+        pub const WAITS: u32 = 5;
+        /// `offcpu`: waits not recorded because the map of goroutines waiting was full, or their
+        /// stack could not be stored.
+        pub const WAITS_FULL: u32 = 6;
+        /// `offcpu`: waits not counted because the map of stacks' waiting time was full.
+        pub const WAIT_COUNTS_FULL: u32 = 7;
+        pub const COUNT: u32 = 8;
         pub const NAMES: [&str; COUNT as usize] = [
             "split_transitions",
             "split_unseen",
             "split_map_full",
             "split_no_snapshot",
             "split_switches_out",
+            "waits",
+            "waits_full",
+            "wait_counts_full",
         ];
     }
 }
@@ -492,6 +502,23 @@ pub struct GoroutineSplit {
     pub ns: [u64; split::SLOTS],
 }
 
+/// `offcpu`: a goroutine waiting now (`OFFCPU_G`): since when, and where its time will go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Waiting {
+    pub start_ns: u64,
+    /// `func` is the state (`split::*`): the wait reason, or `split::SYSCALL`.
+    pub key: StackCountKey,
+}
+
+/// `offcpu`: waits per (process, state, stack) (`OFFCPU_NS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitTotal {
+    pub count: u64,
+    pub ns: u64,
+}
+
 /// The split of an open call at its entry (`SPLIT_OPEN`): the goroutine's `ns` then.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -514,6 +541,8 @@ mod pod {
     unsafe impl aya::Pod for super::GoroutineSplit {}
     unsafe impl aya::Pod for super::SplitSnapshot {}
     unsafe impl aya::Pod for super::SplitEvent {}
+    unsafe impl aya::Pod for super::Waiting {}
+    unsafe impl aya::Pod for super::WaitTotal {}
     unsafe impl aya::Pod for super::GoroutineKey {}
     unsafe impl aya::Pod for super::Frame {}
     unsafe impl aya::Pod for super::Goroutine {}

@@ -33,13 +33,28 @@ use aya_ebpf::{
 };
 use goprobe_common::{
     GoroutineKey, GoroutineSplit, LatencyEvent, MAX_GOROUTINES, MAX_NESTED_CALLS, NestedKey,
-    SplitEvent, SplitSnapshot,
+    SplitEvent, SplitSnapshot, StackCountKey, WaitTotal, Waiting,
     split::{self, counter, site, status},
 };
 
 /// 1: `funclatency --split` (set by user space at load time).
 #[unsafe(no_mangle)]
 static SPLIT_ON: Global<u8> = Global::new(0);
+
+/// 1: `goprobe offcpu`: the runtime sites record where every goroutine of the traced processes
+/// waits, and for how long, instead of splitting traced calls.
+#[unsafe(no_mangle)]
+static OFFCPU_ON: Global<u8> = Global::new(0);
+
+/// `offcpu`: the goroutines waiting now, with the stack they wait in.
+#[map]
+static OFFCPU_G: HashMap<GoroutineKey, Waiting> =
+    HashMap::with_max_entries(MAX_GOROUTINES, BPF_F_NO_PREALLOC);
+
+/// `offcpu`: waits and their time per (process, state, stack).
+#[map]
+static OFFCPU_NS: HashMap<StackCountKey, WaitTotal> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 #[map]
 static SPLIT_G: HashMap<GoroutineKey, GoroutineSplit> =
@@ -254,6 +269,10 @@ fn on_runtime_site(ctx: &ProbeContext) {
     // casgstatus runs on the system stack too: its goroutine is its first argument, not r14.
     let g = if kind == site::CASGSTATUS { rax } else { r14 };
     let key = GoroutineKey { tgid, _pad: 0, g };
+    if OFFCPU_ON.load() != 0 {
+        offcpu_site(ctx, &key, kind, cookie, regs.rbx as u32, regs.rcx);
+        return;
+    }
     let Some(record) = SPLIT_G.get_ptr_mut(&key) else {
         return;
     };
@@ -274,6 +293,82 @@ fn on_runtime_site(ctx: &ProbeContext) {
         site::EXITSYSCALL => change(&key, record, status::SYSCALL, status::RUNNING),
         site::CGOCALL => record.cgo = 1,
         _ => {}
+    }
+}
+
+/// `offcpu`: a wait begins (a park, with its reason; a system call) or ends (a status change
+/// out of `_Gwaiting`; the end of a system call).
+#[inline(always)]
+fn offcpu_site(ctx: &ProbeContext, key: &GoroutineKey, kind: u64, cookie: u64, old: u32, rcx: u64) {
+    let state = match kind {
+        site::GOPARK => {
+            let table = ((cookie >> site::TABLE_SHIFT) & site::TABLE_MASK) as u32;
+            let reason = (rcx & 0xff) as usize;
+            match SPLIT_REASONS.get(table) {
+                Some(states) => u32::from(states[reason]),
+                None => split::PARKED_OTHER,
+            }
+        }
+        site::ENTERSYSCALL => split::SYSCALL,
+        site::CASGSTATUS if old == status::WAITING => {
+            wait_ends(key);
+            return;
+        }
+        site::EXITSYSCALL => {
+            wait_ends(key);
+            return;
+        }
+        _ => return,
+    };
+    bump(counter::WAITS);
+    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
+    let regs = unsafe { &*ctx.regs };
+    let Some((stack, leaf)) = crate::stacks::walk(crate::stacks::UserRegs::from(regs)) else {
+        bump(counter::WAITS_FULL);
+        return;
+    };
+    let waiting = Waiting {
+        start_ns: now(),
+        key: StackCountKey {
+            tgid: key.tgid,
+            func: state,
+            stack,
+            leaf,
+        },
+    };
+    if OFFCPU_G.insert(key, &waiting, BPF_ANY as u64).is_err() {
+        bump(counter::WAITS_FULL);
+    }
+}
+
+#[inline(always)]
+fn wait_ends(key: &GoroutineKey) {
+    let Some(waiting) = OFFCPU_G.get_ptr(key) else {
+        return;
+    };
+    // SAFETY: map value pointer, copied at once.
+    let waiting = unsafe { *waiting };
+    let _ = OFFCPU_G.remove(key);
+    let ns = now().saturating_sub(waiting.start_ns);
+    let total = match OFFCPU_NS.get_ptr_mut(&waiting.key) {
+        Some(total) => total,
+        None => {
+            let zero = WaitTotal::default();
+            // Another CPU may insert it in between: then it is found below.
+            let _ = OFFCPU_NS.insert(&waiting.key, &zero, BPF_NOEXIST as u64);
+            match OFFCPU_NS.get_ptr_mut(&waiting.key) {
+                Some(total) => total,
+                None => {
+                    bump(counter::WAIT_COUNTS_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: map value pointer, shared by all CPUs: atomic adds lose nothing.
+    unsafe {
+        goprobe_ebpf::atomic_add(&raw mut (*total).count, 1);
+        goprobe_ebpf::atomic_add(&raw mut (*total).ns, ns);
     }
 }
 

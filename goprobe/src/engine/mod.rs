@@ -7,6 +7,7 @@
 //! containers) share one inspection and one plan, and only the attachments differ.
 
 pub mod hostwide;
+pub mod offcpu;
 pub mod profiler;
 pub mod run;
 pub mod session;

@@ -44,6 +44,10 @@ pub mod name {
     pub const SPLIT_REASONS: &str = "SPLIT_REASONS";
     /// `--split`: its health counters (`goprobe_common::split::counter`).
     pub const SPLIT_COUNTERS: &str = "SPLIT_COUNTERS";
+    /// `offcpu`: goroutines waiting now, with their stack.
+    pub const OFFCPU_G: &str = "OFFCPU_G";
+    /// `offcpu`: waits and their time per (process, state, stack).
+    pub const OFFCPU_NS: &str = "OFFCPU_NS";
 }
 
 /// Which maps a run uses; the others are created with one entry, so a run pays nothing for
@@ -59,6 +63,8 @@ pub struct MapUse {
     pub kernel_stacks: bool,
     /// `funclatency --split`.
     pub split: bool,
+    /// `goprobe offcpu`.
+    pub offcpu: bool,
 }
 
 pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
@@ -91,6 +97,11 @@ pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
     }
     if !used.split {
         for map in [name::SPLIT_G, name::SPLIT_OPEN, name::RUNNING_ON] {
+            loader.map_max_entries(map, 1);
+        }
+    }
+    if !used.offcpu {
+        for map in [name::OFFCPU_G, name::OFFCPU_NS] {
             loader.map_max_entries(map, 1);
         }
     }

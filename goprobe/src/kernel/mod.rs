@@ -160,6 +160,7 @@ impl Kernel {
             crate::kernel::maps::MapUse {
                 pairing: matches!(probes, Probes::Latency { .. } | Probes::Split),
                 split: probes == Probes::Split,
+                offcpu: false,
                 stacks: stacks_min_ns.is_some() || probes == Probes::StackCount,
                 stack_counts: probes == Probes::StackCount,
                 profile: false,

@@ -30,6 +30,7 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             profile: true,
             kernel_stacks,
             split: false,
+            offcpu: false,
         },
     );
     let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;

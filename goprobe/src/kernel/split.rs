@@ -23,19 +23,7 @@ pub fn program_name(mode: AttachMode) -> &'static str {
 /// Load the split's programs, write the wait-reason tables and attach `sched_switch` (it stays
 /// attached as long as the kernel side is loaded).
 pub fn start(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), KernelError> {
-    let tables = crate::plan::split::reason_tables();
-    {
-        let map = ebpf
-            .map_mut(maps::name::SPLIT_REASONS)
-            .ok_or_else(|| KernelError::Load("no SPLIT_REASONS map".into()))?;
-        let mut reasons =
-            Array::<_, [u8; 256]>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
-        for (i, table) in tables.iter().enumerate() {
-            reasons
-                .set(i as u32, table, 0)
-                .map_err(|e| KernelError::Load(format!("wait-reason table {i}: {e}")))?;
-        }
-    }
+    write_tables(ebpf)?;
     let sites: &mut UProbe = ebpf
         .program_mut(program_name(mode))
         .and_then(|p| p.try_into().ok())
@@ -96,4 +84,89 @@ pub fn sweep(ebpf: &mut Ebpf, alive: &dyn Fn(u32) -> bool) {
             let _ = running.remove(&task);
         }
     }
+}
+
+/// `goprobe offcpu`: the runtime-site program alone, recording where goroutines wait
+/// (`OFFCPU_ON`), with the stack maps it needs.
+pub struct OffCpuKernel {
+    pub ebpf: Ebpf,
+    mode: AttachMode,
+}
+
+impl OffCpuKernel {
+    pub fn load() -> Result<Self, KernelError> {
+        super::preflight()?;
+        let mode = super::default_mode(None);
+        let mut loader = super::loader();
+        loader.override_global("OFFCPU_ON", &1u8, true);
+        maps::size_unused_maps(
+            &mut loader,
+            maps::MapUse {
+                pairing: false,
+                stacks: true,
+                stack_counts: false,
+                profile: false,
+                kernel_stacks: false,
+                split: false,
+                offcpu: true,
+            },
+        );
+        let mut ebpf = loader
+            .load(super::object())
+            .map_err(|e| super::load_error(&e))?;
+        write_tables(&mut ebpf)?;
+        let sites: &mut UProbe = ebpf
+            .program_mut(program_name(mode))
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| KernelError::Load(format!("no uprobe {}", program_name(mode))))?;
+        sites.load().map_err(|e| {
+            KernelError::Load(format!("{}: {}", program_name(mode), error_chain(&e)))
+        })?;
+        Ok(Self { ebpf, mode })
+    }
+
+    /// Attach the runtime sites of the binary at `target` (offsets and cookies from
+    /// `plan::split`), for `pid` only or every process running it.
+    pub fn attach(
+        &mut self,
+        target: &std::path::Path,
+        pid: Option<u32>,
+        sites: &[super::Site],
+    ) -> Result<super::Attachment, KernelError> {
+        super::attach_sites(
+            &mut self.ebpf,
+            target,
+            pid,
+            &[(program_name(self.mode), sites)],
+        )
+    }
+
+    /// Waits so far per (process, state, stack).
+    pub fn waits(&self) -> Vec<(goprobe_common::StackCountKey, goprobe_common::WaitTotal)> {
+        self.ebpf
+            .map(maps::name::OFFCPU_NS)
+            .and_then(|m| {
+                BpfHashMap::<_, goprobe_common::StackCountKey, goprobe_common::WaitTotal>::try_from(
+                    m,
+                )
+                .ok()
+            })
+            .map(|m| m.iter().filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn write_tables(ebpf: &mut Ebpf) -> Result<(), KernelError> {
+    let tables = crate::plan::split::reason_tables();
+    let map = ebpf
+        .map_mut(maps::name::SPLIT_REASONS)
+        .ok_or_else(|| KernelError::Load("no SPLIT_REASONS map".into()))?;
+    let mut reasons =
+        Array::<_, [u8; 256]>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
+    for (i, table) in tables.iter().enumerate() {
+        reasons
+            .set(i as u32, table, 0)
+            .map_err(|e| KernelError::Load(format!("wait-reason table {i}: {e}")))?;
+    }
+    Ok(())
 }
