@@ -1,9 +1,10 @@
 //! `funclatency --split`: each traced call's time split by what its goroutine was doing, checked
 //! against a Go program whose calls spend known times in known states (`tests/go/split`).
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use goprobe_e2e::{
-    Build, builds_with_variant, for_each_build, histogram_of, trace_program, u64_field,
+    Build, GoProgram, Goprobe, builds_with_variant, for_each_build, free_port, histogram_of,
+    http_get, matrix, metric_sum, parse_metrics, poll, trace_program, u64_field,
 };
 use serde_json::Value;
 
@@ -153,4 +154,103 @@ fn split_shows_runnable_time_behind_a_cpu_hog() {
         }
         Ok(())
     });
+}
+
+/// The agent with `histogram.split = true` exports each function's time by state as counters
+/// that add up to its latency histogram's sum; and `/debug/pprof/block?pid=N&seconds=S` serves
+/// where any Go process waits, which `go tool pprof` opens by URL.
+#[test]
+fn agent_exports_the_split_and_serves_block_profiles() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-split-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = &matrix()[0];
+    let program = dir.join("split");
+    std::fs::copy(build.program("split"), &program).unwrap();
+    let port = free_port();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [histogram]\nsplit = true\n\n[archive]\npath = \"{}\"\n\n[profile]\nenabled = false\n\n\
+             [[probe]]\nfunctions = [\"go:main.goprobeE2ESplit\"]\nexe = [\"{}/*\"]\n",
+            dir.join("archive.redb").display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = Goprobe::start_agent(&config);
+    let mut go = GoProgram::start(&program, &["-n", "60"], &[]);
+    agent
+        .stderr
+        .wait_for("the agent to attach", Duration::from_secs(20), |l| {
+            l.contains("attached") && l.contains(&format!("in PID {} ", go.pid))
+        })
+        .unwrap();
+    go.go();
+    go.finish(Duration::from_secs(60)).unwrap();
+    let function = [("function", "main.goprobeE2ESplit")];
+    let text = poll("60 calls in /metrics", Duration::from_secs(15), || {
+        let (_, text) = http_get(port, "/metrics").ok()?;
+        (metric_sum(&text, "goprobe_function_latency_seconds_count", &function) as u64 == 60)
+            .then_some(text)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.stderr.text()));
+    let sum = metric_sum(&text, "goprobe_function_latency_seconds_sum", &function);
+    let by_state = metric_sum(&text, "goprobe_function_time_seconds_total", &function);
+    assert!(
+        (by_state - sum).abs() <= sum * 0.001,
+        "states add up to {by_state} s, the histogram's sum is {sum} s:\n{text}"
+    );
+    for state in ["running", "chan_receive", "sleep", "syscall"] {
+        let seconds = metric_sum(
+            &text,
+            "goprobe_function_time_seconds_total",
+            &[("function", "main.goprobeE2ESplit"), ("state", state)],
+        );
+        assert!(seconds > 0.0, "no {state} time:\n{text}");
+    }
+    assert!(
+        parse_metrics(&text).iter().any(|(name, labels, _)| name
+            == "goprobe_function_time_seconds_total"
+            && labels.iter().any(|(k, v)| k == "state" && v == "other")),
+        "{text}"
+    );
+
+    // Any Go process, traced or not by the agent's probes.
+    let waiter = GoProgram::start(&build.program("offcpu"), &["-n", "1000", "-nowait"], &[]);
+    let url = format!(
+        "http://127.0.0.1:{port}/debug/pprof/block?pid={}&seconds=2",
+        waiter.pid
+    );
+    let tool = std::env::var("GOPROBE_GO_TOOLCHAINS")
+        .ok()
+        .and_then(|list| {
+            list.split(',')
+                .rfind(|s| !s.is_empty())
+                .map(std::path::PathBuf::from)
+        })
+        .expect("GOPROBE_GO_TOOLCHAINS is not set");
+    let out = std::process::Command::new(tool)
+        .args(["tool", "pprof", "-top", "-sample_index=delay", &url])
+        .env("GOTOOLCHAIN", "local")
+        .env("PPROF_TMPDIR", &dir)
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "go tool pprof {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(top.contains("main.goprobeE2EWaitLong"), "{top}");
+    let (status, body) = http_get(port, "/debug/pprof/block?seconds=1").unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http_get(port, "/debug/pprof/block?pid=2147483646&seconds=1").unwrap();
+    assert_eq!(status, 404, "{body}");
+    drop(waiter);
+    let out = agent.signal(libc::SIGTERM);
+    assert!(out.status.success(), "agent: {}", out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
 }

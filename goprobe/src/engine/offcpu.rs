@@ -196,3 +196,27 @@ impl OffCpuProfile {
         rows
     }
 }
+
+/// Trace the waits of `pid` for `duration`: the library entry point for callers other than the
+/// CLI (the agent's `/debug/pprof/block?pid=N&seconds=S`).
+pub async fn block_pid(
+    pid: u32,
+    duration: Duration,
+) -> anyhow::Result<crate::outputs::pprof::Profile> {
+    let mut symbolizer = Symbolizer::default();
+    symbolizer.observe(pid);
+    let mut offcpu = OffCpu::start()?;
+    offcpu.add_pid(pid)?;
+    let end = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200).min(end - tokio::time::Instant::now())).await;
+        if !crate::targets::is_alive(pid) {
+            break;
+        }
+    }
+    let profile = offcpu.profile(&mut symbolizer);
+    Ok(profile.to_pprof(&format!(
+        "goprobe offcpu of PID {pid}, {:.1} s",
+        profile.duration.as_secs_f64()
+    )))
+}

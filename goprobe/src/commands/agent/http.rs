@@ -10,6 +10,8 @@
 //! - `/debug/pprof/profile?pid=N[&seconds=S][&hz=F]`: a fresh eBPF CPU profile of process N
 //!   (gzipped pprof, Go's defaults: 30 s at 100 Hz), so `go tool pprof` works against services
 //!   that expose no pprof of their own;
+//! - `/debug/pprof/block?pid=N[&seconds=S]`: where process N's goroutines wait, and why, traced
+//!   for S seconds (30 by default) as `goprobe offcpu` does (gzipped pprof);
 //! - `/healthz`: `ok`.
 //!
 //! Times are those of `goprobe query` (`now`, `-1h`, `@UNIX_SECONDS`, RFC 3339).
@@ -159,9 +161,11 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             "goprobe agent: /metrics, /api/v1/query?from=-1h&to=now[&function=GLOB], \
              /api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB], \
              /api/v1/profile?from=-1h&to=now[&pid=N], \
-             /debug/pprof/profile?pid=N[&seconds=30][&hz=100], /healthz\n",
+             /debug/pprof/profile?pid=N[&seconds=30][&hz=100], \
+             /debug/pprof/block?pid=N[&seconds=30], /healthz\n",
         ),
         "/debug/pprof/profile" => pprof_profile(&params).await,
+        "/debug/pprof/block" => pprof_block(&params).await,
         "/api/v1/profile" => archived_profile(params, shared).await,
         "/api/v1/query" => api(params, shared, false).await,
         "/api/v1/diff" => api(params, shared, true).await,
@@ -200,6 +204,32 @@ async fn pprof_profile(params: &HashMap<String, String>) -> Response<Full<Bytes>
             };
             error(status, &message)
         }
+    }
+}
+
+/// Where one process's goroutines wait, traced while the request waits (`goprobe offcpu`).
+async fn pprof_block(params: &HashMap<String, String>) -> Response<Full<Bytes>> {
+    let (pid, duration, _) = match crate::engine::profiler::profile_request(params) {
+        Ok(request) => request,
+        Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let profile = match crate::engine::offcpu::block_pid(pid, duration).await {
+        Ok(profile) => profile,
+        Err(e) => {
+            let gone = e
+                .downcast_ref::<crate::targets::TargetError>()
+                .is_some_and(|t| matches!(t, crate::targets::TargetError::NoSuchProcess(_)));
+            let status = if gone {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error(status, &crate::one_line(&e));
+        }
+    };
+    match crate::outputs::pprof::to_gzip(&profile) {
+        Ok(bytes) => reply(StatusCode::OK, "application/octet-stream", bytes),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

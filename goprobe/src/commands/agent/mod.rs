@@ -228,7 +228,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mode = attach_mode_from_env();
     let probes = Probe::compile(&config);
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
-    let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
+    let probes_kind = if config.histogram.split {
+        crate::kernel::Probes::Split
+    } else {
+        crate::kernel::Probes::Latency {
+            stacks_min_ns: None,
+        }
+    };
+    let mut tracer = Tracer::with_probes(Pattern::any_of(&all), mode, probes_kind)?;
     tracer.keep_names = false;
     // The kernel's exec events: new processes are looked at as they start, not at the next
     // scan (which a short-lived process would not live to see).
@@ -389,6 +396,15 @@ impl Agent {
             let key = self.series_key(func, pid);
             guard.0.add(&key, &latencies);
             self.interval.entry(key).or_default().merge(&latencies);
+        }
+        for ((func, pid), split) in std::mem::take(&mut self.tracer.aggregator.split) {
+            if let Some(ProcessState::Traced { ids, .. }) =
+                self.processes.get(&pid).map(|t| &t.state)
+                && !ids.contains(&func)
+            {
+                continue;
+            }
+            guard.0.add_split(&self.series_key(func, pid), &split);
         }
         let counters = self.tracer.counters();
         self.health.kernel = goprobe_common::counter::NAMES
@@ -747,6 +763,10 @@ impl Agent {
             ),
             ("archive.path", new.archive.path != self.config.archive.path),
             ("otlp", new.otlp.is_some() != self.config.otlp.is_some()),
+            (
+                "histogram.split",
+                new.histogram.split != self.config.histogram.split,
+            ),
         ] {
             if changed {
                 eprintln!("goprobe: {what} changed: it takes effect when the agent restarts");
@@ -782,6 +802,7 @@ impl Agent {
         self.config.http.listen = listen;
         self.config.archive.path = archive_path;
         self.config.otlp = otlp;
+        self.config.histogram.split = self.tracer.kernel().split();
         self.health.config_reloads += 1;
         eprintln!("goprobe: config reloaded: {} probes", self.probes.len());
         self.scan();
