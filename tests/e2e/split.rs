@@ -8,8 +8,11 @@ use goprobe_e2e::{
 };
 use serde_json::Value;
 
-/// State → (total ns, share) of the one row of `function`.
-fn split_of(lines: &[Value], function: &str) -> Result<(u64, HashMap<String, (u64, f64)>), String> {
+/// State → (total ns, share).
+type States = HashMap<String, (u64, f64)>;
+
+/// The calls' total latency and their split, of the one row of `function`.
+fn split_of(lines: &[Value], function: &str) -> Result<(u64, States), String> {
     let pid = lines
         .first()
         .and_then(|l| l["pid"].as_u64())
@@ -33,7 +36,7 @@ fn split_of(lines: &[Value], function: &str) -> Result<(u64, HashMap<String, (u6
     Ok((u64_field(row, "sum_ns"), map))
 }
 
-fn share(split: &HashMap<String, (u64, f64)>, states: &[&str]) -> f64 {
+fn share(split: &States, states: &[&str]) -> f64 {
     states
         .iter()
         .map(|s| split.get(*s).map_or(0.0, |v| v.1))

@@ -112,7 +112,7 @@ impl OffCpu {
             .into_iter()
             .map(|((stack, pid, state), (count, ns))| (stack, pid, state, count, ns))
             .collect();
-        stacks.sort_by(|a, b| b.4.cmp(&a.4));
+        stacks.sort_by_key(|s| std::cmp::Reverse(s.4));
         OffCpuProfile {
             stacks,
             duration: self.started.elapsed(),
@@ -192,7 +192,7 @@ impl OffCpuProfile {
             .into_iter()
             .map(|(state, (count, ns))| (state_name(state), count, ns))
             .collect();
-        rows.sort_by(|a, b| b.2.cmp(&a.2));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         rows
     }
 }

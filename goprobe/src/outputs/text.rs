@@ -67,7 +67,7 @@ fn write_split(out: &mut dyn Write, split: &crate::pipeline::split::Split) -> io
         .into_iter()
         .filter(|r| r.total_ns > 0)
         .collect();
-    rows.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
     writeln!(out)?;
     writeln!(
         out,
