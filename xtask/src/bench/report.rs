@@ -30,6 +30,7 @@ pub struct Report {
     pub attach: Option<AttachReport>,
     pub inspect: Option<InspectReport>,
     pub accuracy: Option<AccuracyReport>,
+    pub split: Option<super::split::SplitReport>,
     pub failures: Vec<String>,
 }
 
@@ -103,6 +104,9 @@ pub fn render(
     }
     if let Some(a) = &report.accuracy {
         accuracy::render(w, a);
+    }
+    if let Some(s) = &report.split {
+        super::split::render(w, s);
     }
     if !report.failures.is_empty() {
         let _ = writeln!(w, "## Sections that failed\n");

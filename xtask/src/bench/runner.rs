@@ -26,6 +26,8 @@ pub enum Tracer {
     None,
     /// `goprobe funclatency -v --json -p PID go:FUNCTION`, with extra environment.
     Goprobe(Vec<(&'static str, String)>),
+    /// The same with extra arguments (`--split`).
+    GoprobeArgs(Vec<&'static str>),
     /// Probes that do nothing, at these file offsets (`goprobe dev attach`).
     Bare(Vec<u64>),
     /// `goprobe agent` with one probe on FUNCTION in the program's file, as the daemon runs;
@@ -133,6 +135,13 @@ pub fn run_program(
                 .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
             Some(start_goprobe(&mut c)?)
         }
+        Tracer::GoprobeArgs(extra) => {
+            let mut c = util::cmd(&env.goprobe);
+            c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
+                .args(extra)
+                .arg(format!("go:{function}"));
+            Some(start_goprobe(&mut c)?)
+        }
         Tracer::Bare(offsets) => {
             let mut c = util::cmd(&env.goprobe);
             c.args(["dev", "attach", "-p", &pid.to_string()])
@@ -188,7 +197,9 @@ pub fn run_program(
     };
 
     let gp_pid = match tracer {
-        Tracer::Goprobe(_) | Tracer::Agent => tracer_proc.as_ref().map(Proc::pid),
+        Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) | Tracer::Agent => {
+            tracer_proc.as_ref().map(Proc::pid)
+        }
         _ => None,
     };
     let cpu_before = gp_pid.and_then(proc::cpu_time);
@@ -252,7 +263,7 @@ pub fn run_program(
             t.wait(Duration::from_secs(10))?;
         }
         match tracer {
-            Tracer::Goprobe(_) => {
+            Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) => {
                 goprobe = Some(GoprobeOut::parse(&t.stdout.all(), &t.stderr.all()));
             }
             Tracer::Bpftrace(_) => bpftrace_stdout = t.stdout.all(),
