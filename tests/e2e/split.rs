@@ -160,8 +160,10 @@ fn split_shows_runnable_time_behind_a_cpu_hog() {
 }
 
 /// The agent with `histogram.split = true` exports each function's time by state as counters
-/// that add up to its latency histogram's sum; and `/debug/pprof/block?pid=N&seconds=S` serves
-/// where any Go process waits, which `go tool pprof` opens by URL.
+/// that add up to its latency histogram's sum, and archives it: `goprobe diff` says which state
+/// the time per call moved to (a second run waits 9 ms on the channel instead of 3). And
+/// `/debug/pprof/block?pid=N&seconds=S` serves where any Go process waits, which
+/// `go tool pprof` opens by URL.
 #[test]
 fn agent_exports_the_split_and_serves_block_profiles() {
     let dir = std::env::temp_dir().join(format!("goprobe-e2e-split-agent-{}", std::process::id()));
@@ -176,7 +178,7 @@ fn agent_exports_the_split_and_serves_block_profiles() {
         &config,
         format!(
             "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [histogram]\nsplit = true\n\n[archive]\npath = \"{}\"\n\n[profile]\nenabled = false\n\n\
+             [histogram]\nsplit = true\n\n[archive]\npath = \"{}\"\ninterval = \"1s\"\n\n[profile]\nenabled = false\n\n\
              [[probe]]\nfunctions = [\"go:main.goprobeE2ESplit\"]\nexe = [\"{}/*\"]\n",
             dir.join("archive.redb").display(),
             dir.display()
@@ -184,15 +186,25 @@ fn agent_exports_the_split_and_serves_block_profiles() {
     )
     .unwrap();
     let agent = Goprobe::start_agent(&config);
-    let mut go = GoProgram::start(&program, &["-n", "60"], &[]);
-    agent
-        .stderr
-        .wait_for("the agent to attach", Duration::from_secs(20), |l| {
-            l.contains("attached") && l.contains(&format!("in PID {} ", go.pid))
-        })
-        .unwrap();
-    go.go();
-    go.finish(Duration::from_secs(60)).unwrap();
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let run = |args: &[&str]| {
+        let mut go = GoProgram::start(&program, args, &[]);
+        agent
+            .stderr
+            .wait_for("the agent to attach", Duration::from_secs(20), |l| {
+                l.contains("attached") && l.contains(&format!("in PID {} ", go.pid))
+            })
+            .unwrap();
+        go.go();
+        go.finish(Duration::from_secs(60)).unwrap();
+    };
+    let t0 = now_s();
+    run(&["-n", "60"]);
     let function = [("function", "main.goprobeE2ESplit")];
     let text = poll("60 calls in /metrics", Duration::from_secs(15), || {
         let (_, text) = http_get(port, "/metrics").ok()?;
@@ -219,6 +231,38 @@ fn agent_exports_the_split_and_serves_block_profiles() {
             == "goprobe_function_time_seconds_total"
             && labels.iter().any(|(k, v)| k == "state" && v == "other")),
         "{text}"
+    );
+
+    // The archive: a second run whose calls wait three times as long on the channel.
+    std::thread::sleep(Duration::from_millis(2500));
+    let t1 = now_s();
+    run(&["-n", "30", "-chan", "9"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let t2 = now_s();
+    let url = format!("http://127.0.0.1:{port}");
+    let diff = goprobe_e2e::run_goprobe(&[
+        "diff",
+        "--url",
+        &url,
+        "-f",
+        "main.goprobeE2ESplit",
+        &format!("@{t0:.3}..@{t1:.3}"),
+        &format!("@{t1:.3}..@{t2:.3}"),
+    ]);
+    assert!(diff.status.success(), "goprobe diff: {}", diff.stderr);
+    eprintln!("{}", diff.stdout);
+    let moved = diff
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Time per call by state"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no states in the diff:\n{}", diff.stdout));
+    assert!(
+        moved.starts_with("main.goprobeE2ESplit ")
+            && moved.contains(": chan_receive ")
+            && moved.contains('▲'),
+        "chan_receive is not what moved most:\n{}",
+        diff.stdout
     );
 
     // Any Go process, traced or not by the agent's probes.

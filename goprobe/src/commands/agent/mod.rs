@@ -188,6 +188,8 @@ struct Agent {
     processes: HashMap<u32, Tracked>,
     shared: Arc<Shared>,
     interval: BTreeMap<SeriesKey, Latencies>,
+    /// `histogram.split`: this interval's time per state, per series.
+    interval_split: BTreeMap<SeriesKey, Vec<u64>>,
     interval_start_ms: u64,
     health: Health,
     pods: PodNames,
@@ -281,6 +283,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         processes: HashMap::new(),
         shared,
         interval: BTreeMap::new(),
+        interval_split: BTreeMap::new(),
         interval_start_ms: now_ms(),
         health,
         pods: PodNames::default(),
@@ -404,7 +407,15 @@ impl Agent {
             {
                 continue;
             }
-            guard.0.add_split(&self.series_key(func, pid), &split);
+            let key = self.series_key(func, pid);
+            guard.0.add_split(&key, &split);
+            let totals = self
+                .interval_split
+                .entry(key)
+                .or_insert_with(|| vec![0; goprobe_common::split::STATES]);
+            for (total, state) in totals.iter_mut().zip(&split.states) {
+                *total = total.saturating_add(state.total_ns);
+            }
         }
         let counters = self.tracer.counters();
         self.health.kernel = goprobe_common::counter::NAMES
@@ -465,6 +476,7 @@ impl Agent {
         let start_ms = std::mem::replace(&mut self.interval_start_ms, end_ms);
         self.write_profiles(start_ms, end_ms);
         let interval = std::mem::take(&mut self.interval);
+        let mut split = std::mem::take(&mut self.interval_split);
         if interval.is_empty() {
             return;
         }
@@ -473,6 +485,7 @@ impl Agent {
             .map(|(series, latencies)| Record {
                 start_ms,
                 end_ms,
+                split: split.remove(&series),
                 series,
                 latencies,
             })
