@@ -33,6 +33,8 @@ pub enum Tracer {
     /// `goprobe agent` with one probe on FUNCTION in the program's file, as the daemon runs;
     /// counts and losses are read from its /metrics.
     Agent,
+    /// The same with `histogram.split = true`.
+    AgentSplit,
     /// A bpftrace script; `{bin}` stands for the program's path. It must print "attached" once
     /// its probes are in place (on the program's first `goprobeBenchPing`).
     Bpftrace(String),
@@ -154,7 +156,12 @@ pub fn run_program(
             )?;
             Some(p)
         }
-        Tracer::Agent => {
+        Tracer::Agent | Tracer::AgentSplit => {
+            let split = if matches!(tracer, Tracer::AgentSplit) {
+                "[histogram]\nsplit = true\n\n"
+            } else {
+                ""
+            };
             let dir = util::root().join("target/bench");
             std::fs::create_dir_all(&dir)?;
             let port = free_port()?;
@@ -165,7 +172,7 @@ pub fn run_program(
                 &config,
                 format!(
                     "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
-                     [archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
+                     {split}[archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
                      functions = [\"go:{function}\"]\nexe = [\"{}\"]\n",
                     archive.display(),
                     bin.display()
@@ -197,7 +204,7 @@ pub fn run_program(
     };
 
     let gp_pid = match tracer {
-        Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) | Tracer::Agent => {
+        Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) | Tracer::Agent | Tracer::AgentSplit => {
             tracer_proc.as_ref().map(Proc::pid)
         }
         _ => None,

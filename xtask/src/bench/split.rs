@@ -18,6 +18,8 @@ const FUNCTION: &str = "main.goprobeBenchSwitch";
 const UNTRACED: &str = "untraced";
 const PLAIN: &str = "goprobe funclatency";
 const SPLIT: &str = "goprobe funclatency --split";
+const AGENT: &str = "goprobe agent";
+const AGENT_SPLIT: &str = "goprobe agent, histogram.split = true";
 /// Goroutine switches per call of the traced function.
 const SWITCHES_PER_CALL: f64 = 2.0;
 
@@ -25,6 +27,8 @@ pub struct SplitReport {
     calls: usize,
     /// Config -> (ns per call, switches per second) per repetition.
     runs: BTreeMap<&'static str, Vec<(f64, f64)>>,
+    /// The agent's CPU seconds over a run, per repetition, without and with the split.
+    agent_cpu: BTreeMap<&'static str, Vec<f64>>,
     notes: Vec<String>,
 }
 
@@ -34,6 +38,8 @@ pub fn measure(env: &Env) -> Result<SplitReport> {
         (UNTRACED, Tracer::None),
         (PLAIN, Tracer::GoprobeArgs(vec![])),
         (SPLIT, Tracer::GoprobeArgs(vec!["--split"])),
+        (AGENT, Tracer::Agent),
+        (AGENT_SPLIT, Tracer::AgentSplit),
     ];
     let args = vec![
         "-mode".to_string(),
@@ -44,16 +50,28 @@ pub fn measure(env: &Env) -> Result<SplitReport> {
     let mut report = SplitReport {
         calls,
         runs: BTreeMap::new(),
+        agent_cpu: BTreeMap::new(),
         notes: Vec::new(),
     };
     for rep in 0..env.plan.reps {
         for (name, tracer) in &configs {
             eprintln!("bench: split rep {}/{}: {name}", rep + 1, env.plan.reps);
             match run_program(env, &env.bench, &args, &ONE_THREAD, tracer, FUNCTION) {
-                Ok(out) => report.runs.entry(name).or_default().push((
-                    out.result.f64("ns_per_call").unwrap_or(f64::NAN),
-                    out.result.f64("switches_per_s").unwrap_or(f64::NAN),
-                )),
+                Ok(out) => {
+                    report.runs.entry(name).or_default().push((
+                        out.result.f64("ns_per_call").unwrap_or(f64::NAN),
+                        out.result.f64("switches_per_s").unwrap_or(f64::NAN),
+                    ));
+                    if matches!(tracer, Tracer::Agent | Tracer::AgentSplit)
+                        && let Some(cpu) = out.goprobe.as_ref().and_then(|g| g.cpu)
+                    {
+                        report
+                            .agent_cpu
+                            .entry(name)
+                            .or_default()
+                            .push(cpu.as_secs_f64());
+                    }
+                }
                 Err(e) => report
                     .notes
                     .push(format!("{name}, repetition {}: {e:#}", rep + 1)),
@@ -80,18 +98,19 @@ pub fn render(w: &mut String, r: &SplitReport) {
         "`tests/go/bench -mode switch`: {} calls of `{FUNCTION}`, each a round trip with a partner \
          goroutine over two unbuffered channels on one P (GOMAXPROCS=1): {SWITCHES_PER_CALL} \
          goroutine switches per call, as fast as they go. Untraced, traced by `funclatency` \
-         and by `funclatency --split`, back to back in each repetition. The split probes every \
+         and by `funclatency --split`, and by the agent without and with `histogram.split`, \
+         back to back in each repetition. The split probes every \
          status change of every goroutine of the process (three `casgstatus` and one `gopark` \
          per switch here), so its cost is per switch, whether or not the switching goroutine is \
          inside a traced call; the column `added per switch` is the split's cost over plain \
-         `funclatency`, divided by the switches.\n",
+         `funclatency` (for the agent, over the agent without it), divided by the switches.\n",
         thousands(r.calls as u64)
     );
     table_head(
         w,
         "| run | ns per call | switches per second | added per call | added per switch |",
     );
-    for name in [UNTRACED, PLAIN, SPLIT] {
+    for name in [UNTRACED, PLAIN, SPLIT, AGENT, AGENT_SPLIT] {
         let Some(runs) = r.runs.get(name) else {
             continue;
         };
@@ -99,7 +118,17 @@ pub fn render(w: &mut String, r: &SplitReport) {
         let rate: Vec<f64> = runs.iter().map(|x| x.1).collect();
         let (added, per_switch) = match name {
             UNTRACED => ("–".to_string(), "–".to_string()),
-            PLAIN => (fmt_summary(&r.added(PLAIN, UNTRACED), ns), "–".to_string()),
+            PLAIN | AGENT => (fmt_summary(&r.added(name, UNTRACED), ns), "–".to_string()),
+            AGENT_SPLIT => (
+                fmt_summary(&r.added(AGENT_SPLIT, UNTRACED), ns),
+                fmt_summary(
+                    &r.added(AGENT_SPLIT, AGENT)
+                        .iter()
+                        .map(|v| v / SWITCHES_PER_CALL)
+                        .collect::<Vec<_>>(),
+                    ns,
+                ),
+            ),
             _ => (
                 fmt_summary(&r.added(SPLIT, UNTRACED), ns),
                 fmt_summary(
@@ -131,6 +160,27 @@ pub fn render(w: &mut String, r: &SplitReport) {
             s.median * 100_000.0 / 1e9 * 100.0,
             ns(s.median)
         );
+    }
+    if !r.agent_cpu.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nThe agent's own CPU over the traced part of the run (its process's user + system \
+             time, from the go-ahead to the result line), for the same calls:\n"
+        );
+        table_head(w, "| agent | CPU seconds per run | CPU per 1,000 calls |");
+        for (name, cpu) in &r.agent_cpu {
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {} |",
+                fmt_summary(cpu, |v| format!("{v:.3} s")),
+                fmt_summary(
+                    &cpu.iter()
+                        .map(|c| c * 1e9 / r.calls as f64 * 1000.0)
+                        .collect::<Vec<_>>(),
+                    ns
+                ),
+            );
+        }
     }
     let _ = writeln!(w);
     notes(w, &r.notes);
