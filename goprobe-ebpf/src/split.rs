@@ -23,6 +23,10 @@
 //!   seen change in `other`, counted in `SPLIT_COUNTERS`.
 //! * Only loaded with `--split` (`SPLIT_ON` is a frozen read-only global: without it, the
 //!   verifier drops the calls into this module from the entry and return programs).
+//! * `goprobe offcpu` (`OFFCPU_ON`) uses the same runtime sites alone, for every goroutine of the
+//!   traced processes: a wait begins at `gopark` (its reason) or `reentersyscall`, with the
+//!   stack walked there, and ends at the status change out of `_Gwaiting` or at `exitsyscall`;
+//!   its time is added to `OFFCPU_NS` under (process, state, stack).
 use aya_ebpf::{
     Global,
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP},
