@@ -52,18 +52,20 @@ fn close(what: &str, got: f64, want: f64) -> Result<(), String> {
     }
 }
 
-fn default_and_stripped() -> Vec<Build> {
+fn default_stripped_and_cgo() -> Vec<Build> {
     let mut builds = builds_with_variant("default");
     builds.extend(builds_with_variant("stripped"));
+    builds.extend(builds_with_variant("cgo"));
     builds
 }
 
-/// Each call spins 2 ms, waits 3 ms on a channel, sleeps 1 ms and blocks 2 ms in a pipe read:
+/// Each call spins 2 ms, waits 3 ms on a channel, sleeps 1 ms and blocks 2 ms in a pipe read
+/// (and spends 1 ms in C in cgo builds):
 /// running, chan_receive, sleep and syscall each get their share within 10 %, and nothing goes
 /// unattributed. The split accounts for the whole latency.
 #[test]
 fn split_matches_the_known_phases() {
-    for_each_build(&default_and_stripped(), |build| {
+    for_each_build(&default_stripped_and_cgo(), |build| {
         let (truth, out) = trace_program(
             &build.program("split"),
             &["-n", "150"],
@@ -98,6 +100,12 @@ fn split_matches_the_known_phases() {
         within("chan_receive", &["chan_receive"], "chan_ns")?;
         within("sleep", &["sleep"], "sleep_ns")?;
         within("syscall", &["syscall"], "read_ns")?;
+        // cgo builds spend a phase in C, which is cgo time, not a system call.
+        if u64_field(&truth, "cgo_ns") > 0 {
+            within("cgo", &["cgo"], "cgo_ns")?;
+        } else if share(&split, &["cgo"]) > 0.0 {
+            return Err(format!("cgo time in a program without cgo: {split:?}"));
+        }
         let other = share(&split, &["other"]);
         if other > 0.01 {
             return Err(format!(

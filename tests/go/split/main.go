@@ -1,7 +1,7 @@
 // split makes each call of the traced function spend known times in known states, for
 // `funclatency --split`: it spins -spin on the CPU, waits -chan on a channel that another
 // goroutine fills, sleeps -sleep, and reads -read from a pipe that a helper writes slowly (a
-// blocking read: a system call). Each phase is timed around it, so the ground truth includes the
+// blocking read: a system call), and in cgo builds spends -cgo in a C function. Each phase is timed around it, so the ground truth includes the
 // short wake-ups after each wait.
 //
 // With -hog, GOMAXPROCS is 1 and a goroutine burns the CPU: each call sleeps -sleep in a
@@ -39,8 +39,10 @@ func spin(d time.Duration) {
 }
 
 type phases struct {
-	spin, chanWait, sleep, read time.Duration
+	spin, chanWait, sleep, read, cgo time.Duration
 }
+
+var cgoFor time.Duration
 
 // goprobeE2ESplit is the traced function of the default mode.
 //
@@ -66,6 +68,12 @@ func goprobeE2ESplit(spinFor, sleepFor time.Duration) (p phases) {
 		harness.Fail("pipe read: %d, %v", n, err)
 	}
 	p.read = time.Since(t)
+
+	if hasCgo && cgoFor > 0 {
+		t = time.Now()
+		cWait(cgoFor)
+		p.cgo = time.Since(t)
+	}
 	return p
 }
 
@@ -91,9 +99,11 @@ func main() {
 	chanMs := flag.Float64("chan", 3, "milliseconds each call waits on a channel")
 	sleepMs := flag.Float64("sleep", 1, "milliseconds each call sleeps")
 	readMs := flag.Float64("read", 2, "milliseconds each call waits for the pipe")
+	cgoMs := flag.Float64("cgo", 1, "milliseconds each call spends in C (cgo builds only)")
 	hog := flag.Bool("hog", false, "GOMAXPROCS=1 and a CPU hog: runnable time")
 	harness.Start()
 	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+	cgoFor = ms(*cgoMs)
 
 	var total phases
 	var calls int64
@@ -142,6 +152,7 @@ func main() {
 			total.chanWait += p.chanWait
 			total.sleep += p.sleep
 			total.read += p.read
+			total.cgo += p.cgo
 			calls++
 		}
 	}
@@ -152,6 +163,7 @@ func main() {
 		ChanNs  int64 `json:"chan_ns"`
 		SleepNs int64 `json:"sleep_ns"`
 		ReadNs  int64 `json:"read_ns"`
+		CgoNs   int64 `json:"cgo_ns"`
 	}{calls, wall.Nanoseconds(), total.spin.Nanoseconds(), total.chanWait.Nanoseconds(),
-		total.sleep.Nanoseconds(), total.read.Nanoseconds()})
+		total.sleep.Nanoseconds(), total.read.Nanoseconds(), total.cgo.Nanoseconds()})
 }
