@@ -564,7 +564,9 @@ mod pod {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecEvent {
     pub tgid: u32,
-    pub _pad: u32,
+    /// The thread that called exec, as it was numbered before: `tgid` when the main thread did,
+    /// else another thread, which the exec made the main one (the old main thread is gone).
+    pub old_tid: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at the exec, once the new program is mapped.
     pub ktime_ns: u64,
     /// The new command name (the file name, at most 15 bytes, NUL-padded), for messages about

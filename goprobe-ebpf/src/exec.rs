@@ -27,14 +27,17 @@ static EXECS: RingBuf = RingBuf::with_byte_size(64 << 10, 0);
 static EXEC_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn goprobe_exec(_ctx: RawTracePointContext) -> i32 {
+pub fn goprobe_exec(ctx: RawTracePointContext) -> i32 {
     // After the exec, the exec'ing thread leads its thread group: the TGID is the process's PID.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a plain helper call without arguments.
     let ktime_ns = unsafe { bpf_ktime_get_ns() };
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    // SAFETY: argument 1 of this tracepoint is old_pid.
+    let old_tid = unsafe { ctx.arg::<u64>(1) } as u32;
     let event = ExecEvent {
         tgid,
-        _pad: 0,
+        old_tid,
         ktime_ns,
         comm: bpf_get_current_comm().unwrap_or_default(),
     };

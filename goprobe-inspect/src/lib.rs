@@ -10,11 +10,13 @@
 //! targets share one reader: `elf` (sections, segments, build ID, Go build info), `pclntab` and
 //! `pcvalue` (function table and PC-value tables), `gofunc` (`go:func.*`), `disasm` (probe sites
 //! from machine code, x86-64 and arm64), `inline` (inlined copies, from the pclntab's inline
-//! trees or DWARF), `symbolize` (PCs to Go frames), and `testelf` (small synthetic ELF images for
+//! trees or DWARF), `symbolize` (PCs to Go frames), `file` (opening only regular files, so a
+//! FIFO or a device named as a binary or config cannot hang or exhaust goprobe), and `testelf` (small synthetic ELF images for
 //! tests and fuzz seeds).
 
 pub mod disasm;
 pub mod elf;
+pub mod file;
 pub mod gofunc;
 pub mod inline;
 pub mod pclntab;
@@ -51,7 +53,7 @@ pub enum InspectError {
 
 /// `Permission denied` rather than `Permission denied (os error 13)`: the errno adds nothing
 /// for the user and the message must stay one plain line.
-fn io_message(e: &std::io::Error) -> String {
+pub fn io_message(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) if s.ends_with(')') => s[..i].to_string(),
@@ -173,7 +175,7 @@ impl fmt::Debug for BinaryIndex {
 /// The build ID of an ELF file, read from its notes without indexing it (cheap: only the
 /// headers are parsed). None for unreadable files, non-ELF files and builds without one.
 pub fn read_build_id(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
+    let file = file::open_regular(path).ok()?;
     if file.metadata().ok()?.len() < 64 {
         return None;
     }
@@ -189,15 +191,16 @@ impl BinaryIndex {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Regular files only: a FIFO would block the open, a device (`/dev/zero`) be read
+        // without end.
+        let file = file::open_regular(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(std::io::Error::from(std::io::ErrorKind::IsADirectory)));
-        }
         if meta.len() < 64 {
             // Too small for an ELF header; mmap of an empty file would fail with a confusing
             // error, so read it and let `parse` say "not an ELF executable".
-            let bytes = std::fs::read(path).map_err(io)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, 64), &mut bytes)
+                .map_err(io)?;
             return Self::parse(path.to_path_buf(), bytes);
         }
         // SAFETY: the mapping is read-only and private to us. The Go binaries we index are

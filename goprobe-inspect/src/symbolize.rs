@@ -171,7 +171,7 @@ impl GoBinary {
             path: path.to_path_buf(),
             source,
         };
-        let file = fs::File::open(path).map_err(io)?;
+        let file = crate::file::open_regular(path).map_err(io)?;
         // SAFETY: read-only private mapping of an executable; see BinaryIndex::open.
         let data = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let elf = Elf::parse(&data).map_err(|e| SymbolizeError::NotElf(format!("{e:?}")))?;

@@ -1,7 +1,5 @@
 //! Command-line interface. Flags follow bcc's funclatency where it has them, so its users
 //! need no new habits; every flag documents its default.
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -47,34 +45,12 @@ pub enum Command {
     Dev(crate::commands::dev::DevArgs),
 }
 
-/// A duration with its unit: `250ns`, `10us` (or `10µs`), `5ms`, `2s`, `1m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("{text:?} has no unit: write e.g. 500us, 10ms or 1s"))?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: write e.g. 500us, 10ms or 1s"))?;
-    let ns_per = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?}: use ns, us, ms, s or m"
-            ));
-        }
-    };
-    Ok(Duration::from_nanos((value * ns_per).round() as u64))
-}
+/// Where the agent listens by default (`http.listen`); `goprobe query` and `diff` ask there
+/// unless told otherwise.
+pub use crate::commands::agent::config::DEFAULT_LISTEN as DEFAULT_AGENT_LISTEN;
 
-/// Where the agent listens by default: loopback only, so nothing is exposed unless configured;
-/// `goprobe query` and `diff` ask there unless told otherwise.
-pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:9476";
+/// Durations with a unit (`--slower-than`, `--timeout`).
+pub use crate::pipeline::times::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -85,15 +61,5 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations_need_units() {
-        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
-        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
-        assert!(parse_duration("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration("10h").unwrap_err().contains("unknown unit"));
     }
 }

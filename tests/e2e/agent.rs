@@ -41,11 +41,14 @@ impl Drop for Scratch {
     }
 }
 
-/// A config that traces the agentload function in the programs of `dir` only.
+/// A config that traces the agentload function in the programs of `dir` only. The test programs
+/// call it in tight loops, which the overhead budget would detach: it is off here, and on in the
+/// test of the budget.
 fn config(dir: &Path, port: u16, extra: &str) -> String {
     format!(
         r#"[agent]
 scan_interval = "100ms"
+overhead_budget = "0"
 
 [http]
 listen = "127.0.0.1:{port}"
@@ -96,12 +99,17 @@ impl Agent {
 
     /// Wait until /metrics counts `calls` calls of the traced function.
     fn wait_count(&self, calls: u64) -> String {
+        self.wait_count_of(FUNCTION, calls)
+    }
+
+    /// Wait until /metrics counts `calls` calls of `function`.
+    fn wait_count_of(&self, function: &str, calls: u64) -> String {
         poll(
-            &format!("/metrics to count {calls} calls"),
+            &format!("/metrics to count {calls} calls of {function}"),
             Duration::from_secs(15),
             || {
                 let text = self.metrics();
-                (metric_sum(&text, COUNT, &[("function", FUNCTION)]) as u64 == calls)
+                (metric_sum(&text, COUNT, &[("function", function)]) as u64 == calls)
                     .then_some(text)
             },
         )
@@ -889,6 +897,28 @@ fn http_is_read_only_and_token_protected() {
     let (status, body) = http_request(port, "GET", "/metrics", &[auth]).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("goprobe_agent_build_info"), "{body}");
+    // The scheme is case-insensitive (RFC 9110); `bearer` was refused.
+    for scheme in ["bearer", "BEARER"] {
+        let header = format!("Authorization: {scheme} s3cret-token");
+        let (status, _) = http_request(port, "GET", "/metrics", &[&header]).unwrap();
+        assert_eq!(status, 200, "{header}");
+    }
+    // Times past year 9999 dropped the connection (from=) or answered 500 quoting a panic
+    // (to=); `@nan` meant 1970. Each is a 400 that says why, and the agent answers on.
+    for query in [
+        "/api/v1/query?from=@99999999999999",
+        "/api/v1/query?from=-1h&to=@1e300",
+        "/api/v1/query?from=@nan",
+        "/api/v1/diff?base=@0..@1e300&compare=-1h..now",
+        "/api/v1/profile?from=@-1",
+    ] {
+        let (status, body) = http_request(port, "GET", query, &[auth]).unwrap();
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body.contains("out of range") || body.contains("invalid Unix time"),
+            "{query}: {body}"
+        );
+    }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let (status, _) = http_request(port, method, "/metrics", &[auth]).unwrap();
         assert_eq!(status, 405, "{method} must be refused");
@@ -952,5 +982,423 @@ fn exec_events_find_short_lived_processes() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {}\n{}", agent.metrics(), agent.probe.stderr.text()));
+    agent.stop();
+}
+
+/// An exec is a new process for the agent too: a program that replaces itself with a new run of
+/// its own binary, in place, twice, has all its calls counted (each image's 1,500).
+#[test]
+fn exec_in_place_is_counted_in_full() {
+    const REEXEC: &str = "main.goprobeE2EReexec";
+    let scratch = Scratch::new("agent-reexec");
+    let program = scratch.0.join("reexec");
+    fs::copy(matrix()[0].program("reexec"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        &format!("functions = [\"go:{REEXEC}\"]"),
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(
+        &agent,
+        &program,
+        &["-images", "3", "-n", "1500", "-startup", "100ms"],
+    );
+    let calls = u64_field(&go.finish(Duration::from_secs(60)).unwrap(), "calls");
+    assert_eq!(calls, 4500);
+    poll(
+        &format!("/metrics to count {calls} calls"),
+        Duration::from_secs(15),
+        || {
+            let text = agent.metrics();
+            (metric_sum(&text, COUNT, &[("function", REEXEC)]) as u64 == calls).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; last /metrics:\n{}", agent.metrics()));
+    agent.stop();
+}
+
+/// Labels outlive the process: 300 runs of a ~70 ms command (tests/go/shortlived), eight at a
+/// time, most of them gone before the agent next folds the ring buffer (many end before the
+/// agent attached, which is not what this checks); every call counted carries the service label
+/// the config gives, none lands in `service=""` (before the fix: 326 of 550).
+#[test]
+fn short_lived_processes_keep_their_labels() {
+    let scratch = Scratch::new("agent-short-labels");
+    let program = scratch.0.join("shortlived");
+    fs::copy(matrix()[0].program("shortlived"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "service = \"short\"")
+        .replace(FUNCTION, "main.goprobeE2EShortlived");
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let program = program.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 / 8 {
+                    let out = Command::new(&program)
+                        .args(["-nowait", "-startup", "60ms", "-n", "10", "-spread", "5ms"])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "{out:?}");
+                }
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+    let function = [("function", "main.goprobeE2EShortlived")];
+    // Settled: the count stops moving once every exit was seen.
+    let mut last = -1.0;
+    let text = poll("the count to settle", Duration::from_secs(15), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = agent.metrics();
+        let now = metric_sum(&text, COUNT, &function);
+        let settled = now == last;
+        last = now;
+        settled.then_some(text)
+    })
+    .unwrap();
+    let labelled = metric_sum(&text, COUNT, &[function[0], ("service", "short")]);
+    let all = metric_sum(&text, COUNT, &function);
+    assert!(
+        labelled >= 200.0,
+        "{labelled} calls labelled:\n{text}\n{}",
+        agent.probe.stderr.text()
+    );
+    assert_eq!(
+        labelled,
+        all,
+        "calls without their label:\n{text}\n{}",
+        agent.probe.stderr.text()
+    );
+    agent.stop();
+}
+
+/// A small tmpfs, mounted for one test and unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk: redb fails every write after the first `No space left on device`, even once
+/// space is back, until the database is opened again. The agent goes on tracing, counts the
+/// intervals it could not write, says so once, and writes again once the file system has room.
+#[test]
+fn archive_resumes_after_a_full_disk() {
+    let scratch = Scratch::new("agent-disk-full");
+    let program = scratch.program("agentload");
+    let disk = Tmpfs::mount(scratch.0.join("disk"), "4m");
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let text = config(&scratch.0, port, "").replace(
+        &scratch.0.join("archive.redb").display().to_string(),
+        &disk.0.join("archive.redb").display().to_string(),
+    ) + "\n[profile]\nfrequency = 997\n";
+    fs::write(&config_path, text).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let mut go = start_program(
+        &agent,
+        &program,
+        &["-n", "200000", "-g", "4", "-phases", "1"],
+    );
+    let metric = |name: &str| metric_sum(&agent.metrics(), name, &[]);
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        poll(what, Duration::from_secs(30), || ok().then_some(()))
+            .unwrap_or_else(|e| panic!("{e}:\n{}\n{}", agent.metrics(), agent.probe.stderr.text()))
+    };
+    wait("a first archive write", &|| {
+        metric("goprobe_agent_archive_writes_total") >= 1.0
+    });
+
+    // Fill the file system to the last byte.
+    {
+        use std::io::Write as _;
+        let mut filler = fs::File::create(disk.0.join("filler")).unwrap();
+        let block = vec![0xa5u8; 64 << 10];
+        let mut small = vec![0xa5u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        while filler.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while filler.write_all(&small).is_ok() {}
+    }
+    wait("archive writes to fail", &|| {
+        metric("goprobe_agent_archive_errors_total") >= 3.0
+    });
+    let calls_while_full = metric_sum(&agent.metrics(), COUNT, &[("function", FUNCTION)]);
+    let failures = metric("goprobe_agent_archive_errors_total");
+
+    // Room again: the archive reopens and writes at the next interval.
+    disk.resize("64m");
+    wait("the archive to write again", &|| {
+        agent.probe.stderr.text().contains(" again (")
+    });
+    let writes = metric("goprobe_agent_archive_writes_total");
+    wait("two more archive writes", &|| {
+        metric("goprobe_agent_archive_writes_total") >= writes + 2.0
+    });
+    let text = agent.metrics();
+    // Tracing never stopped.
+    assert!(
+        metric_sum(&text, COUNT, &[("function", FUNCTION)]) > calls_while_full,
+        "{text}"
+    );
+    assert!(failures >= 3.0);
+    // Said once when writes (of intervals, of profiles, or opening the file) began failing, and
+    // once when they worked again: not at every interval.
+    let log = agent.probe.stderr.text();
+    let failing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("goprobe: cannot") && l.contains("tracing goes on"))
+        .collect();
+    assert!(!failing.is_empty() && failing.len() <= 3, "{log}");
+    assert!(failing[0].contains("No space left on device"), "{log}");
+    for kind in ["open the archive", "write intervals", "write CPU profiles"] {
+        assert!(
+            log.matches(&format!("cannot {kind}:")).count() <= 1,
+            "{kind}: {log}"
+        );
+        assert!(
+            log.matches(&format!("can {kind} again")).count() <= 1,
+            "{log}"
+        );
+    }
+    // The archive answers with what was written after the disk filled up.
+    let (status, body) = http_get(port, "/api/v1/query?from=-10s&to=now").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["histograms"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{answer}"
+    );
+    go.send("stop");
+    drop(go);
+    agent.stop();
+    drop(disk);
+}
+
+/// A corrupt archive never stops the agent nor panics `goprobe query`: copies of a real archive
+/// with each 4 KiB page zeroed in turn, and with bits flipped, give `query --archive` either an
+/// answer or one line and exit 2 (redb itself panicked on some: exit 101 and a backtrace before);
+/// the agent, started on a corrupt one, moves it aside, starts a fresh archive and counts it.
+#[test]
+fn corrupt_archive_is_moved_aside() {
+    let scratch = Scratch::new("agent-corrupt");
+    let program = scratch.program("agentload");
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    fs::write(&config_path, config(&scratch.0, port, "")).unwrap();
+    let archive = scratch.0.join("archive.redb");
+    {
+        let agent = Agent::start(&config_path, port);
+        let mut go = start_program(
+            &agent,
+            &program,
+            &["-n", "20000", "-g", "4", "-phases", "1"],
+        );
+        poll("three archive writes", Duration::from_secs(30), || {
+            (metric_sum(&agent.metrics(), "goprobe_agent_archive_writes_total", &[]) >= 3.0)
+                .then_some(())
+        })
+        .unwrap();
+        go.send("stop");
+        drop(go);
+        agent.stop();
+    }
+    let good = fs::read(&archive).unwrap();
+    let mut copies: Vec<(String, Vec<u8>)> = (0..good.len() / 4096)
+        .map(|page| {
+            let mut bad = good.clone();
+            bad[page * 4096..(page + 1) * 4096].fill(0);
+            (format!("page {page} zeroed"), bad)
+        })
+        .collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for seed in 0..60 {
+        let mut bad = good.clone();
+        for _ in 0..1 + seed % 6 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state % bad.len() as u64) as usize;
+            bad[at] ^= 1 << (state >> 60 & 7);
+        }
+        copies.push((format!("bits flipped (seed {seed})"), bad));
+    }
+    let copy = scratch.0.join("copy.redb");
+    let mut corrupt = None;
+    for (what, bad) in &copies {
+        fs::write(&copy, bad).unwrap();
+        let out = run_goprobe(&[
+            "query",
+            "--archive",
+            copy.to_str().unwrap(),
+            "--from",
+            "-1d",
+            "--json",
+        ]);
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => {
+                assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+                assert!(out.stderr.contains("is corrupt"), "{what}: {}", out.stderr);
+                corrupt.get_or_insert_with(|| bad.clone());
+            }
+            _ => panic!("{what}: {:?}\n{}", out.status, out.stderr),
+        }
+        assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+    }
+    let corrupt = corrupt.expect("no copy was found corrupt");
+
+    // The agent starts on a corrupt archive: moved aside, a fresh one, counted.
+    fs::write(&archive, &corrupt).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let log = agent.probe.stderr.text();
+    assert!(log.contains("moved it aside to"), "{log}");
+    let aside: Vec<PathBuf> = fs::read_dir(&scratch.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("archive.redb.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{log}");
+    assert_eq!(
+        metric_sum(&agent.metrics(), "goprobe_agent_archive_corrupt_total", &[]),
+        1.0
+    );
+    let (status, body) = http_get(port, "/api/v1/status").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let status_json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status_json["archive"]["corrupt_total"], 1, "{body}");
+    let (status, body) = http_get(port, "/api/v1/query?from=-1h").unwrap();
+    assert_eq!(status, 200, "{body}");
+    // And it traces on, into the fresh archive.
+    let go = start_program(&agent, &program, &["-n", "50", "-g", "4", "-phases", "1"]);
+    let calls = u64_field(&go.finish(Duration::from_secs(60)).unwrap(), "calls");
+    agent.wait_count(calls);
+    agent.stop();
+}
+
+/// Requests per second that wrk reaches against `port` in `seconds` (2 connections: the
+/// server's requests wait 5 ms each, so the rate does not depend on how busy the CPUs are).
+fn wrk_rate(port: u16, seconds: u32) -> f64 {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c2", &format!("-d{seconds}s")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output: {text}"))
+}
+
+/// The overhead budget: an HTTP server under wrk, traced by a pattern that matches its handler
+/// and the helper the handler calls 200 times per request. Untraced it serves some 400 requests/s;
+/// the helper's probes would cost it ~2 ms per request. Under the agent's default budget (1 % of
+/// a CPU per process) the helper is detached within seconds, the server keeps ≥ 90 % of its
+/// untraced rate, the shed function is reported (stderr, /metrics, /api/v1/status), and every
+/// request the handler served is counted.
+#[test]
+fn overhead_budget_sheds_hot_probes() {
+    const HANDLER: &str = "main.goprobeE2EBudgetHandle";
+    const HELPER: &str = "main.goprobeE2EBudgetHelper";
+    let scratch = Scratch::new("agent-budget");
+    let program = scratch.0.join("budget");
+    fs::copy(matrix()[0].program("budget"), &program).unwrap();
+    let args = ["-helper", "200", "-work", "5ms"];
+    let listening = |go: &GoProgram| -> u16 {
+        go.stdout
+            .wait_for("the server's port", Duration::from_secs(10), |l| {
+                l.starts_with("listening ")
+            })
+            .unwrap()["listening ".len()..]
+            .parse()
+            .unwrap()
+    };
+
+    let mut untraced = GoProgram::start(&program, &args, &[]);
+    untraced.go();
+    let base = wrk_rate(listening(&untraced), 4);
+    untraced.finish(Duration::from_secs(10)).unwrap();
+
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "")
+        .replace(
+            &format!("functions = [\"go:{FUNCTION}\"]"),
+            r#"functions = ["go:main.goprobeE2EBudget*"]"#,
+        )
+        .replace("overhead_budget = \"0\"\n", "");
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(&agent, &program, &args);
+    let server = listening(&go);
+    // The first budget window sheds the helper.
+    wrk_rate(server, 4);
+    agent
+        .probe
+        .stderr
+        .wait_for("the helper shed", Duration::from_secs(10), |l| {
+            l.contains("overhead budget: detached") && l.contains(HELPER)
+        })
+        .unwrap();
+    let traced = wrk_rate(server, 4);
+    let served = u64_field(&go.finish(Duration::from_secs(30)).unwrap(), "served");
+    assert!(
+        traced >= 0.9 * base,
+        "traced {traced:.0} requests/s, untraced {base:.0}: under 90 %"
+    );
+    let text = agent.wait_count_of(HANDLER, served);
+    assert_eq!(
+        metric_sum(&text, "goprobe_agent_functions_shed_total", &[]),
+        1.0,
+        "{text}"
+    );
+    let (status, body) = http_get(port, "/api/v1/status").unwrap();
+    assert_eq!(status, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let shed = status["overhead"]["shed"].as_array().unwrap();
+    assert_eq!(shed.len(), 1, "{body}");
+    assert_eq!(shed[0]["function"], HELPER, "{body}");
+    assert!(
+        !agent
+            .probe
+            .stderr
+            .text()
+            .contains(&format!("detached {HANDLER}"))
+    );
     agent.stop();
 }

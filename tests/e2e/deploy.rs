@@ -279,3 +279,48 @@ fn grafana_dashboard_is_complete() {
         }
     }
 }
+
+/// The seccomp profile the DaemonSet names is shipped, and it allows bpf() with CAP_BPF and
+/// perf_event_open() with CAP_PERFMON, without CAP_SYS_ADMIN: no rule that refuses them applies
+/// to a holder of the capability. (tests/e2e/containers.rs runs the agent under it.)
+#[test]
+fn seccomp_profile_allows_bpf_with_its_capabilities() {
+    let daemonset = fs::read_to_string(deploy().join("kubernetes/daemonset.yaml")).unwrap();
+    let localhost = daemonset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("localhostProfile: "))
+        .expect("the DaemonSet uses a Localhost seccomp profile");
+    let name = localhost.rsplit('/').next().unwrap();
+    let text = fs::read_to_string(deploy().join("seccomp").join(name))
+        .unwrap_or_else(|e| panic!("deploy/seccomp/{name} ({localhost}): {e}"));
+    let profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        profile["defaultAction"], "SCMP_ACT_ERRNO",
+        "allow-list profile"
+    );
+    let rules = profile["syscalls"].as_array().unwrap();
+    let caps = |rule: &serde_json::Value, key: &str| -> Vec<String> {
+        rule[key]["caps"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    for (syscall, cap) in [("bpf", "CAP_BPF"), ("perf_event_open", "CAP_PERFMON")] {
+        let naming: Vec<&serde_json::Value> = rules
+            .iter()
+            .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == syscall))
+            .collect();
+        assert!(
+            naming.iter().any(|r| r["action"] == "SCMP_ACT_ALLOW"
+                && caps(r, "includes") == [cap]
+                && r["args"].as_array().is_none_or(|a| a.is_empty())),
+            "{syscall}: no rule allows it with {cap}"
+        );
+        for r in naming.iter().filter(|r| r["action"] != "SCMP_ACT_ALLOW") {
+            assert!(
+                caps(r, "excludes").iter().any(|c| c == cap),
+                "{syscall}: a refusing rule applies to holders of {cap}: {r}"
+            );
+        }
+    }
+}

@@ -731,3 +731,70 @@ fn pid_namespace_pids_are_the_namespaces() {
     assert_eq!(u64_field(h, "count"), u64_field(&truth, "calls"), "{h}");
     assert_eq!(out.counters()["outside_pid_namespace"], 0);
 }
+
+/// An exec is a new process. The program replaces itself with a new run of its own binary, in
+/// place, three times, 1,500 calls per run: every call is counted, with -p (one attachment per
+/// process, per-site perf events and uprobe_multi) and -b. The old program's records in the
+/// kernel (its goroutines' cached stack bounds, its calls left open) would otherwise pair the
+/// new program's calls wrongly, and an exec by another thread than the main one ends the
+/// kernel's per-process attachment.
+#[test]
+fn exec_in_place_is_a_new_process() {
+    let builds = matrix();
+    let first_and_last = [builds[0].clone(), builds.last().unwrap().clone()];
+    for_each_build(&first_and_last, |build| {
+        let program = build.program("reexec");
+        let args = ["-images", "3", "-n", "1500", "-startup", "100ms"];
+        for (how, env) in [("multi", "multi"), ("per-site", "single")] {
+            let mut go = GoProgram::start(&program, &args, &[]);
+            let go_pid = go.pid;
+            let pid = go_pid.to_string();
+            let mut probe = Goprobe::start_with_env(
+                &[
+                    "funclatency",
+                    "--json",
+                    "-v",
+                    "-p",
+                    &pid,
+                    "go:main.goprobeE2EReexec",
+                ],
+                &[("GOPROBE_ATTACH", env)],
+            );
+            probe.wait_tracing()?;
+            go.go();
+            let truth = go.finish(Duration::from_secs(60))?;
+            let out = probe.wait(Duration::from_secs(30));
+            let lines = out.json();
+            let h = histogram_of(&lines, "main.goprobeE2EReexec", go_pid)
+                .ok_or_else(|| format!("-p, {how}: no histogram: {}", out.stderr))?;
+            check_eq(
+                &format!("-p, {how}: count"),
+                u64_field(h, "count"),
+                u64_field(&truth, "calls"),
+            )?;
+            check_eq(&format!("-p, {how}: unpaired"), u64_field(h, "unpaired"), 0)?;
+        }
+
+        let path = program.to_str().unwrap();
+        let mut probe = Goprobe::start(&[
+            "funclatency",
+            "--json",
+            "-b",
+            path,
+            "go:main.goprobeE2EReexec",
+        ]);
+        probe.wait_tracing()?;
+        let go = GoProgram::start(&program, &args, &[]);
+        let pid = go.pid;
+        let truth = go.finish(Duration::from_secs(60))?;
+        let out = probe.interrupt();
+        let lines = out.json();
+        let h = histogram_of(&lines, "main.goprobeE2EReexec", pid)
+            .ok_or_else(|| format!("-b: no histogram: {}", out.stderr))?;
+        check_eq(
+            "-b: count",
+            u64_field(h, "count"),
+            u64_field(&truth, "calls"),
+        )
+    });
+}

@@ -277,6 +277,85 @@ fn agent_endpoint_serves_go_tool_pprof() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Each profile holds perf events, BPF maps and memory for its whole length, so the agent serves
+/// one at a time per PID and two at once in all (429 beyond), none longer than 60 s (400), and
+/// none when it listens beyond localhost without a bearer token (403, and its start-up warning
+/// says so).
+#[test]
+fn agent_profiles_are_limited() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-pprof-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let write_config = |name: &str, listen: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[http]\nlisten = \"{listen}\"\n\n[archive]\npath = \"{}\"\n\n\
+                 [[probe]]\nfunctions = [\"go:main.goprobeE2ENothing\"]\nexe = [\"/nonexistent-goprobe-e2e/*\"]\n",
+                dir.join(format!("{name}.redb")).display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let port = goprobe_e2e::free_port();
+    let agent = Goprobe::start_agent(&write_config("local.toml", &format!("127.0.0.1:{port}")));
+    let build = &matrix()[0];
+    // Idle Go programs, waiting for a go-ahead that never comes.
+    let programs: Vec<GoProgram> = (0..3)
+        .map(|_| GoProgram::start(&build.program("sleep"), &[], &[]))
+        .collect();
+    let pids: Vec<u32> = programs.iter().map(|p| p.pid).collect();
+    let profile = |port: u16, pid: u32, seconds: u32| {
+        goprobe_e2e::http_get(
+            port,
+            &format!("/debug/pprof/profile?pid={pid}&seconds={seconds}"),
+        )
+        .unwrap()
+    };
+
+    let (status, body) = profile(port, pids[0], 61);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("1 to 60"), "{body}");
+
+    let long: Vec<_> = pids[..2]
+        .iter()
+        .map(|&pid| std::thread::spawn(move || profile(port, pid, 4)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (status, body) = profile(port, pids[0], 1);
+    assert_eq!(status, 429, "a second profile of the same PID: {body}");
+    assert!(body.contains("being profiled already"), "{body}");
+    let (status, body) = profile(port, pids[2], 1);
+    assert_eq!(status, 429, "a third profile at once: {body}");
+    for request in long {
+        let (status, body) = request.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // The slots are free again.
+    let (status, body) = profile(port, pids[2], 1);
+    assert_eq!(status, 200, "{body}");
+    drop(agent);
+
+    // Beyond localhost without a token: off, and said so at start-up.
+    let port = goprobe_e2e::free_port();
+    let open = Goprobe::start_agent(&write_config("open.toml", &format!("0.0.0.0:{port}")));
+    let (status, body) = profile(port, pids[0], 1);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("profiling is off"), "{body}");
+    assert!(
+        open.stderr
+            .text()
+            .contains("profiling (/debug/pprof/profile) is off"),
+        "{}",
+        open.stderr.text()
+    );
+    drop(open);
+    drop(programs);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Continuous profiling: the agent archives a CPU profile of each traced process per interval;
 /// `goprobe query --profile` merges a time range into one pprof profile, `goprobe diff --profile`
 /// compares two, and `go tool pprof` opens both.

@@ -124,7 +124,7 @@ pub fn for_each_build(builds: &[Build], mut check: impl FnMut(&Build) -> Result<
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect(reader: impl std::io::Read + Send + 'static) -> Self {
+    pub fn collect(reader: impl std::io::Read + Send + 'static) -> Self {
         let lines = Lines::default();
         let sink = lines.clone();
         thread::spawn(move || {

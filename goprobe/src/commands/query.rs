@@ -2,7 +2,7 @@
 //! and how they moved between two ranges. The same summaries back the agent's JSON API
 //! (`/api/v1/query`, `/api/v1/diff`), which the commands use while the agent runs; with
 //! `--archive` they read the database file directly (when no agent holds it).
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use std::io::Write as _;
 
@@ -10,9 +10,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    cli::DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN,
+    cli::{DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN, parse_duration},
     outputs::{
-        http::{HttpError, http_get, http_request_bytes, percent_encode},
+        http::{HttpError, http_get_within, http_request_within},
+        query_string::percent_encode,
         tables::{write_diff_table, write_query_text},
     },
     pipeline::{
@@ -44,6 +45,11 @@ pub struct SourceArgs {
     /// A file holding the bearer token the agent requires (http.bearer_token_file)
     #[arg(long = "token-file", value_name = "FILE", env = "GOPROBE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Give up on the agent after this long (connecting and the whole answer), e.g. 500ms,
+    /// 2m
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +156,11 @@ In the table, ▲ marks a latency that rose by more than 10 %, ▼ one that fell
 /// Where `query` and `diff` read from.
 enum Source {
     Archive(Archive),
-    Url { base: String, token: Option<String> },
+    Url {
+        base: String,
+        token: Option<String>,
+        timeout: Duration,
+    },
 }
 
 fn source(args: &SourceArgs) -> anyhow::Result<Source> {
@@ -159,10 +169,8 @@ fn source(args: &SourceArgs) -> anyhow::Result<Source> {
     }
     let token = match &args.token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read token file {}", path.display()))?
-                .trim()
-                .to_string(),
+            crate::commands::agent::config::read_token_file(path)
+                .map_err(|e| anyhow::anyhow!("--token-file: {e}"))?,
         ),
         None => None,
     };
@@ -173,6 +181,7 @@ fn source(args: &SourceArgs) -> anyhow::Result<Source> {
     Ok(Source::Url {
         base: base.trim_end_matches('/').to_string(),
         token,
+        timeout: args.timeout,
     })
 }
 
@@ -189,7 +198,11 @@ fn write_profile(
 ) -> anyhow::Result<()> {
     let bytes = match source {
         Source::Archive(archive) => crate::outputs::pprof::answer_profile(&archive, ranges, pid)?,
-        Source::Url { base, token } => {
+        Source::Url {
+            base,
+            token,
+            timeout,
+        } => {
             let at = |ms: u64| ms as f64 / 1000.0;
             let mut url = match ranges {
                 [r] => format!(
@@ -209,7 +222,7 @@ fn write_profile(
             if let Some(pid) = pid {
                 url.push_str(&format!("&pid={pid}"));
             }
-            http_request_bytes(&url, token.as_deref(), None).map_err(|e| match e {
+            http_request_within(&url, token.as_deref(), None, timeout).map_err(|e| match e {
                 HttpError::Unreachable(host, e) => anyhow::anyhow!(
                     "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
                 ),
@@ -223,6 +236,39 @@ fn write_profile(
         path.display(),
         path.display()
     );
+    Ok(())
+}
+
+/// The agent's JSON answer to `url` (an /api/v1 request), narrowed to the functions `function`
+/// matches; `what` names the answer in an error.
+fn ask_agent<T: serde::de::DeserializeOwned>(
+    url: &str,
+    function: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<T> {
+    let mut url = url.to_string();
+    if let Some(f) = function {
+        url.push_str(&format!("&function={}", percent_encode(f)));
+    }
+    let body = http_get_within(&url, token, timeout)?;
+    serde_json::from_str(&body).with_context(|| format!("the agent's answer is not {what} JSON"))
+}
+
+/// `answer` on stdout: one JSON line with --json, else as `text` writes it.
+fn print_answer<T: serde::Serialize>(
+    json: bool,
+    answer: &T,
+    text: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut stdout, answer)?;
+        writeln!(stdout)?;
+    } else {
+        text(&mut stdout)?;
+    }
     Ok(())
 }
 
@@ -245,34 +291,32 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<()> {
                 function_pattern(args.function.as_deref())?.as_ref(),
             )
         }
-        Source::Url { base, token } => {
-            let mut url = format!(
+        Source::Url {
+            base,
+            token,
+            timeout,
+        } => ask_agent(
+            &format!(
                 "{base}/api/v1/query?from=@{}&to=@{}",
                 range.from_ms as f64 / 1000.0,
                 range.to_ms as f64 / 1000.0
-            );
-            if let Some(f) = &args.function {
-                url.push_str(&format!("&function={}", percent_encode(f)));
-            }
-            let body = http_get(&url, token.as_deref())?;
-            serde_json::from_str(&body).context("the agent's answer is not query JSON")?
-        }
+            ),
+            args.function.as_deref(),
+            token.as_deref(),
+            timeout,
+            "query",
+        )?,
     };
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut stdout, &answer)?;
-        writeln!(stdout)?;
+    let unit = if args.milliseconds {
+        Unit::Milliseconds
+    } else if args.microseconds {
+        Unit::Microseconds
     } else {
-        let unit = if args.milliseconds {
-            Unit::Milliseconds
-        } else if args.microseconds {
-            Unit::Microseconds
-        } else {
-            Unit::Nanoseconds
-        };
-        write_query_text(&mut stdout, &answer, unit)?;
-    }
-    Ok(())
+        Unit::Nanoseconds
+    };
+    print_answer(args.json, &answer, |out| {
+        write_query_text(out, &answer, unit)
+    })
 }
 
 pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
@@ -295,27 +339,23 @@ pub fn run_diff(args: DiffArgs) -> anyhow::Result<()> {
                 function_pattern(args.function.as_deref())?.as_ref(),
             )
         }
-        Source::Url { base: url, token } => {
-            let mut url = format!(
+        Source::Url {
+            base: url,
+            token,
+            timeout,
+        } => ask_agent(
+            &format!(
                 "{url}/api/v1/diff?base=@{}..@{}&compare=@{}..@{}",
                 base.from_ms as f64 / 1000.0,
                 base.to_ms as f64 / 1000.0,
                 compare.from_ms as f64 / 1000.0,
                 compare.to_ms as f64 / 1000.0
-            );
-            if let Some(f) = &args.function {
-                url.push_str(&format!("&function={}", percent_encode(f)));
-            }
-            let body = http_get(&url, token.as_deref())?;
-            serde_json::from_str(&body).context("the agent's answer is not diff JSON")?
-        }
+            ),
+            args.function.as_deref(),
+            token.as_deref(),
+            timeout,
+            "diff",
+        )?,
     };
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut stdout, &diff)?;
-        writeln!(stdout)?;
-    } else {
-        write_diff_table(&mut stdout, &diff)?;
-    }
-    Ok(())
+    print_answer(args.json, &diff, |out| write_diff_table(out, &diff))
 }

@@ -13,11 +13,11 @@ use clap::Args;
 use goprobe_common::StackCountKey;
 
 use crate::{
-    engine::Tracer,
     engine::run::{Event, Run},
     engine::session::{
         attach_mode_from_env, attach_targets, check_targets, select, start_host_wide,
     },
+    engine::{AttachLimit, Tracer},
     kernel::Probes,
     kernel::stacks::{self as stacks, StackReader},
     outputs::{flamegraph, pprof::ProfileBuilder, stacktext},
@@ -68,6 +68,11 @@ pub struct StackcountArgs {
     #[arg(long = "svg", value_name = "FILE")]
     pub svg: Option<PathBuf>,
 
+    /// Attach even when the pattern matches more than 100 functions or 1,000 probe sites in a
+    /// binary (each traced call costs the program about 1-10 µs)
+    #[arg(long = "force")]
+    pub force: bool,
+
     /// Say on stderr what is attached where, and goprobe's own counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -88,6 +93,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
     let selection = select(&pattern, &args.pids, args.binary.as_ref())?;
     let processes = check_targets(&selection)?;
     let mut tracer = Tracer::with_probes(pattern, attach_mode_from_env(), Probes::StackCount)?;
+    tracer.attach_limit = AttachLimit::unless_forced(args.force);
     let tracked = attach_targets(&mut tracer, &selection, &processes, args.verbose)?;
     let mut host = start_host_wide(&mut tracer, &selection, args.verbose)?;
     let mut symbolizer = Symbolizer::default();
@@ -121,6 +127,7 @@ pub fn run(args: StackcountArgs) -> anyhow::Result<()> {
         let mut run = Run::new(args.duration)?
             .targets(&selection, tracked)
             .host_wide(host.take())
+            .follow_execs(&mut tracer)
             .verbose(args.verbose);
         event_loop(&mut tracer, &mut symbolizer, &mut sites, &mut run).await
     })?;
@@ -234,7 +241,9 @@ async fn event_loop(
         match run.next(tracer).await {
             Event::Stop => break,
             Event::Drained | Event::Interval => {}
-            Event::Discovered => preload_sites(tracer, symbolizer, sites),
+            Event::Discovered | Event::Reattached { .. } => {
+                preload_sites(tracer, symbolizer, sites)
+            }
             Event::Scanned => {
                 // Read how each process that made a counted call maps its code while it runs.
                 for tgid in counted_tgids(tracer) {

@@ -55,11 +55,15 @@ pub fn run(args: SymbolsArgs) -> anyhow::Result<()> {
         && let Some(pattern) = &pattern
     {
         let closest = pattern.closest(index.functions.iter().map(|f| f.name.as_str()), 5);
+        let hint = if closest.is_empty() {
+            String::new()
+        } else {
+            format!("; closest names: {}", closest.join(", "))
+        };
         anyhow::bail!(
-            "no function in {} matches {:?}; closest names: {}",
+            "no function in {} matches {}{hint}",
             path.display(),
-            pattern.name,
-            closest.join(", ")
+            pattern.quoted(),
         );
     }
     Ok(())

@@ -141,8 +141,8 @@ impl HostWide {
             )
         };
         format!(
-            "waiting for a Go process with a function matching {:?}{hint}",
-            tracer.pattern.name
+            "waiting for a Go process with a function matching {}{hint}",
+            tracer.pattern.quoted()
         )
     }
 
@@ -349,8 +349,16 @@ impl HostWide {
                 self.failed.insert(key);
                 // The message names the file as the user knows it, not the descriptor.
                 let why = match e {
-                    TraceError::Kernel(KernelError::Attach { sites, reason, .. }) => {
-                        format!("attaching {sites} probes failed: {reason}")
+                    TraceError::Kernel(KernelError::Attach {
+                        sites,
+                        hint,
+                        source,
+                        ..
+                    }) => {
+                        format!(
+                            "attaching {sites} probes failed{hint}: {}",
+                            crate::kernel::error_chain(source.as_ref())
+                        )
                     }
                     other => other.to_string(),
                 };

@@ -6,6 +6,7 @@
 //! Binaries are inspected once per build ID: copies of one build (the same program in many
 //! containers) share one inspection and one plan, and only the attachments differ.
 
+pub mod budget;
 pub mod hostwide;
 pub mod offcpu;
 pub mod profiler;
@@ -62,9 +63,18 @@ pub struct Tracer {
     by_build_id: HashMap<String, BinaryKey>,
     attachments: HashMap<AttachmentId, Attachment>,
     next_attachment: u64,
+    /// The attachments made for one process (`-p`), by PID: an exec replaces them.
+    by_pid: HashMap<u32, AttachmentId>,
+    /// Attach each function's own sites apart ([`Tracer::shed`] can then detach one function
+    /// while the others go on, exactly): the agent, under its overhead budget.
+    pub sheddable: bool,
+    /// The links of each function attached apart, by attachment.
+    function_links: HashMap<AttachmentId, BTreeMap<u32, Attachment>>,
     /// Keep the function names of Go binaries where nothing matched, for "closest names"
     /// hints (`funclatency`); a long-running agent does not need them.
     pub keep_names: bool,
+    /// Refuse an attach that places more than this ([`TraceError::TooMany`]).
+    pub attach_limit: Option<AttachLimit>,
     /// Binaries inspected (ELF and pclntab read) so far: once per distinct build ID.
     pub inspections: u64,
     /// Inspections that failed on a Go binary or an unreadable file (not "not a Go binary").
@@ -106,6 +116,39 @@ pub enum TraceError {
     Kernel(#[from] KernelError),
     #[error("{0}")]
     NoMatch(String),
+    #[error(
+        "{pattern:?} matches {functions} functions ({sites} probe sites) in {path}: more than {} functions or {} sites slows the program down (each traced call costs it about 1-10 µs); narrow the pattern, or add --force",
+        AttachLimit::INTERACTIVE.functions,
+        AttachLimit::INTERACTIVE.sites
+    )]
+    TooMany {
+        pattern: String,
+        path: String,
+        functions: usize,
+        sites: usize,
+    },
+}
+
+/// The most functions and probe sites one attach may place before goprobe asks for `--force`:
+/// an on-call engineer's broad pattern (`go:net/http.*`, a `-r` that matches everything)
+/// must not take a service down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachLimit {
+    pub functions: usize,
+    pub sites: usize,
+}
+
+impl AttachLimit {
+    /// The limit of `funclatency` and `stackcount` without `--force`.
+    pub const INTERACTIVE: AttachLimit = AttachLimit {
+        functions: 100,
+        sites: 1000,
+    };
+
+    /// [`AttachLimit::INTERACTIVE`], or none with `--force`.
+    pub fn unless_forced(force: bool) -> Option<AttachLimit> {
+        (!force).then_some(Self::INTERACTIVE)
+    }
 }
 
 impl Tracer {
@@ -141,6 +184,10 @@ impl Tracer {
             by_build_id: HashMap::new(),
             attachments: HashMap::new(),
             next_attachment: 0,
+            by_pid: HashMap::new(),
+            attach_limit: None,
+            sheddable: false,
+            function_links: HashMap::new(),
             keep_names: true,
             inspections: 0,
             inspection_failures: 0,
@@ -237,7 +284,7 @@ impl Tracer {
             let state = match inspect_and_plan(path, &self.pattern, self.kernel.split()) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
-                        format!("no function matches {:?}", self.pattern.name)
+                        format!("no function matches {}", self.pattern.quoted())
                     } else {
                         let why: Vec<String> = plan
                             .refused
@@ -283,6 +330,7 @@ impl Tracer {
                     binary: path.to_path_buf(),
                     out_of_line: false,
                     inlined_copies: 0,
+                    call_cost_ns: 0,
                 })
             })
         };
@@ -290,7 +338,9 @@ impl Tracer {
         let mut returns = Vec::new();
         for function in &plan.functions {
             let id = id_of(&mut self.functions, &function.name);
-            self.functions.get_mut(id).out_of_line = true;
+            let info = self.functions.get_mut(id);
+            info.out_of_line = true;
+            info.call_cost_ns = info.call_cost_ns.max(function.call_cost_ns);
             let flags = if function.check_eflags {
                 cookie::CHECK_EFLAGS
             } else {
@@ -311,7 +361,9 @@ impl Tracer {
         let mut dropped = Vec::new();
         for copy in &plan.inlined {
             let id = id_of(&mut self.functions, &copy.name);
-            self.functions.get_mut(id).inlined_copies += 1;
+            let info = self.functions.get_mut(id);
+            info.inlined_copies += 1;
+            info.call_cost_ns = info.call_cost_ns.max(crate::plan::INLINE_COPY_COST_NS);
             let mut fits = true;
             for &offset in &copy.exit_offsets {
                 fits &= add_action(boundaries.entry(offset).or_default(), id, true);
@@ -436,8 +488,60 @@ impl Tracer {
         path: &Path,
         pid: Option<u32>,
     ) -> Result<Attached, TraceError> {
-        self.attach_selected(key, path, pid, &|_| true)
-            .map(|(attached, _)| attached)
+        let (attached, id) = self.attach_selected(key, path, pid, &|_| true)?;
+        if let Some(pid) = pid {
+            self.by_pid.insert(pid, id);
+        }
+        Ok(attached)
+    }
+
+    /// Process `exec.pid` exec'd: drop what its old program left in the kernel (open calls
+    /// that will never return, cached stack bounds), so that the new program, whose goroutines
+    /// may sit at the same addresses, starts clean.
+    pub fn forget_old_program(&mut self, exec: &crate::targets::Exec) {
+        self.kernel.forget_before_exec(exec.pid, exec.ktime_ns);
+    }
+
+    /// Process `exec.pid` exec'd: it is a new process. What its old program left in the kernel
+    /// goes. If it was attached on its own ([`Tracer::attach`] with its PID) and the exec came
+    /// from another thread than the main one, its new program is planned and attached in its
+    /// place: the kernel ties a per-PID attachment to the main thread's task, which such an exec
+    /// ends (an exec by the main thread keeps it, and the attachment goes on firing). Returns that
+    /// attach, if there was one to redo (an error when the new program has nothing to trace).
+    pub fn exec(
+        &mut self,
+        exec: &crate::targets::Exec,
+    ) -> Option<Result<(BinaryKey, Attached), TraceError>> {
+        self.forget_old_program(exec);
+        if exec.old_tid == exec.pid {
+            return None;
+        }
+        let old = self.by_pid.remove(&exec.pid)?;
+        // The new attachment first, and the old one (which fires no more) detached in the
+        // background: detaching waits for the kernel, tens of milliseconds per link.
+        let attached = match exec.exe.as_ref() {
+            // Gone already: nothing to attach to.
+            Err(_) => None,
+            Ok(exe) => {
+                let path = exe.path();
+                match self.plan(exe.binary, &path) {
+                    BinaryState::Skipped { reason, .. } => {
+                        Some(Err(TraceError::NoMatch(reason.clone())))
+                    }
+                    BinaryState::Planned { .. } => Some(
+                        self.attach(exe.binary, &path, Some(exec.pid))
+                            .map(|attached| (exe.binary, attached)),
+                    ),
+                }
+            }
+        };
+        if let Some(attachment) = self.attachments.remove(&old) {
+            self.kernel.detach_in_background(attachment);
+        }
+        for (_, attachment) in self.function_links.remove(&old).unwrap_or_default() {
+            self.kernel.detach_in_background(attachment);
+        }
+        attached
     }
 
     /// Like [`Tracer::attach`], for the planned functions whose name `select` accepts only
@@ -513,10 +617,30 @@ impl Tracer {
             refused: plan.refused.clone(),
             ids,
         };
-        let attachment = self.kernel.attach(path, pid, &entries, &returns)?;
+        if let Some(limit) = self.attach_limit
+            && (attached.functions > limit.functions || attached.sites > limit.sites)
+        {
+            return Err(TraceError::TooMany {
+                pattern: self.pattern.name.clone(),
+                path: path.display().to_string(),
+                functions: attached.functions,
+                sites: attached.sites,
+            });
+        }
+        let (attachment, by_function) = if self.sheddable {
+            self.attach_by_function(path, pid, &entries, &returns)?
+        } else {
+            (
+                self.kernel.attach(path, pid, &entries, &returns)?,
+                BTreeMap::new(),
+            )
+        };
         let id = AttachmentId(self.next_attachment);
         self.next_attachment += 1;
         self.attachments.insert(id, attachment);
+        if !by_function.is_empty() {
+            self.function_links.insert(id, by_function);
+        }
         self.traced_names.extend(names);
         Ok((attached, id))
     }
@@ -533,11 +657,83 @@ impl Tracer {
         if let Some(attachment) = self.attachments.remove(&id) {
             self.kernel.detach(attachment);
         }
+        for (_, attachment) in self.function_links.remove(&id).unwrap_or_default() {
+            self.kernel.detach(attachment);
+        }
+    }
+
+    /// Attach each plain function's entry and return sites as links of their own, and the rest
+    /// (inline boundaries, which several functions may share, and the runtime's bookkeeping
+    /// sites) together.
+    fn attach_by_function(
+        &mut self,
+        path: &Path,
+        pid: Option<u32>,
+        entries: &[Site],
+        returns: &[Site],
+    ) -> Result<(Attachment, BTreeMap<u32, Attachment>), TraceError> {
+        let plain = |site: &Site| site.cookie & (cookie::INLINE_SITE | cookie::BOOKKEEPING) == 0;
+        let function = |site: &Site| (site.cookie & cookie::FUNC_MASK) as u32;
+        let mut groups: BTreeMap<u32, (Vec<Site>, Vec<Site>)> = BTreeMap::new();
+        for site in entries.iter().filter(|s| plain(s)) {
+            groups.entry(function(site)).or_default().0.push(*site);
+        }
+        for site in returns.iter().filter(|s| plain(s)) {
+            groups.entry(function(site)).or_default().1.push(*site);
+        }
+        let shared_entries: Vec<Site> = entries.iter().filter(|s| !plain(s)).copied().collect();
+        let shared_returns: Vec<Site> = returns.iter().filter(|s| !plain(s)).copied().collect();
+        let mut by_function = BTreeMap::new();
+        for (func, (entries, returns)) in groups {
+            match self.kernel.attach(path, pid, &entries, &returns) {
+                Ok(attachment) => {
+                    by_function.insert(func, attachment);
+                }
+                Err(e) => {
+                    for (_, attachment) in by_function {
+                        self.kernel.detach(attachment);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        match self
+            .kernel
+            .attach(path, pid, &shared_entries, &shared_returns)
+        {
+            Ok(shared) => Ok((shared, by_function)),
+            Err(e) => {
+                for (_, attachment) in by_function {
+                    self.kernel.detach(attachment);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Detach function `func` from attachment `id` (made [`Tracer::sheddable`]), in the
+    /// background, leaving its other functions attached; false if it has no links of its own
+    /// there (it is traced only as inlined copies, or not at all).
+    pub fn shed(&mut self, id: AttachmentId, func: u32) -> bool {
+        let Some(attachment) = self
+            .function_links
+            .get_mut(&id)
+            .and_then(|links| links.remove(&func))
+        else {
+            return false;
+        };
+        self.kernel.detach_in_background(attachment);
+        true
     }
 
     pub fn detach_all(&mut self) {
         for (_, attachment) in std::mem::take(&mut self.attachments) {
             self.kernel.detach(attachment);
+        }
+        for (_, links) in std::mem::take(&mut self.function_links) {
+            for (_, attachment) in links {
+                self.kernel.detach(attachment);
+            }
         }
     }
 
@@ -648,7 +844,7 @@ fn inspect_and_plan(path: &Path, pattern: &Pattern, split: bool) -> Result<Binar
     if plan.functions.is_empty() && plan.inlined.is_empty() && plan.refused.is_empty() {
         let names = index.functions.iter().map(|f| f.name.clone()).collect();
         return Err(Skip {
-            reason: format!("no function matches {:?}", pattern.name),
+            reason: format!("no function matches {}", pattern.quoted()),
             names,
             failed: false,
         });

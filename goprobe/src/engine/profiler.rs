@@ -297,9 +297,10 @@ impl CpuProfile {
 }
 
 /// What `GET /debug/pprof/profile?pid=N[&seconds=S][&hz=F]` asks for, as `go tool pprof` sends
-/// it: Go's own defaults (30 s, 100 Hz), the duration capped at 10 minutes.
+/// it: Go's own defaults (30 s, 100 Hz), the duration capped at `max_seconds`.
 pub fn profile_request(
     params: &HashMap<String, String>,
+    max_seconds: u64,
 ) -> Result<(u32, Duration, u64), (u16, String)> {
     let number = |name: &str, default: Option<u64>, max: u64| -> Result<u64, (u16, String)> {
         match params.get(name) {
@@ -312,7 +313,7 @@ pub fn profile_request(
         }
     };
     let pid = number("pid", None, u64::from(u32::MAX))? as u32;
-    let seconds = number("seconds", Some(30), 600)?;
+    let seconds = number("seconds", Some(30), max_seconds)?;
     let hz = number("hz", Some(100), 10_000)?;
     Ok((pid, Duration::from_secs(seconds), hz))
 }
@@ -362,20 +363,23 @@ mod tests {
     #[test]
     fn profile_requests_as_go_tool_pprof_sends_them() {
         assert_eq!(
-            profile_request(&params(&[("pid", "42")])),
+            profile_request(&params(&[("pid", "42")]), 60),
             Ok((42, Duration::from_secs(30), 100))
         );
         assert_eq!(
-            profile_request(&params(&[("pid", "42"), ("seconds", "5"), ("hz", "499")])),
+            profile_request(
+                &params(&[("pid", "42"), ("seconds", "5"), ("hz", "499")]),
+                60
+            ),
             Ok((42, Duration::from_secs(5), 499))
         );
-        assert_eq!(profile_request(&params(&[])).unwrap_err().0, 400);
+        assert_eq!(profile_request(&params(&[]), 60).unwrap_err().0, 400);
         assert_eq!(
-            profile_request(&params(&[("pid", "x")])).unwrap_err().0,
+            profile_request(&params(&[("pid", "x")]), 60).unwrap_err().0,
             400
         );
         assert!(
-            profile_request(&params(&[("pid", "1"), ("seconds", "0")]))
+            profile_request(&params(&[("pid", "1"), ("seconds", "0")]), 60)
                 .unwrap_err()
                 .1
                 .contains("seconds")

@@ -45,7 +45,7 @@ pub enum Tick {
 }
 
 /// What [`Run::next`] saw and did, for the face to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Event {
     /// Ctrl-C, SIGTERM, the end of `-d`, or (with -p) every traced process exited.
     Stop,
@@ -57,6 +57,12 @@ pub enum Event {
     Discovered,
     /// The periodic scan ran: host-wide, the processes found by it were attached.
     Scanned,
+    /// A process traced on its own (-p) exec'd, and its new program was attached in its place.
+    Reattached {
+        pid: u32,
+        binary: crate::targets::BinaryKey,
+        attached: super::Attached,
+    },
 }
 
 /// A run of a command: every timer and signal it waits for, in one loop.
@@ -72,11 +78,13 @@ pub struct Run {
     sweep: Interval,
     selection: Option<Selection>,
     /// -p: the processes whose exit ends the run.
-    tracked: HashSet<u32>,
+    tracked: Vec<targets::Watched>,
     /// Host-wide discovery (funclatency, stackcount), with its own exec events.
     pub host: Option<HostWide>,
     /// Exec events for a face that discovers processes itself (the agent).
     execs: Option<ExecWatch>,
+    /// Events of one tick beyond the first, handed out by the next calls of [`Run::next`].
+    pending: Vec<Event>,
     verbose: bool,
 }
 
@@ -98,9 +106,10 @@ impl Run {
             scan: every(SCAN_EVERY),
             sweep: every(SWEEP_EVERY),
             selection: None,
-            tracked: HashSet::new(),
+            tracked: Vec::new(),
             host: None,
             execs: None,
+            pending: Vec::new(),
             verbose: false,
         })
     }
@@ -112,9 +121,13 @@ impl Run {
         self
     }
 
-    /// End an interval every `period` (none: a single report at the end).
+    /// End an interval every `period` (none: a single report at the end). A period too long
+    /// for the clock (`-i 18446744073709551615`: adding it to now would panic) never ends
+    /// within the run, the same as none.
     pub fn interval(mut self, period: Option<Duration>) -> Self {
-        self.interval = period.map(every);
+        self.interval = period
+            .filter(|&p| Instant::now().checked_add(p).is_some())
+            .map(every);
         self
     }
 
@@ -133,7 +146,7 @@ impl Run {
     /// What the run traces; with -p, `tracked` are the processes whose exit ends it.
     pub fn targets(mut self, selection: &Selection, tracked: HashSet<u32>) -> Self {
         self.selection = Some(selection.clone());
-        self.tracked = tracked;
+        self.tracked = tracked.into_iter().map(targets::Watched::new).collect();
         self
     }
 
@@ -146,6 +159,21 @@ impl Run {
     /// Yield the processes the kernel's exec events announce, as [`Tick::Execs`].
     pub fn execs(mut self, execs: Option<ExecWatch>) -> Self {
         self.execs = execs;
+        self
+    }
+
+    /// With -p or -b, follow the traced processes through their execs: an exec makes a new
+    /// process, which [`Run::next`] hands to [`Tracer::exec`]. (Host-wide discovery has exec
+    /// events of its own.)
+    pub fn follow_execs(mut self, tracer: &mut Tracer) -> Self {
+        if self.host.is_none() && self.execs.is_none() {
+            self.execs = tracer
+                .watch_execs()
+                .inspect_err(|e| {
+                    eprintln!("goprobe: warning: {e}; a traced process that execs is not followed")
+                })
+                .ok();
+        }
         self
     }
 
@@ -192,7 +220,7 @@ impl Run {
             _ = self.scan.tick() => {
                 // Like `perf -p`: when every traced process has exited, there is nothing left.
                 if matches!(self.selection, Some(Selection::Pids(_)))
-                    && self.tracked.iter().all(|&pid| !targets::is_alive(pid))
+                    && self.tracked.iter().all(targets::Watched::exited)
                 {
                     if self.verbose {
                         eprintln!("goprobe: every traced process has exited");
@@ -208,6 +236,9 @@ impl Run {
     /// Wait for the next thing that happens to a run over `tracer`, and do the engine's part of
     /// it: drain, sweep and host-wide discovery.
     pub async fn next(&mut self, tracer: &mut Tracer) -> Event {
+        if let Some(event) = self.pending.pop() {
+            return event;
+        }
         loop {
             match self.tick().await {
                 Tick::Stop => return Event::Stop,
@@ -220,10 +251,45 @@ impl Run {
                     return Event::Interval;
                 }
                 Tick::Execs(execs) => {
+                    for exec in &execs {
+                        let ours = self.tracked.iter().any(|t| t.pid() == exec.pid);
+                        match tracer.exec(exec) {
+                            Some(Ok((binary, attached))) if ours => {
+                                if self.verbose {
+                                    eprintln!(
+                                        "goprobe: PID {} exec'd: attached {} functions ({} probe sites) in its new program, {:.1} ms after the exec",
+                                        exec.pid,
+                                        attached.functions,
+                                        attached.sites,
+                                        targets::monotonic_ns().saturating_sub(exec.ktime_ns)
+                                            as f64
+                                            / 1e6
+                                    );
+                                }
+                                self.pending.push(Event::Reattached {
+                                    pid: exec.pid,
+                                    binary,
+                                    attached,
+                                });
+                            }
+                            Some(Err(e)) => eprintln!(
+                                "goprobe: PID {} exec'd {}, which is not traced: {e}",
+                                exec.pid,
+                                exec.exe_name
+                                    .as_deref()
+                                    .unwrap_or(std::path::Path::new(&exec.comm))
+                                    .display()
+                            ),
+                            _ => {}
+                        }
+                    }
                     if let Some(host) = self.host.as_mut() {
                         host.on_execs(tracer, execs);
+                        return Event::Discovered;
                     }
-                    return Event::Discovered;
+                    if let Some(event) = self.pending.pop() {
+                        return event;
+                    }
                 }
                 Tick::Scan => {
                     if let Some(host) = self.host.as_mut() {

@@ -35,7 +35,8 @@ pub fn check_targets(selection: &Selection) -> anyhow::Result<Vec<Process>> {
         _ => Vec::new(),
     };
     if let Selection::Binary(path) = selection {
-        std::fs::File::open(path)
+        // A regular file: opening a FIFO would block until a writer came.
+        crate::inspect::file::open_regular(path)
             .with_context(|| format!("cannot read binary {}", path.display()))?;
     }
     Ok(processes)

@@ -19,7 +19,9 @@ impl Stop {
         Ok(Stop {
             sigint: signal(SignalKind::interrupt())?,
             sigterm: signal(SignalKind::terminate())?,
-            deadline: seconds.map(|s| Instant::now() + Duration::from_secs(s)),
+            // A -d further off than the clock can count (u64 seconds) ends only by a signal,
+            // as it would in practice: adding it to now would panic.
+            deadline: seconds.and_then(|s| Instant::now().checked_add(Duration::from_secs(s))),
         })
     }
 
@@ -37,5 +39,23 @@ impl Stop {
             _ = self.sigterm.recv() => {}
             _ = until_deadline => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `-d 18446744073709551615` panicked adding it to now (exit 101).
+    #[test]
+    fn a_duration_past_the_clock_is_no_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert!(Stop::new(Some(u64::MAX)).unwrap().deadline.is_none());
+            assert!(Stop::new(Some(1)).unwrap().deadline.is_some());
+        });
     }
 }

@@ -33,6 +33,8 @@ const INLINE_MULTI: &str = "goprobe_inline_multi";
 const STACKCOUNT: &str = "goprobe_stackcount";
 const STACKCOUNT_MULTI: &str = "goprobe_stackcount_multi";
 const EXEC: &str = "goprobe_exec";
+/// The programs on RET sites.
+const RETURN_PROGRAMS: [&str; 2] = [RETURN, RETURN_MULTI];
 
 /// What the uprobes of a run do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +56,51 @@ pub enum KernelError {
          (e.g. `sudo goprobe ...`)"
     )]
     NotPermitted,
+    /// The kernel said EPERM although the capabilities are effective: a seccomp filter or an LSM
+    /// refused the call before the kernel's own capability checks.
+    #[error(
+        "the kernel refused {call} with EPERM although goprobe holds {caps}: {blocker} \
+         (in a container: run it with the seccomp profile deploy/seccomp/goprobe.json, or on \
+         Docker < 23 with CAP_SYS_ADMIN; see the README's Kubernetes section)"
+    )]
+    Blocked {
+        call: &'static str,
+        caps: &'static str,
+        blocker: &'static str,
+    },
     #[error("kernel {release} is too old: goprobe needs Linux {}.{} or newer (BPF ring buffer, uprobe cookies)", MIN_KERNEL.0, MIN_KERNEL.1)]
     TooOld { release: String },
+    /// A map or program the eBPF object must define is missing or of another kind.
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
-    #[error("attaching {sites} probes to {target} failed: {reason}")]
+    /// A kernel operation failed: `what` says which, `source` why.
+    #[error("{what} failed")]
+    Failed {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `hint`: what to do about it, where goprobe can tell (a missing capability).
+    #[error("attaching {sites} probes to {target} failed{hint}")]
     Attach {
         target: String,
         sites: usize,
-        reason: String,
+        hint: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl KernelError {
+    fn failed(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        KernelError::Failed {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// How probes are attached: one uprobe_multi link per program and target (kernel >= 6.6), or one
@@ -167,17 +204,15 @@ impl Kernel {
                 kernel_stacks: false,
             },
         );
-        let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
+        let mut ebpf = loader.load(object()).map_err(load_error)?;
         let (entry, ret) = program_names(probes, mode);
         for name in [Some(entry), ret].into_iter().flatten() {
-            program(&mut ebpf, name)
-                .load()
-                .map_err(|e| load_error(&e))?;
+            program(&mut ebpf, name).load().map_err(load_error)?;
         }
         let stats = if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| KernelError::Load(format!("enabling BPF statistics: {e}")))?,
+                    .map_err(|e| KernelError::failed("enabling BPF statistics", e))?,
             )
         } else {
             None
@@ -256,9 +291,7 @@ impl Kernel {
         if !inline.is_empty() {
             let name = self.inline_program();
             if !self.inline_loaded {
-                program(&mut self.ebpf, name)
-                    .load()
-                    .map_err(|e| load_error(&e))?;
+                program(&mut self.ebpf, name).load().map_err(load_error)?;
                 self.inline_loaded = true;
             }
             groups.push((name, inline.as_slice()));
@@ -268,6 +301,31 @@ impl Kernel {
 
     pub fn detach(&mut self, attachment: Attachment) {
         detach(&mut self.ebpf, attachment);
+    }
+
+    /// Detach without waiting: each link is dropped by a thread of its own, so the caller goes
+    /// on at once (detaching waits for the kernel, tens of milliseconds per link). For probes
+    /// that no longer fire (those of a process whose exec ended them).
+    pub fn detach_in_background(&mut self, attachment: Attachment) {
+        // The links are dropped in order, the return program's first: a return whose entry's
+        // link is gone already would count as unpaired, while an entry left open by a return's
+        // link gone first is only dropped later, as a panic's are.
+        let (returns, others): (Vec<_>, Vec<_>) = attachment
+            .links
+            .into_iter()
+            .partition(|(name, _)| RETURN_PROGRAMS.contains(name));
+        let links: Vec<_> = returns
+            .into_iter()
+            .chain(others)
+            .filter_map(|(name, link)| program(&mut self.ebpf, name).take_link(link).ok())
+            .collect();
+        if links.is_empty() {
+            return;
+        }
+        // A thread that cannot be started drops its closure, and so the links, right here.
+        let _ = std::thread::Builder::new()
+            .name("goprobe-detach".into())
+            .spawn(move || drop(links));
     }
 
     fn inline_program(&self) -> &'static str {
@@ -283,11 +341,11 @@ impl Kernel {
             .ebpf
             .map_mut(maps::name::INLINE_SITES)
             .ok_or_else(|| KernelError::Load("no INLINE_SITES map".into()))?;
-        let mut sites =
-            Array::<_, InlineSite>::try_from(map).map_err(|e| KernelError::Load(e.to_string()))?;
+        let mut sites = Array::<_, InlineSite>::try_from(map)
+            .map_err(|e| KernelError::failed("INLINE_SITES", e))?;
         sites
             .set(index, site, 0)
-            .map_err(|e| KernelError::Load(format!("inline site {index}: {e}")))
+            .map_err(|e| KernelError::failed(format!("setting inline site {index}"), e))
     }
 
     /// The ring buffer of completed calls; taken once, by the pipeline.
@@ -296,7 +354,7 @@ impl Kernel {
             .ebpf
             .take_map(maps::name::EVENTS)
             .ok_or_else(|| KernelError::Load("no EVENTS map".into()))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+        RingBuf::try_from(map).map_err(|e| KernelError::failed("EVENTS", e))
     }
 
     /// Start the kernel's exec events (goprobe-ebpf/src/exec.rs): the ring buffer that receives
@@ -308,15 +366,15 @@ impl Kernel {
             .program_mut(EXEC)
             .and_then(|p| p.try_into().ok())
             .ok_or_else(|| KernelError::Load(format!("no raw tracepoint {EXEC}")))?;
-        program.load().map_err(|e| load_error(&e))?;
+        program.load().map_err(load_error)?;
         program
             .attach("sched_process_exec")
-            .map_err(|e| KernelError::Load(format!("exec events: {}", error_chain(&e))))?;
+            .map_err(|e| KernelError::failed("attaching the exec events", e))?;
         let map = self
             .ebpf
             .take_map(maps::name::EXECS)
             .ok_or_else(|| KernelError::Load("no EXECS map".into()))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Load(e.to_string()))
+        RingBuf::try_from(map).map_err(|e| KernelError::failed("EXECS", e))
     }
 
     /// Exec events dropped so far because their ring buffer was full.
@@ -459,6 +517,41 @@ impl Kernel {
         (counts[0], counts[1], bytes)
     }
 
+    /// Process `tgid` exec'd at `exec_ns` (CLOCK_MONOTONIC): drop what its old program left, so
+    /// that the new one, whose goroutines may well sit at the same addresses, starts clean: the
+    /// records that only cache a stack bound, and the calls opened before the exec (they will
+    /// never return). Calls the new program opened already are kept. Reads the records only if
+    /// the process has some (the kernel lists those processes in `PROCESSES`). Returns how many
+    /// open calls of the old program were dropped.
+    pub fn forget_before_exec(&mut self, tgid: u32, exec_ns: u64) -> usize {
+        let has_records = self
+            .ebpf
+            .map(maps::name::PROCESSES)
+            .and_then(|map| BpfHashMap::<_, u32, u8>::try_from(map).ok())
+            .is_some_and(|processes| processes.get(&tgid, 0).is_ok());
+        let overflowed = self.counters()[counter::PROCESSES_FULL as usize] > 0;
+        if !has_records && !overflowed {
+            return 0;
+        }
+        let mut dropped = 0;
+        remove_entries::<GoroutineKey, Goroutine>(
+            &mut self.ebpf,
+            maps::name::GOROUTINES,
+            |k, v| {
+                let old = k.tgid == tgid && (v.depth == 0 || v.outer.start_ns < exec_ns);
+                if old {
+                    dropped += v.depth.min(1) as usize;
+                }
+                old
+            },
+        );
+        dropped +=
+            remove_entries::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k, v| {
+                k.tgid == tgid && v.start_ns < exec_ns
+            });
+        dropped
+    }
+
     /// Drop the records and open calls of processes for which `alive` is false; returns how
     /// many records were removed. Reads every record only when a process that has records has
     /// exited (the kernel lists those processes in `PROCESSES`), or when that list overflowed.
@@ -478,11 +571,14 @@ impl Kernel {
         if dead.is_empty() && !overflowed {
             return 0;
         }
-        let removed =
-            remove_where::<GoroutineKey, Goroutine>(&mut self.ebpf, maps::name::GOROUTINES, |k| {
-                !alive(k.tgid)
-            });
-        remove_where::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k| !alive(k.tgid));
+        let removed = remove_entries::<GoroutineKey, Goroutine>(
+            &mut self.ebpf,
+            maps::name::GOROUTINES,
+            |k, _| !alive(k.tgid),
+        );
+        remove_entries::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k, _| {
+            !alive(k.tgid)
+        });
         if self.probes == Probes::Split {
             split::sweep(&mut self.ebpf, &alive);
         }
@@ -555,10 +651,11 @@ fn map_memory(map: &aya::maps::Map) -> Option<u64> {
 }
 
 /// Remove the entries of hash map `name` whose key `dead` accepts; returns how many.
-fn remove_where<K: aya::Pod, V: aya::Pod>(
+/// Remove the entries of map `name` for which `doomed(key, value)` holds; returns how many.
+fn remove_entries<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &str,
-    dead: impl Fn(&K) -> bool,
+    mut doomed: impl FnMut(&K, &V) -> bool,
 ) -> usize {
     let Some(map) = ebpf.map_mut(name) else {
         return 0;
@@ -566,13 +663,13 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
     let Ok(mut entries) = BpfHashMap::<_, K, V>::try_from(map) else {
         return 0;
     };
-    let doomed: Vec<K> = entries
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|key| dead(key))
-        .collect();
-    doomed
+    let keys: Vec<K> = entries
         .iter()
+        .filter_map(Result::ok)
+        .filter(|(key, value)| doomed(key, value))
+        .map(|(key, _)| key)
+        .collect();
+    keys.iter()
         .filter(|key| entries.remove(key).is_ok())
         .count()
 }
@@ -629,10 +726,16 @@ fn attach_sites(
                 Ok(link) => attachment.links.push((name, link)),
                 Err(e) => {
                     detach(ebpf, attachment);
+                    let hint = if !name.ends_with("_multi") && is_permission_error(&e) {
+                        per_site_permission_hint()
+                    } else {
+                        ""
+                    };
                     return Err(KernelError::Attach {
                         target: target.display().to_string(),
                         sites: groups.iter().map(|(_, s)| s.len()).sum(),
-                        reason: error_chain(&e),
+                        hint,
+                        source: Box::new(e),
                     });
                 }
             }
@@ -695,10 +798,10 @@ impl BareProbes {
             AttachMode::Multi => "goprobe_bare_multi",
             AttachMode::PerSite => "goprobe_bare",
         };
-        let mut ebpf = loader().load(object()).map_err(|e| load_error(&e))?;
+        let mut ebpf = loader().load(object()).map_err(load_error)?;
         self::program(&mut ebpf, program)
             .load()
-            .map_err(|e| load_error(&e))?;
+            .map_err(load_error)?;
         Ok(Self { ebpf, program })
     }
 
@@ -755,11 +858,14 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut UProbe {
         .unwrap_or_else(|| unreachable!("the eBPF object defines uprobe {name}"))
 }
 
-pub fn load_error(error: &(dyn std::error::Error + 'static)) -> KernelError {
-    if is_permission_error(error) {
-        KernelError::NotPermitted
+/// What a failed load means: not permitted (EPERM, or EACCES without a verifier log), blocked
+/// although permitted (see [`permission_error`]), or any other error, a verifier rejection
+/// included (EACCES with the verifier's log, which is kept).
+pub fn load_error(error: impl std::error::Error + Send + Sync + 'static) -> KernelError {
+    if is_permission_error(&error) && !has_verifier_log(&error) {
+        permission_error("bpf()")
     } else {
-        KernelError::Load(error_chain(error))
+        KernelError::failed("loading the eBPF programs", error)
     }
 }
 
@@ -774,6 +880,94 @@ fn is_permission_error(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// The verifier ran and said why it refused a program (the kernel checks permissions first,
+/// so a refusal with a log is never about privileges).
+fn has_verifier_log(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+            e.downcast_ref::<aya::programs::ProgramError>()
+            && !verifier_log.to_string().trim().is_empty()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// EPERM from `call`: without the capabilities, [`KernelError::NotPermitted`]; with them, what
+/// else refuses it, from /proc/self/status.
+pub fn permission_error(call: &'static str) -> KernelError {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    blocked_error(call, &status).unwrap_or(KernelError::NotPermitted)
+}
+
+/// [`KernelError::Blocked`] if `status` (the text of /proc/self/status) shows the capabilities
+/// that `call` needs as effective.
+fn blocked_error(call: &'static str, status: &str) -> Option<KernelError> {
+    let effective = effective_capabilities(status)?;
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    let caps = if has(CAP_SYS_ADMIN) {
+        "CAP_SYS_ADMIN"
+    } else if has(CAP_BPF) && has(CAP_PERFMON) {
+        "CAP_BPF and CAP_PERFMON"
+    } else {
+        return None;
+    };
+    let seccomp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim);
+    let blocker = match seccomp {
+        // SECCOMP_MODE_FILTER: a container runtime's default profile may allow bpf() and
+        // perf_event_open() only with CAP_SYS_ADMIN.
+        Some("2") => {
+            "a seccomp filter is set (Seccomp: 2 in /proc/self/status) and probably refused it, \
+             or a security module (AppArmor, SELinux) did"
+        }
+        Some("0") => {
+            "no seccomp filter is set, so a security module (AppArmor, SELinux) or the kernel's \
+             lockdown refused it"
+        }
+        _ => "a seccomp filter or a security module (AppArmor, SELinux) refused it",
+    };
+    Some(KernelError::Blocked {
+        call,
+        caps,
+        blocker,
+    })
+}
+
+/// Why a per-site uprobe (a perf event) may be refused when the programs loaded: Linux requires
+/// CAP_SYS_ADMIN for them again since "perf: Revert to requiring CAP_SYS_ADMIN for uprobes"
+/// (2025, backported to the stable kernels), CAP_PERFMON is not enough; uprobe_multi links
+/// (Linux >= 6.6) still need only CAP_BPF and CAP_PERFMON.
+fn per_site_permission_hint() -> &'static str {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match effective_capabilities(&status) {
+        Some(effective) if effective & (1 << CAP_SYS_ADMIN) == 0 => {
+            " (per-site uprobes, used where the kernel has no uprobe_multi (Linux < 6.6) or with \
+             GOPROBE_ATTACH=single, need CAP_SYS_ADMIN on kernels with the 2025 fix \
+             \"perf: Revert to requiring CAP_SYS_ADMIN for uprobes\"; CAP_BPF and CAP_PERFMON \
+             are not enough: add CAP_SYS_ADMIN, or use Linux >= 6.6)"
+        }
+        _ => "",
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capabilities (`CapEff:`) in the text of /proc/PID/status.
+fn effective_capabilities(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// An error and its causes on one line (the verifier log, if any, is kept).
@@ -808,17 +1002,10 @@ fn check_kernel_version() -> Result<(), KernelError> {
 /// Fail early, before touching any target, when the process clearly lacks the capabilities:
 /// CAP_BPF + CAP_PERFMON (Linux >= 5.8), or CAP_SYS_ADMIN.
 fn check_privileges() -> Result<(), KernelError> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return Ok(());
     };
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
+    let Some(effective) = effective_capabilities(&status) else {
         return Ok(());
     };
     let has = |cap: u32| effective & (1 << cap) != 0;
@@ -858,5 +1045,26 @@ fn raise_rlimit(resource: libc::__rlimit_resource_t, want: libc::rlim_t) {
             };
             libc::setrlimit(resource, &capped);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eperm_with_the_capabilities_is_blamed_on_seccomp_or_an_lsm() {
+        // CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH: the DaemonSet's set.
+        let daemonset = "CapEff:\t000000c000080004\nSeccomp:\t2\n";
+        let e = blocked_error("bpf()", daemonset).unwrap().to_string();
+        assert!(e.contains("CAP_BPF and CAP_PERFMON"), "{e}");
+        assert!(e.contains("seccomp filter is set"), "{e}");
+        assert!(e.contains("deploy/seccomp/goprobe.json"), "{e}");
+        let root = "CapEff:\t000001ffffffffff\nSeccomp:\t0\n";
+        let e = blocked_error("bpf()", root).unwrap().to_string();
+        assert!(e.contains("CAP_SYS_ADMIN") && e.contains("AppArmor"), "{e}");
+        // Without the capabilities, the missing capabilities are the reason.
+        assert!(blocked_error("bpf()", "CapEff:\t0000000000000000\nSeccomp:\t2\n").is_none());
+        assert!(blocked_error("bpf()", "CapEff:\t0000004000000000\nSeccomp:\t2\n").is_none());
     }
 }

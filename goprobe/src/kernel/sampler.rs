@@ -10,7 +10,7 @@ use aya::{
     },
 };
 
-use super::{KernelError, error_chain, load_error, loader, maps, object, preflight};
+use super::{KernelError, load_error, loader, maps, object, preflight};
 
 const PROGRAM: &str = "goprobe_profile";
 
@@ -33,14 +33,16 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             offcpu: false,
         },
     );
-    let mut ebpf = loader.load(object()).map_err(|e| load_error(&e))?;
+    let mut ebpf = loader.load(object()).map_err(load_error)?;
     let program: &mut PerfEvent = ebpf
         .program_mut(PROGRAM)
         .and_then(|p| p.try_into().ok())
         .unwrap_or_else(|| unreachable!("the eBPF object defines {PROGRAM}"));
-    program.load().map_err(|e| load_error(&e))?;
-    let cpus =
-        aya::util::online_cpus().map_err(|(what, e)| KernelError::Load(format!("{what}: {e}")))?;
+    program.load().map_err(load_error)?;
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| KernelError::Failed {
+        what: format!("reading {what}"),
+        source: Box::new(e),
+    })?;
     for cpu in cpus {
         program
             .attach(
@@ -52,13 +54,19 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             .map_err(|e| KernelError::Attach {
                 target: format!("CPU {cpu}"),
                 sites: 1,
-                reason: error_chain(&e),
+                hint: "",
+                source: Box::new(e),
             })?;
     }
     let samples = ebpf
         .take_map(maps::name::SAMPLES)
         .ok_or_else(|| KernelError::Load("no SAMPLES map".into()))
-        .and_then(|m| RingBuf::try_from(m).map_err(|e| KernelError::Load(e.to_string())))?;
+        .and_then(|m| {
+            RingBuf::try_from(m).map_err(|e| KernelError::Failed {
+                what: "SAMPLES".into(),
+                source: Box::new(e),
+            })
+        })?;
     Ok((ebpf, samples))
 }
 

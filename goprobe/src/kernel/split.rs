@@ -64,10 +64,10 @@ pub fn counters(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
 
 /// Drop the split records of processes for which `alive` is false.
 pub fn sweep(ebpf: &mut Ebpf, alive: &dyn Fn(u32) -> bool) {
-    super::remove_where::<GoroutineKey, GoroutineSplit>(ebpf, maps::name::SPLIT_G, |k| {
+    super::remove_entries::<GoroutineKey, GoroutineSplit>(ebpf, maps::name::SPLIT_G, |k, _| {
         !alive(k.tgid)
     });
-    super::remove_where::<NestedKey, SplitSnapshot>(ebpf, maps::name::SPLIT_OPEN, |k| {
+    super::remove_entries::<NestedKey, SplitSnapshot>(ebpf, maps::name::SPLIT_OPEN, |k, _| {
         !alive(k.tgid)
     });
     // Threads are keyed by task address: the dead are found by the goroutine they ran.
@@ -111,9 +111,7 @@ impl OffCpuKernel {
                 offcpu: true,
             },
         );
-        let mut ebpf = loader
-            .load(super::object())
-            .map_err(|e| super::load_error(&e))?;
+        let mut ebpf = loader.load(super::object()).map_err(super::load_error)?;
         write_tables(&mut ebpf)?;
         let sites: &mut UProbe = ebpf
             .program_mut(program_name(mode))

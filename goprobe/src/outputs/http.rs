@@ -3,51 +3,31 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// How long a whole request may take (connect, send, answer) unless the caller says otherwise:
+/// a server that accepts and never answers must not hang goprobe (or the agent's exporter).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The longest a connection attempt may take, within the request's whole timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A plain-HTTP GET (the agent listens on loopback by default; for a remote agent, tunnel or
 /// proxy). Returns the body of a 200 answer; anything else is an error with the agent's text.
 pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<String> {
-    http_request(url, token, None).map_err(|e| match e {
+    http_get_within(url, token, DEFAULT_TIMEOUT)
+}
+
+/// [`http_get`] that gives up after `timeout` (the whole request).
+pub fn http_get_within(
+    url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    http_request_within(url, token, None, timeout)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| match e {
         HttpError::Unreachable(host, e) => anyhow::anyhow!(
             "cannot reach the agent at http://{host}: {e} (is `goprobe agent` running? give --url, or --archive to read an archive file)"
         ),
@@ -59,14 +39,16 @@ pub fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<String> {
 pub enum HttpError {
     #[error("only http:// URLs are supported")]
     NotHttp,
-    #[error("cannot reach {0}: {1}")]
-    Unreachable(String, std::io::Error),
+    #[error("cannot reach {0}")]
+    Unreachable(String, #[source] std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("malformed HTTP answer")]
     Malformed,
     #[error("HTTP {0}: {1}")]
     Status(u16, String),
+    #[error("no complete answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
 }
 
 /// One HTTP/1.1 request over plain TCP: GET, or POST of `body` as (content type, bytes).
@@ -85,6 +67,32 @@ pub fn http_request_bytes(
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> Result<Vec<u8>, HttpError> {
+    http_request_within(url, token, body, DEFAULT_TIMEOUT)
+}
+
+/// [`http_request_bytes`] that gives up after `timeout`, counted from the call: connecting,
+/// sending and reading the answer all come out of it, so a server that accepts and then
+/// answers nothing, or a byte a minute, ends in [`HttpError::Timeout`].
+pub fn http_request_within(
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<Vec<u8>, HttpError> {
+    let deadline = Instant::now() + timeout;
+    // What is left of the timeout, never zero (a zero timeout means "none" to the socket).
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(HttpError::Timeout(timeout))
+    };
+    let timed_out = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            HttpError::Timeout(timeout)
+        }
+        _ => HttpError::Io(e),
+    };
     let rest = url.strip_prefix("http://").ok_or(HttpError::NotHttp)?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -96,9 +104,7 @@ pub fn http_request_bytes(
         .next()
         .ok_or_else(|| unreachable(std::io::ErrorKind::NotFound.into()))?;
     let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        TcpStream::connect_timeout(&addr, left()?.min(CONNECT_TIMEOUT)).map_err(unreachable)?;
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let (method, extra) = match body {
         Some((content_type, bytes)) => (
@@ -118,9 +124,19 @@ pub fn http_request_bytes(
     if let Some((_, bytes)) = body {
         request.extend_from_slice(bytes);
     }
-    stream.write_all(&request)?;
+    stream.set_write_timeout(Some(left()?))?;
+    stream.write_all(&request).map_err(timed_out)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        stream.set_read_timeout(Some(left()?))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(timed_out(e)),
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -171,10 +187,35 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A server that accepts the connection and never answers hung `goprobe query --url` for
+    /// a minute per read; the whole request now ends at its timeout.
     #[test]
-    fn percent_coding() {
-        let s = "main.(*T).Get & co/ü";
-        assert_eq!(percent_decode(&percent_encode(s)), s);
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
+    fn a_silent_server_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1/query", listener.local_addr().unwrap());
+        // Accept, then hold the connection open without a word (and a slow drip on a second
+        // connection: one byte every 100 ms never completes an answer either).
+        let server = std::thread::spawn(move || {
+            let (_silent, _) = listener.accept().unwrap();
+            let (mut drip, _) = listener.accept().unwrap();
+            for _ in 0..20 {
+                if drip.write_all(b"H").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for _ in 0..2 {
+            let start = Instant::now();
+            let e = http_request_within(&url, None, None, Duration::from_millis(300)).unwrap_err();
+            assert!(matches!(e, HttpError::Timeout(_)), "{e}");
+            assert_eq!(e.to_string(), "no complete answer within 300ms");
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+        server.join().unwrap();
     }
 }

@@ -4,14 +4,39 @@ pub mod http;
 pub mod json;
 pub mod pprof;
 pub mod prometheus;
+pub use goprobe_input::query_string;
 pub mod stacktext;
 pub mod symbols;
 pub mod tables;
 pub mod text;
 
-use std::time::SystemTime;
+use std::{path::Path, time::SystemTime};
 
 use crate::pipeline::{Latencies, Unit};
+
+/// Check, before any work, that an output file can be written: a profile sampled for a minute
+/// must not be lost to a typo in `-o`. The file is opened for writing without truncating it
+/// (and removed again if this created it); non-blocking, so a FIFO without a reader is an
+/// error rather than a wait.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let existed = path.symlink_metadata().is_ok();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            let e = e.to_string();
+            let e = e.split(" (os error").next().unwrap_or(&e).to_string();
+            anyhow::anyhow!("cannot write {}: {e}", path.display())
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
 
 /// One calling stack of a latency report: the callers (innermost first, the traced function
 /// itself left out) and the latencies of the calls that returned to them.
@@ -87,4 +112,29 @@ pub fn clock_time_ms(time: SystemTime) -> String {
         .map(|d| d.subsec_millis())
         .unwrap_or(0);
     format!("{}.{millis:03}", clock_time(time))
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    /// `profile -o /nonexistent/x` failed only after sampling; the check says so at once, and
+    /// leaves no file behind when it passes.
+    #[test]
+    fn output_paths_are_checked_before_work() {
+        let e = check_writable(Path::new("/nonexistent/x")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot write /nonexistent/x: No such file or directory"
+        );
+        let e = check_writable(Path::new("/")).unwrap_err();
+        assert!(e.to_string().starts_with("cannot write /: "), "{e}");
+        let path = std::env::temp_dir().join(format!("goprobe-check-{}", std::process::id()));
+        check_writable(&path).unwrap();
+        assert!(!path.exists(), "the check must not leave a file");
+        std::fs::write(&path, "kept").unwrap();
+        check_writable(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "kept");
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -22,15 +22,36 @@ pub struct Health {
     /// Kernel counters (goprobe_common::counter), summed over CPUs, since the agent started.
     pub kernel: Vec<(&'static str, u64)>,
     pub attach_errors: u64,
+    /// Processes the agent could not inspect, by the permission that was missing.
+    pub not_inspectable: Vec<(&'static str, u64)>,
     pub binaries_inspected: u64,
     pub inspection_failures: u64,
     pub archive_writes: u64,
     pub archive_errors: u64,
+    pub archive_corrupt: u64,
     pub otlp_exports: u64,
     pub otlp_errors: u64,
     pub config_reloads: u64,
     pub config_reload_errors: u64,
     pub start_time_s: f64,
+    /// The overhead budget, as a share of one CPU per process (0: off).
+    pub overhead_budget: f64,
+    /// Functions shed from a process by the overhead budget, since the agent started.
+    pub functions_shed: u64,
+    /// The latest of them (the newest last), for /api/v1/status.
+    pub shed: Vec<ShedReport>,
+}
+
+/// One function shed from one process by the overhead budget.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShedReport {
+    pub pid: u32,
+    pub service: String,
+    pub function: String,
+    pub calls_per_s: f64,
+    /// The share of one CPU its probes were estimated to cost the process.
+    pub cpu_share: f64,
+    pub at_ms: u64,
 }
 
 pub fn escape(value: &str) -> String {
@@ -175,6 +196,12 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         health.archive_errors,
     );
     gauge(
+        "archive_corrupt_total",
+        "counter",
+        "Archive files found corrupt, moved aside and replaced by a fresh archive.",
+        health.archive_corrupt,
+    );
+    gauge(
         "otlp_exports_total",
         "counter",
         "OTLP exports sent.",
@@ -198,6 +225,22 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         "Configuration reloads refused because the new file had an error.",
         health.config_reload_errors,
     );
+    gauge(
+        "functions_shed_total",
+        "counter",
+        "Functions detached from a process by the overhead budget: their probes were estimated to cost it more than agent.overhead_budget of one CPU (their histograms stop there; /api/v1/status lists them).",
+        health.functions_shed,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_overhead_budget_ratio The share of one CPU that goprobe's probes may cost each traced process (agent.overhead_budget; 0: no budget)."
+    );
+    let _ = writeln!(out, "# TYPE goprobe_agent_overhead_budget_ratio gauge");
+    let _ = writeln!(
+        out,
+        "goprobe_agent_overhead_budget_ratio {}",
+        number(health.overhead_budget)
+    );
     // Calls seen but not timed, by why: the histograms are short by exactly this much.
     let kernel = |name: &str| {
         health
@@ -220,6 +263,20 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         let _ = writeln!(
             out,
             "goprobe_agent_calls_not_timed_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP goprobe_agent_processes_not_inspectable_total Processes the agent could not inspect (not traced even if Go), by the permission that was missing: CAP_SYS_PTRACE (reading /proc/PID/exe), CAP_DAC_READ_SEARCH (reading the binary), lsm (refused despite the capability: AppArmor, SELinux)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE goprobe_agent_processes_not_inspectable_total counter"
+    );
+    for (reason, value) in &health.not_inspectable {
+        let _ = writeln!(
+            out,
+            "goprobe_agent_processes_not_inspectable_total{{reason=\"{reason}\"}} {value}"
         );
     }
     let _ = writeln!(

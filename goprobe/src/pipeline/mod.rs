@@ -6,6 +6,7 @@ pub mod by_stack;
 pub mod history;
 pub mod series;
 pub mod split;
+pub use goprobe_input::times;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
@@ -27,6 +28,9 @@ pub struct FunctionInfo {
     pub out_of_line: bool,
     /// Inlined copies of it that are probed.
     pub inlined_copies: usize,
+    /// What one call costs the program in probe hits, estimated from its sites (the dearer of
+    /// its out-of-line sites and its inlined copies'; see `plan::site_cost_ns`).
+    pub call_cost_ns: u64,
 }
 
 /// Function ids are indices into this table. Ids are per (binary, function), so the same name in

@@ -3,157 +3,9 @@
 //! functions cannot be traced, with the reason.
 pub mod split;
 
-use std::path::PathBuf;
-
-use regex::Regex;
+pub use goprobe_input::pattern::Pattern;
 
 use crate::inspect::{BinaryIndex, EntryKind, Function, inline::InlinedCopy};
-
-#[derive(Debug, thiserror::Error)]
-pub enum PatternError {
-    #[error("pattern {0:?} has no function name: use go:NAME or PATH:NAME, e.g. 'go:main.handle'")]
-    NoName(String),
-    #[error(
-        "pattern {0:?} must start with go: or PATH: (e.g. 'go:fmt.Println' or '/usr/bin/app:main.run')"
-    )]
-    NoPrefix(String),
-    #[error("invalid regular expression {pattern:?}: {source}")]
-    Regex {
-        pattern: String,
-        source: regex::Error,
-    },
-}
-
-/// A parsed `go:NAME` / `PATH:NAME` pattern.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    /// The NAME part.
-    pub name: String,
-    /// `Some` for `PATH:NAME`.
-    pub binary: Option<PathBuf>,
-    matcher: Regex,
-}
-
-impl Pattern {
-    pub fn parse(raw: &str, regex: bool) -> Result<Self, PatternError> {
-        let (prefix, name) = raw
-            .split_once(':')
-            .ok_or_else(|| PatternError::NoPrefix(raw.into()))?;
-        if name.is_empty() {
-            return Err(PatternError::NoName(raw.into()));
-        }
-        let binary = match prefix {
-            "go" => None,
-            "" => return Err(PatternError::NoPrefix(raw.into())),
-            path => Some(PathBuf::from(path)),
-        };
-        Self::for_name(name, regex, binary)
-    }
-
-    /// A pattern over names only (for `goprobe symbols`).
-    pub fn name_only(name: &str, regex: bool) -> Result<Self, PatternError> {
-        Self::for_name(name, regex, None)
-    }
-
-    fn for_name(name: &str, regex: bool, binary: Option<PathBuf>) -> Result<Self, PatternError> {
-        let source = if regex {
-            name.to_string()
-        } else {
-            glob_to_regex(name)
-        };
-        let matcher = Regex::new(&source).map_err(|source| PatternError::Regex {
-            pattern: name.into(),
-            source,
-        })?;
-        Ok(Self {
-            name: name.into(),
-            binary,
-            matcher,
-        })
-    }
-
-    /// One pattern that matches what any of `patterns` matches (the agent plans a binary once
-    /// for all its probes). Its `name` lists theirs, for messages.
-    pub fn any_of(patterns: &[Pattern]) -> Self {
-        let source = patterns
-            .iter()
-            .map(|p| format!("(?:{})", p.matcher.as_str()))
-            .collect::<Vec<_>>()
-            .join("|");
-        let name = patterns
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        Self {
-            name,
-            binary: None,
-            // Each part compiled on its own, so their alternation compiles too; an empty list
-            // matches nothing.
-            matcher: Regex::new(if patterns.is_empty() {
-                "[^\\s\\S]"
-            } else {
-                &source
-            })
-            .expect("an alternation of valid regexes is valid"),
-        }
-    }
-
-    pub fn matches(&self, function: &str) -> bool {
-        self.matcher.is_match(function)
-    }
-
-    /// Names that the user may have meant, best first: names containing the pattern's literal
-    /// text, then the closest by edit distance.
-    pub fn closest<'a>(&self, names: impl Iterator<Item = &'a str>, limit: usize) -> Vec<String> {
-        let literal: String = self
-            .name
-            .chars()
-            .filter(|c| !matches!(c, '*' | '?' | '^' | '$'))
-            .collect();
-        let literal_lower = literal.to_lowercase();
-        let mut scored: Vec<(f64, &str)> = names
-            .map(|name| {
-                let lower = name.to_lowercase();
-                let contains = !literal_lower.is_empty() && lower.contains(&literal_lower);
-                let tail = lower.rsplit(['.', '/']).next().unwrap_or(&lower);
-                let want_tail = literal_lower
-                    .rsplit(['.', '/'])
-                    .next()
-                    .unwrap_or(&literal_lower);
-                let similarity = strsim::jaro_winkler(&literal_lower, &lower)
-                    .max(strsim::jaro_winkler(want_tail, tail) * 0.95);
-                (similarity + if contains { 1.0 } else { 0.0 }, name)
-            })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        scored.dedup_by(|a, b| a.1 == b.1);
-        scored
-            .into_iter()
-            .take(limit)
-            .map(|(_, name)| name.to_string())
-            .collect()
-    }
-}
-
-/// Whole-name glob: `*` any run of characters (including `/` and `.`), `?` one character.
-/// A `*` right after `(` is Go's pointer-receiver syntax (`net/http.(*conn).serve`), so it is
-/// taken literally.
-fn glob_to_regex(glob: &str) -> String {
-    let mut out = String::from("^");
-    let mut previous = None;
-    for c in glob.chars() {
-        match c {
-            '*' if previous == Some('(') => out.push_str(r"\*"),
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            c => out.push_str(&regex::escape(&c.to_string())),
-        }
-        previous = Some(c);
-    }
-    out.push('$');
-    out
-}
 
 /// Where to probe one function, as file offsets in its binary.
 #[derive(Debug, Clone)]
@@ -163,7 +15,28 @@ pub struct FunctionPlan {
     /// The entry is the stack-check `jbe`: the kernel side must filter the morestack path.
     pub check_eflags: bool,
     pub return_offsets: Vec<u64>,
+    /// What one traced call costs the program, estimated from where its probes sit
+    /// ([`site_cost_ns`]): its entry site and its dearest return site.
+    pub call_cost_ns: u64,
 }
+
+/// What one probe hit costs the traced program, in ns, by how the kernel handles the probed
+/// instruction, as BENCHMARKS.md measured it ("What a probe costs, per instruction"): an
+/// instruction the kernel emulates (a branch, call, push or NOP on x86-64; branches and `ret`,
+/// which arm64 simulates) about 560 ns, one it single-steps about 9.1 µs; goprobe's program adds
+/// about 250 ns to either. The overhead budget ([`crate::engine::budget`]) prices calls with it.
+pub fn site_cost_ns(emulated: bool) -> u64 {
+    const PROGRAM_NS: u64 = 250;
+    if emulated {
+        560 + PROGRAM_NS
+    } else {
+        9_100 + PROGRAM_NS
+    }
+}
+
+/// What one execution of an inlined copy costs: its boundary sites sit on whatever instruction
+/// the copy begins and ends at, so both are priced as single-stepped.
+pub const INLINE_COPY_COST_NS: u64 = 2 * 9_350;
 
 /// A matched function that goprobe will not trace, and why.
 #[derive(Debug, Clone)]
@@ -358,8 +231,19 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
     } else {
         &sites.returns
     };
+    // arm64 simulates branches and `ret` in its uprobe code; x86-64 emulates the stack-check
+    // branch and the early entries, and the NOP before a RET, but single-steps the RET itself.
+    let arm64 = index.arch == crate::inspect::Arch::Aarch64;
+    let entry_emulated =
+        arm64 || entry != function.addr || sites.entry_kind != EntryKind::FunctionStart;
+    let returns_emulated = arm64
+        || returns
+            .iter()
+            .zip(&sites.returns)
+            .all(|(site, ret)| site != ret);
     Ok(FunctionPlan {
         name: function.name.clone(),
+        call_cost_ns: site_cost_ns(entry_emulated) + site_cost_ns(returns_emulated),
         entry_offset: offset(entry)?,
         check_eflags: sites.entry_kind == EntryKind::StackCheckBranch,
         return_offsets: returns
@@ -404,87 +288,4 @@ fn writes_goroutine_register(index: &BinaryIndex, function: &Function) -> bool {
         }
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_go_and_path_patterns() {
-        let p = Pattern::parse("go:fmt.Println", false).unwrap();
-        assert!(p.binary.is_none());
-        assert!(p.matches("fmt.Println"));
-        assert!(!p.matches("fmt.Printlnx"));
-        let p = Pattern::parse("/usr/bin/caddy:net/http.*", false).unwrap();
-        assert_eq!(
-            p.binary.as_deref(),
-            Some(std::path::Path::new("/usr/bin/caddy"))
-        );
-        assert!(p.matches("net/http.(*conn).serve"));
-        assert!(!p.matches("xnet/http.foo"));
-        assert!(matches!(
-            Pattern::parse("fmt.Println", false),
-            Err(PatternError::NoPrefix(_))
-        ));
-        assert!(matches!(
-            Pattern::parse("go:", false),
-            Err(PatternError::NoName(_))
-        ));
-    }
-
-    #[test]
-    fn globs_escape_go_punctuation() {
-        let p = Pattern::parse("go:main.(*T).M", false).unwrap();
-        assert!(p.matches("main.(*T).M"));
-        assert!(!p.matches("main.(xT).M"));
-        let p = Pattern::parse("go:main.(*T).*", false).unwrap();
-        assert!(p.matches("main.(*T).Method"));
-        assert!(!p.matches("main.T.Method"));
-        let p = Pattern::parse("go:main.F[...]", false).unwrap();
-        assert!(p.matches("main.F[...]"));
-        let p = Pattern::parse("go:main.?un", false).unwrap();
-        assert!(p.matches("main.run"));
-    }
-
-    #[test]
-    fn any_of_matches_each_part() {
-        let a = Pattern::parse("go:main.a*", false).unwrap();
-        let b = Pattern::parse(r"go:\.handle$", true).unwrap();
-        let both = Pattern::any_of(&[a, b]);
-        assert!(both.matches("main.abc"));
-        assert!(both.matches("net/http.handle"));
-        assert!(!both.matches("xmain.a"));
-        assert!(!Pattern::any_of(&[]).matches("main.main"));
-    }
-
-    #[test]
-    fn regex_is_searched() {
-        let p = Pattern::parse(r"go:handle\w+", true).unwrap();
-        assert!(p.matches("main.handleRequest"));
-        assert!(matches!(
-            Pattern::parse("go:(", true),
-            Err(PatternError::Regex { .. })
-        ));
-    }
-
-    #[test]
-    fn suggests_close_names() {
-        let p = Pattern::parse("go:main.goprobeE2ECuont", false).unwrap();
-        let names = [
-            "main.goprobeE2ECount",
-            "main.main",
-            "runtime.main",
-            "fmt.Println",
-        ];
-        assert_eq!(
-            p.closest(names.into_iter(), 1),
-            vec!["main.goprobeE2ECount".to_string()]
-        );
-        let p = Pattern::parse("go:Println", false).unwrap();
-        assert_eq!(
-            p.closest(names.into_iter(), 1),
-            vec!["fmt.Println".to_string()]
-        );
-    }
 }

@@ -155,7 +155,11 @@ pub struct Stat {
 
 pub fn stat(pid: u32) -> Option<Stat> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    let mut stat = parse_stat(&text)?;
+    // The main thread's state is the process's in /proc/PID/stat; it shows as a zombie while
+    // the process still runs other threads (see [`threads`]).
+    stat.zombie = stat.zombie && threads(pid) <= 1;
+    Some(stat)
 }
 
 pub fn parse_stat(text: &str) -> Option<Stat> {
@@ -241,6 +245,8 @@ pub fn start_monotonic_ns(start_ticks: u64) -> u64 {
 #[derive(Debug)]
 pub struct Exec {
     pub pid: u32,
+    /// The thread that called exec, numbered as before it (`pid`: the main thread).
+    pub old_tid: u32,
     /// When it exec'd, on CLOCK_MONOTONIC.
     pub ktime_ns: u64,
     /// Its command name, from the kernel (for messages when `exe` failed).
@@ -320,6 +326,7 @@ fn watch_execs(mut ring: RingBuf<MapData>, sender: &tokio::sync::mpsc::Unbounded
             let end = event.comm.iter().position(|&b| b == 0).unwrap_or(16);
             let exec = Exec {
                 pid,
+                old_tid: event.old_tid,
                 ktime_ns: event.ktime_ns,
                 comm: String::from_utf8_lossy(&event.comm[..end]).into_owned(),
                 stat: stat(pid),
@@ -341,6 +348,51 @@ pub fn is_alive(pid: u32) -> bool {
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
     let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     exists && !stat(pid).is_some_and(|s| s.zombie)
+}
+
+/// A process held by a pidfd, to tell when it has exited. Unlike a look at /proc, which sees the
+/// main thread as a zombie for a moment while another thread execs, the pidfd follows the process
+/// through its execs and reports only its real end (Linux 5.3; [`is_alive`] before).
+pub struct Watched {
+    pid: u32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Watched {
+    pub fn new(pid: u32) -> Self {
+        // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            // SAFETY: the fd was just returned to us and nothing else owns it.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+        });
+        Self { pid, pidfd }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn exited(&self) -> bool {
+        let Some(fd) = &self.pidfd else {
+            return !is_alive(self.pid);
+        };
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait. A pidfd is readable once the process has exited.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP) != 0
+    }
+}
+
+/// The threads of a process. A process whose main thread shows as a zombie still runs while it
+/// has others: the main thread ended alone, or another thread is in `exec` (which ends every
+/// other thread, then takes the PID over) and the process is about to start its new program.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! document (`render`): `percall.rs` (overhead per traced call), `sites.rs` (the cost of a probe
 //! on each kind of instruction, and where goprobe places its sites), `throughput.rs` (throughput
 //! and loss), `pairing.rs` (pairing at scale), `attach.rs` (attach time), `inspect.rs`
-//! (inspection time), `accuracy.rs`, `split.rs` (the cost of `funclatency --split`). Shared by them: `runner.rs` (a Go program under a tracer),
+//! (inspection time), `accuracy.rs`, `budget.rs` (the agent's overhead budget), `split.rs` (the cost of `funclatency --split`). Shared by them: `runner.rs` (a Go program under a tracer),
 //! `insns.rs` (a function's instructions and goprobe's sites in it), `stats.rs` (medians and
 //! number formats), `report.rs` (the document around the sections: the machine, the summary and
 //! the changes), `proc.rs` (child processes) and `json.rs`. Here: the options, the plan, the
@@ -17,6 +17,7 @@
 
 mod accuracy;
 mod attach;
+mod budget;
 mod insns;
 mod inspect;
 mod json;
@@ -45,7 +46,7 @@ pub struct Options {
     pub only: Option<Vec<String>>,
 }
 
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "percall",
     "sites",
     "throughput",
@@ -53,6 +54,7 @@ pub const SECTIONS: [&str; 8] = [
     "attach",
     "inspect",
     "accuracy",
+    "budget",
     "split",
 ];
 
@@ -109,6 +111,8 @@ struct Env {
     bench: PathBuf,
     bench119: PathBuf,
     gosymref: PathBuf,
+    /// tests/go/budget (Go 1.27): the HTTP server of the overhead budget's section.
+    budget: PathBuf,
     /// Large stripped Go servers from Debian.
     servers: Vec<PathBuf>,
 }
@@ -145,6 +149,7 @@ pub fn run(opts: Options) -> Result<()> {
             "attach" => attach::measure(&env).map(|r| report.attach = Some(r)),
             "inspect" => inspect::measure(&env).map(|r| report.inspect = Some(r)),
             "accuracy" => accuracy::measure(&env).map(|r| report.accuracy = Some(r)),
+            "budget" => budget::measure(&env).map(|r| report.budget = Some(r)),
             "split" => split::measure(&env).map(|r| report.split = Some(r)),
             _ => unreachable!("sections are checked above"),
         });
@@ -197,7 +202,7 @@ fn prepare(plan: Plan) -> Result<Env> {
             (1, gobuild::Variant::Default),
         ],
     };
-    gobuild::build(&matrix, Some(&["bench", "gosymref", "hold"]))?;
+    gobuild::build(&matrix, Some(&["bench", "gosymref", "hold", "budget"]))?;
     let programs = gobuild::output_dir();
     Ok(Env {
         plan,
@@ -205,6 +210,7 @@ fn prepare(plan: Plan) -> Result<Env> {
         bench: programs.join("go1.27/default/bench"),
         bench119: programs.join("go1.19/default/bench"),
         gosymref: programs.join("go1.27/default/gosymref"),
+        budget: programs.join("go1.27/default/budget"),
         servers: vec![
             PathBuf::from("/usr/bin/caddy"),
             PathBuf::from("/usr/bin/prometheus"),

@@ -30,6 +30,7 @@ pub struct Report {
     pub attach: Option<AttachReport>,
     pub inspect: Option<InspectReport>,
     pub accuracy: Option<AccuracyReport>,
+    pub budget: Option<super::budget::BudgetReport>,
     pub split: Option<super::split::SplitReport>,
     pub failures: Vec<String>,
 }
@@ -104,6 +105,9 @@ pub fn render(
     }
     if let Some(a) = &report.accuracy {
         accuracy::render(w, a);
+    }
+    if let Some(b) = &report.budget {
+        super::budget::render(w, b);
     }
     if let Some(s) = &report.split {
         super::split::render(w, s);
@@ -273,7 +277,7 @@ fn render_changes(w: &mut String, report: &Report) {
          the kernel emulates costs about 0.5 µs here and one it single-steps 10–30 µs. goprobe \
          already entered stack-check functions on the emulated `jbe`, but entered functions \
          without a stack check on their first instruction and returned on every `ret`, all \
-         single-stepped. Now (`goprobe-inspect/src/disasm/mod.rs`) such functions are entered on the \
+         single-stepped. Now (`goprobe-inspect/src/disasm/x86_64.rs`) such functions are entered on the \
          first emulated instruction of their straight-line start when that is exact, and a `ret` \
          that follows a padding NOP is probed on the NOP. In Debian's caddy, 2,695 of its 7,360 \
          functions without a stack check get an early entry and 2.4 % of its RETs a NOP site \

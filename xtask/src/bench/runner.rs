@@ -313,7 +313,7 @@ pub fn start_goprobe(c: &mut Command) -> Result<Proc> {
 }
 
 /// A free TCP port on the loopback interface.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -130,7 +130,7 @@ pub fn render(w: &mut String, s: &SitesReport) {
         "A probe that does nothing (`goprobe dev attach`) on one instruction of \
          `main.goprobeBenchCall` (Go 1.27) or of the assembly function `main.goprobeBenchAsm`, \
          {} calls per run: the ns it adds per call. \"Emulated\" is what goprobe's decoder \
-         believes (`kernel_emulates` in `goprobe-inspect/src/disasm/mod.rs`): the x86 kernel emulates a \
+         believes (`kernel_emulates` in `goprobe-inspect/src/disasm/x86_64.rs`): the x86 kernel emulates a \
          uprobe on a relative `jmp`/`jcc`/`call`, a `push` and the NOPs of its `x86_nops` table \
          (one trap), and copies every other instruction out of line and single-steps it (a trap, \
          then a single-step trap). On this virtual machine the single-step trap is the expensive \
@@ -185,7 +185,7 @@ pub fn render(w: &mut String, s: &SitesReport) {
     notes(w, &s.notes);
 }
 
-/// The placement rules, as implemented in `goprobe-inspect/src/disasm/mod.rs` and `goprobe/src/plan/mod.rs`.
+/// The placement rules, as implemented in `goprobe-inspect/src/disasm/x86_64.rs` and `goprobe/src/plan/mod.rs`.
 const PLACEMENT: &str = "\
 - **Entry, functions with Go's stack check** (`cmp rsp,[r14+0x10]; jbe morestack`, or the \
 large-frame forms): on the `jbe`. The kernel emulates it, and at that point `regs->eflags` tells \

@@ -4,19 +4,24 @@
 //! - `/metrics`: Prometheus text format;
 //! - `/api/v1/query?from=T&to=T[&function=GLOB]`: the archive's histograms over a range (JSON);
 //! - `/api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB]`: how they moved (JSON);
-//! - `/api/v1/status`: the archive's extent and size (JSON);
+//! - `/api/v1/status`: the archive's extent and size, and the processes the agent could not
+//!   inspect by the permission missing (JSON);
 //! - `/api/v1/profile?from=T&to=T[&pid=N]`: the archived CPU profiles of a range, merged
 //!   (gzipped pprof); with `base=FROM..TO&compare=FROM..TO`, compare minus base;
 //! - `/debug/pprof/profile?pid=N[&seconds=S][&hz=F]`: a fresh eBPF CPU profile of process N
 //!   (gzipped pprof, Go's defaults: 30 s at 100 Hz), so `go tool pprof` works against services
-//!   that expose no pprof of their own;
+//!   that expose no pprof of their own. Each profile holds perf events and maps for its length:
+//!   one at a time per PID, [`MAX_PROFILES`] at once in all (429 beyond), at most
+//!   [`MAX_PROFILE_SECONDS`] long (400 beyond), and none at all (403) when the server listens
+//!   beyond localhost without a bearer token;
 //! - `/debug/pprof/block?pid=N[&seconds=S]`: where process N's goroutines wait, and why, traced
-//!   for S seconds (30 by default) as `goprobe offcpu` does (gzipped pprof);
+//!   for S seconds (30 by default) as `goprobe offcpu` does (gzipped pprof), within the same
+//!   limits as `/debug/pprof/profile`;
 //! - `/healthz`: `ok`.
 //!
 //! Times are those of `goprobe query` (`now`, `-1h`, `@UNIX_SECONDS`, RFC 3339).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
@@ -35,22 +40,82 @@ use tokio::net::TcpListener;
 
 use crate::{
     outputs::{
-        http as http_client,
         prometheus::{self, Health},
+        query_string::query_params,
     },
     pipeline::{
-        archive::Archive,
         history::{self, Range},
         series::Cumulative,
     },
     plan::Pattern,
 };
 
+use super::store::Store;
+use crate::pipeline::archive::ArchiveError;
+
 /// What the server reads; the agent's loop writes it.
 pub struct Shared {
     pub metrics: Mutex<(Cumulative, Health)>,
-    pub archive: Arc<Archive>,
+    pub archive: Arc<Store>,
     pub token: Option<String>,
+    pub profiling: Profiling,
+}
+
+/// Profiles served at once, over all PIDs.
+pub const MAX_PROFILES: usize = 2;
+/// The longest profile served.
+pub const MAX_PROFILE_SECONDS: u64 = 60;
+
+/// `/debug/pprof/profile`'s admission: whether it is on, and the PIDs being profiled now.
+#[derive(Debug)]
+pub struct Profiling {
+    enabled: bool,
+    active: Mutex<HashSet<u32>>,
+}
+
+impl Profiling {
+    /// Off when anyone beyond localhost could ask for profiles without a token: each one costs
+    /// the host perf events, BPF maps and memory for its whole length.
+    pub fn new(listen: std::net::SocketAddr, token: bool) -> Self {
+        Profiling {
+            enabled: listen.ip().is_loopback() || token,
+            active: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A slot for profiling `pid`, freed when dropped (also when the client goes away).
+    fn admit(&self, pid: u32) -> Result<ProfileSlot<'_>, String> {
+        let mut active = self.active.lock().expect("profiling lock");
+        if active.contains(&pid) {
+            return Err(format!(
+                "PID {pid} is being profiled already: one profile per process at a time"
+            ));
+        }
+        if active.len() >= MAX_PROFILES {
+            return Err(format!(
+                "{MAX_PROFILES} profiles are being taken already: retry when one ends"
+            ));
+        }
+        active.insert(pid);
+        Ok(ProfileSlot {
+            profiling: self,
+            pid,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ProfileSlot<'a> {
+    profiling: &'a Profiling,
+    pid: u32,
+}
+
+impl Drop for ProfileSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.profiling.active.lock() {
+            active.remove(&self.pid);
+        }
+    }
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -95,6 +160,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive
+/// (RFC 9110, section 11.1): `bearer`, `BEARER` are the same scheme.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+}
+
 async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only");
@@ -107,7 +179,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_credentials);
         if !given.is_some_and(|g| same(g.trim().as_bytes(), token.as_bytes())) {
             let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
             r.headers_mut().insert(
@@ -117,20 +189,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             return r;
         }
     }
-    let params: HashMap<String, String> = request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                http_client::percent_decode(k),
-                http_client::percent_decode(v),
-            )
-        })
-        .collect();
+    let params = query_params(request.uri().query().unwrap_or(""));
     match request.uri().path() {
         "/metrics" => {
             let text = {
@@ -141,17 +200,42 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/api/v1/status" => {
-            let archive = match shared.archive.extent() {
+            let health = shared.archive.status();
+            let mut archive = match shared.archive.read(|a| Ok(a.extent()?)) {
                 Ok((range, bytes)) => serde_json::json!({
                     "first_interval_end_ms": range.map(|r| r.0),
                     "last_interval_end_ms": range.map(|r| r.1),
                     "bytes": bytes,
                 }),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
+                Err(e) => serde_json::json!({ "error": crate::one_line(&e) }),
+            };
+            archive["corrupt_total"] = health.corrupt_total.into();
+            if let Some(failing) = health.failing {
+                archive["failing"] = failing.into();
+            }
+            // Processes left out for want of a permission, by the permission: all zero means
+            // the agent could look at every process.
+            let (not_inspectable, overhead) = {
+                let guard = shared.metrics.lock().expect("metrics lock");
+                let not_inspectable: serde_json::Map<String, serde_json::Value> = guard
+                    .1
+                    .not_inspectable
+                    .iter()
+                    .map(|(reason, n)| (reason.to_string(), (*n).into()))
+                    .collect();
+                // What the overhead budget shed: the functions whose histograms stop there.
+                let overhead = serde_json::json!({
+                    "budget": guard.1.overhead_budget,
+                    "functions_shed_total": guard.1.functions_shed,
+                    "shed": guard.1.shed,
+                });
+                (not_inspectable, overhead)
             };
             let json = serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "archive": archive,
+                "processes_not_inspectable": not_inspectable,
+                "overhead": overhead,
             });
             reply(StatusCode::OK, "application/json", json.to_string())
         }
@@ -164,8 +248,8 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
              /debug/pprof/profile?pid=N[&seconds=30][&hz=100], \
              /debug/pprof/block?pid=N[&seconds=30], /healthz\n",
         ),
-        "/debug/pprof/profile" => pprof_profile(&params).await,
-        "/debug/pprof/block" => pprof_block(&params).await,
+        "/debug/pprof/profile" => pprof_profile(&params, &shared.profiling).await,
+        "/debug/pprof/block" => pprof_block(&params, &shared.profiling).await,
         "/api/v1/profile" => archived_profile(params, shared).await,
         "/api/v1/query" => api(params, shared, false).await,
         "/api/v1/diff" => api(params, shared, true).await,
@@ -175,10 +259,24 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
 
 /// A fresh CPU profile of one process, sampled with eBPF while the request waits, as Go's
 /// `/debug/pprof/profile` serves one.
-async fn pprof_profile(params: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    let (pid, duration, hz) = match crate::engine::profiler::profile_request(params) {
-        Ok(request) => request,
-        Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+async fn pprof_profile(
+    params: &HashMap<String, String>,
+    profiling: &Profiling,
+) -> Response<Full<Bytes>> {
+    if !profiling.enabled {
+        return error(
+            StatusCode::FORBIDDEN,
+            "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
+        );
+    }
+    let (pid, duration, hz) =
+        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
+            Ok(request) => request,
+            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+    let _slot = match profiling.admit(pid) {
+        Ok(slot) => slot,
+        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
     };
     match crate::engine::profiler::profile_pid(pid, duration, hz).await {
         Ok(profile) => match crate::outputs::pprof::to_gzip(&profile) {
@@ -208,10 +306,26 @@ async fn pprof_profile(params: &HashMap<String, String>) -> Response<Full<Bytes>
 }
 
 /// Where one process's goroutines wait, traced while the request waits (`goprobe offcpu`).
-async fn pprof_block(params: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    let (pid, duration, _) = match crate::engine::profiler::profile_request(params) {
-        Ok(request) => request,
-        Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+/// It attaches probes to the process as a CPU profile does, so it shares the CPU profiles'
+/// limits (and their slots: one profile of either kind per PID at a time).
+async fn pprof_block(
+    params: &HashMap<String, String>,
+    profiling: &Profiling,
+) -> Response<Full<Bytes>> {
+    if !profiling.enabled {
+        return error(
+            StatusCode::FORBIDDEN,
+            "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
+        );
+    }
+    let (pid, duration, _) =
+        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
+            Ok(request) => request,
+            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+    let _slot = match profiling.admit(pid) {
+        Ok(slot) => slot,
+        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
     };
     let profile = match crate::engine::offcpu::block_pid(pid, duration).await {
         Ok(profile) => profile,
@@ -264,13 +378,15 @@ async fn archived_profile(
         None => None,
     };
     let result = tokio::task::spawn_blocking(move || {
-        crate::outputs::pprof::answer_profile(&shared.archive, &ranges, pid)
+        shared
+            .archive
+            .read(|archive| crate::outputs::pprof::answer_profile(archive, &ranges, pid))
     })
     .await;
     match result {
         Ok(Ok(bytes)) => reply(StatusCode::OK, "application/octet-stream", bytes),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
     }
 }
 
@@ -308,10 +424,13 @@ async fn api(
     };
     // Reading a long range can take a while: off the agent's thread.
     let result = tokio::task::spawn_blocking(move || {
-        let records: Result<Vec<_>, _> = ranges
-            .iter()
-            .map(|r| shared.archive.read(r.from_ms, r.to_ms))
-            .collect();
+        let records = shared.archive.read(|archive| {
+            let records: Result<Vec<_>, _> = ranges
+                .iter()
+                .map(|r| archive.read(r.from_ms, r.to_ms))
+                .collect();
+            Ok(records?)
+        });
         records.map(|records| {
             if diff {
                 serde_json::to_string(&history::answer_diff(
@@ -334,7 +453,51 @@ async fn api(
     match result {
         Ok(Ok(Ok(json))) => reply(StatusCode::OK, "application/json", json),
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => archive_error(&e),
+        // A panic of the reading thread: its message is no answer for the user.
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"),
+    }
+}
+
+/// The archive could not answer: 503 while it is corrupt (it was just replaced) or
+/// unavailable (a full disk), 500 for anything else.
+fn archive_error(e: &anyhow::Error) -> Response<Full<Bytes>> {
+    let status = match e.downcast_ref::<ArchiveError>() {
+        Some(ArchiveError::Io { .. } | ArchiveError::Corrupt { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &crate::one_line(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_admitted_one_per_pid_and_two_in_all() {
+        let local = Profiling::new("127.0.0.1:9476".parse().unwrap(), false);
+        assert!(local.enabled);
+        let a = local.admit(1).unwrap();
+        assert!(local.admit(1).unwrap_err().contains("PID 1"));
+        let b = local.admit(2).unwrap();
+        assert!(local.admit(3).unwrap_err().contains("2 profiles"));
+        drop(a);
+        let _c = local.admit(1).unwrap();
+        drop(b);
+        assert!(!Profiling::new("0.0.0.0:9476".parse().unwrap(), false).enabled);
+        assert!(Profiling::new("0.0.0.0:9476".parse().unwrap(), true).enabled);
+    }
+
+    /// `Authorization: bearer TOKEN` was refused: only `Bearer` was recognised.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER abc", "  bEaReR abc"] {
+            assert_eq!(bearer_credentials(header), Some("abc"), "{header:?}");
+        }
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
     }
 }

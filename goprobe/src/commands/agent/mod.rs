@@ -12,14 +12,17 @@
 //! ```
 //!
 //! A process is known by (PID, start time): a reused PID is a new process, and an exec is seen
-//! as a new binary behind the same PID. Before any process is forgotten or re-labelled, the
-//! ring buffer is drained and folded, so every call is counted under the labels it was made
-//! with. SIGHUP reloads the config (a config with an error is refused whole, the running one
-//! stays); collected histograms are kept across reloads.
-pub mod config;
+//! as a new process behind the same PID. Before a process is re-labelled, the ring buffer is
+//! drained and folded, and a process forgotten (it exited, often while the agent looked at
+//! others) keeps its labels until the next fold, so every call is counted under the labels it
+//! was made with. SIGHUP reloads the config (a config with an error is refused whole, the
+//! running one stays); collected histograms are kept across reloads.
+pub mod access;
+pub use goprobe_input::agent_config as config;
 pub mod http;
 pub mod labels;
 pub mod otlp;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -41,13 +44,14 @@ use self::{
 use crate::{
     engine::{
         AttachmentId, BinaryState, TraceError, Tracer,
+        budget::Budget,
         run::{Run, Tick},
         session::attach_mode_from_env,
     },
-    outputs::prometheus::Health,
+    outputs::prometheus::{Health, ShedReport},
     pipeline::{self, Latencies},
     pipeline::{
-        archive::{Archive, ProfileRecord, Record, Retention},
+        archive::{ProfileRecord, Record, Retention},
         history::now_ms,
         series::{Cumulative, SeriesKey},
     },
@@ -173,6 +177,14 @@ enum ProcessState {
     },
 }
 
+/// A traced process forgotten since the last fold: its last calls may still be in the ring
+/// buffer, and the next fold counts them under these labels.
+#[derive(Debug)]
+struct Retired {
+    ids: BTreeSet<u32>,
+    labels: ProcessLabels,
+}
+
 #[derive(Debug)]
 struct Tracked {
     start: u64,
@@ -186,6 +198,8 @@ struct Agent {
     probes: Vec<Probe>,
     tracer: Tracer,
     processes: HashMap<u32, Tracked>,
+    /// Traced processes forgotten since the last fold.
+    retired: HashMap<u32, Retired>,
     shared: Arc<Shared>,
     interval: BTreeMap<SeriesKey, Latencies>,
     /// `histogram.split`: this interval's time per state, per series.
@@ -202,10 +216,14 @@ struct Agent {
     )>,
     /// The service label of each profiled process, kept until its last profile is written.
     profiled: HashMap<u32, String>,
+    /// The overhead budget (`agent.overhead_budget`), unless it is 0.
+    budget: Option<Budget>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    // The token file is part of the config: `--check` reads it too.
+    let token = config.token().map_err(anyhow::Error::msg)?;
     if args.check {
         println!(
             "{}: OK ({} probes)",
@@ -216,17 +234,16 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     // Everything that can fail is checked before any probe is attached, so an error never
     // leaves a half-configured agent behind.
-    let token = read_token(&config)?;
     let listen = config.http.listen;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     listener.set_nonblocking(true)?;
     if !listen.ip().is_loopback() && token.is_none() {
         eprintln!(
-            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive (set http.bearer_token_file)"
+            "goprobe: warning: the HTTP server listens on {listen}, beyond localhost, without a bearer token: anyone who can reach it reads the metrics and the archive, and profiling (/debug/pprof/profile) is off (set http.bearer_token_file)"
         );
     }
-    let archive = Arc::new(Archive::open(&config.archive.path)?);
+    let archive = Arc::new(store::Store::open(&config.archive.path)?);
     let mode = attach_mode_from_env();
     let probes = Probe::compile(&config);
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
@@ -239,6 +256,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut tracer = Tracer::with_probes(Pattern::any_of(&all), mode, probes_kind)?;
     tracer.keep_names = false;
+    let budget =
+        (config.agent.overhead_budget.0 > 0.0).then(|| Budget::new(config.agent.overhead_budget.0));
+    // Each function attached apart, so that the budget can detach one alone.
+    tracer.sheddable = budget.is_some();
     // The kernel's exec events: new processes are looked at as they start, not at the next
     // scan (which a short-lived process would not live to see).
     let execs = tracer
@@ -253,6 +274,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let start_ms = now_ms();
     let health = Health {
         start_time_s: start_ms as f64 / 1000.0,
+        overhead_budget: config.agent.overhead_budget.0,
+        not_inspectable: access::Denied::ALL.iter().map(|d| (d.label(), 0)).collect(),
         ..Health::default()
     };
     let otlp = otlp::Exporter::new(config.otlp.as_ref(), start_ms * 1_000_000);
@@ -262,6 +285,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             health.clone(),
         )),
         archive,
+        profiling: http::Profiling::new(listen, token.is_some()),
         token,
     });
     let profiler = if config.profile.enabled {
@@ -281,6 +305,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         probes,
         tracer,
         processes: HashMap::new(),
+        retired: HashMap::new(),
         shared,
         interval: BTreeMap::new(),
         interval_split: BTreeMap::new(),
@@ -291,25 +316,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         otlp,
         profiler,
         profiled: HashMap::new(),
+        budget,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(agent.run(listener, execs))
-}
-
-fn read_token(config: &Config) -> anyhow::Result<Option<String>> {
-    let Some(path) = &config.http.bearer_token_file else {
-        return Ok(None);
-    };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read http.bearer_token_file {}", path.display()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        anyhow::bail!("http.bearer_token_file {} is empty", path.display());
-    }
-    Ok(Some(token))
 }
 
 impl Agent {
@@ -356,7 +368,24 @@ impl Agent {
                         self.fold();
                     }
                     for exec in execs {
+                        self.tracer.forget_old_program(&exec);
+                        // An exec by another thread than the main one ends the kernel's
+                        // attachment for the process (it is tied to the main thread's task):
+                        // the process is looked at as a new one, and its old attachment is
+                        // detached after the new one is in place (detaching takes a while).
+                        let ended = if exec.old_tid != exec.pid {
+                            self.processes.remove(&exec.pid)
+                        } else {
+                            None
+                        };
                         self.look_at(exec.pid);
+                        if let Some(Tracked {
+                            state: ProcessState::Traced { attachment, .. },
+                            ..
+                        }) = ended
+                        {
+                            self.tracer.detach(attachment);
+                        }
                     }
                 }
                 Tick::Scan => self.scan(),
@@ -390,14 +419,16 @@ impl Agent {
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
         for ((func, pid), latencies) in histograms {
-            if let Some(ProcessState::Traced { ids, .. }) =
-                self.processes.get(&pid).map(|t| &t.state)
+            if let Some((ids, _)) = self.traced(pid)
                 && !ids.contains(&func)
             {
                 continue;
             }
             let key = self.series_key(func, pid);
             guard.0.add(&key, &latencies);
+            if let Some(budget) = self.budget.as_mut() {
+                budget.count(pid, func, latencies.count);
+            }
             self.interval.entry(key).or_default().merge(&latencies);
         }
         for ((func, pid), split) in std::mem::take(&mut self.tracer.aggregator.split) {
@@ -417,6 +448,11 @@ impl Agent {
                 *total = total.saturating_add(state.total_ns);
             }
         }
+        drop(guard);
+        self.keep_to_budget();
+        let mut guard = self.shared.metrics.lock().expect("metrics lock");
+        // Their last calls are counted now.
+        self.retired.clear();
         let counters = self.tracer.counters();
         self.health.kernel = goprobe_common::counter::NAMES
             .iter()
@@ -426,6 +462,7 @@ impl Agent {
         (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
         self.health.binaries_inspected = self.tracer.inspections;
         self.health.inspection_failures = self.tracer.inspection_failures;
+        self.health.archive_corrupt = self.shared.archive.corrupt_total();
         let (mut processes, mut probes) = (0, 0);
         for tracked in self.processes.values() {
             if let ProcessState::Traced { functions, .. } = tracked.state {
@@ -438,6 +475,79 @@ impl Agent {
         guard.1 = self.health.clone();
     }
 
+    /// Shed the hottest functions of each process whose probes are estimated to cost it more
+    /// than the overhead budget (once per budget window), and say so.
+    fn keep_to_budget(&mut self) {
+        let Some(budget) = self.budget.as_mut() else {
+            return;
+        };
+        let functions = &self.tracer.functions;
+        let Some(overruns) = budget.check(Instant::now(), |f| {
+            functions.get(f).map_or(0, |info| info.call_cost_ns)
+        }) else {
+            return;
+        };
+        let limit = budget.limit;
+        for overrun in overruns {
+            let Some(Tracked {
+                state:
+                    ProcessState::Traced {
+                        attachment, labels, ..
+                    },
+                ..
+            }) = self.processes.get(&overrun.pid)
+            else {
+                continue;
+            };
+            let (attachment, service) = (*attachment, labels.service.clone());
+            for shed in overrun.shed {
+                let function = self.tracer.functions.get(shed.func).map_or_else(
+                    || format!("function {}", shed.func),
+                    |info| info.name.clone(),
+                );
+                if !self.tracer.shed(attachment, shed.func) {
+                    eprintln!(
+                        "goprobe: overhead budget: PID {} ({service}) spends ~{:.1}% of a CPU in {function}'s probes, over the {:.1}% budget, but its inlined copies cannot be detached alone",
+                        overrun.pid,
+                        shed.cpu_share * 100.0,
+                        limit * 100.0
+                    );
+                    continue;
+                }
+                eprintln!(
+                    "goprobe: overhead budget: detached {function} from PID {} ({service}): {:.0} calls/s cost it ~{:.1}% of a CPU; its probes were ~{:.1}% in all, over the {:.1}% budget (agent.overhead_budget); its histogram stops here",
+                    overrun.pid,
+                    shed.calls_per_s,
+                    shed.cpu_share * 100.0,
+                    overrun.estimate * 100.0,
+                    limit * 100.0
+                );
+                self.health.functions_shed += 1;
+                self.health.shed.push(ShedReport {
+                    pid: overrun.pid,
+                    service: service.clone(),
+                    function,
+                    calls_per_s: shed.calls_per_s,
+                    cpu_share: shed.cpu_share,
+                    at_ms: now_ms(),
+                });
+                // The latest 100 are listed.
+                if self.health.shed.len() > 100 {
+                    self.health.shed.remove(0);
+                }
+            }
+        }
+    }
+
+    /// The functions traced in process `pid` and its labels, while it is traced or until the
+    /// fold after it was forgotten.
+    fn traced(&self, pid: u32) -> Option<(&BTreeSet<u32>, &ProcessLabels)> {
+        match self.processes.get(&pid).map(|t| &t.state) {
+            Some(ProcessState::Traced { ids, labels, .. }) => Some((ids, labels)),
+            _ => self.retired.get(&pid).map(|r| (&r.ids, &r.labels)),
+        }
+    }
+
     fn series_key(&self, func: u32, pid: u32) -> SeriesKey {
         let function = self
             .tracer
@@ -445,8 +555,8 @@ impl Agent {
             .get(func)
             .map_or_else(|| format!("func#{func}"), |f| f.name.clone());
         let pid_label = self.config.histogram.pid_label.then_some(pid);
-        match self.processes.get(&pid).map(|t| &t.state) {
-            Some(ProcessState::Traced { labels, .. }) => SeriesKey {
+        match self.traced(pid) {
+            Some((_, labels)) => SeriesKey {
                 function,
                 service: labels.service.clone(),
                 container: labels.container.clone(),
@@ -494,12 +604,10 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
+        // The store logs failures when they start and end, not at every interval.
         match self.shared.archive.write(&records, retention) {
             Ok(()) => self.health.archive_writes += 1,
-            Err(e) => {
-                self.health.archive_errors += 1;
-                eprintln!("goprobe: archive: {e}");
-            }
+            Err(_) => self.health.archive_errors += 1,
         }
     }
 
@@ -544,9 +652,13 @@ impl Agent {
             max_age_ms: self.config.archive.retention.0.as_millis() as u64,
             max_bytes: self.config.archive.max_size.0,
         };
-        if let Err(e) = self.shared.archive.write_profiles(&records, retention) {
+        if self
+            .shared
+            .archive
+            .write_profiles(&records, retention)
+            .is_err()
+        {
             self.health.archive_errors += 1;
-            eprintln!("goprobe: archive: {e}");
         }
     }
 
@@ -594,11 +706,18 @@ impl Agent {
             } else {
                 "exec'd another binary"
             };
+            // The calls made so far go under the old labels, before the new process (or
+            // binary) takes the PID.
+            self.fold();
             self.forget(pid, why, true);
         }
-        let state = match binary {
-            Some(_) => self.consider(pid, &stat.comm),
-            None => ProcessState::Ignored,
+        let state = if let Some(refused) = access::check(pid) {
+            access::report(&mut self.health.not_inspectable, pid, &stat.comm, refused);
+            ProcessState::Ignored
+        } else if binary.is_some() {
+            self.consider(pid, &stat.comm)
+        } else {
+            ProcessState::Ignored
         };
         self.processes.insert(
             pid,
@@ -614,12 +733,22 @@ impl Agent {
         if let Some((profiler, _)) = &mut self.profiler {
             profiler.remove_pid(pid);
         }
+        if let Some(budget) = self.budget.as_mut() {
+            budget.forget(pid);
+        }
         if let Some(Tracked {
-            state: ProcessState::Traced { attachment, .. },
+            state:
+                ProcessState::Traced {
+                    attachment,
+                    ids,
+                    labels,
+                    ..
+                },
             ..
         }) = self.processes.remove(&pid)
         {
             self.tracer.detach(attachment);
+            self.retired.insert(pid, Retired { ids, labels });
             if log {
                 eprintln!("goprobe: detached from PID {pid}: {why}");
             }

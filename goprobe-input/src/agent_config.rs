@@ -20,12 +20,14 @@ use std::{
     time::Duration,
 };
 
+use goprobe_inspect::io_message;
 use regex::Regex;
 use serde::{Deserialize, Deserializer, de};
 
-use crate::plan::Pattern;
+use crate::pattern::Pattern;
 
-pub use crate::cli::DEFAULT_AGENT_LISTEN as DEFAULT_LISTEN;
+/// Where the agent listens by default: loopback only, so nothing is exposed unless configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9476";
 pub const DEFAULT_ARCHIVE: &str = "/var/lib/goprobe/archive.redb";
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +74,30 @@ pub struct Config {
 pub struct AgentSection {
     /// How often /proc is scanned for processes that started, exec'd or exited.
     pub scan_interval: Seconds,
+    /// The share of one CPU goprobe's probes may cost each traced process ("1%"; "0": no
+    /// budget). Past it, the hottest functions are detached from that process.
+    pub overhead_budget: Percent,
 }
 
 impl Default for AgentSection {
     fn default() -> Self {
         Self {
             scan_interval: Seconds(Duration::from_secs(1)),
+            overhead_budget: Percent(0.01),
         }
+    }
+}
+
+/// A share given as a percentage, e.g. "1%" (0.01).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_percent(&text)
+            .map(Percent)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -242,9 +261,15 @@ impl ProbeConfig {
     }
 }
 
-/// A duration: `10s`, `500ms`, `5m`, `7d` (humantime syntax).
+/// A duration: `10s`, `500ms`, `5m`, `7d` (humantime syntax), from more than 0 to
+/// [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
+
+/// The longest duration a config may give (100 years of 365.25 days, humantime's `100y`). Anything longer is a typo: the agent
+/// adds durations to clocks and timers, and `500000000y` as `archive.interval` would never
+/// tick, which turned archiving off without a word.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -257,8 +282,36 @@ impl<'de> Deserialize<'de> for Seconds {
         if duration.is_zero() {
             return Err(de::Error::custom("a duration must be more than 0"));
         }
+        if duration > MAX_DURATION {
+            return Err(de::Error::custom(format!(
+                "duration {text:?} is too long: at most 100 years"
+            )));
+        }
         Ok(Seconds(duration))
     }
+}
+
+/// The longest period of the agent's timers (`agent.scan_interval`, `archive.interval`,
+/// `otlp.interval`): longer, the timer would in effect never fire.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest config file read (far more than any real one; a device or a huge file named by
+/// mistake is refused instead of read until memory runs out).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The largest token file read (a Kubernetes service-account token is about 1 KiB).
+pub const MAX_TOKEN_BYTES: u64 = 64 << 10;
+
+/// The bearer token in `path` (`http.bearer_token_file`, `goprobe query --token-file`),
+/// trimmed. A missing, empty, oversized or non-regular file is an error.
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = goprobe_inspect::file::read_small_text(path, MAX_TOKEN_BYTES)
+        .map_err(|e| format!("cannot read {}: {}", path.display(), io_message(&e)))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 /// A size: `1GiB`, `500MB`, `1048576`.
@@ -428,11 +481,24 @@ impl<'de> Deserialize<'de> for HttpUrl {
 impl Config {
     /// Read and check a config file. Any error stops here, with its location.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            goprobe_inspect::file::read_small_text(path, MAX_CONFIG_BYTES).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::parse(path, &text)
+    }
+
+    /// The bearer token of `http.bearer_token_file`, if one is configured: read and checked
+    /// (by `--check` too), so a missing or empty file is found before the agent starts.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        self.http
+            .bearer_token_file
+            .as_deref()
+            .map(|path| read_token_file(path).map_err(|e| format!("http.bearer_token_file: {e}")))
+            .transpose()
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
@@ -449,11 +515,9 @@ impl Config {
             let offset = e.span().map_or(0, |s| s.start);
             at(offset, e.message().trim().replace('\n', " "))
         })?;
-        // Checks that span several values, located at the probe they concern.
-        let probe_offsets: Vec<usize> = text
-            .match_indices("[[probe]]")
-            .map(|(offset, _)| offset)
-            .collect();
+        // Checks that span several values are located where the parser found the values (a
+        // search of the text would also find them in comments and strings).
+        let spans: Spans = toml::from_str(text).map_err(|e| at(0, e.message().to_string()))?;
         if config.probes.is_empty() {
             return Err(at(
                 0,
@@ -461,14 +525,40 @@ impl Config {
             ));
         }
         if !(1..=1000).contains(&config.profile.frequency) {
-            let offset = text.find("frequency").unwrap_or(0);
             return Err(at(
-                offset,
+                spans.profile.frequency.map_or(0, |f| f.span().start),
                 "profile.frequency must be from 1 to 1000 (samples per second)".into(),
             ));
         }
+        for (name, interval, offset) in [
+            (
+                "agent.scan_interval",
+                config.agent.scan_interval,
+                spans.agent.scan_interval.map(|s| s.span().start),
+            ),
+            (
+                "archive.interval",
+                config.archive.interval,
+                spans.archive.interval.map(|s| s.span().start),
+            ),
+            (
+                "otlp.interval",
+                config
+                    .otlp
+                    .as_ref()
+                    .map_or(default_otlp_interval(), |o| o.interval),
+                spans.otlp.interval.map(|s| s.span().start),
+            ),
+        ] {
+            if interval.0 > MAX_INTERVAL {
+                return Err(at(
+                    offset.unwrap_or(0),
+                    format!("{name} must be at most 1 day (24h)"),
+                ));
+            }
+        }
         for (i, probe) in config.probes.iter().enumerate() {
-            let offset = probe_offsets.get(i).copied().unwrap_or(0);
+            let offset = spans.probe.get(i).map_or(0, |p| p.span().start);
             if probe.functions.is_empty() {
                 return Err(at(offset, "probe has no functions".into()));
             }
@@ -481,7 +571,7 @@ impl Config {
         if let Some(otlp) = &config.otlp
             && otlp.endpoint.0.starts_with("https://")
         {
-            let offset = text.find("endpoint").unwrap_or(0);
+            let offset = spans.otlp.endpoint.map_or(0, |e| e.span().start);
             return Err(at(
                 offset,
                 "OTLP over https is not supported; use http:// (e.g. a local collector)".into(),
@@ -498,12 +588,47 @@ impl Config {
     }
 }
 
+/// Where the values that [`Config::parse`] checks together are in the text. Only the values
+/// are spanned; everything else is ignored here (the [`Config`] parse has checked it).
+#[derive(Deserialize)]
+struct Spans {
+    #[serde(default)]
+    probe: Vec<toml::Spanned<de::IgnoredAny>>,
+    #[serde(default)]
+    agent: SpansOf,
+    #[serde(default)]
+    archive: SpansOf,
+    #[serde(default)]
+    otlp: SpansOf,
+    #[serde(default)]
+    profile: SpansOf,
+}
+
+#[derive(Default, Deserialize)]
+struct SpansOf {
+    frequency: Option<toml::Spanned<de::IgnoredAny>>,
+    interval: Option<toml::Spanned<de::IgnoredAny>>,
+    scan_interval: Option<toml::Spanned<de::IgnoredAny>>,
+    endpoint: Option<toml::Spanned<de::IgnoredAny>>,
+}
+
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// Parse a budget as a percentage of one CPU: "1%", "0.5%", "0" (off).
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim()).trim();
+    match number.parse::<f64>() {
+        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!(
+            "{text:?} is not a share of one CPU between 0% and 100% (e.g. \"1%\"; \"0\" turns the budget off)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -608,6 +733,118 @@ pod = ["web-*"]
         assert!(!e.contains('\n'));
     }
 
+    /// `500000000y` as `archive.interval` parsed, and the archive timer never fired: archiving
+    /// was off without a word. Durations past 100 years, and intervals past a day, are errors.
+    #[test]
+    fn absurd_durations_are_refused() {
+        let probe = "[[probe]]\nfunctions = [\"go:main.f\"]\n";
+        let e = parse(&format!("[archive]\ninterval = \"500000000y\"\n{probe}")).unwrap_err();
+        assert!(e.starts_with("agent.toml:2:12: "), "{e}");
+        assert!(e.contains("too long: at most 100 years"), "{e}");
+        let e = parse(&format!("[archive]\nretention = \"101y\"\n{probe}")).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        let e = parse(&format!(
+            "{probe}[archive]\n# 10y would do\ninterval = \"10y\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("agent.toml:5:12: "), "{e}");
+        assert!(e.contains("archive.interval must be at most 1 day"), "{e}");
+        let e = parse(&format!("[agent]\nscan_interval = \"2d\"\n{probe}")).unwrap_err();
+        assert!(
+            e.contains("agent.scan_interval must be at most 1 day"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{probe}[otlp]\nendpoint = \"http://x/v1/metrics\"\ninterval = \"25h\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("agent.toml:5:12: "), "{e}");
+        let e = parse(&format!(
+            "[archive]\ninterval = \"99999999999999999999999999s\"\n{probe}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("invalid duration"), "{e}");
+        let c = parse(&format!(
+            "[archive]\ninterval = \"1d\"\nretention = \"100y\"\n{probe}"
+        ))
+        .unwrap();
+        assert_eq!(c.archive.interval.0, MAX_INTERVAL);
+        assert_eq!(c.archive.retention.0, MAX_DURATION);
+    }
+
+    /// Locations came from searching the text, so a `[[probe]]` or `frequency` in a comment
+    /// (or a string) moved an error to the wrong line.
+    #[test]
+    fn locations_ignore_comments_and_strings() {
+        let e = parse(
+            "# copy a [[probe]] from the README\n# frequency = 99\n\n[[probe]]\nname = \"[[probe]]\"\nfunctions = [\"go:(\"]\nregex = true\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("agent.toml:4:1: "), "{e}");
+        let e =
+            parse("# [[probe]]\n[[probe]]\nfunctions = [\"go:a\"]\n[[probe]]\nfunctions = []\n")
+                .unwrap_err();
+        assert!(e.starts_with("agent.toml:4:1: "), "{e}");
+        assert!(e.contains("probe has no functions"), "{e}");
+        let e = parse(
+            "# frequency: samples per second\n[[probe]]\nfunctions = [\"go:a\"]\n[profile]\nfrequency = 0\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("agent.toml:5:13: "), "{e}");
+        // Inline tables of probes are located too.
+        let e = parse("probe = [{ functions = [\"go:a\"] }, { functions = [] }]\n").unwrap_err();
+        assert!(e.starts_with("agent.toml:1:"), "{e}");
+        assert!(!e.starts_with("agent.toml:1:1: "), "{e}");
+    }
+
+    /// The config and token files: regular files only (a FIFO blocked, `/dev/zero` was read
+    /// until memory ran out), and a token file that is missing, empty or a directory is an
+    /// error (`--check` accepted them).
+    #[test]
+    fn config_and_token_files_are_checked() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "cannot read config /dev/zero: not a regular file (a character device)"
+        );
+        let dir = std::env::temp_dir().join(format!("goprobe-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("agent.toml");
+        let token = dir.join("token");
+        let with_token = |path: &Path| {
+            std::fs::write(
+                &config,
+                format!(
+                    "[http]\nbearer_token_file = \"{}\"\n[[probe]]\nfunctions = [\"go:a\"]\n",
+                    path.display()
+                ),
+            )
+            .unwrap();
+            Config::load(&config).unwrap().token()
+        };
+        let e = with_token(&token).unwrap_err();
+        assert!(e.starts_with("http.bearer_token_file: cannot read "), "{e}");
+        assert!(e.ends_with("No such file or directory"), "{e}");
+        std::fs::write(&token, " \n").unwrap();
+        assert!(with_token(&token).unwrap_err().ends_with("is empty"));
+        assert!(with_token(&dir).unwrap_err().ends_with("is a directory"));
+        assert!(
+            with_token(Path::new("/dev/zero"))
+                .unwrap_err()
+                .ends_with("not a regular file (a character device)")
+        );
+        std::fs::write(&token, "s3cret\n").unwrap();
+        assert_eq!(with_token(&token).unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&token, vec![b'x'; MAX_TOKEN_BYTES as usize + 1]).unwrap();
+        assert!(with_token(&token).unwrap_err().contains("larger than"));
+        std::fs::write(&config, vec![b'#'; MAX_CONFIG_BYTES as usize + 1]).unwrap();
+        let e = Config::load(&config).unwrap_err().to_string();
+        assert!(e.ends_with("larger than 1048576 bytes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn globs() {
         let g = Glob::new("/opt/**/bin/*").unwrap();
@@ -617,5 +854,15 @@ pod = ["web-*"]
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("12"), Some(12));
         assert_eq!(parse_size("1 XB"), None);
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("1%"), Ok(0.01));
+        assert_eq!(parse_percent(" 0.5 % "), Ok(0.005));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        for bad in ["", "%", "-1%", "101%", "nan%", "inf", "1e400%", "one"] {
+            assert!(parse_percent(bad).is_err(), "{bad:?}");
+        }
     }
 }
