@@ -47,9 +47,13 @@ pub mod cookie {
     /// probed: the site may use the `g.stack.hi` cached in the goroutine's entry stack instead of
     /// reading it from user memory, the largest part of a probe's own cost (BENCHMARKS.md).
     pub const STACK_HI_CACHED: u64 = 1 << 36;
+    /// A site of `funclatency --split` in the Go runtime (`runtime.casgstatus`, `gopark`, ...):
+    /// the low 8 bits say which (`super::split::site`), bits 8..16 the wait-reason table of the
+    /// binary's Go version (`SPLIT_REASONS`).
+    pub const SPLIT: u64 = 1 << 37;
     /// Sites goprobe adds for its own bookkeeping, not for a traced function: they carry no
     /// function id, are always attached, and are not calls to count.
-    pub const BOOKKEEPING: u64 = GOROUTINE_EXIT | STACK_MOVE;
+    pub const BOOKKEEPING: u64 = GOROUTINE_EXIT | STACK_MOVE | SPLIT;
 
     pub const fn encode(func: u32, flags: u64) -> u64 {
         func as u64 | flags
@@ -341,9 +345,204 @@ pub struct StackSample {
     pub flags: u32,
 }
 
+/// `funclatency --split`: each traced call's time split by what its goroutine was doing
+/// (goprobe-ebpf/src/split.rs).
+pub mod split {
+    /// States a call's time is split into; indices into [`super::SplitEvent::ns`].
+    pub const STATES: usize = 20;
+    /// The kernel's per-state accumulators: a power of two, so that a state index masked with
+    /// `SLOTS - 1` is in bounds for the verifier whatever the compiler did with the checks.
+    pub const SLOTS: usize = 32;
+    /// On a CPU, running Go code.
+    pub const RUNNING: u32 = 0;
+    /// Ready to run, waiting in Go's run queues for a P and a thread (`_Grunnable`).
+    pub const RUNNABLE: u32 = 1;
+    /// Running for Go, but its thread was preempted by the kernel: waiting for a CPU.
+    pub const CPU_WAIT: u32 = 2;
+    /// In a system call (`_Gsyscall`).
+    pub const SYSCALL: u32 = 3;
+    /// In a cgo call (`runtime.cgocall`: `_Gsyscall` too, told apart).
+    pub const CGO: u32 = 4;
+    /// Parked by wait reason (`runtime.gopark`).
+    pub const CHAN_SEND: u32 = 5;
+    pub const CHAN_RECEIVE: u32 = 6;
+    pub const SELECT: u32 = 7;
+    pub const SYNC_MUTEX: u32 = 8;
+    pub const SYNC_RWMUTEX: u32 = 9;
+    pub const SYNC_WAITGROUP: u32 = 10;
+    pub const SYNC_COND: u32 = 11;
+    /// A semaphore: sync.Mutex, RWMutex and WaitGroup before Go told them apart (1.20, 1.25).
+    pub const SEMACQUIRE: u32 = 12;
+    /// Network and file I/O through the netpoller (`IO wait`).
+    pub const IO_WAIT: u32 = 13;
+    pub const SLEEP: u32 = 14;
+    /// GC assist waits, waits for a GC cycle, sweep and finalizer waits.
+    pub const GC: u32 = 15;
+    /// Parked with another wait reason.
+    pub const PARKED_OTHER: u32 = 16;
+    /// Stopped while the runtime works on its behalf outside `gopark` (`_Gwaiting` set without
+    /// it: GC assist marking, stack scans, stop-the-world), or its stack being copied
+    /// (`_Gcopystack`): time on the system stack.
+    pub const SYSTEM: u32 = 17;
+    /// Running for Go, but its thread slept in the kernel outside a system call (a runtime
+    /// lock's futex, a page fault).
+    pub const THREAD_BLOCKED: u32 = 18;
+    /// Not attributed: the goroutine changed state where goprobe does not see it (a status
+    /// change that bypasses `casgstatus`), so the time since its last seen change is unknown.
+    pub const OTHER: u32 = 19;
+
+    /// Names in index order, for reports.
+    pub const NAMES: [&str; STATES] = [
+        "running",
+        "runnable",
+        "cpu_wait",
+        "syscall",
+        "cgo",
+        "chan_send",
+        "chan_receive",
+        "select",
+        "sync_mutex",
+        "sync_rwmutex",
+        "sync_waitgroup",
+        "sync_cond",
+        "semacquire",
+        "io_wait",
+        "sleep",
+        "gc",
+        "parked_other",
+        "system",
+        "thread_blocked",
+        "other",
+    ];
+
+    /// What a split site is (the low 8 bits of its cookie).
+    pub mod site {
+        /// `runtime.casgstatus(gp, oldval, newval)`: every status change (rax, ebx, ecx).
+        pub const CASGSTATUS: u64 = 1;
+        /// `runtime.gopark(unlockf, lock, reason, ...)`: the wait reason (cl).
+        pub const GOPARK: u64 = 2;
+        /// `runtime.reentersyscall`: into `_Gsyscall` (Go >= 1.26 skips `casgstatus` there).
+        pub const ENTERSYSCALL: u64 = 3;
+        /// `runtime.exitsyscall`: back to `_Grunning` (likewise).
+        pub const EXITSYSCALL: u64 = 4;
+        /// `runtime.cgocall`: the next system call is a cgo call.
+        pub const CGOCALL: u64 = 5;
+        pub const KIND_MASK: u64 = 0xff;
+        pub const TABLE_SHIFT: u64 = 8;
+        pub const TABLE_MASK: u64 = 0xff;
+    }
+
+    /// Go's goroutine statuses (`_Grunnable`, ...), the same in every Go version the split knows
+    /// (runtime/runtime2.go).
+    pub mod status {
+        pub const RUNNABLE: u32 = 1;
+        pub const RUNNING: u32 = 2;
+        pub const SYSCALL: u32 = 3;
+        pub const WAITING: u32 = 4;
+        pub const COPYSTACK: u32 = 8;
+    }
+
+    /// Wait-reason tables (one per Go version present): `waitReason` value → state.
+    pub const MAX_TABLES: u32 = 64;
+    /// Marks "no wait reason seen yet" in [`super::GoroutineSplit::pending`].
+    pub const NO_REASON: u32 = u32::MAX;
+
+    /// Indices into the per-CPU `SPLIT_COUNTERS` array.
+    pub mod counter {
+        /// Status changes of goroutines inside traced calls.
+        pub const TRANSITIONS: u32 = 0;
+        /// Status changes whose old status was not the one goprobe saw last: the time since then
+        /// went to `other`.
+        pub const UNSEEN: u32 = 1;
+        /// Goroutines not split because the split map was full (their calls are timed, and their
+        /// whole time is `other`).
+        pub const MAP_FULL: u32 = 2;
+        /// Calls whose entry snapshot was missing at the return (all their time is `other`).
+        pub const NO_SNAPSHOT: u32 = 3;
+        /// Thread switches off a CPU while a traced goroutine ran on it.
+        pub const SWITCHES_OUT: u32 = 4;
+        /// `offcpu`: waits that began (a park or a system call, its stack walked).
+        pub const WAITS: u32 = 5;
+        /// `offcpu`: waits not recorded because the map of goroutines waiting was full, or their
+        /// stack could not be stored.
+        pub const WAITS_FULL: u32 = 6;
+        /// `offcpu`: waits not counted because the map of stacks' waiting time was full.
+        pub const WAIT_COUNTS_FULL: u32 = 7;
+        pub const COUNT: u32 = 8;
+        pub const NAMES: [&str; COUNT as usize] = [
+            "split_transitions",
+            "split_unseen",
+            "split_map_full",
+            "split_no_snapshot",
+            "split_switches_out",
+            "waits",
+            "waits_full",
+            "wait_counts_full",
+        ];
+    }
+}
+
+/// What the kernel keeps per goroutine for `funclatency --split` (`SPLIT_G`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoroutineSplit {
+    /// Go status goprobe saw last (`split::status`).
+    pub status: u32,
+    /// The state its time goes to now (`split::*`).
+    pub state: u32,
+    /// State of the wait reason seen at `gopark`, for the coming `_Gwaiting`; `split::NO_REASON`.
+    pub pending: u32,
+    /// A cgo call is under way: the coming `_Gsyscall` is `split::CGO`.
+    pub cgo: u32,
+    /// When `state` began (`bpf_ktime_get_ns`).
+    pub since_ns: u64,
+    /// The thread (`task_struct` address) that runs it while `status` is running.
+    pub task: u64,
+    /// Time per state since the record was made (the first `split::STATES` are used).
+    pub ns: [u64; split::SLOTS],
+}
+
+/// `offcpu`: a goroutine waiting now (`OFFCPU_G`): since when, and where its time will go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Waiting {
+    pub start_ns: u64,
+    /// `func` is the state (`split::*`): the wait reason, or `split::SYSCALL`.
+    pub key: StackCountKey,
+}
+
+/// `offcpu`: waits per (process, state, stack) (`OFFCPU_NS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitTotal {
+    pub count: u64,
+    pub ns: u64,
+}
+
+/// The split of an open call at its entry (`SPLIT_OPEN`): the goroutine's `ns` then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SplitSnapshot {
+    pub ns: [u64; split::SLOTS],
+}
+
+/// A completed call with its time split by state (`funclatency --split`): sent instead of a
+/// [`LatencyEvent`], which it starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SplitEvent {
+    pub call: LatencyEvent,
+    pub ns: [u64; split::STATES],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::GoroutineSplit {}
+    unsafe impl aya::Pod for super::SplitSnapshot {}
+    unsafe impl aya::Pod for super::SplitEvent {}
+    unsafe impl aya::Pod for super::Waiting {}
+    unsafe impl aya::Pod for super::WaitTotal {}
     unsafe impl aya::Pod for super::GoroutineKey {}
     unsafe impl aya::Pod for super::Frame {}
     unsafe impl aya::Pod for super::Goroutine {}

@@ -23,3 +23,20 @@ pub unsafe fn atomic_add(ptr: *mut u64, value: u64) {
         );
     }
 }
+
+/// `value`, which the compiler can no longer reason about: a bounds check on the result is
+/// then kept, on the very register the verifier sees used as an index (the compiler otherwise
+/// drops a check it can prove from an earlier comparison, which the verifier cannot follow).
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+pub fn opaque(mut value: u64) -> u64 {
+    // SAFETY: one register move onto itself, which the compiler must assume changes it.
+    unsafe {
+        core::arch::asm!(
+            "{v} = {v}",
+            v = inout(reg) value,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    value
+}

@@ -24,6 +24,7 @@
 #![no_main]
 
 mod exec;
+mod split;
 mod stacks;
 
 use aya_ebpf::{
@@ -401,6 +402,9 @@ fn on_entry(ctx: &ProbeContext) {
 /// returning (a panic recovered in its outermost frame, or `runtime.Goexit`).
 #[inline(always)]
 fn goroutine_exits(key: &GoroutineKey) {
+    if split::on() {
+        split::exited(key);
+    }
     let Some(record) = GOROUTINES.get_ptr(key) else {
         return;
     };
@@ -464,7 +468,7 @@ fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &
                 break;
             }
             drop_top(record, key);
-            complete(key, top, now, regs);
+            complete(key, top, record.depth, now, regs);
         }
     }
     for i in 0..MAX_INLINE_ACTIONS {
@@ -509,6 +513,9 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
         };
         if GOROUTINES.insert(key, &record, BPF_NOEXIST as u64).is_ok() {
             bump(counter::ENTRIES);
+            if split::on() {
+                split::opened(key, 0);
+            }
             if PROCESSES.get_ptr(&key.tgid).is_none()
                 && PROCESSES.insert(&key.tgid, &0, BPF_ANY as u64).is_err()
             {
@@ -535,6 +542,9 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
     }
     record.depth = depth + 1;
     bump(counter::ENTRIES);
+    if split::on() {
+        split::opened(key, depth);
+    }
 }
 
 #[inline(always)]
@@ -563,7 +573,7 @@ fn on_return(ctx: &ProbeContext) {
             && top.func == func
         {
             drop_top(record, &key);
-            complete(&key, top, now, regs);
+            complete(&key, top, record.depth, now, regs);
             paired = true;
         }
     }
@@ -573,20 +583,28 @@ fn on_return(ctx: &ProbeContext) {
     }
 }
 
-/// Send the latency of a call that ended now. `regs`: the registers at the site, to walk the
-/// stack the call returns to (`--stacks`).
+/// Send the latency of a call that ended now. `index`: the call's place among the goroutine's
+/// open calls (0: outermost); `regs`: the registers at the site, to walk the stack the call
+/// returns to (`--stacks`).
 #[inline(always)]
-fn complete(key: &GoroutineKey, call: Frame, now: u64, regs: &pt_regs) {
-    send(
-        LatencyEvent {
-            tgid: key.tgid,
-            func: call.func,
-            latency_ns: now.saturating_sub(call.start_ns),
-            end_ns: now,
-            g: key.g,
-        },
-        regs,
-    );
+fn complete(key: &GoroutineKey, call: Frame, index: u32, now: u64, regs: &pt_regs) {
+    let event = LatencyEvent {
+        tgid: key.tgid,
+        func: call.func,
+        latency_ns: now.saturating_sub(call.start_ns),
+        end_ns: now,
+        g: key.g,
+    };
+    if split::on() {
+        if split::send_closed(&EVENTS, key, index, event) {
+            bump(counter::EVENTS_SENT);
+        } else {
+            bump(counter::EVENTS_LOST);
+            missed(event.tgid, event.func, Miss::Lost);
+        }
+        return;
+    }
+    send(event, regs);
 }
 
 /// Submit a completed call; with `funclatency --stacks`, calls slow enough carry the stack they

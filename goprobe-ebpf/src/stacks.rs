@@ -87,7 +87,7 @@ fn bump(index: u32) {
 
 /// The user registers that matter for a walk.
 #[derive(Clone, Copy)]
-struct UserRegs {
+pub(crate) struct UserRegs {
     ip: u64,
     sp: u64,
     fp: u64,
@@ -95,7 +95,7 @@ struct UserRegs {
 
 impl UserRegs {
     #[inline(always)]
-    fn from(regs: &pt_regs) -> Self {
+    pub(crate) fn from(regs: &pt_regs) -> Self {
         Self {
             ip: regs.rip,
             sp: regs.rsp,
@@ -112,7 +112,7 @@ fn mix(h: u64, v: u64) -> u64 {
 /// Walk the user stack from `regs` into `STACKS`; its hash and the leaf context. None when there
 /// is no scratch space (cannot happen) or the stack could not be stored.
 #[inline(always)]
-fn walk(regs: UserRegs) -> Option<(u64, LeafContext)> {
+pub(crate) fn walk(regs: UserRegs) -> Option<(u64, LeafContext)> {
     bump(counter::WALKED);
     let trace = STACK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch value.

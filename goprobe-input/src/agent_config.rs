@@ -129,6 +129,9 @@ pub struct HistogramSection {
     /// Series without a call for this long leave /metrics (and OTLP): containers that are
     /// gone stop costing series.
     pub idle_series_ttl: Seconds,
+    /// Split each call's time by what its goroutine was doing (`funclatency --split`), exported
+    /// as `goprobe_function_time_seconds_total{state=...}`. Read at start only.
+    pub split: bool,
 }
 
 impl Default for HistogramSection {
@@ -137,6 +140,7 @@ impl Default for HistogramSection {
             buckets: Buckets::default(),
             pid_label: false,
             idle_series_ttl: Seconds(Duration::from_secs(3600)),
+            split: false,
         }
     }
 }

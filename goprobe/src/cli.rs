@@ -37,6 +37,9 @@ pub enum Command {
     Stackcount(crate::commands::stackcount::StackcountArgs),
     /// Sample the CPU of Go processes and write a pprof profile (or folded stacks, a flame graph)
     Profile(crate::commands::profile::ProfileArgs),
+    /// Where the goroutines of Go processes wait, and why: stacks weighted by waiting time, as a
+    /// pprof profile (or folded stacks, a flame graph)
+    Offcpu(crate::commands::offcpu::OffcpuArgs),
     /// Helpers for `cargo xtask bench` (not a stable interface)
     #[command(hide = true)]
     Dev(crate::commands::dev::DevArgs),

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Diff(args) => commands::query::run_diff(args),
         cli::Command::Stackcount(args) => commands::stackcount::run(args),
         cli::Command::Profile(args) => commands::profile::run(args),
+        cli::Command::Offcpu(args) => commands::offcpu::run(args),
         cli::Command::Dev(args) => commands::dev::run(args),
     };
     match result {

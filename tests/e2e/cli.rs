@@ -70,3 +70,8 @@ fn stackcount_help_snapshot() {
 fn profile_help_snapshot() {
     check_snapshot("profile-help.txt", &["profile", "--help"]);
 }
+
+#[test]
+fn offcpu_help_snapshot() {
+    check_snapshot("offcpu-help.txt", &["offcpu", "--help"]);
+}

@@ -102,6 +102,12 @@ pub struct FunclatencyArgs {
     /// default: the stacks of every call)
     #[arg(long = "slower-than", value_name = "DURATION", value_parser = parse_duration)]
     pub slower_than: Option<Duration>,
+
+    /// Split each call's time by what its goroutine was doing: running, runnable (waiting for a
+    /// thread or a CPU), in a syscall or cgo, parked by wait reason (channel, select, mutex,
+    /// network I/O, sleep, GC, ...); share of the total and p50/p99 per call, per function
+    #[arg(long = "split", conflicts_with_all = ["stacks", "slower_than"])]
+    pub split: bool,
 }
 
 const FUNCLATENCY_EXAMPLES: &str = "\
@@ -112,10 +118,12 @@ Examples:
   goprobe funclatency -u --json -d 10 '/usr/bin/caddy:net/http.(*conn).serve'
   goprobe funclatency -r 'go:main\\.handle.*'
   goprobe funclatency -p 4242 -m --slower-than 10ms 'go:main.(*Store).Get'  # who sees slow calls?
+  goprobe funclatency -p 4242 -m --split 'go:main.handleCheckout'  # running, or waiting on what?
 
 Output: bcc's funclatency layout (log2 histogram, avg/total/count) plus p50/p90/p99/p99.9/max,
 and a `lost` line if the ring buffer overflowed. --stacks adds, per histogram, each calling stack
-with its count, p50, p99 and max, slowest first. Ctrl-C, SIGTERM or the end of -d prints what was
+with its count, p50, p99 and max, slowest first. --split adds, per histogram, the states the
+calls' time went to (share, total, p50 and p99 per call). Ctrl-C, SIGTERM or the end of -d prints what was
 collected, detaches every probe and exits 0. Errors print one line and exit 2.";
 
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
@@ -125,8 +133,12 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
 
     // Everything that can be checked without touching a target is checked before loading BPF.
     let processes = check_targets(&selection)?;
-    let probes = Probes::Latency {
-        stacks_min_ns: stacks_min_ns(&args)?,
+    let probes = if args.split {
+        Probes::Split
+    } else {
+        Probes::Latency {
+            stacks_min_ns: stacks_min_ns(&args)?,
+        }
     };
     let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
     tracer.attach_limit = AttachLimit::unless_forced(args.force);
@@ -317,6 +329,7 @@ fn print_interval(
         None => (Some(coverage.attached_at), None),
     };
     let by_stack = tracer.aggregator.stacks.take();
+    let split = std::mem::take(&mut tracer.aggregator.split);
     let unit = if args.milliseconds {
         Unit::Milliseconds
     } else if args.microseconds {
@@ -351,6 +364,7 @@ fn print_interval(
                 misses: Misses::default(),
                 sites: per_function.then(FunctionSites::default),
                 stacks: stack_view.as_ref().map(|_| Vec::new()),
+                split: args.split.then(Default::default),
             }
         });
         if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
@@ -362,6 +376,10 @@ fn print_interval(
     let mut keys = Vec::new();
     for ((func, pid), latencies) in histograms {
         keys.push((row_of(func, pid), latencies));
+    }
+    let mut split_keys = Vec::new();
+    for ((func, pid), times) in split {
+        split_keys.push((row_of(func, pid), times));
     }
     let mut missed_keys = Vec::new();
     for ((func, pid), misses) in &missed {
@@ -378,6 +396,13 @@ fn print_interval(
     for (key, latencies) in keys {
         if let Some(row) = rows.get_mut(&key) {
             row.latencies.merge(&latencies);
+        }
+    }
+    for (key, times) in split_keys {
+        if let Some(row) = rows.get_mut(&key)
+            && let Some(split) = row.split.as_mut()
+        {
+            split.merge(&times);
         }
     }
     let mut in_rows = Misses::default();
@@ -456,6 +481,11 @@ fn print_counters(tracer: &mut Tracer) {
     fields.insert("tracked_goroutines".into(), pairing.goroutines.into());
     fields.insert("open_calls".into(), pairing.open_calls.into());
     fields.insert("pairing_bytes".into(), pairing.bytes.into());
+    if tracer.kernel().split() {
+        for (name, value) in crate::kernel::split::counters(tracer.kernel().ebpf()) {
+            fields.insert(name.into(), value.into());
+        }
+    }
     eprintln!("goprobe: counters {}", serde_json::Value::Object(fields));
     eprintln!("goprobe: {}", pairing.describe());
     if std::env::var("GOPROBE_BPF_STATS").as_deref() == Ok("1") {

@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod hostwide;
+pub mod offcpu;
 pub mod profiler;
 pub mod run;
 pub mod session;
@@ -280,7 +281,7 @@ impl Tracer {
         }
         {
             self.inspections += 1;
-            let state = match inspect_and_plan(path, &self.pattern) {
+            let state = match inspect_and_plan(path, &self.pattern, self.kernel.split()) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
                         format!("no function matches {}", self.pattern.quoted())
@@ -459,6 +460,19 @@ impl Tracer {
             entries.push(move_site);
         }
         entries.extend(exit_site);
+        // `--split`: the runtime's status changes, on sites of their own program.
+        if let Some(split) = &plan.split {
+            for note in &split.notes {
+                eprintln!("goprobe: --split: {}: {note}", path.display());
+            }
+            let sites: Vec<Site> = split
+                .sites
+                .iter()
+                .filter(|&&(offset, _)| !entries.iter().any(|e| e.offset == offset))
+                .map(|&(offset, cookie)| Site { offset, cookie })
+                .collect();
+            entries.extend(sites);
+        }
         BinaryState::Planned {
             plan,
             entries,
@@ -817,13 +831,16 @@ struct Skip {
 }
 
 /// Inspect and plan.
-fn inspect_and_plan(path: &Path, pattern: &Pattern) -> Result<BinaryPlan, Skip> {
+fn inspect_and_plan(path: &Path, pattern: &Pattern, split: bool) -> Result<BinaryPlan, Skip> {
     let index = BinaryIndex::open(path).map_err(|e| Skip {
         failed: !matches!(e, InspectError::NotGo { .. } | InspectError::NotElf { .. }),
         reason: e.to_string(),
         names: Vec::new(),
     })?;
-    let plan = plan_binary(&index, pattern);
+    let mut plan = plan_binary(&index, pattern);
+    if split {
+        plan.split = Some(crate::plan::split::plan_split(&index));
+    }
     if plan.functions.is_empty() && plan.inlined.is_empty() && plan.refused.is_empty() {
         let names = index.functions.iter().map(|f| f.name.clone()).collect();
         return Err(Skip {

@@ -34,6 +34,20 @@ pub mod name {
     pub const PROFILE_TGIDS: &str = "PROFILE_TGIDS";
     /// Kernel stacks of profile samples.
     pub const KSTACKS: &str = "KSTACKS";
+    /// `--split`: per goroutine, its state and time per state.
+    pub const SPLIT_G: &str = "SPLIT_G";
+    /// `--split`: each open call's time per state at its entry.
+    pub const SPLIT_OPEN: &str = "SPLIT_OPEN";
+    /// `--split`: the split goroutine each thread runs.
+    pub const RUNNING_ON: &str = "RUNNING_ON";
+    /// `--split`: wait reason → state, per Go version.
+    pub const SPLIT_REASONS: &str = "SPLIT_REASONS";
+    /// `--split`: its health counters (`goprobe_common::split::counter`).
+    pub const SPLIT_COUNTERS: &str = "SPLIT_COUNTERS";
+    /// `offcpu`: goroutines waiting now, with their stack.
+    pub const OFFCPU_G: &str = "OFFCPU_G";
+    /// `offcpu`: waits and their time per (process, state, stack).
+    pub const OFFCPU_NS: &str = "OFFCPU_NS";
 }
 
 /// Which maps a run uses; the others are created with one entry, so a run pays nothing for
@@ -47,6 +61,10 @@ pub struct MapUse {
     pub profile: bool,
     /// The sampler also records kernel stacks (`profile --kernel`).
     pub kernel_stacks: bool,
+    /// `funclatency --split`.
+    pub split: bool,
+    /// `goprobe offcpu`.
+    pub offcpu: bool,
 }
 
 pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
@@ -76,5 +94,15 @@ pub fn size_unused_maps(loader: &mut EbpfLoader<'_>, used: MapUse) {
     }
     if !(used.profile && used.kernel_stacks) {
         loader.map_max_entries(name::KSTACKS, 1);
+    }
+    if !used.split {
+        for map in [name::SPLIT_G, name::SPLIT_OPEN, name::RUNNING_ON] {
+            loader.map_max_entries(map, 1);
+        }
+    }
+    if !used.offcpu {
+        for map in [name::OFFCPU_G, name::OFFCPU_NS] {
+            loader.map_max_entries(map, 1);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod maps;
 pub mod sampler;
+pub mod split;
 pub mod stacks;
 use std::{collections::HashMap, io, num::NonZeroU32, path::Path};
 
@@ -43,6 +44,9 @@ pub enum Probes {
     Latency { stacks_min_ns: Option<u64> },
     /// Count calls per stack at entry sites (`stackcount`); RET sites are not used.
     StackCount,
+    /// Time calls, each split by what its goroutine was doing (`funclatency --split`): the
+    /// runtime's status changes are probed too (goprobe-ebpf/src/split.rs).
+    Split,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +183,11 @@ impl Kernel {
         }
         let stacks_min_ns = match probes {
             Probes::Latency { stacks_min_ns } => stacks_min_ns,
-            Probes::StackCount => None,
+            Probes::StackCount | Probes::Split => None,
         };
+        if probes == Probes::Split {
+            loader.override_global("SPLIT_ON", &1u8, true);
+        }
         let min_ns = stacks_min_ns.unwrap_or(u64::MAX);
         if stacks_min_ns.is_some() {
             loader.override_global("LATENCY_STACKS_MIN_NS", &min_ns, true);
@@ -188,7 +195,9 @@ impl Kernel {
         crate::kernel::maps::size_unused_maps(
             &mut loader,
             crate::kernel::maps::MapUse {
-                pairing: matches!(probes, Probes::Latency { .. }),
+                pairing: matches!(probes, Probes::Latency { .. } | Probes::Split),
+                split: probes == Probes::Split,
+                offcpu: false,
                 stacks: stacks_min_ns.is_some() || probes == Probes::StackCount,
                 stack_counts: probes == Probes::StackCount,
                 profile: false,
@@ -208,6 +217,9 @@ impl Kernel {
         } else {
             None
         };
+        if probes == Probes::Split {
+            split::start(&mut ebpf, mode)?;
+        }
         let mut kernel = Self {
             ebpf,
             mode,
@@ -247,6 +259,11 @@ impl Kernel {
         self.mode
     }
 
+    /// `funclatency --split`: the runtime's status changes are probed too.
+    pub fn split(&self) -> bool {
+        self.probes == Probes::Split
+    }
+
     /// Attach entry and return sites in the binary at `target` (a path or `/proc/PID/exe`).
     /// `pid`: only that process; `None`: every process that runs this file, now or later.
     pub fn attach(
@@ -260,11 +277,17 @@ impl Kernel {
         let Some(ret) = ret else {
             return attach_sites(&mut self.ebpf, target, pid, &[(entry, entries)]);
         };
-        // Boundaries of inlined copies have a program of their own, loaded on first use.
+        // Boundaries of inlined copies have a program of their own, loaded on first use; so do
+        // the runtime sites of `--split`.
         let (inline, plain): (Vec<Site>, Vec<Site>) = entries
             .iter()
             .partition(|s| s.cookie & cookie::INLINE_SITE != 0);
+        let (runtime, plain): (Vec<Site>, Vec<Site>) =
+            plain.iter().partition(|s| s.cookie & cookie::SPLIT != 0);
         let mut groups = vec![(entry, plain.as_slice()), (ret, returns)];
+        if !runtime.is_empty() {
+            groups.push((split::program_name(self.mode), runtime.as_slice()));
+        }
         if !inline.is_empty() {
             let name = self.inline_program();
             if !self.inline_loaded {
@@ -556,6 +579,9 @@ impl Kernel {
         remove_entries::<NestedKey, Frame>(&mut self.ebpf, maps::name::NESTED, |k, _| {
             !alive(k.tgid)
         });
+        if self.probes == Probes::Split {
+            split::sweep(&mut self.ebpf, &alive);
+        }
         if let Some(map) = self.ebpf.map_mut(maps::name::PROCESSES)
             && let Ok(mut processes) = BpfHashMap::<_, u32, u8>::try_from(map)
         {
@@ -653,8 +679,10 @@ fn program_names(probes: Probes, mode: AttachMode) -> (&'static str, Option<&'st
     match (probes, mode) {
         (Probes::StackCount, AttachMode::Multi) => (STACKCOUNT_MULTI, None),
         (Probes::StackCount, AttachMode::PerSite) => (STACKCOUNT, None),
-        (Probes::Latency { .. }, AttachMode::Multi) => (ENTRY_MULTI, Some(RETURN_MULTI)),
-        (Probes::Latency { .. }, AttachMode::PerSite) => (ENTRY, Some(RETURN)),
+        (Probes::Latency { .. } | Probes::Split, AttachMode::Multi) => {
+            (ENTRY_MULTI, Some(RETURN_MULTI))
+        }
+        (Probes::Latency { .. } | Probes::Split, AttachMode::PerSite) => (ENTRY, Some(RETURN)),
     }
 }
 

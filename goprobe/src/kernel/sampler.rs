@@ -29,6 +29,8 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             stack_counts: false,
             profile: true,
             kernel_stacks,
+            split: false,
+            offcpu: false,
         },
     );
     let mut ebpf = loader.load(object()).map_err(load_error)?;

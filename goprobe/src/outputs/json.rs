@@ -52,6 +52,20 @@ struct Line<'a> {
     /// `--stacks`: latency per calling stack, slowest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     stacks: Option<Vec<StackLine<'a>>>,
+    /// `--split`: the calls' time by state, every state in a fixed order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    split: Option<Vec<SplitLine>>,
+}
+
+#[derive(Serialize)]
+struct SplitLine {
+    state: &'static str,
+    total_ns: u64,
+    /// Of the calls' total time (0 to 1).
+    share: f64,
+    /// Per call, over every call (a call without time in the state counts as 0).
+    p50_ns: u64,
+    p99_ns: u64,
 }
 
 #[derive(Serialize)]
@@ -148,6 +162,19 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             }),
             from_start: row.from_start,
             stacks: row.stacks.as_deref().map(stack_lines),
+            split: row.split.as_ref().map(|split| {
+                split
+                    .rows()
+                    .into_iter()
+                    .map(|r| SplitLine {
+                        state: r.state,
+                        total_ns: r.total_ns,
+                        share: r.share,
+                        p50_ns: r.p50_ns,
+                        p99_ns: r.p99_ns,
+                    })
+                    .collect()
+            }),
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)?;

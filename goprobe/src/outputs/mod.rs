@@ -65,6 +65,8 @@ pub struct Row {
     pub attached: Option<SystemTime>,
     /// Host-wide: whether that was the process's start (every call it made is counted).
     pub from_start: Option<bool>,
+    /// `--split`: the calls' time by state (None without --split).
+    pub split: Option<crate::pipeline::split::Split>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -107,6 +107,30 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         let _ = writeln!(out, "{name}_count{{{base}}} {}", h.count);
     }
 
+    if !cumulative.split.is_empty() {
+        let name = "goprobe_function_time_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time of traced Go function calls that returned, by what their goroutine was doing (state)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (key, totals) in &cumulative.split {
+            let base = label_set(&key.labels());
+            for (state, ns) in goprobe_common::split::NAMES.iter().zip(totals) {
+                // States a series never spent time in are left out, as Go's own metrics leave
+                // out what never happened; `other` is always there, so that its absence is
+                // never mistaken for a missing series.
+                if *ns > 0 || *state == "other" {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{base},state=\"{state}\"}} {}",
+                        number(*ns as f64 / 1e9)
+                    );
+                }
+            }
+        }
+    }
+
     let mut gauge = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(out, "# HELP goprobe_agent_{name} {help}");
         let _ = writeln!(out, "# TYPE goprobe_agent_{name} {kind}");

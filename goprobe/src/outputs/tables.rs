@@ -104,7 +104,67 @@ pub fn write_diff_table(out: &mut dyn std::io::Write, diff: &DiffAnswer) -> std:
     if diff.functions.is_empty() {
         writeln!(out, "(no calls archived in either range)")?;
     }
+    write_state_changes(out, diff)?;
     out.flush()
+}
+
+/// `histogram.split`: where the time per call went, for each function split in both ranges:
+/// its states that moved most first (up to four), `base → compare` per call.
+fn write_state_changes(out: &mut dyn std::io::Write, diff: &DiffAnswer) -> std::io::Result<()> {
+    let mut header = false;
+    for row in &diff.functions {
+        let (Some(a), Some(b), Some(base), Some(compare)) =
+            (&row.base_states, &row.compare_states, row.base, row.compare)
+        else {
+            continue;
+        };
+        if base.count == 0 || compare.count == 0 {
+            continue;
+        }
+        let per_call = |states: &std::collections::BTreeMap<String, u64>, name: &str, n: u64| {
+            states.get(name).copied().unwrap_or(0) / n
+        };
+        let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
+        names.sort();
+        names.dedup();
+        names.sort_by_key(|name| {
+            std::cmp::Reverse(per_call(a, name, base.count).abs_diff(per_call(
+                b,
+                name,
+                compare.count,
+            )))
+        });
+        if !header {
+            writeln!(
+                out,
+                "\nTime per call by state (histogram.split), what moved most first:"
+            )?;
+            header = true;
+        }
+        let cells: Vec<String> = names
+            .iter()
+            .take(4)
+            .map(|name| {
+                format!(
+                    "{name} {}",
+                    cell(
+                        Some(per_call(a, name, base.count)),
+                        Some(per_call(b, name, compare.count)),
+                        human_ns,
+                        true
+                    )
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{} {}: {}",
+            row.function,
+            row.service,
+            cells.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 fn cell(base: Option<u64>, compare: Option<u64>, show: fn(u64) -> String, mark: bool) -> String {
@@ -206,6 +266,7 @@ mod tests {
                 ..Default::default()
             },
             latencies: mk(ns, n),
+            split: None,
         };
         let r = Range {
             from_ms: 0,

@@ -47,12 +47,50 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         if let Some(stacks) = &row.stacks {
             write_stacks(out, stacks, report)?;
         }
+        if let Some(split) = &row.split {
+            write_split(out, split)?;
+        }
     }
     if !report.missed.is_empty() {
         writeln!(out)?;
         write_misses(out, &report.missed, " in total")?;
     }
     out.flush()
+}
+
+/// `--split`: the states the calls' time went to, largest share first; a state no call spent
+/// time in is left out.
+fn write_split(out: &mut dyn Write, split: &crate::pipeline::split::Split) -> io::Result<()> {
+    use super::tables::human_ns;
+    let mut rows: Vec<_> = split
+        .rows()
+        .into_iter()
+        .filter(|r| r.total_ns > 0)
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Time by state ({} calls; share of their total time, and time per call):",
+        split.calls
+    )?;
+    writeln!(
+        out,
+        "     {:<16} {:>7} {:>12} {:>12} {:>12}",
+        "state", "share", "total", "p50/call", "p99/call"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "     {:<16} {:>6.1}% {:>12} {:>12} {:>12}",
+            r.state,
+            r.share * 100.0,
+            human_ns(r.total_ns),
+            human_ns(r.p50_ns),
+            human_ns(r.p99_ns)
+        )?;
+    }
+    Ok(())
 }
 
 /// One line for each kind of call that was seen but not timed, so that a short count is never
@@ -251,6 +289,7 @@ mod tests {
             sites: None,
             attached: Some(time - Duration::from_millis(5)),
             from_start,
+            split: None,
         };
         let report = |interval_s| Report {
             rows: vec![row(1, Some(false)), row(2, Some(true)), row(3, None)],

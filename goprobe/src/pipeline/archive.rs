@@ -58,6 +58,8 @@ pub struct Record {
     pub end_ms: u64,
     pub series: SeriesKey,
     pub latencies: Latencies,
+    /// `histogram.split`: the calls' time per state (`goprobe_common::split::NAMES`), in ns.
+    pub split: Option<Vec<u64>>,
 }
 
 /// One process's CPU profile over one interval.
@@ -454,14 +456,22 @@ fn get_str(bytes: &mut &[u8]) -> Option<String> {
 
 /// `[version][start offset ms: u64 le][function][service][container][pod][namespace][pid: u32]`
 /// then the histogram.
+/// Version 1: labels and histogram. Version 2 (`histogram.split`): the calls' time per state
+/// between the PID and the histogram (a count, then that many u64 ns).
 fn encode(record: &Record) -> Vec<u8> {
-    let mut out = vec![1u8];
+    let mut out = vec![if record.split.is_some() { 2u8 } else { 1u8 }];
     out.extend_from_slice(&(record.end_ms - record.start_ms).to_le_bytes());
     let s = &record.series;
     for field in [&s.function, &s.service, &s.container, &s.pod, &s.namespace] {
         put_str(&mut out, field);
     }
     out.extend_from_slice(&s.pid.unwrap_or(0).to_le_bytes());
+    if let Some(split) = &record.split {
+        out.push(split.len().min(255) as u8);
+        for ns in split.iter().take(255) {
+            out.extend_from_slice(&ns.to_le_bytes());
+        }
+    }
     record.latencies.encode(&mut out);
     out
 }
@@ -469,7 +479,7 @@ fn encode(record: &Record) -> Vec<u8> {
 fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
     let b = &mut bytes;
     let (&version, rest) = b.split_first()?;
-    if version != 1 {
+    if version != 1 && version != 2 {
         return None;
     }
     let (length, rest) = rest.split_first_chunk::<8>()?;
@@ -478,8 +488,20 @@ fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
     for _ in 0..5 {
         fields.push(get_str(b)?);
     }
-    let (pid, rest) = b.split_first_chunk::<4>()?;
+    let (pid, mut rest) = b.split_first_chunk::<4>()?;
     let pid = u32::from_le_bytes(*pid);
+    let mut split = None;
+    if version == 2 {
+        let (&n, mut states) = rest.split_first()?;
+        let mut ns = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let (value, more) = states.split_first_chunk::<8>()?;
+            ns.push(u64::from_le_bytes(*value));
+            states = more;
+        }
+        split = Some(ns);
+        rest = states;
+    }
     let latencies = Latencies::decode(rest)?;
     let mut fields = fields.into_iter();
     let mut next = || fields.next().unwrap_or_default();
@@ -495,6 +517,7 @@ fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
             pid: (pid != 0).then_some(pid),
         },
         latencies,
+        split,
     })
 }
 
@@ -517,6 +540,7 @@ mod tests {
                 ..SeriesKey::default()
             },
             latencies,
+            split: None,
         }
     }
 
@@ -524,6 +548,20 @@ mod tests {
         max_age_ms: u64::MAX,
         max_bytes: u64::MAX,
     };
+
+    /// A record with the split (version 2) comes back with it; one without, without.
+    #[test]
+    fn encodes_the_split() {
+        let mut with = record(5_000, "f", 1000, 3);
+        with.split = Some((0..20).map(|i| i * 7).collect());
+        let back = decode(5_000, &encode(&with)).unwrap();
+        assert_eq!(back.split, with.split);
+        assert_eq!(back.latencies.count, 3);
+        assert_eq!(back.series.container, "abc");
+        let plain = record(5_000, "f", 1000, 3);
+        assert_eq!(encode(&plain)[0], 1);
+        assert_eq!(decode(5_000, &encode(&plain)).unwrap().split, None);
+    }
 
     #[test]
     fn writes_reads_and_survives_reopen() {
@@ -636,6 +674,7 @@ pub(crate) mod testing {
                 ..SeriesKey::default()
             },
             latencies,
+            split: None,
         }
     }
 

@@ -133,6 +133,40 @@ pub struct DiffRow {
     /// None: the function had no calls in that range.
     pub base: Option<Side>,
     pub compare: Option<Side>,
+    /// `histogram.split`: the calls' time per state over the range, in ns (states with time
+    /// only), when every record of the range had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_states: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_states: Option<BTreeMap<String, u64>>,
+}
+
+/// The calls' time per state over the records, per (function, service): only where every
+/// record of the series has its split (an interval without it would make the shares lie).
+fn merge_states(
+    records: &[Record],
+    function: Option<&Pattern>,
+) -> BTreeMap<(String, String), BTreeMap<String, u64>> {
+    let mut out: BTreeMap<(String, String), Option<BTreeMap<String, u64>>> = BTreeMap::new();
+    for r in records {
+        if function.is_some_and(|p| !p.matches(&r.series.function)) {
+            continue;
+        }
+        let slot = out
+            .entry((r.series.function.clone(), r.series.service.clone()))
+            .or_insert_with(|| Some(BTreeMap::new()));
+        match (&r.split, slot.as_mut()) {
+            (Some(split), Some(states)) => {
+                for (name, ns) in goprobe_common::split::NAMES.iter().zip(split) {
+                    if *ns > 0 {
+                        *states.entry(name.to_string()).or_default() += ns;
+                    }
+                }
+            }
+            _ => *slot = None,
+        }
+    }
+    out.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,6 +191,10 @@ pub fn answer_diff(
     };
     let a = merge(base_records, function);
     let b = merge(compare_records, function);
+    let (mut a_states, mut b_states) = (
+        merge_states(base_records, function),
+        merge_states(compare_records, function),
+    );
     let mut keys: Vec<&(String, String)> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -170,6 +208,8 @@ pub fn answer_diff(
                 service: k.1.clone(),
                 base: a.get(k).map(side),
                 compare: b.get(k).map(side),
+                base_states: a_states.remove(k),
+                compare_states: b_states.remove(k),
             })
             .collect(),
     }

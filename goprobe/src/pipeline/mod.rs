@@ -5,11 +5,12 @@ pub mod archive;
 pub mod by_stack;
 pub mod history;
 pub mod series;
+pub mod split;
 pub use goprobe_input::times;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use goprobe_common::{LatencyEvent, StackLatencyEvent};
+use goprobe_common::{LatencyEvent, SplitEvent, StackLatencyEvent};
 use hdrhistogram::Histogram;
 
 /// How often the latency ring buffer is drained, by `funclatency` and the agent alike. The kernel
@@ -274,6 +275,8 @@ pub struct Aggregator {
     pub events: u64,
     /// Latencies per calling stack (`funclatency --stacks`).
     pub stacks: crate::pipeline::by_stack::LatencyByStack,
+    /// Each call's time split by state (`funclatency --split`), per (function id, pid).
+    pub split: BTreeMap<(u32, u32), split::Split>,
 }
 
 impl Aggregator {
@@ -296,7 +299,16 @@ impl Aggregator {
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
         let mut drained = 0;
         while let Some(item) = ring.next() {
-            if item.len() >= size_of::<StackLatencyEvent>() {
+            if item.len() == size_of::<SplitEvent>() {
+                // SAFETY: as below; `funclatency --split` events extend a LatencyEvent.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SplitEvent>()) };
+                self.record(&event.call);
+                self.split
+                    .entry((event.call.func, event.call.tgid))
+                    .or_default()
+                    .record(&event.ns);
+                drained += 1;
+            } else if item.len() >= size_of::<StackLatencyEvent>() {
                 // SAFETY: as below; `funclatency --stacks` events extend a LatencyEvent.
                 let event =
                     unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StackLatencyEvent>()) };

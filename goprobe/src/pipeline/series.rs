@@ -91,6 +91,8 @@ pub struct Cumulative {
     pub exact: BTreeMap<SeriesKey, Latencies>,
     /// Keep `exact` (only when OTLP exponential histograms are pushed).
     pub keep_exact: bool,
+    /// `histogram.split`: the calls' time per state (`goprobe_common::split::NAMES`), in ns.
+    pub split: BTreeMap<SeriesKey, Vec<u64>>,
 }
 
 impl Cumulative {
@@ -101,6 +103,18 @@ impl Cumulative {
             series: BTreeMap::new(),
             exact: BTreeMap::new(),
             keep_exact,
+            split: BTreeMap::new(),
+        }
+    }
+
+    /// Add calls' time per state to a series.
+    pub fn add_split(&mut self, key: &SeriesKey, split: &crate::pipeline::split::Split) {
+        let totals = self
+            .split
+            .entry(key.clone())
+            .or_insert_with(|| vec![0; goprobe_common::split::STATES]);
+        for (total, state) in totals.iter_mut().zip(&split.states) {
+            *total = total.saturating_add(state.total_ns);
         }
     }
 
@@ -128,6 +142,7 @@ impl Cumulative {
         for key in &idle {
             self.series.remove(key);
             self.exact.remove(key);
+            self.split.remove(key);
         }
         before - self.series.len()
     }
@@ -140,6 +155,8 @@ impl Cumulative {
         }
         // Histograms with other bounds would break rate() over the change; start their bucket
         // counts afresh as a counter reset (Prometheus handles resets).
+        let split = std::mem::take(&mut self.split);
         *self = Self::new(bounds_s, self.keep_exact);
+        self.split = split;
     }
 }

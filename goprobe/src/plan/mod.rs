@@ -1,6 +1,7 @@
 //! From a pattern and an inspected binary to probe sites: which functions match, where each one's
 //! entry and return probes go (as file offsets, which is what uprobes take), and which matched
 //! functions cannot be traced, with the reason.
+pub mod split;
 
 pub use goprobe_input::pattern::Pattern;
 
@@ -79,6 +80,8 @@ pub struct BinaryPlan {
     /// stack: there the kernel side forgets the `g.stack.hi` it keeps for `gp`. Only where `gp`
     /// is still in rax (the stack-check branch or the first instruction).
     pub stack_move: Option<u64>,
+    /// The runtime sites of `funclatency --split`, when asked for.
+    pub split: Option<split::SplitPlan>,
 }
 
 /// Runtime functions that switch stacks or run without a user goroutine: their entries and

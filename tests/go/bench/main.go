@@ -15,6 +15,10 @@
 //	spinleaf  the same with goprobeBenchSpinLeaf, a frameless leaf that loops for about -spin.
 //	rate   calls goprobeBenchRate -rate times per second for -d seconds from -g goroutines
 //	       (-rate 0: as fast as they can); prints how many calls it made and how fast.
+//	switch -n calls of goprobeBenchSwitch on one P (GOMAXPROCS=1), each a round trip with a
+//	       partner goroutine over two channels: two goroutine switches per call, as fast as
+//	       they go; prints ns per call and switches per second (for `funclatency --split`,
+//	       which probes every goroutine status change).
 //
 // The protocol is the harness's (ready line, wait for a line on stdin, one JSON result line).
 // While waiting, it calls goprobeBenchPing every 10 ms, so a tracer that prints nothing once
@@ -23,6 +27,7 @@ package main
 
 import (
 	"flag"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -164,6 +169,17 @@ func timeCalls(f func(), n int) []int64 {
 	return got
 }
 
+var switchPing, switchPong = make(chan int), make(chan int)
+
+// goprobeBenchSwitch hands a value to a partner goroutine and waits for it back: the calling
+// goroutine parks, the partner runs, and the caller runs again.
+//
+//go:noinline
+func goprobeBenchSwitch(i int) int {
+	switchPing <- i
+	return <-switchPong
+}
+
 func main() {
 	mode := flag.String("mode", "call", "call, leaf, asm, spin or rate")
 	n := flag.Int("n", 300000, "calls (call, leaf, asm, spin)")
@@ -233,6 +249,27 @@ func main() {
 			TracedP50Ns   int64 `json:"traced_p50_ns"`
 			LeafIteration int   `json:"leaf_iterations"`
 		}{*n, truth[len(truth)/2], truth[0], traced[len(traced)/2], leafIterations})
+	case "switch":
+		runtime.GOMAXPROCS(1)
+		go func() {
+			for i := range switchPing {
+				switchPong <- i
+			}
+		}()
+		for i := 0; i < 1000; i++ {
+			goprobeBenchSwitch(i)
+		}
+		start := time.Now()
+		for i := 0; i < *n; i++ {
+			goprobeBenchSwitch(i)
+		}
+		elapsed := time.Since(start)
+		harness.Result(struct {
+			Mode        string  `json:"mode"`
+			Calls       int     `json:"calls"`
+			NsPerCall   float64 `json:"ns_per_call"`
+			SwitchesSec float64 `json:"switches_per_s"`
+		}{*mode, *n, float64(elapsed.Nanoseconds()) / float64(*n), 2 * float64(*n) / elapsed.Seconds()})
 	case "rate":
 		if *g < 1 {
 			harness.Fail("need -g >= 1")

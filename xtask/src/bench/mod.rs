@@ -9,7 +9,7 @@
 //! document (`render`): `percall.rs` (overhead per traced call), `sites.rs` (the cost of a probe
 //! on each kind of instruction, and where goprobe places its sites), `throughput.rs` (throughput
 //! and loss), `pairing.rs` (pairing at scale), `attach.rs` (attach time), `inspect.rs`
-//! (inspection time), `accuracy.rs`, `budget.rs` (the agent's overhead budget). Shared by them: `runner.rs` (a Go program under a tracer),
+//! (inspection time), `accuracy.rs`, `budget.rs` (the agent's overhead budget), `split.rs` (the cost of `funclatency --split`). Shared by them: `runner.rs` (a Go program under a tracer),
 //! `insns.rs` (a function's instructions and goprobe's sites in it), `stats.rs` (medians and
 //! number formats), `report.rs` (the document around the sections: the machine, the summary and
 //! the changes), `proc.rs` (child processes) and `json.rs`. Here: the options, the plan, the
@@ -27,6 +27,7 @@ mod proc;
 mod report;
 mod runner;
 mod sites;
+mod split;
 mod stats;
 mod throughput;
 
@@ -45,7 +46,7 @@ pub struct Options {
     pub only: Option<Vec<String>>,
 }
 
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "percall",
     "sites",
     "throughput",
@@ -54,6 +55,7 @@ pub const SECTIONS: [&str; 8] = [
     "inspect",
     "accuracy",
     "budget",
+    "split",
 ];
 
 /// How much to measure: the full run (~8 min) or `--quick` (a couple of minutes, for
@@ -148,6 +150,7 @@ pub fn run(opts: Options) -> Result<()> {
             "inspect" => inspect::measure(&env).map(|r| report.inspect = Some(r)),
             "accuracy" => accuracy::measure(&env).map(|r| report.accuracy = Some(r)),
             "budget" => budget::measure(&env).map(|r| report.budget = Some(r)),
+            "split" => split::measure(&env).map(|r| report.split = Some(r)),
             _ => unreachable!("sections are checked above"),
         });
         if let Err(e) = result {

@@ -31,6 +31,7 @@ pub struct Report {
     pub inspect: Option<InspectReport>,
     pub accuracy: Option<AccuracyReport>,
     pub budget: Option<super::budget::BudgetReport>,
+    pub split: Option<super::split::SplitReport>,
     pub failures: Vec<String>,
 }
 
@@ -107,6 +108,9 @@ pub fn render(
     }
     if let Some(b) = &report.budget {
         super::budget::render(w, b);
+    }
+    if let Some(s) = &report.split {
+        super::split::render(w, s);
     }
     if !report.failures.is_empty() {
         let _ = writeln!(w, "## Sections that failed\n");

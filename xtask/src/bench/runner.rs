@@ -26,11 +26,15 @@ pub enum Tracer {
     None,
     /// `goprobe funclatency -v --json -p PID go:FUNCTION`, with extra environment.
     Goprobe(Vec<(&'static str, String)>),
+    /// The same with extra arguments (`--split`).
+    GoprobeArgs(Vec<&'static str>),
     /// Probes that do nothing, at these file offsets (`goprobe dev attach`).
     Bare(Vec<u64>),
     /// `goprobe agent` with one probe on FUNCTION in the program's file, as the daemon runs;
     /// counts and losses are read from its /metrics.
     Agent,
+    /// The same with `histogram.split = true`.
+    AgentSplit,
     /// A bpftrace script; `{bin}` stands for the program's path. It must print "attached" once
     /// its probes are in place (on the program's first `goprobeBenchPing`).
     Bpftrace(String),
@@ -133,6 +137,13 @@ pub fn run_program(
                 .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
             Some(start_goprobe(&mut c)?)
         }
+        Tracer::GoprobeArgs(extra) => {
+            let mut c = util::cmd(&env.goprobe);
+            c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
+                .args(extra)
+                .arg(format!("go:{function}"));
+            Some(start_goprobe(&mut c)?)
+        }
         Tracer::Bare(offsets) => {
             let mut c = util::cmd(&env.goprobe);
             c.args(["dev", "attach", "-p", &pid.to_string()])
@@ -145,7 +156,12 @@ pub fn run_program(
             )?;
             Some(p)
         }
-        Tracer::Agent => {
+        Tracer::Agent | Tracer::AgentSplit => {
+            let split = if matches!(tracer, Tracer::AgentSplit) {
+                "[histogram]\nsplit = true\n\n"
+            } else {
+                ""
+            };
             let dir = util::root().join("target/bench");
             std::fs::create_dir_all(&dir)?;
             let port = free_port()?;
@@ -156,7 +172,7 @@ pub fn run_program(
                 &config,
                 format!(
                     "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
-                     [archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
+                     {split}[archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
                      functions = [\"go:{function}\"]\nexe = [\"{}\"]\n",
                     archive.display(),
                     bin.display()
@@ -188,7 +204,9 @@ pub fn run_program(
     };
 
     let gp_pid = match tracer {
-        Tracer::Goprobe(_) | Tracer::Agent => tracer_proc.as_ref().map(Proc::pid),
+        Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) | Tracer::Agent | Tracer::AgentSplit => {
+            tracer_proc.as_ref().map(Proc::pid)
+        }
         _ => None,
     };
     let cpu_before = gp_pid.and_then(proc::cpu_time);
@@ -252,7 +270,7 @@ pub fn run_program(
             t.wait(Duration::from_secs(10))?;
         }
         match tracer {
-            Tracer::Goprobe(_) => {
+            Tracer::Goprobe(_) | Tracer::GoprobeArgs(_) => {
                 goprobe = Some(GoprobeOut::parse(&t.stdout.all(), &t.stderr.all()));
             }
             Tracer::Bpftrace(_) => bpftrace_stdout = t.stdout.all(),

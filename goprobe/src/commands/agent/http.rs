@@ -14,6 +14,9 @@
 //!   one at a time per PID, [`MAX_PROFILES`] at once in all (429 beyond), at most
 //!   [`MAX_PROFILE_SECONDS`] long (400 beyond), and none at all (403) when the server listens
 //!   beyond localhost without a bearer token;
+//! - `/debug/pprof/block?pid=N[&seconds=S]`: where process N's goroutines wait, and why, traced
+//!   for S seconds (30 by default) as `goprobe offcpu` does (gzipped pprof), within the same
+//!   limits as `/debug/pprof/profile`;
 //! - `/healthz`: `ok`.
 //!
 //! Times are those of `goprobe query` (`now`, `-1h`, `@UNIX_SECONDS`, RFC 3339).
@@ -242,9 +245,11 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Ful
             "goprobe agent: /metrics, /api/v1/query?from=-1h&to=now[&function=GLOB], \
              /api/v1/diff?base=FROM..TO&compare=FROM..TO[&function=GLOB], \
              /api/v1/profile?from=-1h&to=now[&pid=N], \
-             /debug/pprof/profile?pid=N[&seconds=30][&hz=100], /healthz\n",
+             /debug/pprof/profile?pid=N[&seconds=30][&hz=100], \
+             /debug/pprof/block?pid=N[&seconds=30], /healthz\n",
         ),
         "/debug/pprof/profile" => pprof_profile(&params, &shared.profiling).await,
+        "/debug/pprof/block" => pprof_block(&params, &shared.profiling).await,
         "/api/v1/profile" => archived_profile(params, shared).await,
         "/api/v1/query" => api(params, shared, false).await,
         "/api/v1/diff" => api(params, shared, true).await,
@@ -297,6 +302,48 @@ async fn pprof_profile(
             };
             error(status, &message)
         }
+    }
+}
+
+/// Where one process's goroutines wait, traced while the request waits (`goprobe offcpu`).
+/// It attaches probes to the process as a CPU profile does, so it shares the CPU profiles'
+/// limits (and their slots: one profile of either kind per PID at a time).
+async fn pprof_block(
+    params: &HashMap<String, String>,
+    profiling: &Profiling,
+) -> Response<Full<Bytes>> {
+    if !profiling.enabled {
+        return error(
+            StatusCode::FORBIDDEN,
+            "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
+        );
+    }
+    let (pid, duration, _) =
+        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
+            Ok(request) => request,
+            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+    let _slot = match profiling.admit(pid) {
+        Ok(slot) => slot,
+        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
+    };
+    let profile = match crate::engine::offcpu::block_pid(pid, duration).await {
+        Ok(profile) => profile,
+        Err(e) => {
+            let gone = e
+                .downcast_ref::<crate::targets::TargetError>()
+                .is_some_and(|t| matches!(t, crate::targets::TargetError::NoSuchProcess(_)));
+            let status = if gone {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error(status, &crate::one_line(&e));
+        }
+    };
+    match crate::outputs::pprof::to_gzip(&profile) {
+        Ok(bytes) => reply(StatusCode::OK, "application/octet-stream", bytes),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

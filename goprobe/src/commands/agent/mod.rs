@@ -202,6 +202,8 @@ struct Agent {
     retired: HashMap<u32, Retired>,
     shared: Arc<Shared>,
     interval: BTreeMap<SeriesKey, Latencies>,
+    /// `histogram.split`: this interval's time per state, per series.
+    interval_split: BTreeMap<SeriesKey, Vec<u64>>,
     interval_start_ms: u64,
     health: Health,
     pods: PodNames,
@@ -245,7 +247,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mode = attach_mode_from_env();
     let probes = Probe::compile(&config);
     let all: Vec<Pattern> = probes.iter().flat_map(|p| p.patterns.clone()).collect();
-    let mut tracer = Tracer::new(Pattern::any_of(&all), mode)?;
+    let probes_kind = if config.histogram.split {
+        crate::kernel::Probes::Split
+    } else {
+        crate::kernel::Probes::Latency {
+            stacks_min_ns: None,
+        }
+    };
+    let mut tracer = Tracer::with_probes(Pattern::any_of(&all), mode, probes_kind)?;
     tracer.keep_names = false;
     let budget =
         (config.agent.overhead_budget.0 > 0.0).then(|| Budget::new(config.agent.overhead_budget.0));
@@ -299,6 +308,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         retired: HashMap::new(),
         shared,
         interval: BTreeMap::new(),
+        interval_split: BTreeMap::new(),
         interval_start_ms: now_ms(),
         health,
         pods: PodNames::default(),
@@ -420,6 +430,23 @@ impl Agent {
                 budget.count(pid, func, latencies.count);
             }
             self.interval.entry(key).or_default().merge(&latencies);
+        }
+        for ((func, pid), split) in std::mem::take(&mut self.tracer.aggregator.split) {
+            if let Some(ProcessState::Traced { ids, .. }) =
+                self.processes.get(&pid).map(|t| &t.state)
+                && !ids.contains(&func)
+            {
+                continue;
+            }
+            let key = self.series_key(func, pid);
+            guard.0.add_split(&key, &split);
+            let totals = self
+                .interval_split
+                .entry(key)
+                .or_insert_with(|| vec![0; goprobe_common::split::STATES]);
+            for (total, state) in totals.iter_mut().zip(&split.states) {
+                *total = total.saturating_add(state.total_ns);
+            }
         }
         drop(guard);
         self.keep_to_budget();
@@ -559,6 +586,7 @@ impl Agent {
         let start_ms = std::mem::replace(&mut self.interval_start_ms, end_ms);
         self.write_profiles(start_ms, end_ms);
         let interval = std::mem::take(&mut self.interval);
+        let mut split = std::mem::take(&mut self.interval_split);
         if interval.is_empty() {
             return;
         }
@@ -567,6 +595,7 @@ impl Agent {
             .map(|(series, latencies)| Record {
                 start_ms,
                 end_ms,
+                split: split.remove(&series),
                 series,
                 latencies,
             })
@@ -876,6 +905,10 @@ impl Agent {
             ),
             ("archive.path", new.archive.path != self.config.archive.path),
             ("otlp", new.otlp.is_some() != self.config.otlp.is_some()),
+            (
+                "histogram.split",
+                new.histogram.split != self.config.histogram.split,
+            ),
         ] {
             if changed {
                 eprintln!("goprobe: {what} changed: it takes effect when the agent restarts");
@@ -911,6 +944,7 @@ impl Agent {
         self.config.http.listen = listen;
         self.config.archive.path = archive_path;
         self.config.otlp = otlp;
+        self.config.histogram.split = self.tracer.kernel().split();
         self.health.config_reloads += 1;
         eprintln!("goprobe: config reloaded: {} probes", self.probes.len());
         self.scan();

@@ -1,0 +1,9 @@
+//go:build !cgo
+
+package main
+
+import "time"
+
+const hasCgo = false
+
+func cWait(time.Duration) {}
