@@ -56,7 +56,18 @@ fn default_stripped_and_cgo() -> Vec<Build> {
     let mut builds = builds_with_variant("default");
     builds.extend(builds_with_variant("stripped"));
     builds.extend(builds_with_variant("cgo"));
+    with_wait_reasons(builds)
+}
+
+/// The builds by Go versions whose wait reasons goprobe knows (goprobe/src/plan/split.rs): with
+/// any other, parked time is `parked_other` by design (and goprobe says so at the attach), so
+/// the shares by reason cannot be checked. `cargo xtask test --full` builds the others too.
+fn with_wait_reasons(builds: Vec<Build>) -> Vec<Build> {
+    const KNOWN: [&str; 3] = ["go1.19", "go1.21", "go1.27"];
     builds
+        .into_iter()
+        .filter(|b| KNOWN.contains(&b.go.as_str()))
+        .collect()
 }
 
 /// Each call spins 2 ms, waits 3 ms on a channel, sleeps 1 ms and blocks 2 ms in a pipe read
@@ -131,40 +142,43 @@ fn split_matches_the_known_phases() {
 /// for the only P until the hog is preempted. That runnable time is shown as such.
 #[test]
 fn split_shows_runnable_time_behind_a_cpu_hog() {
-    for_each_build(&builds_with_variant("default"), |build| {
-        let (truth, out) = trace_program(
-            &build.program("split"),
-            &["-hog", "-n", "100"],
-            &[],
-            &["--split"],
-            "go:main.goprobeE2ESplitHog",
-        )?;
-        let lines = out.json();
-        let (_, split) = split_of(&lines, "main.goprobeE2ESplitHog")?;
-        let runnable = share(&split, &["runnable"]);
-        if runnable < 0.15 {
-            return Err(format!(
-                "runnable share {runnable:.3}, want a visible one: {split:?}"
-            ));
-        }
-        // The nanosleep phase is the syscall plus the wait for the P after it (and the spin's
-        // own preemptions are runnable too): together with running they are the whole call.
-        let known = share(&split, &["syscall", "runnable", "running", "cpu_wait"]);
-        if known < 0.98 {
-            return Err(format!(
-                "only {known:.3} of the time in the expected states: {split:?}"
-            ));
-        }
-        let wall = u64_field(&truth, "wall_ns") as f64;
-        let sleep = u64_field(&truth, "sleep_ns") as f64 / wall;
-        let syscall = share(&split, &["syscall"]);
-        if syscall > sleep * 1.1 {
-            return Err(format!(
-                "syscall share {syscall:.3} exceeds the nanosleep phase {sleep:.3}"
-            ));
-        }
-        Ok(())
-    });
+    for_each_build(
+        &with_wait_reasons(builds_with_variant("default")),
+        |build| {
+            let (truth, out) = trace_program(
+                &build.program("split"),
+                &["-hog", "-n", "100"],
+                &[],
+                &["--split"],
+                "go:main.goprobeE2ESplitHog",
+            )?;
+            let lines = out.json();
+            let (_, split) = split_of(&lines, "main.goprobeE2ESplitHog")?;
+            let runnable = share(&split, &["runnable"]);
+            if runnable < 0.15 {
+                return Err(format!(
+                    "runnable share {runnable:.3}, want a visible one: {split:?}"
+                ));
+            }
+            // The nanosleep phase is the syscall plus the wait for the P after it (and the spin's
+            // own preemptions are runnable too): together with running they are the whole call.
+            let known = share(&split, &["syscall", "runnable", "running", "cpu_wait"]);
+            if known < 0.98 {
+                return Err(format!(
+                    "only {known:.3} of the time in the expected states: {split:?}"
+                ));
+            }
+            let wall = u64_field(&truth, "wall_ns") as f64;
+            let sleep = u64_field(&truth, "sleep_ns") as f64 / wall;
+            let syscall = share(&split, &["syscall"]);
+            if syscall > sleep * 1.1 {
+                return Err(format!(
+                    "syscall share {syscall:.3} exceeds the nanosleep phase {sleep:.3}"
+                ));
+            }
+            Ok(())
+        },
+    );
 }
 
 /// The agent with `histogram.split = true` exports each function's time by state as counters
