@@ -360,7 +360,7 @@ impl HostWide {
                             crate::kernel::error_chain(source.as_ref())
                         )
                     }
-                    other => other.to_string(),
+                    other => crate::kernel::error_chain(&other),
                 };
                 eprintln!("goprobe: PID {pid} ({}): {why}", exe_name.display());
             }

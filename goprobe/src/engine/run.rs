@@ -273,12 +273,13 @@ impl Run {
                                 });
                             }
                             Some(Err(e)) => eprintln!(
-                                "goprobe: PID {} exec'd {}, which is not traced: {e}",
+                                "goprobe: PID {} exec'd {}, which is not traced: {}",
                                 exec.pid,
                                 exec.exe_name
                                     .as_deref()
                                     .unwrap_or(std::path::Path::new(&exec.comm))
-                                    .display()
+                                    .display(),
+                                crate::kernel::error_chain(&e)
                             ),
                             _ => {}
                         }

@@ -836,7 +836,7 @@ impl Agent {
                         Ok(()) => {
                             self.profiled.insert(pid, service.clone());
                         }
-                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e}"),
+                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e:#}"),
                     }
                 }
                 ProcessState::Traced {
@@ -861,7 +861,11 @@ impl Agent {
             Err(_) if targets::stat(pid).is_none_or(|s| s.zombie) => ProcessState::Ignored,
             Err(e) => {
                 self.health.attach_errors += 1;
-                eprintln!("goprobe: cannot attach to PID {pid} ({}): {e}", who.exe);
+                eprintln!(
+                    "goprobe: cannot attach to PID {pid} ({}): {}",
+                    who.exe,
+                    crate::kernel::error_chain(&e)
+                );
                 ProcessState::Ignored
             }
         }
