@@ -24,6 +24,7 @@
 #![no_main]
 
 mod exec;
+mod log;
 mod split;
 mod stacks;
 
@@ -197,10 +198,14 @@ fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
             });
         }
     }
-    let Some((stack_hi, sp_off)) =
-        read_stack_hi(key.g).and_then(|hi| Some((hi, position(hi, regs.rsp)?)))
-    else {
+    let Some(stack_hi) = read_stack_hi(key.g) else {
         bump(counter::G_READ_ERRORS);
+        log::g_unreadable(key.tgid, key.g);
+        return None;
+    };
+    let Some(sp_off) = position(stack_hi, regs.rsp) else {
+        bump(counter::G_READ_ERRORS);
+        log::stack_position_out_of_range(key.tgid, key.g, stack_hi, regs.rsp);
         return None;
     };
     let keep = if cached { stack_hi } else { 0 };
@@ -520,9 +525,11 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
                 && PROCESSES.insert(&key.tgid, &0, BPF_ANY as u64).is_err()
             {
                 bump(counter::PROCESSES_FULL);
+                log::processes_full(key.tgid);
             }
         } else {
             bump(counter::MAP_FULL);
+            log::goroutines_full(key.tgid, frame.func);
             missed(key.tgid, frame.func, Miss::Untimed);
         }
         return;
@@ -537,6 +544,7 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
         .is_err()
     {
         bump(counter::ENTRIES_DROPPED);
+        log::nested_full(key.tgid, frame.func, depth);
         missed(key.tgid, frame.func, Miss::Untimed);
         return;
     }
@@ -658,7 +666,9 @@ fn missed(tgid: u32, func: u32, miss: Miss) {
         Miss::Untimed => first.untimed = 1,
         Miss::Unpaired => first.unpaired = 1,
     }
-    let _ = MISSED.insert(&key, &first, 0);
+    if MISSED.insert(&key, &first, 0).is_err() {
+        log::missed_full(tgid, func);
+    }
 }
 
 #[cfg(not(test))]

@@ -161,6 +161,7 @@ pub fn opened(key: &GoroutineKey, index: u32) {
             runs_here(key, fresh);
             if SPLIT_G.insert(key, fresh, BPF_NOEXIST as u64).is_err() {
                 bump(counter::MAP_FULL);
+                crate::log::split_full(key.tgid);
                 return;
             }
             match SPLIT_G.get_ptr_mut(key) {
@@ -342,6 +343,7 @@ fn offcpu_site(ctx: &ProbeContext, key: &GoroutineKey, kind: u64, cookie: u64, o
     };
     if OFFCPU_G.insert(key, &waiting, BPF_ANY as u64).is_err() {
         bump(counter::WAITS_FULL);
+        crate::log::waits_full(key.tgid);
     }
 }
 
@@ -364,6 +366,7 @@ fn wait_ends(key: &GoroutineKey) {
                 Some(total) => total,
                 None => {
                     bump(counter::WAIT_COUNTS_FULL);
+                    crate::log::waits_full(waiting.key.tgid);
                     return;
                 }
             }

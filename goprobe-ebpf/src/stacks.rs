@@ -163,6 +163,7 @@ pub(crate) fn walk(regs: UserRegs) -> Option<(u64, LeafContext)> {
         Err(e) if e == -17 => {}
         Err(_) => {
             bump(counter::STACKS_FULL);
+            crate::log::stacks_full();
             return None;
         }
     }
@@ -230,7 +231,10 @@ fn count_stack(ctx: &ProbeContext) {
                 // Another CPU inserted it in between, or the map is full.
                 match STACK_COUNTS.get_ptr_mut(&key) {
                     Some(count) => add_one(count),
-                    None => bump(counter::COUNTS_FULL),
+                    None => {
+                        bump(counter::COUNTS_FULL);
+                        crate::log::stack_counts_full(key.tgid, key.func);
+                    }
                 }
             }
         }

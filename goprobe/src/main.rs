@@ -25,6 +25,24 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // -v also shows the kernel programs' rare conditions; set before anything is loaded.
+    let verbose = match &cli.command {
+        cli::Command::Funclatency(args) => args.verbose,
+        cli::Command::Stackcount(args) => args.verbose,
+        cli::Command::Profile(args) => args.verbose,
+        cli::Command::Offcpu(args) => args.verbose,
+        cli::Command::Agent(args) => args.verbose,
+        _ => false,
+    };
+    // GOPROBE_KERNEL_LOG=0 keeps it off at -v, =1 turns it on without (for measuring).
+    let kernel_log = match std::env::var("GOPROBE_KERNEL_LOG").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => verbose,
+    };
+    if kernel_log {
+        kernel::log::enable();
+    }
     let result = match cli.command {
         cli::Command::Funclatency(args) => commands::funclatency::run(args),
         cli::Command::Symbols(args) => commands::symbols::run(args),

@@ -104,6 +104,86 @@ fn deep_recursion_is_timed_at_every_level() {
     );
 }
 
+/// When the goroutine table is full anyway, the count is not silently short: every call that
+/// could not be timed is counted as untimed (count + untimed = calls), the text says which
+/// capacity was reached and that the unpaired returns are those same calls, and `-v` shows the
+/// kernel programs' own log naming the function and process, at most 20 lines a second with
+/// the rest counted. Without `-v` there is no kernel log at all.
+#[test]
+fn a_full_goroutine_table_is_counted_and_logged_by_the_kernel() {
+    let build = &matrix()[0];
+    for verbose in [true, false] {
+        let mut go = GoProgram::start(&build.program("hold"), &["-goroutines", "3000"], &[]);
+        let pid = go.pid.to_string();
+        let mut args = vec!["funclatency", "-p", &pid, "-r"];
+        if verbose {
+            args.push("-v");
+        }
+        args.push(r"go:^main\.goprobeE2EHold$");
+        let mut probe = Goprobe::start_with_env(&args, &[("GOPROBE_MAX_GOROUTINES", "500")]);
+        probe.wait_tracing().unwrap();
+        go.go();
+        let truth = go.finish(Duration::from_secs(120)).unwrap();
+        let out = probe.wait(Duration::from_secs(30));
+        assert!(out.status.success(), "{out:?}");
+        let calls = u64_field(&truth, "calls");
+        let field = |name: &str| -> u64 {
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("no {name:?} line: {}", out.stdout));
+            let after = &line[line.find(name).unwrap() + name.len()..];
+            after
+                .trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (count, untimed) = (field("count:"), field("untimed ="));
+        assert!(untimed >= calls - 500, "{}", out.stdout);
+        assert_eq!(count + untimed, calls, "{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("(pairing capacity reached: 500 goroutines in traced calls"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("returns without a timed entry: the untimed calls above"),
+            "{}",
+            out.stdout
+        );
+        let kernel: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("goprobe: kernel: "))
+            .collect();
+        if !verbose {
+            assert!(kernel.is_empty(), "{}", out.stderr);
+            continue;
+        }
+        let full = format!(
+            "goprobe: kernel: goroutine table full: a call of function main.goprobeE2EHold (#0) in PID {pid} is not timed"
+        );
+        let shown = kernel.iter().filter(|l| **l == full).count() as u64;
+        let held_back: u64 = kernel
+            .iter()
+            .filter_map(|l| l.strip_suffix(" more lines not shown"))
+            .map(|l| l["goprobe: kernel: ".len()..].parse::<u64>().unwrap())
+            .sum();
+        assert!(shown >= 1, "{}", out.stderr);
+        // The programs log each untimed call (a burst may fill the log's ring buffer: the
+        // counters, not the log, are exact); the rate limit shows some and counts the rest.
+        assert!(shown + held_back <= untimed, "{}", out.stderr);
+        assert!(held_back > 0, "{}", out.stderr);
+        assert!(shown <= 20 * 10, "{}", out.stderr);
+    }
+}
+
 /// 100,000 goroutines inside one traced call at the same time (a server whose backend stalls),
 /// each also inside a second traced call nested in the first: every call of both is counted and
 /// timed; nothing is evicted, dropped or left unpaired.

@@ -211,13 +211,17 @@ impl Run {
             }
         }
         tokio::select! {
-            _ = self.stop.wait() => Tick::Stop,
+            _ = self.stop.wait() => {
+                crate::kernel::log::flush();
+                Tick::Stop
+            }
             _ = hangup(&mut self.reload) => Tick::Reload,
             _ = due(&mut self.drain) => Tick::Drain,
             _ = due(&mut self.interval) => Tick::Interval,
             _ = due(&mut self.export) => Tick::Export,
             execs = next_execs(&mut self.host, &mut self.execs) => Tick::Execs(execs),
             _ = self.scan.tick() => {
+                crate::kernel::log::flush();
                 // Like `perf -p`: when every traced process has exited, there is nothing left.
                 if matches!(self.selection, Some(Selection::Pids(_)))
                     && self.tracked.iter().all(targets::Watched::exited)

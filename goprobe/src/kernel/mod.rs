@@ -1,6 +1,7 @@
 //! The kernel side, seen from user space: load the programs built from `goprobe-ebpf`, attach them
 //! to probe sites, read the ring buffer and the counters.
 
+pub mod log;
 pub mod maps;
 pub mod sampler;
 pub mod split;
@@ -144,6 +145,8 @@ pub struct ProgramStats {
     pub name: &'static str,
     pub runs: u64,
     pub run_ns: u64,
+    /// The program as the verifier left it: what the kernel log adds, or not.
+    pub translated_bytes: u32,
 }
 
 /// Counter totals summed over CPUs, indexed by `goprobe_common::counter`.
@@ -181,6 +184,9 @@ impl Kernel {
         {
             loader.map_max_entries(maps::name::EVENTS, bytes);
         }
+        if goroutine_capacity() != goprobe_common::MAX_GOROUTINES {
+            loader.map_max_entries(maps::name::GOROUTINES, goroutine_capacity());
+        }
         let stacks_min_ns = match probes {
             Probes::Latency { stacks_min_ns } => stacks_min_ns,
             Probes::StackCount | Probes::Split => None,
@@ -204,7 +210,7 @@ impl Kernel {
                 kernel_stacks: false,
             },
         );
-        let mut ebpf = loader.load(object()).map_err(load_error)?;
+        let mut ebpf = load_object(loader)?;
         let (entry, ret) = program_names(probes, mode);
         for name in [Some(entry), ret].into_iter().flatten() {
             program(&mut ebpf, name).load().map_err(load_error)?;
@@ -245,6 +251,7 @@ impl Kernel {
                     name,
                     runs: info.run_count(),
                     run_ns: info.run_time().as_nanos() as u64,
+                    translated_bytes: info.size_translated().unwrap_or(0),
                 })
             })
             .collect()
@@ -425,7 +432,7 @@ impl Kernel {
     /// memory both maps use.
     pub fn pairing(&self) -> Pairing {
         let mut pairing = Pairing {
-            goroutine_capacity: goprobe_common::MAX_GOROUTINES,
+            goroutine_capacity: goroutine_capacity(),
             nested_capacity: goprobe_common::MAX_NESTED_CALLS,
             ..Pairing::default()
         };
@@ -798,7 +805,7 @@ impl BareProbes {
             AttachMode::Multi => "goprobe_bare_multi",
             AttachMode::PerSite => "goprobe_bare",
         };
-        let mut ebpf = loader().load(object()).map_err(load_error)?;
+        let mut ebpf = load_object(loader())?;
         self::program(&mut ebpf, program)
             .load()
             .map_err(load_error)?;
@@ -836,7 +843,30 @@ pub fn loader() -> EbpfLoader<'static> {
         loader.override_global("PIDNS_DEV", dev, true);
         loader.override_global("PIDNS_INO", ino, true);
     }
+    log::configure(&mut loader);
     loader
+}
+
+/// How many goroutines the kernel can hold inside traced calls at once: `MAX_GOROUTINES`, or
+/// fewer with `GOPROBE_MAX_GOROUTINES`, to see what happens when the table fills (the tests).
+pub fn goroutine_capacity() -> u32 {
+    static CAPACITY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CAPACITY.get_or_init(|| {
+        std::env::var("GOPROBE_MAX_GOROUTINES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&n| n > 0)
+            .map_or(goprobe_common::MAX_GOROUTINES, |n| {
+                n.min(goprobe_common::MAX_GOROUTINES)
+            })
+    })
+}
+
+/// Load the kernel programs' object with `loader` (from [`loader`]), and read its log at `-v`.
+pub fn load_object(mut loader: EbpfLoader<'_>) -> Result<Ebpf, KernelError> {
+    let mut ebpf = loader.load(object()).map_err(load_error)?;
+    log::start(&mut ebpf);
+    Ok(ebpf)
 }
 
 /// The kernel programs, built from `goprobe-ebpf` by build.rs.

@@ -10,7 +10,7 @@ use aya::{
     },
 };
 
-use super::{KernelError, load_error, loader, maps, object, preflight};
+use super::{KernelError, load_error, loader, maps, preflight};
 
 const PROGRAM: &str = "goprobe_profile";
 
@@ -33,7 +33,7 @@ pub fn load(frequency: u64, kernel_stacks: bool) -> Result<(Ebpf, RingBuf<MapDat
             offcpu: false,
         },
     );
-    let mut ebpf = loader.load(object()).map_err(load_error)?;
+    let mut ebpf = super::load_object(loader)?;
     let program: &mut PerfEvent = ebpf
         .program_mut(PROGRAM)
         .and_then(|p| p.try_into().ok())

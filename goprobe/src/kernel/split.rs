@@ -111,7 +111,7 @@ impl OffCpuKernel {
                 offcpu: true,
             },
         );
-        let mut ebpf = loader.load(super::object()).map_err(super::load_error)?;
+        let mut ebpf = super::load_object(loader)?;
         write_tables(&mut ebpf)?;
         let sites: &mut UProbe = ebpf
             .program_mut(program_name(mode))

@@ -112,16 +112,19 @@ fn write_misses(
             out,
             "untimed = {} calls{scope} (pairing capacity reached: {} goroutines in traced calls or {} nested calls)",
             misses.untimed,
-            goprobe_common::MAX_GOROUTINES,
+            crate::kernel::goroutine_capacity(),
             goprobe_common::MAX_NESTED_CALLS
         )?;
     }
     if misses.unpaired > 0 {
-        writeln!(
-            out,
-            "unpaired = {} returns{scope} (calls that began before goprobe attached: not timed)",
-            misses.unpaired
-        )?;
+        // The return of an untimed call finds no entry either: say so, so that the two lines
+        // are not read as two sets of missed calls.
+        let why = if misses.untimed > 0 {
+            "returns without a timed entry: the untimed calls above, or calls that began before goprobe attached"
+        } else {
+            "calls that began before goprobe attached: not timed"
+        };
+        writeln!(out, "unpaired = {} returns{scope} ({why})", misses.unpaired)?;
     }
     Ok(())
 }

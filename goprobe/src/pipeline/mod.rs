@@ -42,8 +42,10 @@ pub struct FunctionTable {
 
 impl FunctionTable {
     pub fn add(&mut self, info: FunctionInfo) -> u32 {
+        let id = self.functions.len() as u32;
+        crate::kernel::log::name_function(id, &info.name);
         self.functions.push(info);
-        (self.functions.len() - 1) as u32
+        id
     }
 
     pub fn get(&self, id: u32) -> Option<&FunctionInfo> {

@@ -14,7 +14,7 @@ use anyhow::Result;
 use super::Env;
 use super::insns::{describe_sites, goprobe_sites, insns};
 use super::report::{notes, table_head};
-use super::runner::{GoprobeOut, ONE_THREAD, PING, Tracer, run_program};
+use super::runner::{ONE_THREAD, PING, Tracer, run_program};
 use super::stats::{fmt_summary, ns, pct, ratio, summarize, thousands};
 
 pub struct PercallFunction {
@@ -29,6 +29,10 @@ pub struct PercallFunction {
     pub bpf: Vec<(f64, f64)>,
     /// The same with `GOPROBE_STACK_HI_CACHE=0` (headline function only).
     pub bpf_uncached: Vec<(f64, f64)>,
+    /// Translated bytes of the entry and return programs with the kernel log off (as by
+    /// default) and on (`-v`), headline function only.
+    bpf_bytes: Option<(u64, u64)>,
+    bpf_bytes_log_on: Option<(u64, u64)>,
     notes: Vec<String>,
 }
 
@@ -43,6 +47,7 @@ pub const GOPROBE: &str = "goprobe funclatency";
 pub const GOPROBE_BEFORE: &str = "goprobe, sites before this change";
 pub const GOPROBE_UNCACHED: &str = "goprobe, g.stack.hi read at every site";
 pub const BARE: &str = "bare probes at goprobe's sites";
+pub const GOPROBE_LOG_ON: &str = "goprobe, kernel log on (-v)";
 const BT_UPROBE: &str = "bpftrace uprobe";
 pub const BT_URETPROBE: &str = "bpftrace uprobe + uretprobe";
 
@@ -118,6 +123,7 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
         let headline = functions.is_empty();
         if headline {
             configs.push((GOPROBE_UNCACHED, uncached(vec![])));
+            configs.push((GOPROBE_LOG_ON, log_on(vec![])));
         }
         let mut f = PercallFunction {
             label: case.label.to_string(),
@@ -127,6 +133,8 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             counts_ok: Vec::new(),
             bpf: Vec::new(),
             bpf_uncached: Vec::new(),
+            bpf_bytes: None,
+            bpf_bytes_log_on: None,
             notes: Vec::new(),
         };
         let args = vec![
@@ -163,20 +171,37 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             // goprobe's own work, timed by the kernel (a separate run: the statistics cost a
             // little on every BPF program run).
             let stats = || vec![("GOPROBE_BPF_STATS", "1".to_string())];
-            let mut stat_runs = vec![(Tracer::Goprobe(stats()), false)];
-            if headline {
-                stat_runs.push((uncached(stats()), true));
+            #[derive(PartialEq)]
+            enum Stat {
+                Default,
+                Uncached,
+                LogOn,
             }
-            for (tracer, before) in stat_runs {
-                if let Ok(out) =
+            let mut stat_runs = vec![(Tracer::Goprobe(stats()), Stat::Default)];
+            if headline {
+                stat_runs.push((uncached(stats()), Stat::Uncached));
+                if rep == 0 {
+                    stat_runs.push((log_on(stats()), Stat::LogOn));
+                }
+            }
+            for (tracer, stat) in stat_runs {
+                let Ok(out) =
                     run_program(env, &case.bin, &args, &ONE_THREAD, &tracer, case.function)
-                    && let Some(ns) = out.goprobe.as_ref().and_then(GoprobeOut::bpf_ns_per_run)
-                {
-                    if before {
-                        f.bpf_uncached.push(ns);
-                    } else {
-                        f.bpf.push(ns);
+                else {
+                    continue;
+                };
+                let Some(g) = out.goprobe.as_ref() else {
+                    continue;
+                };
+                match stat {
+                    Stat::Default => {
+                        f.bpf.extend(g.bpf_ns_per_run());
+                        if headline {
+                            f.bpf_bytes = f.bpf_bytes.or(g.bpf_translated_bytes());
+                        }
                     }
+                    Stat::Uncached => f.bpf_uncached.extend(g.bpf_ns_per_run()),
+                    Stat::LogOn => f.bpf_bytes_log_on = g.bpf_translated_bytes(),
                 }
             }
         }
@@ -186,6 +211,13 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
         calls: plan.calls,
         functions,
     })
+}
+
+/// goprobe with its kernel programs' log on, as at `-v` (the other runs keep it off, as goprobe
+/// does by default).
+fn log_on(mut extra: Vec<(&'static str, String)>) -> Tracer {
+    extra.push(("GOPROBE_KERNEL_LOG", "1".into()));
+    Tracer::Goprobe(extra)
 }
 
 /// goprobe reading `g.stack.hi` from the goroutine at every site, as before the kernel
@@ -249,6 +281,9 @@ pub fn render(w: &mut String, p: &PercallReport) {
          below (function start, every RET);\n\
          - `{GOPROBE_UNCACHED}`: `GOPROBE_STACK_HI_CACHE=0`, the kernel programs reading the \
          goroutine's `g.stack.hi` from user memory at every site, as before change 3 below;\n\
+         - `{GOPROBE_LOG_ON}`: the kernel programs' log (aya-log) on, as at `-v`; every other \
+         goprobe run has it off, as goprobe runs by default (`-v` is passed for the counters, \
+         with `GOPROBE_KERNEL_LOG=0`);\n\
          - `{BT_UPROBE}`: `bpftrace -e 'uprobe:BIN:FUNCTION {{ @calls = count(); }}'`;\n\
          - `{BT_URETPROBE}`: `bpftrace -e 'uprobe:BIN:FUNCTION {{ @start[tid] = nsecs; }} \
          uretprobe:BIN:FUNCTION /@start[tid]/ {{ @ns = hist(nsecs - @start[tid]); \
@@ -327,6 +362,26 @@ pub fn render(w: &mut String, p: &PercallReport) {
                  entry {} and return {} per run.\n",
                 fmt_summary(&f.bpf.iter().map(|b| b.0).collect::<Vec<_>>(), ns),
                 fmt_summary(&f.bpf.iter().map(|b| b.1).collect::<Vec<_>>(), ns)
+            );
+        }
+        if f.ns.contains_key(GOPROBE_LOG_ON) {
+            let sizes = match (f.bpf_bytes, f.bpf_bytes_log_on) {
+                (Some((e, r)), Some((le, lr))) => format!(
+                    " The programs as the verifier left them: entry {} and return {} bytes with \
+                     the log off, {} and {} with it on; off, the log statements are not loaded \
+                     at all.",
+                    thousands(e),
+                    thousands(r),
+                    thousands(le),
+                    thousands(lr)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                w,
+                "Kernel log (aya-log, logs only rare conditions such as a full map): per call, \
+                 on ÷ off = {}.{sizes}\n",
+                fmt_summary(&f.ratio(GOPROBE_LOG_ON, GOPROBE), ratio)
             );
         }
         if !f.bpf_uncached.is_empty() {

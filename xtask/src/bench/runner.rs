@@ -101,6 +101,19 @@ impl GoprobeOut {
             .unwrap_or(0)
     }
 
+    /// Translated (verified) size in bytes of the entry and the return program
+    /// (GOPROBE_BPF_STATS=1).
+    pub fn bpf_translated_bytes(&self) -> Option<(u64, u64)> {
+        let stats = self.bpf_stats.as_ref()?;
+        let size = |kind: &str| {
+            stats.array().iter().find_map(|p| {
+                let name = p.str("name")?;
+                name.contains(kind).then(|| p.u64("translated_bytes"))?
+            })
+        };
+        Some((size("entry")?, size("return")?))
+    }
+
     /// ns per run of the entry and the return program (GOPROBE_BPF_STATS=1).
     pub fn bpf_ns_per_run(&self) -> Option<(f64, f64)> {
         let stats = self.bpf_stats.as_ref()?;
@@ -132,8 +145,11 @@ pub fn run_program(
         Tracer::None => None,
         Tracer::Goprobe(extra) => {
             let mut c = util::cmd(&env.goprobe);
+            // -v for the counters, without the kernel log unless asked: as goprobe runs by
+            // default.
             c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
                 .arg(format!("go:{function}"))
+                .env("GOPROBE_KERNEL_LOG", "0")
                 .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
             Some(start_goprobe(&mut c)?)
         }
@@ -141,7 +157,8 @@ pub fn run_program(
             let mut c = util::cmd(&env.goprobe);
             c.args(["funclatency", "-v", "--json", "-p", &pid.to_string()])
                 .args(extra)
-                .arg(format!("go:{function}"));
+                .arg(format!("go:{function}"))
+                .env("GOPROBE_KERNEL_LOG", "0");
             Some(start_goprobe(&mut c)?)
         }
         Tracer::Bare(offsets) => {

@@ -77,6 +77,11 @@ pub struct AgentArgs {
     /// Check the config file and exit (0 if it is valid, 2 with the error's file:line if not)
     #[arg(long = "check")]
     pub check: bool,
+
+    /// Also log the kernel programs' rare conditions (a full map, a goroutine whose stack
+    /// cannot be read), naming the process and function, at most 20 lines a second
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
 }
 
 const AGENT_EXAMPLES: &str = "\
