@@ -202,6 +202,25 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
     })
 }
 
+/// Whether the arm64 code at `code` writes x28, where Go keeps the goroutine: where a function
+/// does (the runtime's stack switchers, some hand-written assembly), x28 at its RET is not the
+/// goroutine its entry saw. Stores name the register they store first and are not writes of it;
+/// loads of a pair (`ldp`) write their first two operands.
+pub fn aarch64_writes_g(code: &[u8]) -> bool {
+    let decoder = InstDecoder::default();
+    let writes = |op: Operand| matches!(op, Operand::Register(SizeCode::X, G_REG));
+    code.chunks_exact(4).any(|bytes| {
+        let Ok(ins) = decoder.decode(&mut U8Reader::new(bytes)) else {
+            return false;
+        };
+        let name = format!("{:?}", ins.opcode);
+        if name.starts_with("ST") || name.starts_with("CB") || name.starts_with("TB") {
+            return false;
+        }
+        writes(ins.operands[0]) || (name.starts_with("LDP") && writes(ins.operands[1]))
+    })
+}
+
 /// One word of the function.
 enum Word {
     Insn(Instruction),
@@ -468,6 +487,13 @@ mod tests {
         0x17ffffca, // 0xd8 JMP main.big(SB)
         0x00000000, // 0xdc ?
     ];
+
+    #[test]
+    fn writes_g_sees_a_load_into_x28_and_not_a_store_of_it() {
+        assert!(aarch64_writes_g(&code(&[NOP, 0xf940001c, RET]))); // ldr x28, [x0]
+        assert!(!aarch64_writes_g(&code(&[0xf900001c, RET]))); // str x28, [x0]
+        assert!(!aarch64_writes_g(&code(GO119_FOO)));
+    }
 
     #[test]
     fn small_frame_go119() {
