@@ -68,6 +68,10 @@ for build in /share/go/*/*; do
 
     run "$b-panics" "$build/panics" main.goprobeE2EPanicky -n 200
     check "$b-panics" count "$(field count "$OUT/$b-panics.json")" "$(field returned "$OUT/$b-panics.truth")"
+    # The seed command's function: fmt.Println has no symbol, only inlined copies.
+    run "$b-println" "$build/hello" fmt.Println -n 50 -delay 2ms
+    check "$b-println" count "$(field count "$OUT/$b-println.json")" "$(field println_calls "$OUT/$b-println.truth")"
+
     echo "TIME $b $(($(date +%s) - start))s" >>"$R"
 done
 echo DONE >>"$R"

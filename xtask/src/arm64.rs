@@ -43,7 +43,7 @@ const MODULES: &[&str] = &[
 ];
 
 /// The Go programs of `tests/go` the VM traces.
-const PROGRAMS: &[&str] = &["count", "sleep", "recurse", "morestack", "panics"];
+const PROGRAMS: &[&str] = &["count", "sleep", "recurse", "morestack", "panics", "hello"];
 
 fn cache() -> PathBuf {
     util::home().join(".cache/goprobe/arm64")

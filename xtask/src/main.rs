@@ -375,15 +375,19 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     })
     .is_ok();
 
+    // Last: the arm64 subset in an emulated arm64 VM (xtask/src/arm64.rs), a few minutes.
+    let arm64_ok = util::step("test-arm64", arm64::test).is_ok();
+
     eprintln!(
-        "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{} ({:.0}s in all)",
+        "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{}, arm64 {} ({:.0}s in all)",
         if unit_ok { "passed" } else { "FAILED" },
         if fuzz_ok { "built and run" } else { "FAILED" },
         if e2e_ok { "passed" } else { "FAILED" },
         if e2e { "" } else { " (not present yet)" },
+        if arm64_ok { "passed" } else { "FAILED" },
         start.elapsed().as_secs_f64()
     );
-    Ok(if unit_ok && fuzz_ok && e2e_ok {
+    Ok(if unit_ok && fuzz_ok && e2e_ok && arm64_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -221,6 +221,96 @@ pub fn aarch64_writes_g(code: &[u8]) -> bool {
     })
 }
 
+/// The control flow of arm64 code, for the inline analysis (goprobe-inspect/src/inline/mod.rs).
+pub struct Flow {
+    /// `(pc, straight-line?, successors)` of every instruction, in order.
+    pub flow: Vec<(u64, bool, [Option<u64>; 2])>,
+    pub nop: Vec<bool>,
+    pub indirect_at: std::collections::BTreeSet<u64>,
+    pub branch_targets: std::collections::BTreeSet<u64>,
+}
+
+/// Decode `code` at `addr` into its control flow. Literal-pool words and words that are not
+/// instructions are left out (nothing flows into them); calls continue to the next word.
+pub fn aarch64_flow(code: &[u8], addr: u64) -> Flow {
+    let decoder = InstDecoder::default();
+    let words: Vec<Word> = code
+        .chunks(4)
+        .map(|bytes| match <[u8; 4]>::try_from(bytes) {
+            Ok(b) if u32::from_le_bytes(b) == GO_UNDEF_OLD => Word::Trap,
+            Ok(b) => match decoder.decode(&mut U8Reader::new(&b)) {
+                Ok(ins) => Word::Insn(ins),
+                Err(_) => Word::Invalid,
+            },
+            Err(_) => Word::Invalid,
+        })
+        .collect();
+    let data = literal_words(&words);
+    let mut out = Flow {
+        flow: Vec::new(),
+        nop: Vec::new(),
+        indirect_at: Default::default(),
+        branch_targets: Default::default(),
+    };
+    for (i, word) in words.iter().enumerate() {
+        let pc = addr + 4 * i as u64;
+        if data[i] {
+            continue;
+        }
+        let Some(ins) = word.insn() else {
+            if matches!(word, Word::Trap) {
+                out.flow.push((pc, false, [None, None]));
+                out.nop.push(false);
+            }
+            continue;
+        };
+        let next = Some(pc + 4);
+        let target = |op: Operand| match op {
+            Operand::PCOffset(off) => Some(pc.wrapping_add_signed(off)),
+            _ => None,
+        };
+        let (straight, succ) = match ins.opcode {
+            Opcode::B => {
+                let t = target(ins.operands[0]);
+                out.branch_targets.extend(t);
+                (false, [t, None])
+            }
+            Opcode::Bcc(_) | Opcode::BCcc(_) | Opcode::CBZ | Opcode::CBNZ | Opcode::TBZ
+            | Opcode::TBNZ => {
+                let op = match ins.opcode {
+                    Opcode::CBZ | Opcode::CBNZ => ins.operands[1],
+                    Opcode::TBZ | Opcode::TBNZ => ins.operands[2],
+                    _ => ins.operands[0],
+                };
+                let t = target(op);
+                out.branch_targets.extend(t);
+                (false, [next, t])
+            }
+            Opcode::BR | Opcode::BRAA | Opcode::BRAAZ | Opcode::BRAB | Opcode::BRABZ => {
+                out.indirect_at.insert(pc);
+                (false, [None, None])
+            }
+            Opcode::RET
+            | Opcode::RETAA
+            | Opcode::RETAB
+            | Opcode::RETAASPPC
+            | Opcode::RETABSPPC
+            | Opcode::RETAASPPCR
+            | Opcode::RETABSPPCR
+            | Opcode::UDF
+            | Opcode::BRK => (false, [None, None]),
+            _ => (true, [next, None]),
+        };
+        // `nop` is hint #0 (Go marks where an inlined body begins with one, as on amd64).
+        out.nop.push(
+            ins.opcode == Opcode::HINT
+                && ins.operands[..2] == [Operand::ControlReg(0), Operand::Immediate(0)],
+        );
+        out.flow.push((pc, straight, succ));
+    }
+    out
+}
+
 /// One word of the function.
 enum Word {
     Insn(Instruction),
