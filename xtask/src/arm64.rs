@@ -53,8 +53,9 @@ fn vm_dir() -> PathBuf {
     util::root().join("target/arm64-vm")
 }
 
-pub fn test() -> Result<()> {
-    let start = Instant::now();
+/// The share with goprobe for arm64, the scripts and the Go programs; the insmod and root
+/// filesystem caches.
+fn prepare() -> Result<(PathBuf, PathBuf, PathBuf)> {
     util::step("build goprobe for arm64", || crate::build_agent_for(TARGET))?;
     let share = vm_dir().join("share");
     if share.exists() {
@@ -65,29 +66,48 @@ pub fn test() -> Result<()> {
         util::root().join(format!("target/{TARGET}/release/goprobe")),
         share.join("goprobe"),
     )?;
-    fs::copy(
-        util::root().join("tests/arm64/vm-test.sh"),
-        share.join("vm-test.sh"),
-    )?;
+    for script in ["vm-test.sh", "vm-bench.sh"] {
+        fs::copy(
+            util::root().join("tests/arm64").join(script),
+            share.join(script),
+        )?;
+    }
     util::step("build Go programs for arm64", || {
         build_go(&share.join("go"))
     })?;
     let insmod = util::step("insmod for the VM", insmod)?;
     let rootfs = util::step("arm64 root filesystem", rootfs)?;
+    Ok((share, insmod, rootfs))
+}
+
+/// Boot kernel `name` to run `script` from the share; its `results` file afterwards.
+fn run_vm(
+    name: &str,
+    package: &str,
+    script: &str,
+    share: &Path,
+    insmod: &Path,
+    rootfs: &Path,
+) -> Result<String> {
+    let (image, extra) = util::step(&format!("kernel {name}"), || kernel(name, package, insmod))?;
+    let initrd = vm_dir().join(format!("initrd-{name}"));
+    let mut both = fs::read(rootfs)?;
+    both.extend(fs::read(&extra)?);
+    fs::write(&initrd, both)?;
+    util::step(&format!("VM on kernel {name}"), || {
+        boot(name, script, &image, &initrd, share)
+    })?;
+    let results = share.join("out").join(name).join("results");
+    Ok(fs::read_to_string(&results).unwrap_or_default())
+}
+
+pub fn test() -> Result<()> {
+    let start = Instant::now();
+    let (share, insmod, rootfs) = prepare()?;
     let mut failures = Vec::new();
     for &(name, package) in KERNELS {
-        let (image, extra) =
-            util::step(&format!("kernel {name}"), || kernel(name, package, &insmod))?;
-        let initrd = vm_dir().join(format!("initrd-{name}"));
-        let mut both = fs::read(&rootfs)?;
-        both.extend(fs::read(&extra)?);
-        fs::write(&initrd, both)?;
         let vm_start = Instant::now();
-        util::step(&format!("VM on kernel {name}"), || {
-            boot(name, &image, &initrd, &share)
-        })?;
-        let results = share.join("out").join(name).join("results");
-        let text = fs::read_to_string(&results).unwrap_or_default();
+        let text = run_vm(name, package, "vm-test.sh", &share, &insmod, &rootfs)?;
         eprintln!(
             "arm64 on kernel {name} ({:.0}s in the VM):\n{text}",
             vm_start.elapsed().as_secs_f64()
@@ -112,6 +132,23 @@ pub fn test() -> Result<()> {
     if !failures.is_empty() {
         bail!("arm64 end-to-end cases failed:\n{}", failures.join("\n"));
     }
+    Ok(())
+}
+
+/// `cargo xtask bench-arm64`: `tests/arm64/vm-bench.sh` in the VM on the 6.12 kernel; prints the
+/// rows of BENCHMARKS.md's arm64 section.
+pub fn bench() -> Result<()> {
+    let (share, insmod, rootfs) = prepare()?;
+    let &(name, package) = KERNELS.last().context("no kernel")?;
+    let text = run_vm(name, package, "vm-bench.sh", &share, &insmod, &rootfs)?;
+    if !text.lines().any(|l| l == "DONE") {
+        bail!(
+            "the benchmark did not finish (see {})",
+            share.join("out").join(name).join("log").display()
+        );
+    }
+    let rows = fs::read_to_string(share.join("out").join(name).join("bench.md"))?;
+    println!("{rows}");
     Ok(())
 }
 
@@ -278,7 +315,7 @@ fn kernel(name: &str, package: &str, insmod: &Path) -> Result<(PathBuf, PathBuf)
 }
 
 /// Boot the VM; it runs `vm-test.sh` from the share and powers off.
-fn boot(name: &str, image: &Path, initrd: &Path, share: &Path) -> Result<()> {
+fn boot(name: &str, script: &str, image: &Path, initrd: &Path, share: &Path) -> Result<()> {
     util::run(
         cmd("nice")
             .args(["timeout", "900", "qemu-system-aarch64"])
@@ -291,7 +328,7 @@ fn boot(name: &str, image: &Path, initrd: &Path, share: &Path) -> Result<()> {
             .arg(initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyAMA0 panic=-1 quiet goprobe_kernel={name}"
+                "console=ttyAMA0 panic=-1 quiet goprobe_kernel={name} goprobe_script={script}"
             ))
             .arg("-virtfs")
             .arg(format!(

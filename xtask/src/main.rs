@@ -33,6 +33,8 @@ commands:
   demo       setup, build, start a demo Go service and trace it with goprobe (as root)
   bench      measure what goprobe costs a traced Go program, against bpftrace; writes
              BENCHMARKS.md (as root; ~15 min)
+  bench-arm64  what a probe costs per call in the emulated arm64 VM, against plain uprobes on
+             the same sites (as root; prints BENCHMARKS.md's arm64 rows)
   fuzz       run every fuzz target (fuzz/) with cargo-fuzz, seeded from the Go test programs
   soak       leave the agent running against an HTTP server under wrk and short-lived
              processes; its RSS, fds, BPF maps, series and loss every 30 s (as root)
@@ -225,6 +227,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "test" => return test(&sel, &extra),
         "test-arm64" => util::step("test-arm64", arm64::test)?,
+        "bench-arm64" => util::step("bench-arm64", arm64::bench)?,
         "demo" => return demo(),
         "bench" => bench::run(bench_opts)?,
         "fuzz" => util::step("fuzz", || fuzz::run(fuzz_seconds, fuzz_corpus))?,

@@ -209,7 +209,7 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
 pub fn aarch64_writes_g(code: &[u8]) -> bool {
     let decoder = InstDecoder::default();
     let writes = |op: Operand| matches!(op, Operand::Register(SizeCode::X, G_REG));
-    code.chunks_exact(4).any(|bytes| {
+    code.as_chunks::<4>().0.iter().any(|bytes| {
         let Ok(ins) = decoder.decode(&mut U8Reader::new(bytes)) else {
             return false;
         };
@@ -275,7 +275,11 @@ pub fn aarch64_flow(code: &[u8], addr: u64) -> Flow {
                 out.branch_targets.extend(t);
                 (false, [t, None])
             }
-            Opcode::Bcc(_) | Opcode::BCcc(_) | Opcode::CBZ | Opcode::CBNZ | Opcode::TBZ
+            Opcode::Bcc(_)
+            | Opcode::BCcc(_)
+            | Opcode::CBZ
+            | Opcode::CBNZ
+            | Opcode::TBZ
             | Opcode::TBNZ => {
                 let op = match ins.opcode {
                     Opcode::CBZ | Opcode::CBNZ => ins.operands[1],
