@@ -19,12 +19,17 @@ field() { grep '^{' "$2" | tail -1 | grep -o "\"$1\":[0-9]*" | head -1 | cut -d:
 run() {
     c=$1 prog=$2 fn=$3
     shift 3
+    # Program arguments, then `--` and goprobe's own.
+    pargs="" gargs=""
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do pargs="$pargs $1"; shift; done
+    [ $# -gt 0 ] && shift
+    gargs="$*"
     rm -f /tmp/in
     mkfifo /tmp/in
-    "$prog" "$@" </tmp/in >"$OUT/$c.truth" 2>"$OUT/$c.prog-err" &
+    "$prog" $pargs </tmp/in >"$OUT/$c.truth" 2>"$OUT/$c.prog-err" &
     pid=$!
     exec 3>/tmp/in
-    $G funclatency --json -v -p "$pid" "go:$fn" >"$OUT/$c.json" 2>"$OUT/$c.err" &
+    $G funclatency --json -v $gargs -p "$pid" "go:$fn" >"$OUT/$c.json" 2>"$OUT/$c.err" &
     gp=$!
     i=0
     while [ $i -lt 1200 ] && ! grep -qs '^Tracing ' "$OUT/$c.json" "$OUT/$c.err"; do
@@ -68,6 +73,16 @@ for build in /share/go/*/*; do
 
     run "$b-panics" "$build/panics" main.goprobeE2EPanicky -n 200
     check "$b-panics" count "$(field count "$OUT/$b-panics.json")" "$(field returned "$OUT/$b-panics.truth")"
+    # --stacks: the slow calls are those of the slow caller, the frame right below the function.
+    run "$b-stacks" "$build/callers" main.goprobeE2EWork -mode latency -- --stacks --slower-than 2ms
+    want=$(($(field slow_calls "$OUT/$b-stacks.truth") + $(field fast_calls "$OUT/$b-stacks.truth")))
+    check "$b-stacks" count "$(field count "$OUT/$b-stacks.json")" "$want"
+    if grep -q '"frames":\[{"function":"main.goprobeE2ESlowCaller"' "$OUT/$b-stacks.json"; then
+        echo "PASS $b-stacks the slow caller named" >>"$R"
+    else
+        echo "FAIL $b-stacks no stack starting at main.goprobeE2ESlowCaller" >>"$R"
+    fi
+
     # The seed command's function: fmt.Println has no symbol, only inlined copies.
     run "$b-println" "$build/hello" fmt.Println -n 50 -delay 2ms
     check "$b-println" count "$(field count "$OUT/$b-println.json")" "$(field println_calls "$OUT/$b-println.truth")"

@@ -43,7 +43,7 @@ const MODULES: &[&str] = &[
 ];
 
 /// The Go programs of `tests/go` the VM traces.
-const PROGRAMS: &[&str] = &["count", "sleep", "recurse", "morestack", "panics", "hello"];
+const PROGRAMS: &[&str] = &["count", "sleep", "recurse", "morestack", "panics", "hello", "callers"];
 
 fn cache() -> PathBuf {
     util::home().join(".cache/goprobe/arm64")
