@@ -73,7 +73,7 @@ retonly=$(uprobes "$ret")
 first=$(uprobes "$start")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 {
-    echo "| untraced call | $(((base) / N)) ns (whole run $((base / 1000000)) ms for $N calls) | |"
+    echo "| untraced run, per call (process start included) | $((base / N)) ns (whole run $((base / 1000000)) ms for $N calls) | |"
     echo "| goprobe funclatency (entry on \`b.ls\`, probe on the RET) | +$goprobe ns | $(ratio "$goprobe" "$pair") × the two plain uprobes |"
     echo "| plain tracefs uprobes on the same two sites | +$pair ns | 1 |"
     echo "| one uprobe on the stack-check \`b.ls\` (simulated) | +$bls ns | $(ratio "$bls" "$first") × the first instruction's |"
