@@ -87,6 +87,24 @@ for build in /share/go/*/*; do
     run "$b-println" "$build/hello" fmt.Println -n 50 -delay 2ms
     check "$b-println" count "$(field count "$OUT/$b-println.json")" "$(field println_calls "$OUT/$b-println.truth")"
 
+    # profile: samples written as pprof; xtask/src/arm64.rs reads them back with `go tool pprof`.
+    rm -f /tmp/in
+    mkfifo /tmp/in
+    "$build/cpuhot" -ms 1500 </tmp/in >"$OUT/$b-profile.truth" 2>&1 &
+    pid=$!
+    exec 3>/tmp/in
+    $G profile -v -p "$pid" -F 999 -o "$OUT/$b-profile.pb.gz" 2>"$OUT/$b-profile.err" &
+    gp=$!
+    i=0
+    while [ $i -lt 1200 ] && ! grep -qs '^Sampling ' "$OUT/$b-profile.err"; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo go >&3
+    exec 3>&-
+    wait "$pid"
+    wait "$gp"
+
     echo "TIME $b $(($(date +%s) - start))s" >>"$R"
 done
 echo DONE >>"$R"

@@ -43,7 +43,16 @@ const MODULES: &[&str] = &[
 ];
 
 /// The Go programs of `tests/go` the VM traces.
-const PROGRAMS: &[&str] = &["count", "sleep", "recurse", "morestack", "panics", "hello", "callers"];
+const PROGRAMS: &[&str] = &[
+    "count",
+    "sleep",
+    "recurse",
+    "morestack",
+    "panics",
+    "hello",
+    "callers",
+    "cpuhot",
+];
 
 fn cache() -> PathBuf {
     util::home().join(".cache/goprobe/arm64")
@@ -117,6 +126,7 @@ pub fn test() -> Result<()> {
                 .filter(|l| l.starts_with("FAIL"))
                 .map(|l| format!("{name}: {l}")),
         );
+        failures.extend(check_profiles(&share.join("out").join(name))?);
         if !text.lines().any(|l| l == "DONE") {
             failures.push(format!(
                 "{name}: the VM did not finish its cases (see {})",
@@ -133,6 +143,45 @@ pub fn test() -> Result<()> {
         bail!("arm64 end-to-end cases failed:\n{}", failures.join("\n"));
     }
     Ok(())
+}
+
+/// The hot function of `tests/go/cpuhot`, which must top its profile.
+const HOT: &str = "main.goprobeE2EHot";
+
+/// Read back every profile the VM wrote with `go tool pprof -top` on the host: the hot function
+/// must be the first row. Returns what failed.
+fn check_profiles(out: &Path) -> Result<Vec<String>> {
+    let go = util::home().join(".cache/goprobe/go/1.27.3/bin/go");
+    let mut failures = Vec::new();
+    let mut files: Vec<PathBuf> = fs::read_dir(out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-profile.pb.gz"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        failures.push(format!("{}: no profile written", out.display()));
+    }
+    for file in files {
+        let top = util::output(
+            cmd(&go)
+                .args(["tool", "pprof", "-top"])
+                .arg(&file)
+                .env("GOTOOLCHAIN", "local"),
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .unwrap_or_default();
+        if first.ends_with(HOT) {
+            eprintln!("PASS {}: go tool pprof -top: {first}", file.display());
+        } else {
+            failures.push(format!("{}: {HOT} is not on top:\n{top}", file.display()));
+        }
+    }
+    Ok(failures)
 }
 
 /// `cargo xtask bench-arm64`: `tests/arm64/vm-bench.sh` in the VM on the 6.12 kernel; prints the
