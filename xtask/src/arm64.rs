@@ -22,10 +22,12 @@ use crate::util::{self, cmd};
 
 pub const TARGET: &str = "aarch64-unknown-linux-gnu";
 
-/// The kernels the VM boots: a name, and the Debian package (arm64) that holds it.
+/// The kernels the VM boots: a name, and how apt names Debian's arm64 kernel metapackage in the
+/// release that has it (bookworm's own, or bookworm-backports; the metapackage depends on the
+/// current kernel package, whose ABI number Debian bumps).
 const KERNELS: &[(&str, &str)] = &[
-    ("6.1", "linux-image-6.1.0-57-arm64"),
-    ("6.12", "linux-image-6.12.95+deb12-arm64"),
+    ("6.1", "linux-image-arm64:arm64"),
+    ("6.12", "linux-image-arm64:arm64/bookworm-backports"),
 ];
 
 /// The modules that the 9p share needs, in load order (those built into a kernel are missing
@@ -305,11 +307,14 @@ fn kernel(name: &str, package: &str, insmod: &Path) -> Result<(PathBuf, PathBuf)
         Some(deb) => deb,
         None => {
             // bookworm-backports must be an apt source for 6.12 (`cargo xtask setup`).
-            util::run(
-                cmd("apt-get")
-                    .args(["download", &format!("{package}:arm64")])
-                    .current_dir(&dir),
-            )?;
+            let depends = util::stdout(cmd("apt-cache").args(["depends", package]))?;
+            let image = depends
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Depends: "))
+                .filter(|p| p.starts_with("linux-image-"))
+                .with_context(|| format!("apt-cache depends {package}: no kernel package"))?
+                .to_string();
+            util::run(cmd("apt-get").args(["download", &image]).current_dir(&dir))?;
             find_deb()?.context("apt-get download left no .deb")?
         }
     };
