@@ -299,9 +299,10 @@ pub struct StackTrace {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LeafContext {
-    /// The word at `rsp` (0 if unreadable).
+    /// The return address where no frame is set up: the word at `rsp` on amd64 (0 if
+    /// unreadable), the link register x30 on arm64.
     pub sp0: u64,
-    /// `rbp - rsp`, wrapping.
+    /// `rbp - rsp` (amd64) or `x29 - sp` (arm64), wrapping.
     pub fp_off: u64,
 }
 
@@ -337,7 +338,8 @@ pub struct StackSample {
     /// Hash of the user [`StackTrace`] in `STACKS` (0: none captured).
     pub stack: u64,
     pub leaf: LeafContext,
-    /// The word at `rsp + 8`: the return address right after a prologue's `push rbp`.
+    /// The return address in a prologue before the frame pointer is set: on amd64 the word at
+    /// `rsp + 8` (right after `push rbp`), on arm64 the link register x30.
     pub sp8: u64,
     /// Kernel stack id in `KSTACKS` (negative: none).
     pub kstack: i32,

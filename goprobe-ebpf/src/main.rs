@@ -1,7 +1,8 @@
 //! goprobe's kernel side: uprobes on Go functions that time each call per goroutine.
 //!
 //! * Entry sites push `(timestamp, stack position, function)` on a stack of open calls kept per
-//!   `(tgid, g)`; the `g` pointer is in r14 (Go >= 1.17, amd64). Threads would be the wrong key:
+//!   `(tgid, g)`; the `g` pointer is in r14 (Go >= 1.17, amd64) or x28 (arm64), read through
+//!   `arch.rs` as every register is. Threads would be the wrong key:
 //!   a goroutine that blocks inside a traced call may resume on another thread. The outermost
 //!   open call sits in the goroutine's record (`GOROUTINES`), nested ones in `NESTED`, one entry
 //!   per open call: memory follows the calls open, so 100k goroutines waiting inside one traced
@@ -9,7 +10,7 @@
 //!   call would lose it silently; a full map is counted instead.
 //! * Return sites are uprobes on every RET instruction of the function, never uretprobes: a
 //!   uretprobe rewrites the return address on the goroutine stack, which Go copies and walks.
-//! * The stack position is `g.stack.hi - rsp`. It is the same at a function's entry site and at
+//! * The stack position is `g.stack.hi - sp`. It is the same at a function's entry site and at
 //!   its RET (before the frame is allocated / after it is freed), it survives Go copying the stack
 //!   to grow it, and it orders nested calls: an outer call has a smaller value than the calls it
 //!   makes. Entries left behind by calls that never returned (panic, `runtime.Goexit`) are found
@@ -23,6 +24,7 @@
 #![no_std]
 #![no_main]
 
+mod arch;
 mod exec;
 mod log;
 mod split;
@@ -118,8 +120,6 @@ pub fn current_pid_tgid() -> Option<(u32, u32)> {
     Some((info.tgid, info.pid))
 }
 
-const EFLAGS_CF: u64 = 1 << 0;
-const EFLAGS_ZF: u64 = 1 << 6;
 /// Offset of `g.stack.hi` in `runtime.g` (`stack{lo, hi}` is the first field in every Go version).
 const G_STACK_HI: u64 = 8;
 
@@ -142,14 +142,14 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
-/// The running goroutine: the process and the `g` in r14.
+/// The running goroutine: the process and the `g` in r14 (amd64) or x28 (arm64).
 #[inline(always)]
 fn goroutine(regs: &pt_regs) -> Option<GoroutineKey> {
     let (tgid, _) = current_pid_tgid()?;
     Some(GoroutineKey {
         tgid,
         _pad: 0,
-        g: regs.r14,
+        g: arch::g(regs),
     })
 }
 
@@ -160,11 +160,11 @@ fn read_stack_hi(g: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user((g + G_STACK_HI) as *const u64) }.ok()
 }
 
-/// The stack position `g.stack.hi - rsp`. Goroutine stacks are at most 1 GiB; anything else
-/// means r14 did not hold a g (or a cached `stack.hi` no longer applies).
+/// The stack position `g.stack.hi - sp`. Goroutine stacks are at most 1 GiB; anything else
+/// means the g register did not hold a g (or a cached `stack.hi` no longer applies).
 #[inline(always)]
-fn position(stack_hi: u64, rsp: u64) -> Option<u32> {
-    let sp_off = stack_hi.checked_sub(rsp)?;
+fn position(stack_hi: u64, sp: u64) -> Option<u32> {
+    let sp_off = stack_hi.checked_sub(sp)?;
     (sp_off <= 1 << 30).then_some(sp_off as u32)
 }
 
@@ -178,7 +178,7 @@ struct Here {
 }
 
 /// The goroutine's record and its stack position here; `None` (counted in `G_READ_ERRORS`) if
-/// r14 did not hold a readable g. `cached`: the site may use the `g.stack.hi` kept in the record
+/// the g register did not hold a readable g. `cached`: the site may use the `g.stack.hi` kept in the record
 /// (`cookie::STACK_HI_CACHED`); reading it from the goroutine is the most expensive thing a probe
 /// does after a trap has evicted the caches.
 #[inline(always)]
@@ -189,7 +189,7 @@ fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
         let stack_hi = unsafe { (*record).stack_hi };
         if cached
             && stack_hi != 0
-            && let Some(sp_off) = position(stack_hi, regs.rsp)
+            && let Some(sp_off) = position(stack_hi, arch::sp(regs))
         {
             return Some(Here {
                 record: Some(record),
@@ -203,9 +203,10 @@ fn locate(key: &GoroutineKey, regs: &pt_regs, cached: bool) -> Option<Here> {
         log::g_unreadable(key.tgid, key.g);
         return None;
     };
-    let Some(sp_off) = position(stack_hi, regs.rsp) else {
+    let sp = arch::sp(regs);
+    let Some(sp_off) = position(stack_hi, sp) else {
         bump(counter::G_READ_ERRORS);
-        log::stack_position_out_of_range(key.tgid, key.g, stack_hi, regs.rsp);
+        log::stack_position_out_of_range(key.tgid, key.g, stack_hi, sp);
         return None;
     };
     let keep = if cached { stack_hi } else { 0 };
@@ -356,9 +357,10 @@ fn on_entry(ctx: &ProbeContext) {
     // SAFETY: plain helper call on the program's own context.
     let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let regs = regs(ctx);
-    // At the stack-check `jbe`, CF or ZF set means the call is about to take the morestack
-    // path, which grows the stack and re-enters the function from its first instruction.
-    if site & cookie::CHECK_EFLAGS != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+    // At the stack-check branch (`jbe`, `b.ls`), the flags tell a call about to take the
+    // morestack path, which grows the stack and re-enters the function from its first
+    // instruction.
+    if site & cookie::CHECK_EFLAGS != 0 && arch::takes_morestack(regs) {
         bump(counter::MORESTACK_SKIPPED);
         return;
     }
@@ -373,7 +375,10 @@ fn on_entry(ctx: &ProbeContext) {
     if site & cookie::STACK_MOVE != 0 {
         // copystack(gp, newsize) runs on the system stack; the goroutine it moves is stopped
         // until it returns, so none of its probes can run between this and the move.
-        let moved = GoroutineKey { g: regs.rax, ..key };
+        let moved = GoroutineKey {
+            g: arch::args3(regs)[0],
+            ..key
+        };
         if let Some(record) = GOROUTINES.get_ptr_mut(&moved) {
             // SAFETY: map value pointer.
             unsafe { (*record).stack_hi = 0 };

@@ -8,8 +8,9 @@
 //!   the call's index in the goroutine's open calls); at its return the difference is the call's
 //!   split, sent in a `SplitEvent` in place of the plain `LatencyEvent`.
 //! * Status changes come from probes on the runtime: `runtime.casgstatus(gp, old, new)` sees
-//!   every change Go makes through it (gp, old, new in rax, ebx, ecx in Go's register ABI);
-//!   `runtime.gopark` gives the wait reason of the coming `_Gwaiting` (cl), mapped to a state by
+//!   every change Go makes through it (gp, old, new in the first three argument registers:
+//!   rax, rbx, rcx on amd64, x0, x1, x2 on arm64; see arch.rs); `runtime.gopark` gives the wait
+//!   reason of the coming `_Gwaiting` (its third argument), mapped to a state by
 //!   the table of the binary's Go version (`SPLIT_REASONS`, written by user space from the
 //!   runtime's source of that version); `runtime.reentersyscall` and `runtime.exitsyscall`
 //!   cover system calls, which Go >= 1.26 enters and leaves with a plain CAS; `runtime.cgocall`
@@ -264,18 +265,18 @@ fn on_runtime_site(ctx: &ProbeContext) {
     };
     let kind = cookie & site::KIND_MASK;
     // Both read first: the verifier refuses a context read at a computed offset.
-    // SAFETY: plain reads of the kernel's pt_regs.
-    let (rax, r14) = unsafe {
-        (
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.r14),
-        )
+    let [arg0, arg1, arg2] = crate::arch::args3(regs);
+    let current = crate::arch::g_volatile(regs);
+    // casgstatus runs on the system stack too: its goroutine is its first argument, not the g
+    // register.
+    let g = if kind == site::CASGSTATUS {
+        arg0
+    } else {
+        current
     };
-    // casgstatus runs on the system stack too: its goroutine is its first argument, not r14.
-    let g = if kind == site::CASGSTATUS { rax } else { r14 };
     let key = GoroutineKey { tgid, _pad: 0, g };
     if OFFCPU_ON.load() != 0 {
-        offcpu_site(ctx, &key, kind, cookie, regs.rbx as u32, regs.rcx);
+        offcpu_site(ctx, &key, kind, cookie, arg1 as u32, arg2);
         return;
     }
     let Some(record) = SPLIT_G.get_ptr_mut(&key) else {
@@ -285,10 +286,10 @@ fn on_runtime_site(ctx: &ProbeContext) {
     // this code), so no other CPU writes its record now.
     let record = unsafe { &mut *record };
     match kind {
-        site::CASGSTATUS => change(&key, record, regs.rbx as u32, regs.rcx as u32),
+        site::CASGSTATUS => change(&key, record, arg1 as u32, arg2 as u32),
         site::GOPARK => {
             let table = ((cookie >> site::TABLE_SHIFT) & site::TABLE_MASK) as u32;
-            let reason = (regs.rcx & 0xff) as usize;
+            let reason = (arg2 & 0xff) as usize;
             record.pending = match SPLIT_REASONS.get(table) {
                 Some(states) => u32::from(states[reason]),
                 None => split::PARKED_OTHER,
@@ -304,11 +305,18 @@ fn on_runtime_site(ctx: &ProbeContext) {
 /// `offcpu`: a wait begins (a park, with its reason; a system call) or ends (a status change
 /// out of `_Gwaiting`; the end of a system call).
 #[inline(always)]
-fn offcpu_site(ctx: &ProbeContext, key: &GoroutineKey, kind: u64, cookie: u64, old: u32, rcx: u64) {
+fn offcpu_site(
+    ctx: &ProbeContext,
+    key: &GoroutineKey,
+    kind: u64,
+    cookie: u64,
+    old: u32,
+    arg2: u64,
+) {
     let state = match kind {
         site::GOPARK => {
             let table = ((cookie >> site::TABLE_SHIFT) & site::TABLE_MASK) as u32;
-            let reason = (rcx & 0xff) as usize;
+            let reason = (arg2 & 0xff) as usize;
             match SPLIT_REASONS.get(table) {
                 Some(states) => u32::from(states[reason]),
                 None => split::PARKED_OTHER,
@@ -328,7 +336,7 @@ fn offcpu_site(ctx: &ProbeContext, key: &GoroutineKey, kind: u64, cookie: u64, o
     bump(counter::WAITS);
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let regs = unsafe { &*ctx.regs };
-    let Some((stack, leaf)) = crate::stacks::walk(crate::stacks::UserRegs::from(regs)) else {
+    let Some((stack, leaf)) = crate::stacks::walk(crate::arch::user(regs)) else {
         bump(counter::WAITS_FULL);
         return;
     };

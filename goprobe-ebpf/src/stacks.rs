@@ -1,21 +1,23 @@
 //! User stacks: the frame-pointer walk shared by `stackcount`, `funclatency --stacks` and the CPU
 //! profiler, and their programs.
 //!
-//! * The walk starts at `rbp` and follows `[fp] = caller's fp, [fp+8] = return address`, which
-//!   Go keeps on amd64. It stops at a zero frame pointer (the end of a goroutine or thread stack),
+//! * The walk starts at the frame pointer (`rbp`, x29) and follows `[fp] = caller's fp,
+//!   [fp+8] = return address`, which Go keeps on amd64 and arm64 (see arch.rs). It stops at a zero frame pointer (the end of a goroutine or thread stack),
 //!   at an unreadable record, or when the next frame pointer is not above the current one (not a
 //!   chain). How it ended is recorded, so user space marks where a stack ends rather than
 //!   inventing frames.
 //! * Stacks are stored once in `STACKS`, keyed by a hash of their contents; events carry the hash.
-//! * The word at `rsp` and `rbp - rsp` travel with the hash: at an entry or RET probe, or in a
-//!   frameless leaf, the caller's return address is at `rsp` and `rbp` still belongs to the caller.
+//! * The leaf's return address where no frame is set up (the word at `rsp` on amd64, the link
+//!   register on arm64) and `fp - sp` travel with the hash: at an entry or RET probe, or in a
+//!   frameless leaf, the caller's return address is there and the frame pointer still belongs to
+//!   the caller.
 //!   User space decides with the function's SP table which case a PC is in.
+use crate::arch;
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{map, perf_event, uprobe},
     maps::{HashMap, PerCpuArray, RingBuf, StackTrace as KernelStacks},
@@ -71,8 +73,6 @@ static PROFILE_KERNEL_STACKS: Global<u8> = Global::new(0);
 
 const FRAME_MASK: usize = MAX_FRAMES - 1;
 const _: () = assert!(MAX_FRAMES.is_power_of_two());
-const EFLAGS_CF: u64 = 1 << 0;
-const EFLAGS_ZF: u64 = 1 << 6;
 /// Any real frame pointer chain moves up by less than this per frame (Go frames are far smaller);
 /// a larger step means the walk left the stack.
 const MAX_FRAME_STEP: u64 = 1 << 26;
@@ -85,24 +85,7 @@ fn bump(index: u32) {
     }
 }
 
-/// The user registers that matter for a walk.
-#[derive(Clone, Copy)]
-pub(crate) struct UserRegs {
-    ip: u64,
-    sp: u64,
-    fp: u64,
-}
-
-impl UserRegs {
-    #[inline(always)]
-    pub(crate) fn from(regs: &pt_regs) -> Self {
-        Self {
-            ip: regs.rip,
-            sp: regs.rsp,
-            fp: regs.rbp,
-        }
-    }
-}
+use crate::arch::UserRegs;
 
 #[inline(always)]
 fn mix(h: u64, v: u64) -> u64 {
@@ -167,8 +150,7 @@ pub(crate) fn walk(regs: UserRegs) -> Option<(u64, LeafContext)> {
             return None;
         }
     }
-    // SAFETY: bpf_probe_read_user checks the address.
-    let sp0 = unsafe { bpf_probe_read_user(regs.sp as *const u64) }.unwrap_or(0);
+    let sp0 = arch::leaf_return(&regs);
     Some((
         hash,
         LeafContext {
@@ -202,8 +184,8 @@ fn count_stack(ctx: &ProbeContext) {
     let site = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let regs = unsafe { &*ctx.regs };
-    // At the stack-check `jbe`, CF or ZF set is the morestack path: the call passes here again.
-    if site & cookie::CHECK_EFLAGS != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+    // At the stack-check branch, the morestack path: the call passes here again.
+    if site & cookie::CHECK_EFLAGS != 0 && arch::takes_morestack(regs) {
         return;
     }
     // Sites the latency tracer also attaches: the goroutine-exit probe is not a call, and a
@@ -215,7 +197,7 @@ fn count_stack(ctx: &ProbeContext) {
     let Some(tgid) = tgid() else {
         return;
     };
-    let Some((stack, leaf)) = walk(UserRegs::from(regs)) else {
+    let Some((stack, leaf)) = walk(arch::user(regs)) else {
         return;
     };
     let key = StackCountKey {
@@ -264,10 +246,10 @@ pub fn wants_latency_stack(latency_ns: u64) -> bool {
 }
 
 /// Submit a completed call with the stack it returns to (walked at its RET, where the frame is
-/// gone: the return address is at `rsp`). Returns false if the ring buffer was full.
+/// gone: the return address is at `rsp` on amd64, in x30 on arm64). Returns false if the ring buffer was full.
 #[inline(always)]
 pub fn submit_latency(events: &RingBuf, regs: &pt_regs, call: LatencyEvent) -> bool {
-    let (stack, leaf) = walk(UserRegs::from(regs)).unwrap_or_default();
+    let (stack, leaf) = walk(arch::user(regs)).unwrap_or_default();
     match events.reserve::<StackLatencyEvent>(0) {
         Some(mut slot) => {
             slot.write(StackLatencyEvent { call, stack, leaf });
@@ -300,8 +282,8 @@ fn sample(ctx: &PerfEventContext) {
     // SAFETY: the kernel hands perf_event programs a valid context.
     let regs = unsafe { &(*ctx.ctx).regs };
     let mut flags = 0;
-    let user = if regs.cs & 3 == 3 {
-        UserRegs::from(regs)
+    let user = if arch::in_user_mode(regs) {
+        arch::user(regs)
     } else {
         // In the kernel: the user registers are those saved at the kernel entry.
         flags |= stack::SAMPLE_IN_KERNEL;
@@ -311,24 +293,14 @@ fn sample(ctx: &PerfEventContext) {
         if saved.is_null() {
             return;
         }
-        let read = |offset: usize| -> u64 {
-            // SAFETY: bpf_probe_read_kernel checks the address.
-            unsafe { bpf_probe_read_kernel(saved.cast::<u8>().add(offset).cast::<u64>()) }
-                .unwrap_or(0)
-        };
-        UserRegs {
-            ip: read(core::mem::offset_of!(pt_regs, rip)),
-            sp: read(core::mem::offset_of!(pt_regs, rsp)),
-            fp: read(core::mem::offset_of!(pt_regs, rbp)),
-        }
+        arch::saved_user(saved)
     };
     let (stack, leaf) = if user.ip != 0 {
         walk(user).unwrap_or_default()
     } else {
         (0, LeafContext::default())
     };
-    // SAFETY: bpf_probe_read_user checks the address.
-    let sp8 = unsafe { bpf_probe_read_user((user.sp.wrapping_add(8)) as *const u64) }.unwrap_or(0);
+    let sp8 = arch::prologue_return(&user);
     let kstack = if flags & stack::SAMPLE_IN_KERNEL != 0 && PROFILE_KERNEL_STACKS.load() != 0 {
         ctx.get_stackid(&KSTACKS, 0).map_or(-1, |id| id as i32)
     } else {

@@ -538,8 +538,8 @@ impl Symbolizer {
         table.sp_delta(&f, vaddr)
     }
 
-    /// Symbolize a user stack of process `pid`. `sp8` is the word at `rsp + 8` when known
-    /// (profile samples).
+    /// Symbolize a user stack of process `pid`. `sp8` is the word at `rsp + 8` (amd64) or the
+    /// link register (arm64) when known (profile samples).
     pub fn user_stack(
         &mut self,
         pid: u32,
@@ -570,14 +570,23 @@ impl Symbolizer {
         }
         // Rebuild the caller of the leaf from its frame state.
         let mut returns: Vec<u64> = Vec::with_capacity(len);
+        // The stacks come from goprobe's own kernel programs, built for the architecture
+        // goprobe runs on, which is the traced process's (goprobe-ebpf/src/arch.rs).
+        let arm64 = cfg!(target_arch = "aarch64");
         match Self::sp_delta(&view, ip) {
             Some(0) => {
                 if leaf.sp0 != 0 {
                     returns.push(leaf.sp0);
                 }
             }
-            Some(d) if d >= 8 && leaf.fp_off == (d as u64 - 8) => {}
-            Some(8) if sp8.is_some() => returns.extend(sp8.filter(|&a| a != 0)),
+            // amd64: `rbp` points at the saved `rbp` just below the return address.
+            Some(d) if !arm64 && d >= 8 && leaf.fp_off == (d as u64 - 8) => {}
+            Some(8) if !arm64 && sp8.is_some() => returns.extend(sp8.filter(|&a| a != 0)),
+            // arm64: x29 points at the saved x29 just below the frame (`sp - 8`); while a
+            // prologue or epilogue runs (frame allocated, x29 not pointing at it) the return
+            // address is in the link register, which profile samples carry as `sp8`.
+            Some(d) if arm64 && d > 0 && leaf.fp_off == 8u64.wrapping_neg() => {}
+            Some(d) if arm64 && d > 0 && sp8.is_some() => returns.extend(sp8.filter(|&a| a != 0)),
             _ => {
                 out.push(Location::truncated("frame not set up at the PC"));
                 return out;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, build, test, demo and bench for goprobe. Std and anyhow only, so it
 //! builds fast on a fresh machine. Every path is relative to the workspace root.
 
+mod arm64;
 mod bench;
 mod fuzz;
 mod gobuild;
@@ -24,11 +25,16 @@ commands:
   setup      install the pinned Rust toolchains, bpf-linker, the Go toolchains and the agent's
              test tools (Prometheus, systemd-analyze, kubernetes-validate) (idempotent)
   build      build goprobe (release) and the Go test programs
+             (--target aarch64-unknown-linux-gnu: goprobe for arm64 only, with arm64 kernel programs)
   build-go   build only the Go test programs
-  test       setup, build, unit tests, then the end-to-end tests (as root)
+  test       setup, build, unit tests, then the end-to-end tests (as root), then test-arm64
+  test-arm64 goprobe built for arm64 against arm64 Go programs in an emulated arm64 VM (QEMU),
+             on Debian's 6.1 and 6.12 kernels (as root; caches in ~/.cache/goprobe/arm64)
   demo       setup, build, start a demo Go service and trace it with goprobe (as root)
   bench      measure what goprobe costs a traced Go program, against bpftrace; writes
              BENCHMARKS.md (as root; ~15 min)
+  bench-arm64  what a probe costs per call in the emulated arm64 VM, against plain uprobes on
+             the same sites (as root; prints BENCHMARKS.md's arm64 rows)
   fuzz       run every fuzz target (fuzz/) with cargo-fuzz, seeded from the Go test programs
   soak       leave the agent running against an HTTP server under wrk and short-lived
              processes; its RSS, fds, BPF maps, series and loss every 30 s (as root)
@@ -147,6 +153,7 @@ fn real_main() -> Result<ExitCode> {
     let mut fuzz_seconds = 60;
     let mut fuzz_corpus = fuzz::Corpus::Kept;
     let mut soak_minutes = 30;
+    let mut target: Option<String> = None;
     let mut bench_opts = bench::Options {
         quick: false,
         out: None,
@@ -177,6 +184,9 @@ fn real_main() -> Result<ExitCode> {
                     .filter(|&n| n > 0)
                     .context("--minutes needs a number of minutes")?;
             }
+            "--target" if command == "build" => {
+                target = Some(args.next().context("--target needs a Rust target triple")?)
+            }
             "--full" => sel.full = true,
             "--go-versions" => {
                 let list = args
@@ -200,6 +210,12 @@ fn real_main() -> Result<ExitCode> {
     }
     match command.as_str() {
         "setup" => util::step("setup", || setup(&sel))?,
+        "build" if target.is_some() => {
+            let target = target.as_deref().unwrap_or_default();
+            util::step(&format!("build goprobe for {target}"), || {
+                build_agent_for(target)
+            })?;
+        }
         "build" => {
             util::step("build goprobe", build_agent)?;
             let matrix = sel.matrix()?;
@@ -210,6 +226,8 @@ fn real_main() -> Result<ExitCode> {
             util::step("build Go programs", || gobuild::build(&matrix, None))?;
         }
         "test" => return test(&sel, &extra),
+        "test-arm64" => util::step("test-arm64", arm64::test)?,
+        "bench-arm64" => util::step("bench-arm64", arm64::bench)?,
         "demo" => return demo(),
         "bench" => bench::run(bench_opts)?,
         "fuzz" => util::step("fuzz", || fuzz::run(fuzz_seconds, fuzz_corpus))?,
@@ -238,6 +256,17 @@ pub(crate) fn build_agent() -> Result<()> {
     util::run(
         util::cargo()
             .args(["build", "--release", "-p", "goprobe"])
+            .current_dir(util::root()),
+    )
+}
+
+/// goprobe for another architecture: aya-build builds the kernel programs for the target's
+/// architecture (its `bpf_target_arch` follows the target), and `.cargo/config.toml` names the
+/// cross linker. The binary lands in `target/<target>/release/goprobe`.
+pub(crate) fn build_agent_for(target: &str) -> Result<()> {
+    util::run(
+        util::cargo()
+            .args(["build", "--release", "-p", "goprobe", "--target", target])
             .current_dir(util::root()),
     )
 }
@@ -349,15 +378,19 @@ fn test(sel: &GoSelection, extra: &[String]) -> Result<ExitCode> {
     })
     .is_ok();
 
+    // Last: the arm64 subset in an emulated arm64 VM (xtask/src/arm64.rs), a few minutes.
+    let arm64_ok = util::step("test-arm64", arm64::test).is_ok();
+
     eprintln!(
-        "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{} ({:.0}s in all)",
+        "xtask test: unit tests {}, fuzz targets {}, end-to-end tests {}{}, arm64 {} ({:.0}s in all)",
         if unit_ok { "passed" } else { "FAILED" },
         if fuzz_ok { "built and run" } else { "FAILED" },
         if e2e_ok { "passed" } else { "FAILED" },
         if e2e { "" } else { " (not present yet)" },
+        if arm64_ok { "passed" } else { "FAILED" },
         start.elapsed().as_secs_f64()
     );
-    Ok(if unit_ok && fuzz_ok && e2e_ok {
+    Ok(if unit_ok && fuzz_ok && e2e_ok && arm64_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -46,6 +46,77 @@ pub fn setup(go_versions: &[String]) -> Result<()> {
     pypi_go(go_versions)?;
     agent_test_tools()?;
     cargo_fuzz()?;
+    arm64_tools()?;
+    Ok(())
+}
+
+/// The bookworm-backports apt source `arm64_tools` adds (for the 6.12 arm64 kernel package).
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/goprobe-backports.sources";
+
+/// What `cargo xtask test-arm64` needs (xtask/src/arm64.rs): QEMU's arm64 system emulator,
+/// qemu-user with binfmt (mmdebstrap runs the arm64 root filesystem's maintainer scripts with
+/// it), the cross gcc that links goprobe for aarch64, the Rust target, apt's arm64 architecture
+/// and bookworm-backports (the kernel packages are downloaded with `apt-get download`).
+pub fn arm64_tools() -> Result<()> {
+    let foreign = util::stdout(cmd("dpkg").arg("--print-foreign-architectures"))?;
+    let mut update = false;
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        eprintln!("setup: dpkg --add-architecture arm64");
+        util::run(cmd("dpkg").args(["--add-architecture", "arm64"]))?;
+        update = true;
+    }
+    if Path::new(BACKPORTS_SOURCE).is_file() {
+        eprintln!("setup: {BACKPORTS_SOURCE} present");
+    } else {
+        eprintln!("setup: adding bookworm-backports in {BACKPORTS_SOURCE}");
+        std::fs::write(
+            BACKPORTS_SOURCE,
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\n\
+             Components: main\nArchitectures: amd64 arm64\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )?;
+        update = true;
+    }
+    if update {
+        util::run(
+            cmd("apt-get")
+                .args(["-q", "update"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let mut missing = Vec::new();
+    for (bin, package) in [
+        ("/usr/bin/qemu-system-aarch64", "qemu-system-arm"),
+        ("/usr/bin/qemu-aarch64-static", "qemu-user-static"),
+        ("/usr/bin/aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("/usr/bin/mmdebstrap", "mmdebstrap"),
+        ("/usr/bin/cpio", "cpio"),
+        ("/usr/bin/xz", "xz-utils"),
+    ] {
+        if Path::new(bin).is_file() {
+            eprintln!("setup: {bin} present");
+        } else {
+            missing.push(package);
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("setup: installing {} with apt-get", missing.join(" "));
+        apt_install(&missing)?;
+    }
+    let targets = util::stdout(
+        cmd("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(util::root()),
+    )?;
+    if targets.lines().any(|t| t.trim() == crate::arm64::TARGET) {
+        eprintln!("setup: Rust target {} present", crate::arm64::TARGET);
+    } else {
+        util::run(
+            cmd("rustup")
+                .args(["target", "add", crate::arm64::TARGET])
+                .current_dir(util::root()),
+        )?;
+    }
     Ok(())
 }
 

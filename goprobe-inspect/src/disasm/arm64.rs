@@ -52,7 +52,7 @@
 //! [`EntryKind::FunctionStart`]. Go before 1.17 compared huge frames through a computed register
 //! (`CMP R3, R2`); those would fall back to the function start (correct, but may fire twice).
 //!
-//! ## Kernel side (not implemented: the BPF programs are amd64-only for now)
+//! ## Kernel side (goprobe-ebpf/src/arch.rs)
 //!
 //! - The goroutine key: `g` is `pt_regs.regs[28]` (x28) at every Go probe site, where amd64
 //!   reads r14.
@@ -63,7 +63,8 @@
 //!   `C == 1 && Z == 0`, the counterpart of CF=0 && ZF=0 at the amd64 `jbe`.
 //! - Cost: arm64 uprobes simulate `b.cond` and `ret` (`simulate_b_cond`,
 //!   `simulate_br_blr_ret` in arch/arm64/kernel/probes) instead of single-stepping them, so both
-//!   sites should be the cheap kind, as on amd64; not measured here (no arm64 machine). The
+//!   sites should be the cheap kind, as on amd64; BENCHMARKS.md ("arm64, emulated") measured them
+//!   at about a sixth of a single-stepped load. The
 //!   pointer-authenticated returns (`retaa`/`retab`, which Go does not emit) may be refused by
 //!   the kernel's probe decoder.
 
@@ -200,6 +201,119 @@ pub fn aarch64_sites(code: &[u8], addr: u64) -> Result<ProbeSites, DisasmError> 
         tail_jumps,
         indirect_jumps,
     })
+}
+
+/// Whether the arm64 code at `code` writes x28, where Go keeps the goroutine: where a function
+/// does (the runtime's stack switchers, some hand-written assembly), x28 at its RET is not the
+/// goroutine its entry saw. Stores name the register they store first and are not writes of it;
+/// loads of a pair (`ldp`) write their first two operands.
+pub fn aarch64_writes_g(code: &[u8]) -> bool {
+    let decoder = InstDecoder::default();
+    let writes = |op: Operand| matches!(op, Operand::Register(SizeCode::X, G_REG));
+    code.as_chunks::<4>().0.iter().any(|bytes| {
+        let Ok(ins) = decoder.decode(&mut U8Reader::new(bytes)) else {
+            return false;
+        };
+        let name = format!("{:?}", ins.opcode);
+        if name.starts_with("ST") || name.starts_with("CB") || name.starts_with("TB") {
+            return false;
+        }
+        writes(ins.operands[0]) || (name.starts_with("LDP") && writes(ins.operands[1]))
+    })
+}
+
+/// The control flow of arm64 code, for the inline analysis (goprobe-inspect/src/inline/mod.rs).
+pub struct Flow {
+    /// `(pc, straight-line?, successors)` of every instruction, in order.
+    pub flow: Vec<(u64, bool, [Option<u64>; 2])>,
+    pub nop: Vec<bool>,
+    pub indirect_at: std::collections::BTreeSet<u64>,
+    pub branch_targets: std::collections::BTreeSet<u64>,
+}
+
+/// Decode `code` at `addr` into its control flow. Literal-pool words and words that are not
+/// instructions are left out (nothing flows into them); calls continue to the next word.
+pub fn aarch64_flow(code: &[u8], addr: u64) -> Flow {
+    let decoder = InstDecoder::default();
+    let words: Vec<Word> = code
+        .chunks(4)
+        .map(|bytes| match <[u8; 4]>::try_from(bytes) {
+            Ok(b) if u32::from_le_bytes(b) == GO_UNDEF_OLD => Word::Trap,
+            Ok(b) => match decoder.decode(&mut U8Reader::new(&b)) {
+                Ok(ins) => Word::Insn(ins),
+                Err(_) => Word::Invalid,
+            },
+            Err(_) => Word::Invalid,
+        })
+        .collect();
+    let data = literal_words(&words);
+    let mut out = Flow {
+        flow: Vec::new(),
+        nop: Vec::new(),
+        indirect_at: Default::default(),
+        branch_targets: Default::default(),
+    };
+    for (i, word) in words.iter().enumerate() {
+        let pc = addr + 4 * i as u64;
+        if data[i] {
+            continue;
+        }
+        let Some(ins) = word.insn() else {
+            if matches!(word, Word::Trap) {
+                out.flow.push((pc, false, [None, None]));
+                out.nop.push(false);
+            }
+            continue;
+        };
+        let next = Some(pc + 4);
+        let target = |op: Operand| match op {
+            Operand::PCOffset(off) => Some(pc.wrapping_add_signed(off)),
+            _ => None,
+        };
+        let (straight, succ) = match ins.opcode {
+            Opcode::B => {
+                let t = target(ins.operands[0]);
+                out.branch_targets.extend(t);
+                (false, [t, None])
+            }
+            Opcode::Bcc(_)
+            | Opcode::BCcc(_)
+            | Opcode::CBZ
+            | Opcode::CBNZ
+            | Opcode::TBZ
+            | Opcode::TBNZ => {
+                let op = match ins.opcode {
+                    Opcode::CBZ | Opcode::CBNZ => ins.operands[1],
+                    Opcode::TBZ | Opcode::TBNZ => ins.operands[2],
+                    _ => ins.operands[0],
+                };
+                let t = target(op);
+                out.branch_targets.extend(t);
+                (false, [next, t])
+            }
+            Opcode::BR | Opcode::BRAA | Opcode::BRAAZ | Opcode::BRAB | Opcode::BRABZ => {
+                out.indirect_at.insert(pc);
+                (false, [None, None])
+            }
+            Opcode::RET
+            | Opcode::RETAA
+            | Opcode::RETAB
+            | Opcode::RETAASPPC
+            | Opcode::RETABSPPC
+            | Opcode::RETAASPPCR
+            | Opcode::RETABSPPCR
+            | Opcode::UDF
+            | Opcode::BRK => (false, [None, None]),
+            _ => (true, [next, None]),
+        };
+        // `nop` is hint #0 (Go marks where an inlined body begins with one, as on amd64).
+        out.nop.push(
+            ins.opcode == Opcode::HINT
+                && ins.operands[..2] == [Operand::ControlReg(0), Operand::Immediate(0)],
+        );
+        out.flow.push((pc, straight, succ));
+    }
+    out
 }
 
 /// One word of the function.
@@ -468,6 +582,13 @@ mod tests {
         0x17ffffca, // 0xd8 JMP main.big(SB)
         0x00000000, // 0xdc ?
     ];
+
+    #[test]
+    fn writes_g_sees_a_load_into_x28_and_not_a_store_of_it() {
+        assert!(aarch64_writes_g(&code(&[NOP, 0xf940001c, RET]))); // ldr x28, [x0]
+        assert!(!aarch64_writes_g(&code(&[0xf900001c, RET]))); // str x28, [x0]
+        assert!(!aarch64_writes_g(&code(GO119_FOO)));
+    }
 
     #[test]
     fn small_frame_go119() {

@@ -10,7 +10,7 @@ use crate::{Arch, ProbeSites};
 
 mod arm64;
 mod x86_64;
-pub use arm64::aarch64_sites;
+pub use arm64::{Flow, aarch64_flow, aarch64_sites, aarch64_writes_g};
 pub use x86_64::{kernel_emulates, x86_64_sites};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

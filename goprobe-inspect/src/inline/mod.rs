@@ -176,9 +176,6 @@ impl BinaryIndex {
 
     /// Entry and exit sites of an inlined copy, from decoding its caller.
     pub fn inline_sites(&self, copy: &InlinedCopy) -> Result<InlineSites, DisasmError> {
-        if self.arch != Arch::X86_64 {
-            return Err(DisasmError::UnsupportedArch(self.arch));
-        }
         let caller = self
             .function_at(copy.caller_addr)
             .ok_or(DisasmError::NoCode {
@@ -187,7 +184,10 @@ impl BinaryIndex {
         let code = self
             .function_code(caller)
             .ok_or(DisasmError::NoCode { addr: caller.addr })?;
-        Ok(x86_64_inline_sites(code, caller.addr, &copy.ranges))
+        Ok(match self.arch {
+            Arch::X86_64 => x86_64_inline_sites(code, caller.addr, &copy.ranges),
+            Arch::Aarch64 => aarch64_inline_sites(code, caller.addr, &copy.ranges),
+        })
     }
 }
 
@@ -248,6 +248,37 @@ pub fn x86_64_inline_sites(code: &[u8], addr: u64, ranges: &[(u64, u64)]) -> Inl
         nop.push(ins.mnemonic() == Mnemonic::Nop);
         flow.push((pc, straight, succ));
     }
+    sites_from_flow(addr, end, flow, &indirect_at, &nop, &branch_targets, ranges)
+}
+
+/// [`x86_64_inline_sites`] for arm64 code: the same analysis over the control flow that
+/// [`crate::disasm::aarch64_flow`] decodes (literal-pool words are not instructions).
+pub fn aarch64_inline_sites(code: &[u8], addr: u64, ranges: &[(u64, u64)]) -> InlineSites {
+    let end = addr + code.len() as u64;
+    let f = crate::disasm::aarch64_flow(code, addr);
+    sites_from_flow(
+        addr,
+        end,
+        f.flow,
+        &f.indirect_at,
+        &f.nop,
+        &f.branch_targets,
+        ranges,
+    )
+}
+
+/// The entries and exits of the copy at `ranges`, from the caller's decoded control flow: `flow`
+/// holds `(pc, straight-line?, successors)` of every instruction in order, `nop` whether each is
+/// a NOP, `indirect_at` the indirect jumps, `branch_targets` every direct branch target.
+fn sites_from_flow(
+    addr: u64,
+    end: u64,
+    mut flow: Vec<(u64, bool, [Option<u64>; 2])>,
+    indirect_at: &BTreeSet<u64>,
+    nop: &[bool],
+    branch_targets: &BTreeSet<u64>,
+    ranges: &[(u64, u64)],
+) -> InlineSites {
     // Only real instruction starts of this function are probe sites: other successors (a branch
     // to another function, a fall-through off the end) are dropped.
     let index: HashMap<u64, usize> = flow.iter().enumerate().map(|(i, f)| (f.0, i)).collect();

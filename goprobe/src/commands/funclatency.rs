@@ -88,8 +88,9 @@ pub struct FunclatencyArgs {
     #[arg(long = "force")]
     pub force: bool,
 
-    /// Say on stderr what is attached where, which processes were skipped and why, and goprobe's
-    /// own counters at the end
+    /// Say on stderr what is attached where, which processes were skipped and why, the kernel
+    /// programs' rare conditions (a full map: which function, which process), and goprobe's own
+    /// counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 

@@ -59,7 +59,8 @@ pub struct OffcpuArgs {
     #[arg(long = "svg", value_name = "FILE")]
     pub svg: Option<PathBuf>,
 
-    /// Say on stderr which processes are traced, and goprobe's own counters at the end
+    /// Say on stderr which processes are traced, the kernel programs' rare conditions (a full
+    /// map), and goprobe's own counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 }

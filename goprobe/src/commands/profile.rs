@@ -67,7 +67,8 @@ pub struct ProfileArgs {
     #[arg(long = "kernel")]
     pub kernel: bool,
 
-    /// Say on stderr which processes are sampled, and goprobe's own counters at the end
+    /// Say on stderr which processes are sampled, the kernel programs' rare conditions (a full
+    /// map), and goprobe's own counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 }

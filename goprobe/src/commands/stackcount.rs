@@ -73,7 +73,8 @@ pub struct StackcountArgs {
     #[arg(long = "force")]
     pub force: bool,
 
-    /// Say on stderr what is attached where, and goprobe's own counters at the end
+    /// Say on stderr what is attached where, the kernel programs' rare conditions (a full map:
+    /// which function, which process), and goprobe's own counters at the end
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 }

@@ -195,11 +195,15 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
         );
     }
     if writes_goroutine_register(index, function) {
-        return Err(
-            "it writes r14, the register that holds the goroutine (an assembly function); \
-                    entries and returns cannot be paired"
-                .into(),
-        );
+        return Err(format!(
+            "it writes {}, the register that holds the goroutine (an assembly function); \
+                    entries and returns cannot be paired",
+            if index.arch == crate::inspect::Arch::Aarch64 {
+                "x28"
+            } else {
+                "r14"
+            }
+        ));
     }
     let sites = index
         .probe_sites(function)
@@ -256,12 +260,15 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
 /// Go code keeps the current goroutine in r14 (ABIInternal, Go >= 1.17); only the runtime's
 /// stack switchers and some hand-written assembly (crypto, math/big) overwrite it with anything
 /// but the goroutine itself. Where a
-/// function does, r14 at its RET is not the goroutine its entry saw.
+/// function does, r14 at its RET is not the goroutine its entry saw. On arm64 the register is x28.
 fn writes_goroutine_register(index: &BinaryIndex, function: &Function) -> bool {
     use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess, Register};
     let Some(code) = index.function_code(function) else {
         return false;
     };
+    if index.arch == crate::inspect::Arch::Aarch64 {
+        return crate::inspect::disasm::aarch64_writes_g(code);
+    }
     let decoder = Decoder::with_ip(64, code, function.addr, DecoderOptions::NONE);
     let instructions: Vec<_> = decoder.into_iter().filter(|i| !i.is_invalid()).collect();
     let mut info = InstructionInfoFactory::new();

@@ -78,8 +78,9 @@ pub struct AgentArgs {
     #[arg(long = "check")]
     pub check: bool,
 
-    /// Also log the kernel programs' rare conditions (a full map, a goroutine whose stack
-    /// cannot be read), naming the process and function, at most 20 lines a second
+    /// Also log the kernel programs' rare conditions (a full map, a goroutine whose stack cannot
+    /// be read), naming the process and function, at most 20 lines a second; the counters in
+    /// /metrics count them either way
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 }
