@@ -33,8 +33,8 @@ pub fn goprobe_exec(ctx: RawTracePointContext) -> i32 {
     // SAFETY: a plain helper call without arguments.
     let ktime_ns = unsafe { bpf_ktime_get_ns() };
     // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-    // SAFETY: argument 1 of this tracepoint is old_pid.
-    let old_tid = unsafe { ctx.arg::<u64>(1) } as u32;
+    // Argument 1 of this tracepoint is old_pid.
+    let old_tid = ctx.arg::<u64>(1) as u32;
     let event = ExecEvent {
         tgid,
         old_tid,
