@@ -83,6 +83,34 @@ for build in /share/go/*/*; do
         echo "FAIL $b-stacks no stack starting at main.goprobeE2ESlowCaller" >>"$R"
     fi
 
+    # stackcount: each of the three calling stacks with its exact count, walked to the
+    # goroutine's start; the third caller reaches the function through an inlined hop.
+    rm -f /tmp/in
+    mkfifo /tmp/in
+    "$build/callers" -mode count </tmp/in >"$OUT/$b-stackcount.truth" 2>&1 &
+    pid=$!
+    exec 3>/tmp/in
+    $G stackcount -v --folded -p "$pid" go:main.goprobeE2ECounted >"$OUT/$b-stackcount.folded" 2>"$OUT/$b-stackcount.err" &
+    gp=$!
+    i=0
+    while [ $i -lt 1200 ] && ! grep -qs '^Tracing ' "$OUT/$b-stackcount.folded" "$OUT/$b-stackcount.err"; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo go >&3
+    exec 3>&-
+    wait "$pid"
+    wait "$gp"
+    stacks=$(grep -c ';main.goprobeE2ECounted ' "$OUT/$b-stackcount.folded")
+    check "$b-stackcount" stacks "$stacks" 3
+    for caller in A B C; do
+        want=$(grep -o "\"main.goprobeE2ECaller$caller\":[0-9]*" "$OUT/$b-stackcount.truth" | cut -d: -f2)
+        tail="main.goprobeE2ECaller$caller;main.goprobeE2ECounted"
+        [ "$caller" = C ] && tail="main.goprobeE2ECaller$caller;main.goprobeE2EInlinedHop;main.goprobeE2ECounted"
+        line=$(grep "^runtime.goexit;.*$tail " "$OUT/$b-stackcount.folded" | head -1)
+        check "$b-stackcount" "caller$caller" "${line##* }" "$want"
+    done
+
     # The seed command's function: fmt.Println has no symbol, only inlined copies.
     run "$b-println" "$build/hello" fmt.Println -n 50 -delay 2ms
     check "$b-println" count "$(field count "$OUT/$b-println.json")" "$(field println_calls "$OUT/$b-println.truth")"
