@@ -343,6 +343,17 @@ impl Symbolizer {
         self.processes.insert(pid, view.map(Arc::new));
     }
 
+    /// Processes whose memory maps are kept.
+    pub fn processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Drop what [`Self::observe`] read of `pid`, once its last stacks are symbolized: a
+    /// long-running caller (the agent) would otherwise keep every process it ever saw.
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
     /// Open (once) the binary at `path` while it can still be opened (`/proc/PID/exe` of a live
     /// process), so that its processes can be symbolized after they are gone. Returns its key.
     pub fn preload(&mut self, path: &Path) -> Option<(u64, u64)> {

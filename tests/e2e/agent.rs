@@ -1077,6 +1077,23 @@ fn short_lived_processes_keep_their_labels() {
         "calls without their label:\n{text}\n{}",
         agent.probe.stderr.text()
     );
+    // The profiler forgets a process once its last samples are written (each 1 s interval):
+    // its symbolizer does not keep the memory maps of all 300 (it did, growing for ever).
+    let kept = poll(
+        "the profiler to forget the processes gone",
+        Duration::from_secs(15),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let kept = metric_sum(&agent.metrics(), "goprobe_agent_symbolizer_processes", &[]);
+            (kept <= 8.0).then_some(kept)
+        },
+    );
+    assert!(
+        kept.is_ok(),
+        "{kept:?}: {}\n{}",
+        agent.metrics(),
+        agent.probe.stderr.text()
+    );
     agent.stop();
 }
 

@@ -17,6 +17,8 @@ pub struct Health {
     pub processes_traced: u64,
     /// Functions attached now, summed over processes.
     pub probes_attached: u64,
+    /// Processes whose memory maps the profiler keeps to symbolize their stacks.
+    pub symbolizer_processes: u64,
     /// Calls measured (events read from the ring buffer).
     pub events: u64,
     /// Kernel counters (goprobe_common::counter), summed over CPUs, since the agent started.
@@ -149,6 +151,12 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
         &health.probes_attached,
     );
     gauge(
+        "symbolizer_processes",
+        "gauge",
+        "Processes whose memory maps the profiler keeps to symbolize their stacks: those profiled, and those gone whose last samples are not yet written. It follows the processes alive, however many came and went.",
+        &health.symbolizer_processes,
+    );
+    gauge(
         "events_total",
         "counter",
         "Calls measured (events read from the kernel).",
@@ -248,7 +256,7 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
     };
     let _ = writeln!(
         out,
-        "# HELP goprobe_agent_calls_not_timed_total Calls of traced functions seen but not timed: lost (ring buffer full), untimed (pairing capacity reached: the goroutine or nested-call map was full), unpaired (a return without its entry: the call began before goprobe attached)."
+        "# HELP goprobe_agent_calls_not_timed_total Calls of traced functions seen but not timed: lost (ring buffer full), untimed (pairing capacity reached: the goroutine or nested-call map was full), unpaired (a return without a timed entry: the call began before goprobe attached, or it is the return of an untimed call)."
     );
     let _ = writeln!(out, "# TYPE goprobe_agent_calls_not_timed_total counter");
     for (reason, value) in [

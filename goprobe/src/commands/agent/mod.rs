@@ -478,6 +478,10 @@ impl Agent {
         }
         self.health.processes_traced = processes;
         self.health.probes_attached = probes;
+        self.health.symbolizer_processes = self
+            .profiler
+            .as_ref()
+            .map_or(0, |(_, symbolizer)| symbolizer.processes() as u64);
         guard.1 = self.health.clone();
     }
 
@@ -631,6 +635,9 @@ impl Agent {
         for (pid, service) in &services {
             if traced.contains(pid) {
                 self.profiled.insert(*pid, service.clone());
+            } else {
+                // Its last samples are symbolized (above): its memory maps can go.
+                symbolizer.forget(*pid);
             }
         }
         for pid in pids {
@@ -842,7 +849,10 @@ impl Agent {
                         Ok(()) => {
                             self.profiled.insert(pid, service.clone());
                         }
-                        Err(e) => eprintln!("goprobe: not profiling PID {pid}: {e:#}"),
+                        Err(e) => {
+                            symbolizer.forget(pid);
+                            eprintln!("goprobe: not profiling PID {pid}: {e:#}");
+                        }
                     }
                 }
                 ProcessState::Traced {
