@@ -98,6 +98,11 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
+/// redb's page cache. Its default, 1 GiB, is as large as the default retention, so an agent
+/// left running for months would keep every archive page it ever wrote or read in memory; the
+/// archive is written every interval and read by the occasional query, which a few MiB serve.
+const CACHE_BYTES: usize = 8 << 20;
+
 impl Archive {
     /// Open the archive, creating it (and its directory) if needed.
     pub fn open(path: &Path) -> Result<Self, ArchiveError> {
@@ -107,7 +112,10 @@ impl Archive {
             std::fs::create_dir_all(dir).map_err(|e| db_error(path, e))?;
         }
         let db = guard(path, || {
-            Database::create(path).map_err(|e| db_error(path, e))
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(|e| db_error(path, e))
         })?;
         let archive = Self {
             db: Some(db),
