@@ -263,46 +263,19 @@ async fn pprof_profile(
     params: &HashMap<String, String>,
     profiling: &Profiling,
 ) -> Response<Full<Bytes>> {
-    if !profiling.enabled {
-        return error(
-            StatusCode::FORBIDDEN,
-            "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
+    let ((pid, duration, hz), _slot) = match admit_live_profile(params, profiling) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let profile = crate::engine::profiler::profile_pid(pid, duration, hz).await;
+    let mut r = live_profile_reply(profile);
+    if r.status() == StatusCode::OK {
+        r.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            header::HeaderValue::from_static("attachment; filename=\"profile\""),
         );
     }
-    let (pid, duration, hz) =
-        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
-            Ok(request) => request,
-            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
-        };
-    let _slot = match profiling.admit(pid) {
-        Ok(slot) => slot,
-        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
-    };
-    match crate::engine::profiler::profile_pid(pid, duration, hz).await {
-        Ok(profile) => match crate::outputs::pprof::to_gzip(&profile) {
-            Ok(bytes) => {
-                let mut r = reply(StatusCode::OK, "application/octet-stream", bytes);
-                r.headers_mut().insert(
-                    header::CONTENT_DISPOSITION,
-                    header::HeaderValue::from_static("attachment; filename=\"profile\""),
-                );
-                r
-            }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        Err(e) => {
-            let message = crate::one_line(&e);
-            let status = if e
-                .downcast_ref::<crate::targets::TargetError>()
-                .is_some_and(|t| matches!(t, crate::targets::TargetError::NoSuchProcess(_)))
-            {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            error(status, &message)
-        }
-    }
+    r
 }
 
 /// Where one process's goroutines wait, traced while the request waits (`goprobe offcpu`).
@@ -312,22 +285,39 @@ async fn pprof_block(
     params: &HashMap<String, String>,
     profiling: &Profiling,
 ) -> Response<Full<Bytes>> {
+    let ((pid, duration, _), _slot) = match admit_live_profile(params, profiling) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    live_profile_reply(crate::engine::offcpu::block_pid(pid, duration).await)
+}
+
+/// What both live profiles check first: profiling is on, the request is valid, and a slot is
+/// free for its PID (held until the profile is served).
+#[allow(clippy::result_large_err)]
+fn admit_live_profile<'a>(
+    params: &HashMap<String, String>,
+    profiling: &'a Profiling,
+) -> Result<((u32, Duration, u64), ProfileSlot<'a>), Response<Full<Bytes>>> {
     if !profiling.enabled {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "profiling is off: the agent listens beyond localhost without a bearer token (set http.bearer_token_file)",
-        );
+        ));
     }
-    let (pid, duration, _) =
-        match crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS) {
-            Ok(request) => request,
-            Err((_, message)) => return error(StatusCode::BAD_REQUEST, &message),
-        };
-    let _slot = match profiling.admit(pid) {
-        Ok(slot) => slot,
-        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, &message),
-    };
-    let profile = match crate::engine::offcpu::block_pid(pid, duration).await {
+    let request = crate::engine::profiler::profile_request(params, MAX_PROFILE_SECONDS)
+        .map_err(|(_, message)| error(StatusCode::BAD_REQUEST, &message))?;
+    let slot = profiling
+        .admit(request.0)
+        .map_err(|message| error(StatusCode::TOO_MANY_REQUESTS, &message))?;
+    Ok((request, slot))
+}
+
+/// A live profile as gzipped pprof; a process that is gone is 404, other failures 400.
+fn live_profile_reply(
+    profile: anyhow::Result<crate::outputs::pprof::Profile>,
+) -> Response<Full<Bytes>> {
+    let profile = match profile {
         Ok(profile) => profile,
         Err(e) => {
             let gone = e
