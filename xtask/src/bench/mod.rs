@@ -169,6 +169,7 @@ pub fn run(opts: Options) -> Result<()> {
     let out = opts
         .out
         .unwrap_or_else(|| util::root().join("BENCHMARKS.md"));
+    let text = text + &kept_sections(&out);
     std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "bench: wrote {} in {:.0} s",
@@ -216,4 +217,17 @@ fn prepare(plan: Plan) -> Result<Env> {
             PathBuf::from("/usr/bin/prometheus"),
         ],
     })
+}
+
+/// The line after which BENCHMARKS.md holds sections that other commands measure (`cargo xtask
+/// bench-arm64`, `cargo xtask soak`), pasted in from their output: a new report keeps them.
+const KEPT: &str = "<!-- Measured by other commands (cargo xtask bench-arm64, cargo xtask soak); cargo xtask bench keeps what follows. -->";
+
+/// What follows [`KEPT`] in the report being replaced, with the marker; nothing without one.
+fn kept_sections(report: &std::path::Path) -> String {
+    let old = std::fs::read_to_string(report).unwrap_or_default();
+    match old.find(KEPT) {
+        Some(at) => format!("\n{}", &old[at..]),
+        None => String::new(),
+    }
 }

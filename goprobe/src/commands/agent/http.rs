@@ -292,13 +292,16 @@ async fn pprof_block(
     live_profile_reply(crate::engine::offcpu::block_pid(pid, duration).await)
 }
 
+/// A live profile's request (PID, duration, frequency) and the slot it holds while it runs.
+type Admitted<'a> = ((u32, Duration, u64), ProfileSlot<'a>);
+
 /// What both live profiles check first: profiling is on, the request is valid, and a slot is
 /// free for its PID (held until the profile is served).
 #[allow(clippy::result_large_err)]
 fn admit_live_profile<'a>(
     params: &HashMap<String, String>,
     profiling: &'a Profiling,
-) -> Result<((u32, Duration, u64), ProfileSlot<'a>), Response<Full<Bytes>>> {
+) -> Result<Admitted<'a>, Response<Full<Bytes>>> {
     if !profiling.enabled {
         return Err(error(
             StatusCode::FORBIDDEN,
