@@ -15,7 +15,34 @@ ls /sys/kernel/btf/vmlinux
 # field NAME FILE: the first top-level number NAME in the last JSON line of FILE.
 field() { grep '^{' "$2" | tail -1 | grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2; }
 
-# run CASE PROGRAM FUNCTION [ARGS...]: start PROGRAM paused, attach goprobe, let it run.
+# start_paused CASE PROGRAM [ARGS...]: start PROGRAM waiting for its go-ahead on fd 3; its PID in $pid.
+start_paused() {
+    c=$1 prog=$2
+    shift 2
+    rm -f /tmp/in
+    mkfifo /tmp/in
+    "$prog" "$@" </tmp/in >"$OUT/$c.truth" 2>"$OUT/$c.prog-err" &
+    pid=$!
+    exec 3>/tmp/in
+}
+
+# release_when BANNER FILE...: once goprobe (PID $gp) printed BANNER to one of FILEs (or after 2
+# minutes), give the program its go-ahead, and wait for both to end.
+release_when() {
+    banner=$1
+    shift
+    i=0
+    while [ $i -lt 1200 ] && ! grep -qs "^$banner" "$@"; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo go >&3
+    exec 3>&-
+    wait "$pid"
+    wait "$gp"
+}
+
+# run CASE PROGRAM FUNCTION [ARGS...] [-- GOPROBE-ARGS...]: funclatency of FUNCTION over PROGRAM.
 run() {
     c=$1 prog=$2 fn=$3
     shift 3
@@ -24,22 +51,10 @@ run() {
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do pargs="$pargs $1"; shift; done
     [ $# -gt 0 ] && shift
     gargs="$*"
-    rm -f /tmp/in
-    mkfifo /tmp/in
-    "$prog" $pargs </tmp/in >"$OUT/$c.truth" 2>"$OUT/$c.prog-err" &
-    pid=$!
-    exec 3>/tmp/in
+    start_paused "$c" "$prog" $pargs
     $G funclatency --json -v $gargs -p "$pid" "go:$fn" >"$OUT/$c.json" 2>"$OUT/$c.err" &
     gp=$!
-    i=0
-    while [ $i -lt 1200 ] && ! grep -qs '^Tracing ' "$OUT/$c.json" "$OUT/$c.err"; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo go >&3
-    exec 3>&-
-    wait "$pid"
-    wait "$gp"
+    release_when 'Tracing ' "$OUT/$c.json" "$OUT/$c.err"
 }
 
 check() { # check CASE WHAT GOT WANT
@@ -85,22 +100,10 @@ for build in /share/go/*/*; do
 
     # stackcount: each of the three calling stacks with its exact count, walked to the
     # goroutine's start; the third caller reaches the function through an inlined hop.
-    rm -f /tmp/in
-    mkfifo /tmp/in
-    "$build/callers" -mode count </tmp/in >"$OUT/$b-stackcount.truth" 2>&1 &
-    pid=$!
-    exec 3>/tmp/in
+    start_paused "$b-stackcount" "$build/callers" -mode count
     $G stackcount -v --folded -p "$pid" go:main.goprobeE2ECounted >"$OUT/$b-stackcount.folded" 2>"$OUT/$b-stackcount.err" &
     gp=$!
-    i=0
-    while [ $i -lt 1200 ] && ! grep -qs '^Tracing ' "$OUT/$b-stackcount.folded" "$OUT/$b-stackcount.err"; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo go >&3
-    exec 3>&-
-    wait "$pid"
-    wait "$gp"
+    release_when 'Tracing ' "$OUT/$b-stackcount.folded" "$OUT/$b-stackcount.err"
     stacks=$(grep -c ';main.goprobeE2ECounted ' "$OUT/$b-stackcount.folded")
     check "$b-stackcount" stacks "$stacks" 3
     for caller in A B C; do
@@ -116,22 +119,10 @@ for build in /share/go/*/*; do
     check "$b-println" count "$(field count "$OUT/$b-println.json")" "$(field println_calls "$OUT/$b-println.truth")"
 
     # profile: samples written as pprof; xtask/src/arm64.rs reads them back with `go tool pprof`.
-    rm -f /tmp/in
-    mkfifo /tmp/in
-    "$build/cpuhot" -ms 1500 </tmp/in >"$OUT/$b-profile.truth" 2>&1 &
-    pid=$!
-    exec 3>/tmp/in
+    start_paused "$b-profile" "$build/cpuhot" -ms 1500
     $G profile -v -p "$pid" -F 999 -o "$OUT/$b-profile.pb.gz" 2>"$OUT/$b-profile.err" &
     gp=$!
-    i=0
-    while [ $i -lt 1200 ] && ! grep -qs '^Sampling ' "$OUT/$b-profile.err"; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo go >&3
-    exec 3>&-
-    wait "$pid"
-    wait "$gp"
+    release_when 'Sampling ' "$OUT/$b-profile.err"
 
     echo "TIME $b $(($(date +%s) - start))s" >>"$R"
 done
