@@ -51,6 +51,10 @@ pub mod cookie {
     /// the low 8 bits say which (`super::split::site`), bits 8..16 the wait-reason table of the
     /// binary's Go version (`SPLIT_REASONS`).
     pub const SPLIT: u64 = 1 << 37;
+    /// Entry site of a function whose arguments label its calls (`funclatency --by`, packs):
+    /// the kernel reads them as `ARG_SPECS[func]` says, before the call's timestamp, and sends
+    /// them in an [`super::ArgEvent`] that user space joins to the call's latency.
+    pub const ARGS: u64 = 1 << 38;
     /// Sites goprobe adds for its own bookkeeping, not for a traced function: they carry no
     /// function id, are always attached, and are not calls to count.
     pub const BOOKKEEPING: u64 = GOROUTINE_EXIT | STACK_MOVE | SPLIT;
@@ -92,7 +96,10 @@ pub mod counter {
     /// Probe hits in processes outside goprobe's PID namespace (goprobe runs in a container
     /// without the host's PIDs): goprobe cannot name those processes, so it does not trace them.
     pub const OUTSIDE_PID_NAMESPACE: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// Argument events (`--by`) not sent because the ring buffer was full: those calls are
+    /// still timed, under the value `(lost)`.
+    pub const ARG_EVENTS_LOST: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -110,6 +117,7 @@ pub mod counter {
         "nested_leaked",
         "processes_full",
         "outside_pid_namespace",
+        "arg_events_lost",
     ];
 }
 
@@ -230,6 +238,108 @@ pub struct LatencyEvent {
     /// `bpf_ktime_get_ns()` at the return, for interval attribution.
     pub end_ns: u64,
     pub g: u64,
+}
+
+/// Values of one call read from its arguments (`funclatency --by`, packs).
+pub mod args {
+    /// Values one function's calls are labelled by.
+    pub const MAX_VALUES: usize = 2;
+    /// Pointer loads and field offsets on the way from a register to a value (`r.URL.Path` is
+    /// two: `URL` at 16 in the request, a pointer followed, then `Path` at 56 in the URL).
+    pub const MAX_STEPS: usize = 4;
+    /// Bytes of a string kept; a longer one is cut there, and says so ([`TRUNCATED`]).
+    pub const STRING_BYTES: usize = 128;
+    /// Integer registers an argument can be in (amd64: rax, rbx, rcx, rdi, rsi, r8..r11;
+    /// arm64: x0..x15).
+    pub const REGISTERS: u32 = 16;
+    /// Functions with argument specs at once.
+    pub const MAX_FUNCTIONS: u32 = 4096;
+
+    /// [`super::ArgRead::kind`]: nothing to read (the slot is unused).
+    pub const KIND_NONE: u32 = 0;
+    /// A signed integer of `size` bytes.
+    pub const KIND_INT: u32 = 1;
+    /// An unsigned integer of `size` bytes.
+    pub const KIND_UINT: u32 = 2;
+    pub const KIND_BOOL: u32 = 3;
+    /// A Go string: a (pointer, length) pair, its bytes read from the pointer.
+    pub const KIND_STRING: u32 = 4;
+
+    /// [`super::ArgValue::status`]: read whole.
+    pub const OK: u32 = 0;
+    /// A pointer on the way, or the string's bytes, could not be read (nil, unmapped, paged out).
+    pub const UNREADABLE: u32 = 1;
+    /// A string longer than [`STRING_BYTES`]: its first bytes are kept.
+    pub const TRUNCATED: u32 = 2;
+}
+
+/// How to read one value at a function's entry: from integer register `register` (with
+/// `register2`, a string's length, when the string itself is the argument), or, with `steps`,
+/// from memory: `address = register`, then for each step but the last
+/// `address = *(address + offsets[i])` (a pointer followed), and the value is at
+/// `address + offsets[steps - 1]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgRead {
+    /// One of `args::KIND_*`.
+    pub kind: u32,
+    /// Bytes of an integer (1, 2, 4 or 8).
+    pub size: u32,
+    pub register: u32,
+    pub register2: u32,
+    pub steps: u32,
+    pub _pad: u32,
+    pub offsets: [u32; args::MAX_STEPS],
+}
+
+/// The values one function's calls are labelled by, in `ARG_SPECS` by function id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgSpec {
+    pub reads: [ArgRead; args::MAX_VALUES],
+}
+
+/// One value read at an entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgValue {
+    /// One of `args::OK`, `UNREADABLE`, `TRUNCATED`.
+    pub status: u32,
+    /// Bytes of the string kept in `bytes`.
+    pub len: u32,
+    /// An integer or boolean (sign-extended for a signed one).
+    pub int: u64,
+    pub bytes: [u8; args::STRING_BYTES],
+}
+
+impl Default for ArgValue {
+    fn default() -> Self {
+        Self {
+            status: 0,
+            len: 0,
+            int: 0,
+            bytes: [0; args::STRING_BYTES],
+        }
+    }
+}
+
+/// The arguments of one call, sent at its entry. The call's latency event follows it in the
+/// ring buffer (it is reserved later), and names the same call: same `tgid` and `g`, and
+/// `end_ns - latency_ns == start_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgEvent {
+    pub tgid: u32,
+    pub func: u32,
+    pub g: u64,
+    pub start_ns: u64,
+    /// Always [`ArgEvent::MAGIC`]: with the size, tells this event from the others in the ring.
+    pub magic: u64,
+    pub values: [ArgValue; args::MAX_VALUES],
+}
+
+impl ArgEvent {
+    pub const MAGIC: u64 = 0x6172_6773_676f_7072;
 }
 
 /// User stacks captured by the kernel side (stackcount, `funclatency --stacks`, profile).
@@ -552,6 +662,7 @@ mod pod {
     unsafe impl aya::Pod for super::MissKey {}
     unsafe impl aya::Pod for super::Misses {}
     unsafe impl aya::Pod for super::LatencyEvent {}
+    unsafe impl aya::Pod for super::ArgSpec {}
     unsafe impl aya::Pod for super::InlineSite {}
     unsafe impl aya::Pod for super::StackTrace {}
     unsafe impl aya::Pod for super::LeafContext {}

@@ -62,6 +62,33 @@ mod regs {
         }
     }
 
+    /// Go's integer argument registers in ABI order (rax, rbx, rcx, rdi, rsi, r8..r11), the
+    /// rest of the array zero; volatile loads, as in [`args3`].
+    #[inline(always)]
+    pub(crate) fn int_args(regs: &pt_regs) -> [u64; 16] {
+        // SAFETY: plain reads of the kernel's pt_regs.
+        unsafe {
+            [
+                core::ptr::read_volatile(&regs.rax),
+                core::ptr::read_volatile(&regs.rbx),
+                core::ptr::read_volatile(&regs.rcx),
+                core::ptr::read_volatile(&regs.rdi),
+                core::ptr::read_volatile(&regs.rsi),
+                core::ptr::read_volatile(&regs.r8),
+                core::ptr::read_volatile(&regs.r9),
+                core::ptr::read_volatile(&regs.r10),
+                core::ptr::read_volatile(&regs.r11),
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]
+        }
+    }
+
     /// The current `g` read with a volatile load, for the same reason as [`args3`].
     #[inline(always)]
     pub(crate) fn g_volatile(regs: &pt_regs) -> u64 {
@@ -154,6 +181,17 @@ mod regs {
                 core::ptr::read_volatile(&regs.regs[2]),
             ]
         }
+    }
+
+    /// Go's integer argument registers in ABI order (x0..x15); volatile loads, as in [`args3`].
+    #[inline(always)]
+    pub(crate) fn int_args(regs: &pt_regs) -> [u64; 16] {
+        let mut out = [0; 16];
+        for (i, slot) in out.iter_mut().enumerate() {
+            // SAFETY: plain reads of the kernel's pt_regs.
+            *slot = unsafe { core::ptr::read_volatile(&regs.regs[i]) };
+        }
+        out
     }
 
     /// The current `g` read with a volatile load, for the same reason as [`args3`].

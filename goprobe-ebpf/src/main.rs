@@ -25,6 +25,7 @@
 #![no_main]
 
 mod arch;
+mod args;
 mod exec;
 mod log;
 mod split;
@@ -393,10 +394,22 @@ fn on_entry(ctx: &ProbeContext) {
         // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
         let _ = discard_stale(unsafe { &mut *record }, &key, here.sp_off, Stale::Entry);
     }
+    // `--by`: the arguments, read before the timestamp so that the read is not timed.
+    let arguments = if site & cookie::ARGS != 0 {
+        match args::read(&EVENTS, regs, key.tgid, key.g, low) {
+            Ok(slot) => slot,
+            Err(()) => {
+                bump(counter::ARG_EVENTS_LOST);
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    push(
+    let opened = push(
         &key,
         here.record,
         here.stack_hi,
@@ -406,6 +419,9 @@ fn on_entry(ctx: &ProbeContext) {
             func: low,
         },
     );
+    if let Some(slot) = arguments {
+        args::send(slot, opened.then_some(now));
+    }
 }
 
 /// `runtime.goexit1`: the goroutine ends, and whatever it still has open ended without
@@ -496,7 +512,7 @@ fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &
                 // inside it (a loop), which is not a new call.
                 continue;
             }
-            push(
+            let _ = push(
                 key,
                 record,
                 here.stack_hi,
@@ -511,9 +527,9 @@ fn on_inline_site(key: &GoroutineKey, here: &Here, index: u32, now: u64, regs: &
 }
 
 /// Open a call on top of the goroutine's open calls (stale ones already discarded), creating
-/// the goroutine's record if it has none.
+/// the goroutine's record if it has none; false if it could not be recorded (counted).
 #[inline(always)]
-fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame: Frame) {
+fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame: Frame) -> bool {
     let Some(record) = record else {
         let record = Goroutine {
             depth: 1,
@@ -532,12 +548,12 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
                 bump(counter::PROCESSES_FULL);
                 log::processes_full(key.tgid);
             }
-        } else {
-            bump(counter::MAP_FULL);
-            log::goroutines_full(key.tgid, frame.func);
-            missed(key.tgid, frame.func, Miss::Untimed);
+            return true;
         }
-        return;
+        bump(counter::MAP_FULL);
+        log::goroutines_full(key.tgid, frame.func);
+        missed(key.tgid, frame.func, Miss::Untimed);
+        return false;
     };
     // SAFETY: map value pointer; one goroutine runs on one CPU at a time.
     let record = unsafe { &mut *record };
@@ -551,13 +567,14 @@ fn push(key: &GoroutineKey, record: Option<*mut Goroutine>, stack_hi: u64, frame
         bump(counter::ENTRIES_DROPPED);
         log::nested_full(key.tgid, frame.func, depth);
         missed(key.tgid, frame.func, Miss::Untimed);
-        return;
+        return false;
     }
     record.depth = depth + 1;
     bump(counter::ENTRIES);
     if split::on() {
         split::opened(key, depth);
     }
+    true
 }
 
 #[inline(always)]

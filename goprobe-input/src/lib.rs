@@ -4,6 +4,7 @@
 //! so that the goprobe binary and the fuzz targets (`fuzz/`) use the same code.
 
 pub mod agent_config;
+pub mod args;
 pub mod pattern;
 pub mod query_string;
 pub mod times;

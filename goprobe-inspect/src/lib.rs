@@ -10,13 +10,14 @@
 //! targets share one reader: `elf` (sections, segments, build ID, Go build info), `pclntab` and
 //! `pcvalue` (function table and PC-value tables), `gofunc` (`go:func.*`), `disasm` (probe sites
 //! from machine code, x86-64 and arm64), `inline` (inlined copies, from the pclntab's inline
-//! trees or DWARF), `symbolize` (PCs to Go frames), `file` (opening only regular files, so a
+//! trees or DWARF), `goabi` (where arguments are at a function's entry, their types from DWARF or declared), `symbolize` (PCs to Go frames), `file` (opening only regular files, so a
 //! FIFO or a device named as a binary or config cannot hang or exhaust goprobe), and `testelf` (small synthetic ELF images for
 //! tests and fuzz seeds).
 
 pub mod disasm;
 pub mod elf;
 pub mod file;
+pub mod goabi;
 pub mod gofunc;
 pub mod inline;
 pub mod pclntab;
@@ -266,6 +267,11 @@ impl BinaryIndex {
         }
         self.bytes()
             .get(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// The whole file, as indexed.
+    pub fn data(&self) -> &[u8] {
+        (*self.data).as_ref()
     }
 
     pub fn probe_sites(&self, f: &Function) -> Result<ProbeSites, DisasmError> {

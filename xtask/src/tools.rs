@@ -99,6 +99,25 @@ pub fn arm64_tools() -> Result<()> {
             missing.push(package);
         }
     }
+    // Some machine images carry qemu-utils from bookworm-backports, which breaks bookworm's
+    // qemu-system-common: QEMU then comes from backports too, with its dependencies.
+    let utils = util::stdout(cmd("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
+        .unwrap_or_default();
+    if utils.contains("bpo") {
+        let qemu: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|p| p.starts_with("qemu-"))
+            .collect();
+        if !qemu.is_empty() {
+            eprintln!(
+                "setup: installing {} from bookworm-backports (qemu-utils {utils} is from there)",
+                qemu.join(" ")
+            );
+            apt_install_with(&["-t", "bookworm-backports"], &qemu)?;
+            missing.retain(|p| !p.starts_with("qemu-"));
+        }
+    }
     if !missing.is_empty() {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
@@ -379,6 +398,11 @@ fn warn_if_shadowed(bin: &Path) {
 /// Installs Debian packages with apt-get, running `apt-get update` first when the package lists
 /// are empty, and once more if the install fails (stale lists).
 pub fn apt_install(packages: &[&str]) -> Result<()> {
+    apt_install_with(&[], packages)
+}
+
+/// [`apt_install`] with extra `apt-get install` options (`-t RELEASE`).
+pub fn apt_install_with(options: &[&str], packages: &[&str]) -> Result<()> {
     if !util::is_root() {
         bail!(
             "installing {} needs root (apt-get); run as root or install them yourself",
@@ -396,6 +420,7 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
         util::run(
             cmd("apt-get")
                 .args(["-q", "install", "-y"])
+                .args(options)
                 .args(packages)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )

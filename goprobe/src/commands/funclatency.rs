@@ -34,8 +34,10 @@ pub struct FunclatencyArgs {
     /// What to trace: `go:NAME` (a Go function by its full name, e.g. `fmt.Println`,
     /// `net/http.(*conn).serve`, `main.main.func1`) or `PATH:NAME` (a function of that binary).
     /// `*` and `?` glob over the whole NAME (`*` right after `(` is the literal pointer receiver,
-    /// as in `(*T)`); with -r, NAME is a regular expression
-    pub pattern: String,
+    /// as in `(*T)`); with -r, NAME is a regular expression. With --pack: omitted, or
+    /// `PATH:` to trace one binary's processes
+    #[arg(required_unless_present = "pack")]
+    pub pattern: Option<String>,
 
     /// Trace only this process (repeatable). Default: every Go process on the host whose binary
     /// has a matching function, including processes that start later
@@ -109,6 +111,24 @@ pub struct FunclatencyArgs {
     /// network I/O, sleep, GC, ...); share of the total and p50/p99 per call, per function
     #[arg(long = "split", conflicts_with_all = ["stacks", "slower_than"])]
     pub split: bool,
+
+    /// Break latency down by argument values: one histogram per distinct value of each path
+    /// (comma-separated, at most 2), e.g. `query`, `r.URL.Path`, `r.Method,r.URL.Path`, `arg1`.
+    /// Paths start at a parameter (by name, or argN counting the receiver from 0) and follow
+    /// struct fields through pointers; values are strings (first 128 bytes), integers or
+    /// booleans. Names and types come from DWARF, or from a signature declared in the pattern
+    /// ('go:main.handle(w net/http.ResponseWriter, r *net/http.Request)') for stripped binaries
+    #[arg(long = "by", value_name = "PATHS", conflicts_with_all = ["stacks", "slower_than", "split"])]
+    pub by: Option<String>,
+
+    /// A ready probe set instead of a pattern's function (`goprobe packs` lists them): e.g.
+    /// http-server (each request by method and path), sql (each statement, literals replaced by ?)
+    #[arg(long = "pack", value_name = "NAME", conflicts_with_all = ["by", "stacks", "slower_than", "split", "regex"])]
+    pub pack: Option<String>,
+
+    /// With --by or --pack: distinct values kept per function; later ones count under `other`
+    #[arg(long = "max-values", value_name = "N", default_value_t = crate::pipeline::by_arg::DEFAULT_MAX_VALUES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_values: usize,
 }
 
 const FUNCLATENCY_EXAMPLES: &str = "\
@@ -127,8 +147,42 @@ with its count, p50, p99 and max, slowest first. --split adds, per histogram, th
 calls' time went to (share, total, p50 and p99 per call). Ctrl-C, SIGTERM or the end of -d prints what was
 collected, detaches every probe and exits 0. Errors print one line and exit 2.";
 
+/// The pattern, and what to label calls by (`--by`, a declared signature, `--pack`).
+fn pattern_and_request(
+    args: &FunclatencyArgs,
+) -> anyhow::Result<(Pattern, Option<crate::plan::args::ArgRequest>)> {
+    use crate::plan::args::{self as plan_args, ArgRequest};
+    if let Some(name) = &args.pack {
+        let pack = plan_args::pack(name).map_err(anyhow::Error::msg)?;
+        // The pack names its functions; the pattern says where (go: or PATH:).
+        let prefix = args
+            .pattern
+            .as_deref()
+            .unwrap_or("go:")
+            .split_once(':')
+            .map(|(p, _)| p)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("go");
+        let pattern = Pattern::parse(&format!("{prefix}:{}", pack.functions), true)?;
+        return Ok((pattern, Some(pack.request())));
+    }
+    let (raw, declared) =
+        goprobe_input::args::split_signature(args.pattern.as_deref().unwrap_or_default())?;
+    let request = match (&args.by, declared) {
+        (Some(by), declared) => Some(ArgRequest::new(
+            goprobe_input::args::parse_by(by)?,
+            declared,
+        )),
+        (None, Some(_)) => {
+            anyhow::bail!("the pattern declares a signature, which only --by uses: add --by PATHS")
+        }
+        (None, None) => None,
+    };
+    Ok((Pattern::parse(raw, args.regex)?, request))
+}
+
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
-    let pattern = Pattern::parse(&args.pattern, args.regex)?;
+    let (pattern, request) = pattern_and_request(&args)?;
     let selection = selection(&args, &pattern)?;
     let mode = attach_mode_from_env();
 
@@ -142,6 +196,11 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
         }
     };
     let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
+    if let Some(request) = request {
+        tracer.aggregator.by_arg.normalize_sql = request.normalize_sql;
+        tracer.aggregator.by_arg.max_values = args.max_values;
+        tracer.args_request = Some(request);
+    }
     tracer.attach_limit = AttachLimit::unless_forced(args.force);
     let verbose = args.verbose;
     if verbose {
@@ -168,7 +227,10 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     let banner = format!(
         "Tracing {} functions for \"{}\"... Hit Ctrl-C to end.",
         tracer.traced_names.len(),
-        args.pattern
+        match (&args.pack, &args.pattern) {
+            (Some(pack), _) => format!("pack {pack}"),
+            (None, pattern) => pattern.clone().unwrap_or_default(),
+        }
     );
     if args.json {
         eprintln!("{banner}");
@@ -342,9 +404,12 @@ fn print_interval(
         tracer
             .functions
             .get(func)
-            .map_or_else(|| format!("func#{func}"), |f| f.name.clone())
+            .map_or_else(|| format!("func#{func}"), |f| f.display_name())
     };
-    let per_function = args.json || args.per_function || tracer.traced_names.len() <= 1;
+    let per_function = args.json
+        || args.per_function
+        || tracer.traced_names.len() <= 1
+        || tracer.args_request.is_some();
     let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
     // The row of (function, pid), made on first use.
     let mut row_of = |func: u32, pid: u32| -> (String, u32) {

@@ -53,6 +53,8 @@ pub enum BinaryState {
 
 pub struct Tracer {
     pub pattern: Pattern,
+    /// `--by` or a pack: what to label each traced call by, read from its arguments.
+    pub args_request: Option<crate::plan::args::ArgRequest>,
     kernel: Kernel,
     ring: RingBuf<MapData>,
     pub functions: FunctionTable,
@@ -176,6 +178,7 @@ impl Tracer {
         let ring = kernel.take_events()?;
         Ok(Self {
             pattern,
+            args_request: None,
             kernel,
             ring,
             functions: FunctionTable::default(),
@@ -281,7 +284,12 @@ impl Tracer {
         }
         {
             self.inspections += 1;
-            let state = match inspect_and_plan(path, &self.pattern, self.kernel.split()) {
+            let state = match inspect_and_plan(
+                path,
+                &self.pattern,
+                self.kernel.split(),
+                self.args_request.as_ref(),
+            ) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
                         format!("no function matches {}", self.pattern.quoted())
@@ -331,21 +339,40 @@ impl Tracer {
                     out_of_line: false,
                     inlined_copies: 0,
                     call_cost_ns: 0,
+                    ..FunctionInfo::default()
                 })
             })
         };
         let mut entries = Vec::new();
         let mut returns = Vec::new();
+        let mut unreadable = Vec::new();
         for function in &plan.functions {
             let id = id_of(&mut self.functions, &function.name);
             let info = self.functions.get_mut(id);
             info.out_of_line = true;
             info.call_cost_ns = info.call_cost_ns.max(function.call_cost_ns);
-            let flags = if function.check_eflags {
+            let mut flags = if function.check_eflags {
                 cookie::CHECK_EFLAGS
             } else {
                 0
             };
+            if let (Some(spec), Some(request)) = (&function.args, &self.args_request) {
+                if let Err(e) = self.kernel.set_arg_spec(id, spec) {
+                    unreadable.push(Refusal {
+                        name: function.name.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                flags |= cookie::ARGS;
+                let info = self.functions.get_mut(id);
+                info.by = request
+                    .labels
+                    .iter()
+                    .zip(&spec.reads)
+                    .map(|(label, read)| (label.clone(), read.kind))
+                    .collect();
+            }
             entries.push(Site {
                 offset: function.entry_offset,
                 cookie: cookie::encode(id, flags),
@@ -356,6 +383,7 @@ impl Tracer {
             }));
         }
 
+        plan.refused.extend(unreadable);
         // Each address where inlined copies begin or end is one site, doing all that happens there.
         let mut boundaries: BTreeMap<u64, InlineSite> = BTreeMap::new();
         let mut dropped = Vec::new();
@@ -738,7 +766,7 @@ impl Tracer {
     }
 
     pub fn drain(&mut self) -> usize {
-        self.aggregator.drain(&mut self.ring)
+        self.aggregator.drain(&mut self.ring, &mut self.functions)
     }
 
     /// This interval's histograms, and the calls seen but not timed since the last call, by
@@ -831,13 +859,18 @@ struct Skip {
 }
 
 /// Inspect and plan.
-fn inspect_and_plan(path: &Path, pattern: &Pattern, split: bool) -> Result<BinaryPlan, Skip> {
+fn inspect_and_plan(
+    path: &Path,
+    pattern: &Pattern,
+    split: bool,
+    request: Option<&crate::plan::args::ArgRequest>,
+) -> Result<BinaryPlan, Skip> {
     let index = BinaryIndex::open(path).map_err(|e| Skip {
         failed: !matches!(e, InspectError::NotGo { .. } | InspectError::NotElf { .. }),
         reason: e.to_string(),
         names: Vec::new(),
     })?;
-    let mut plan = plan_binary(&index, pattern);
+    let mut plan = plan_binary(&index, pattern, request);
     if split {
         plan.split = Some(crate::plan::split::plan_split(&index));
     }

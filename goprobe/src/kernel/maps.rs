@@ -18,6 +18,8 @@ pub mod name {
     pub const EVENTS: &str = "EVENTS";
     /// Boundaries of inlined copies, by index.
     pub const INLINE_SITES: &str = "INLINE_SITES";
+    /// `--by`: what each function's entry reads from its arguments, by function id.
+    pub const ARG_SPECS: &str = "ARG_SPECS";
     /// New processes (ring buffer of the exec tracepoint).
     pub const EXECS: &str = "EXECS";
     /// Exec events dropped because `EXECS` was full.

@@ -355,6 +355,24 @@ impl Kernel {
             .map_err(|e| KernelError::failed(format!("setting inline site {index}"), e))
     }
 
+    /// What the entry of function `id` reads from its arguments (before attaching a site whose
+    /// cookie has `cookie::ARGS`).
+    pub fn set_arg_spec(
+        &mut self,
+        id: u32,
+        spec: &goprobe_common::ArgSpec,
+    ) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::name::ARG_SPECS)
+            .ok_or_else(|| KernelError::Load("no ARG_SPECS map".into()))?;
+        let mut specs = aya::maps::HashMap::<_, u32, goprobe_common::ArgSpec>::try_from(map)
+            .map_err(|e| KernelError::failed("ARG_SPECS", e))?;
+        specs.insert(&id, spec, 0).map_err(|e| {
+            KernelError::failed(format!("setting the argument reads of function {id}"), e)
+        })
+    }
+
     /// The ring buffer of completed calls; taken once, by the pipeline.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
         let map = self

@@ -2,6 +2,7 @@
 //! histogram (for bcc's table) per (function, process). The same aggregation serves every output.
 
 pub mod archive;
+pub mod by_arg;
 pub mod by_stack;
 pub mod history;
 pub mod series;
@@ -10,7 +11,7 @@ pub use goprobe_input::times;
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use goprobe_common::{LatencyEvent, SplitEvent, StackLatencyEvent};
+use goprobe_common::{ArgEvent, LatencyEvent, SplitEvent, StackLatencyEvent};
 use hdrhistogram::Histogram;
 
 /// How often the latency ring buffer is drained, by `funclatency` and the agent alike. The kernel
@@ -20,7 +21,7 @@ use hdrhistogram::Histogram;
 pub const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// What the user side knows about a traced function, by the id carried in probe cookies.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FunctionInfo {
     pub name: String,
     pub binary: PathBuf,
@@ -31,6 +32,28 @@ pub struct FunctionInfo {
     /// What one call costs the program in probe hits, estimated from its sites (the dearer of
     /// its out-of-line sites and its inlined copies'; see `plan::site_cost_ns`).
     pub call_cost_ns: u64,
+    /// `--by`: the names of the values its calls are labelled by, and how each is read
+    /// (`goprobe_common::args::KIND_*`). Its calls are counted under the ids of [`Self::base`].
+    pub by: Vec<(String, u32)>,
+    /// The function's calls with these values (`--by`): (name, value) pairs.
+    pub labels: Vec<(String, String)>,
+    /// The function whose calls with `labels` this id counts.
+    pub base: Option<u32>,
+}
+
+impl FunctionInfo {
+    /// The name, with the values its calls had, if any: `main.get{key="a"}`.
+    pub fn display_name(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.clone();
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={:?}", v))
+            .collect();
+        format!("{}{{{}}}", self.name, labels.join(","))
+    }
 }
 
 /// Function ids are indices into this table. Ids are per (binary, function), so the same name in
@@ -279,6 +302,8 @@ pub struct Aggregator {
     pub stacks: crate::pipeline::by_stack::LatencyByStack,
     /// Each call's time split by state (`funclatency --split`), per (function id, pid).
     pub split: BTreeMap<(u32, u32), split::Split>,
+    /// Calls labelled by their arguments (`funclatency --by`, packs).
+    pub by_arg: by_arg::ByArg,
 }
 
 impl Aggregator {
@@ -298,10 +323,25 @@ impl Aggregator {
 
     /// Read everything the kernel has submitted so far. Called on a timer: the kernel side
     /// submits without waking us, so the traced threads never pay for a wakeup.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, functions: &mut FunctionTable) -> usize {
+        // Events are told apart by size: an ArgEvent's must be its own.
+        const _: () = assert!(
+            size_of::<ArgEvent>() != size_of::<SplitEvent>()
+                && size_of::<ArgEvent>() != size_of::<StackLatencyEvent>()
+                && size_of::<ArgEvent>() != size_of::<LatencyEvent>()
+        );
         let mut drained = 0;
         while let Some(item) = ring.next() {
-            if item.len() == size_of::<SplitEvent>() {
+            if item.len() == size_of::<ArgEvent>() {
+                // SAFETY: as below; the size and the magic word tell an ArgEvent.
+                let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ArgEvent>()) };
+                if event.magic == ArgEvent::MAGIC
+                    && let Some(info) = functions.get(event.func)
+                {
+                    let kinds: Vec<u32> = info.by.iter().map(|(_, kind)| *kind).collect();
+                    self.by_arg.values(&event, &kinds);
+                }
+            } else if item.len() == size_of::<SplitEvent>() {
                 // SAFETY: as below; `funclatency --split` events extend a LatencyEvent.
                 let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SplitEvent>()) };
                 self.record(&event.call);
@@ -320,8 +360,11 @@ impl Aggregator {
             } else if item.len() >= size_of::<LatencyEvent>() {
                 // SAFETY: the kernel side writes exactly a LatencyEvent; read_unaligned copes with
                 // the ring buffer's 8-byte record alignment.
-                let event =
+                let mut event =
                     unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LatencyEvent>()) };
+                if functions.get(event.func).is_some_and(|f| !f.by.is_empty()) {
+                    event.func = self.by_arg.id_of(&event, functions);
+                }
                 self.record(&event);
                 drained += 1;
             }

@@ -1,6 +1,7 @@
 //! From a pattern and an inspected binary to probe sites: which functions match, where each one's
 //! entry and return probes go (as file offsets, which is what uprobes take), and which matched
 //! functions cannot be traced, with the reason.
+pub mod args;
 pub mod split;
 
 pub use goprobe_input::pattern::Pattern;
@@ -18,6 +19,8 @@ pub struct FunctionPlan {
     /// What one traced call costs the program, estimated from where its probes sit
     /// ([`site_cost_ns`]): its entry site and its dearest return site.
     pub call_cost_ns: u64,
+    /// `--by`: what the entry site reads from the arguments.
+    pub args: Option<goprobe_common::ArgSpec>,
 }
 
 /// What one probe hit costs the traced program, in ns, by how the kernel handles the probed
@@ -108,7 +111,11 @@ const UNPAIRABLE_RUNTIME: &[&str] = &[
     "runtime.abort",
 ];
 
-pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
+pub fn plan_binary(
+    index: &BinaryIndex,
+    pattern: &Pattern,
+    request: Option<&args::ArgRequest>,
+) -> BinaryPlan {
     let goroutine_exit = index
         .find("runtime.goexit1")
         .and_then(|f| index.probe_sites(f).ok())
@@ -132,7 +139,13 @@ pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
         ..BinaryPlan::default()
     };
     for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {
-        match plan_function(index, function) {
+        let planned = plan_function(index, function, request.is_some()).and_then(|mut p| {
+            if let Some(request) = request {
+                p.args = Some(args::plan_args(index, &function.name, request)?);
+            }
+            Ok(p)
+        });
+        match planned {
             Ok(p) => plan.functions.push(p),
             Err(reason) => plan.refused.push(Refusal {
                 name: function.name.clone(),
@@ -141,6 +154,18 @@ pub fn plan_binary(index: &BinaryIndex, pattern: &Pattern) -> BinaryPlan {
         }
     }
     for copy in index.inlined_copies(&|name| pattern.matches(name)) {
+        if request.is_some() {
+            // Inlined code keeps its arguments wherever the caller's code put them.
+            plan.refused.push(Refusal {
+                name: format!(
+                    "{} (inlined in {} at {}:{})",
+                    copy.name, copy.caller, copy.call_file, copy.call_line
+                ),
+                reason: "--by reads arguments at a function's own entry; an inlined copy has none"
+                    .into(),
+            });
+            continue;
+        }
         match plan_inlined(index, &copy) {
             Ok(p) => plan.inlined.push(p),
             Err(reason) => plan.refused.push(Refusal {
@@ -185,7 +210,13 @@ fn plan_inlined(index: &BinaryIndex, copy: &InlinedCopy) -> Result<InlinePlan, S
     })
 }
 
-fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPlan, String> {
+/// `reads_args`: the entry site must see the arguments as the caller passed them: not after
+/// instructions of the function (an [`EntryKind::EmulatedPrefix`] site).
+fn plan_function(
+    index: &BinaryIndex,
+    function: &Function,
+    reads_args: bool,
+) -> Result<FunctionPlan, String> {
     if UNPAIRABLE_RUNTIME.contains(&function.name.as_str())
         || function.name.starts_with("runtime.sigtramp")
     {
@@ -225,7 +256,7 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
     // and its RETs, as before the emulated sites of EntryKind::EmulatedPrefix and
     // ProbeSites::return_sites.
     let cheap = std::env::var("GOPROBE_CHEAP_SITES").as_deref() != Ok("0");
-    let entry = if cheap || sites.entry_kind != EntryKind::EmulatedPrefix {
+    let entry = if (cheap && !reads_args) || sites.entry_kind != EntryKind::EmulatedPrefix {
         sites.entry
     } else {
         function.addr
@@ -254,6 +285,7 @@ fn plan_function(index: &BinaryIndex, function: &Function) -> Result<FunctionPla
             .iter()
             .map(|&r| offset(r))
             .collect::<Result<_, _>>()?,
+        args: None,
     })
 }
 

@@ -1,0 +1,278 @@
+//! `funclatency --by` and packs: each call's latency under the values its arguments had.
+//!
+//! The kernel sends a call's values at its entry ([`ArgEvent`]) and its latency at its return;
+//! the ring buffer delivers them in that order. A call is named by (process, goroutine, start
+//! time), and the latency event gives its start as `end_ns - latency_ns`. Each distinct set of
+//! values of a function becomes a function id of its own ([`FunctionInfo::labels`]), so every
+//! output (text, JSON, the agent's series) shows it as one more row, with no new key.
+//!
+//! Memory stays bounded: a function gets at most `max_values` distinct value sets, the later
+//! ones all count under `other`; calls whose values never came (the ring buffer was full) count
+//! under `(lost)`, and values that wait too long for their return are dropped, counted.
+use std::collections::HashMap;
+
+use goprobe_common::{ArgEvent, LatencyEvent, args};
+
+use super::{FunctionInfo, FunctionTable};
+
+/// Calls whose values wait for their return at once, over all processes; beyond it the oldest
+/// are dropped (their calls then count under `(lost)`).
+pub const MAX_PENDING: usize = 1 << 20;
+
+/// Distinct value sets per function, by default; the rest are `other`.
+pub const DEFAULT_MAX_VALUES: usize = 100;
+
+pub const OTHER: &str = "other";
+pub const LOST: &str = "(lost)";
+pub const UNREADABLE: &str = "(unreadable)";
+
+#[derive(Debug)]
+pub struct ByArg {
+    pub max_values: usize,
+    /// Replace SQL literals by `?` (the `sql` pack).
+    pub normalize_sql: bool,
+    /// Values of open calls, by (tgid, g, start_ns).
+    pending: HashMap<(u32, u64, u64), Vec<String>>,
+    /// (base function, values) → the function id its calls are counted under.
+    ids: HashMap<(u32, Vec<String>), u32>,
+    /// Distinct value sets given an id of their own, per base function.
+    distinct: HashMap<u32, usize>,
+    /// Values dropped while waiting for their return (MAX_PENDING reached).
+    pub pending_dropped: u64,
+    /// Values that could not be read (a bad pointer on the way, or the string's bytes).
+    pub unreadable: u64,
+    /// Calls counted under `other` because their function had `max_values` value sets already.
+    pub over_limit: u64,
+}
+
+impl Default for ByArg {
+    fn default() -> Self {
+        ByArg {
+            max_values: DEFAULT_MAX_VALUES,
+            normalize_sql: false,
+            pending: HashMap::new(),
+            ids: HashMap::new(),
+            distinct: HashMap::new(),
+            pending_dropped: 0,
+            unreadable: 0,
+            over_limit: 0,
+        }
+    }
+}
+
+impl ByArg {
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A call's values arrived (at its entry); `kinds`: how its function's values are read
+    /// (`args::KIND_*`, one per label).
+    pub fn values(&mut self, event: &ArgEvent, kinds: &[u32]) {
+        if self.pending.len() >= MAX_PENDING {
+            // Calls open this long without returning are rare (a panic unwound them, or a
+            // goroutine blocks for good): drop the oldest half rather than grow.
+            let mut starts: Vec<u64> = self.pending.keys().map(|k| k.2).collect();
+            starts.sort_unstable();
+            let cut = starts[starts.len() / 2];
+            let before = self.pending.len();
+            self.pending.retain(|k, _| k.2 > cut);
+            self.pending_dropped += (before - self.pending.len()) as u64;
+        }
+        let values: Vec<String> = event
+            .values
+            .iter()
+            .zip(kinds)
+            .map(|(v, &kind)| self.render(v, kind))
+            .collect();
+        self.pending
+            .insert((event.tgid, event.g, event.start_ns), values);
+    }
+
+    fn render(&mut self, value: &goprobe_common::ArgValue, kind: u32) -> String {
+        if value.status == args::UNREADABLE {
+            self.unreadable += 1;
+            return UNREADABLE.to_string();
+        }
+        let mut text = match kind {
+            args::KIND_STRING => {
+                let len = (value.len as usize).min(args::STRING_BYTES);
+                String::from_utf8_lossy(&value.bytes[..len]).into_owned()
+            }
+            args::KIND_BOOL => (value.int != 0).to_string(),
+            args::KIND_INT => (value.int as i64).to_string(),
+            _ => value.int.to_string(),
+        };
+        if self.normalize_sql {
+            text = normalize_sql(&text);
+        }
+        if value.status == args::TRUNCATED {
+            text.push('…');
+        }
+        text
+    }
+
+    /// The function id the call of `event` counts under: its own values', `other`, or `(lost)`.
+    pub fn id_of(&mut self, event: &LatencyEvent, functions: &mut FunctionTable) -> u32 {
+        let start = event.end_ns.saturating_sub(event.latency_ns);
+        let Some(base) = functions.get(event.func) else {
+            return event.func;
+        };
+        let names: Vec<String> = base.by.iter().map(|(name, _)| name.clone()).collect();
+        let values = self.pending.remove(&(event.tgid, event.g, start));
+        let lost = values.is_none();
+        let values = values.unwrap_or_else(|| vec![LOST.to_string(); names.len()]);
+        if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
+            return id;
+        }
+        let distinct = self.distinct.entry(event.func).or_default();
+        let values = if *distinct >= self.max_values && !lost {
+            self.over_limit += 1;
+            vec![OTHER.to_string(); names.len()]
+        } else {
+            values
+        };
+        if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
+            return id;
+        }
+        if !lost {
+            *distinct += 1;
+        }
+        let info = FunctionInfo {
+            labels: names.iter().cloned().zip(values.iter().cloned()).collect(),
+            by: Vec::new(),
+            base: Some(event.func),
+            ..base.clone()
+        };
+        let id = functions.add(info);
+        self.ids.insert((event.func, values), id);
+        id
+    }
+}
+
+/// SQL with its literals replaced by `?`: quoted strings, numbers, and lists of them
+/// (`IN (1, 2, 3)` becomes `IN (?)`), whitespace collapsed. No value of a query leaves the host.
+pub fn normalize_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let chars: Vec<char> = sql.chars().collect();
+    let mut i = 0;
+    let prev_word = |out: &String| {
+        out.chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' || c == '"' {
+            // A quoted literal ('' escapes a quote); an unterminated one runs to the end.
+            let quote = c;
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == quote {
+                    if chars.get(i + 1) == Some(&quote) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push('?');
+        } else if c.is_ascii_digit() && !prev_word(&out) {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+            out.push('?');
+        } else if c.is_whitespace() {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    let mut text = out.trim_end().to_string();
+    // `(?, ?, ?)` → `(?)`.
+    while text.contains("?, ?") || text.contains("?,?") {
+        text = text.replace("?, ?", "?").replace("?,?", "?");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_literals_become_placeholders() {
+        assert_eq!(
+            normalize_sql("SELECT name FROM users WHERE id = 42 AND  x='a''b'"),
+            "SELECT name FROM users WHERE id = ? AND x=?"
+        );
+        assert_eq!(
+            normalize_sql("select * from t2 where v in (1, 2, 3.5)"),
+            "select * from t2 where v in (?)"
+        );
+        assert_eq!(normalize_sql("SELECT SLEEP(0.005)"), "SELECT SLEEP(?)");
+        assert_eq!(
+            normalize_sql("INSERT INTO t VALUES ('x"),
+            "INSERT INTO t VALUES ?"
+        );
+    }
+
+    fn arg_event(tgid: u32, g: u64, start_ns: u64, text: &str) -> ArgEvent {
+        let mut e = ArgEvent {
+            tgid,
+            g,
+            start_ns,
+            ..ArgEvent::default()
+        };
+        e.values[0].len = text.len() as u32;
+        e.values[0].bytes[..text.len()].copy_from_slice(text.as_bytes());
+        e
+    }
+
+    #[test]
+    fn calls_join_their_values_and_the_cap_holds() {
+        let mut functions = FunctionTable::default();
+        let base = functions.add(FunctionInfo {
+            name: "main.f".into(),
+            by: vec![("key".into(), args::KIND_STRING)],
+            ..FunctionInfo::default()
+        });
+        let mut by = ByArg {
+            max_values: 2,
+            ..ByArg::default()
+        };
+        let call = |tgid, g, start: u64, latency: u64| LatencyEvent {
+            tgid,
+            func: base,
+            latency_ns: latency,
+            end_ns: start + latency,
+            g,
+        };
+        let mut ids = Vec::new();
+        for (i, key) in ["a", "b", "a", "c"].iter().enumerate() {
+            let start = 1000 * i as u64;
+            by.values(&arg_event(1, 7, start, key), &[args::KIND_STRING]);
+            ids.push(by.id_of(&call(1, 7, start, 5), &mut functions));
+        }
+        assert_eq!(ids[0], ids[2]);
+        assert_ne!(ids[0], ids[1]);
+        let label = |id: u32| functions.get(id).unwrap().labels[0].1.clone();
+        assert_eq!(label(ids[0]), "a");
+        assert_eq!(label(ids[3]), OTHER);
+        assert_eq!(by.over_limit, 1);
+        // No values: (lost), whatever the cap.
+        let lost = by.id_of(&call(1, 8, 99, 1), &mut functions);
+        assert_eq!(label(lost), LOST);
+        assert_eq!(by.pending(), 0);
+    }
+}

@@ -1,0 +1,199 @@
+//! `funclatency --by` and packs: for each traced function, how the kernel reads the values its
+//! calls are labelled by ([`ArgSpec`]), from the function's parameters as the binary's DWARF,
+//! a declared signature or a pack gives them, and the layouts of the standard library's structs
+//! for binaries without DWARF.
+use goprobe_common::{ArgSpec, args};
+use goprobe_input::args::{ByPath, DeclaredParam};
+
+use crate::inspect::{
+    Arch, BinaryIndex,
+    goabi::{self, Param, Types, dwarf::Sections, stdlib},
+};
+
+/// What to label calls by.
+#[derive(Debug, Clone)]
+pub struct ArgRequest {
+    pub by: Vec<ByPath>,
+    /// The parameters the user (or a pack) declared; without them, DWARF must give them.
+    pub declared: Option<Vec<DeclaredParam>>,
+    /// Value names, in `by`'s order (`path`, `method`).
+    pub labels: Vec<String>,
+    /// Values are SQL: literals become `?`, so no value leaves the host (the `sql` pack).
+    pub normalize_sql: bool,
+}
+
+impl ArgRequest {
+    pub fn new(by: Vec<ByPath>, declared: Option<Vec<DeclaredParam>>) -> ArgRequest {
+        let mut labels: Vec<String> = Vec::new();
+        for path in &by {
+            let mut label = path.label();
+            if labels.contains(&label) {
+                label = path.text();
+            }
+            labels.push(label);
+        }
+        ArgRequest {
+            by,
+            declared,
+            labels,
+            normalize_sql: false,
+        }
+    }
+}
+
+/// The Go minor version of the binary, if it is one whose standard-library layouts were
+/// checked.
+fn layouts(index: &BinaryIndex, types: &mut Types) -> Result<(), String> {
+    let version = index
+        .go_version
+        .as_deref()
+        .unwrap_or("an unknown Go version");
+    match stdlib::minor(version) {
+        Some(minor) if stdlib::add_layouts(types, minor) => Ok(()),
+        _ => Err(format!(
+            "built by {version}, whose standard-library field offsets goprobe has not checked (checked: {})",
+            stdlib::VERIFIED_MINORS
+                .iter()
+                .map(|m| format!("1.{m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The kernel's reads for `function` of `index`, or why its arguments cannot be read.
+pub fn plan_args(
+    index: &BinaryIndex,
+    function: &str,
+    request: &ArgRequest,
+) -> Result<ArgSpec, String> {
+    let mut types = Types::with_builtins();
+    let layout_note = layouts(index, &mut types).err();
+    let params: Vec<Param> = match &request.declared {
+        Some(declared) => {
+            let mut params = Vec::new();
+            for p in declared {
+                let ty = types.declared(&p.ty).ok_or_else(|| {
+                    format!(
+                        "declared parameter {} has type {:?}, which goprobe cannot size: \
+                         use a builtin type, an interface named in the docs, or a pointer (*T)",
+                        p.name, p.ty
+                    )
+                })?;
+                params.push(Param {
+                    name: p.name.clone(),
+                    ty,
+                });
+            }
+            params
+        }
+        None => {
+            let sections = Sections::load(index.data()).ok_or_else(|| {
+                format!(
+                    "{} has no DWARF to name its arguments: declare them, e.g. \
+                     'go:{function}(NAME TYPE, ...)' (receiver first), or use a pack",
+                    index.path.display()
+                )
+            })?;
+            let mut dwarf = sections.types();
+            dwarf.params(&mut types, function).ok_or_else(|| {
+                format!(
+                    "its DWARF does not describe {function}'s arguments: declare them, e.g. \
+                     'go:{function}(NAME TYPE, ...)'"
+                )
+            })?
+        }
+    };
+    let tys: Vec<_> = params.iter().map(|p| p.ty).collect();
+    let places = goabi::assign(&types, &tys, index.arch == Arch::Aarch64);
+    let hint = match &layout_note {
+        Some(note) => format!(": {note}"),
+        None => String::new(),
+    };
+    let mut spec = ArgSpec::default();
+    for (i, path) in request.by.iter().enumerate().take(args::MAX_VALUES) {
+        spec.reads[i] = goabi::resolve(&types, &params, &places, &path.parts, &hint)
+            .map_err(|e| format!("--by {}: {e}", path.text()))?;
+    }
+    Ok(spec)
+}
+
+/// Named probe sets for the usual suspects.
+pub struct Pack {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Functions (a regular expression over full names) and their declared parameters.
+    pub functions: &'static str,
+    pub signature: &'static str,
+    pub by: &'static str,
+    pub normalize_sql: bool,
+}
+
+/// `serverHandler` is `struct{ srv *Server }`: one pointer, one register, as a pointer is.
+pub const PACKS: &[Pack] = &[
+    Pack {
+        name: "http-server",
+        about: "net/http servers: each request by method and path",
+        functions: r"^net/http\.serverHandler\.ServeHTTP$",
+        signature: "sh *net/http.Server, rw net/http.ResponseWriter, req *net/http.Request",
+        by: "req.Method,req.URL.Path",
+        normalize_sql: false,
+    },
+    Pack {
+        name: "http-client",
+        about: "net/http clients: each request by method and host",
+        functions: r"^net/http\.\(\*Client\)\.do$",
+        signature: "c *net/http.Client, req *net/http.Request",
+        by: "req.Method,req.URL.Host",
+        normalize_sql: false,
+    },
+    Pack {
+        name: "sql",
+        about: "database/sql: each query and statement by its text (any driver)",
+        functions: r"^database/sql\.\(\*DB\)\.(Query|Exec)Context$",
+        signature: "db *database/sql.DB, ctx context.Context, query string",
+        by: "query",
+        normalize_sql: true,
+    },
+];
+
+pub fn pack(name: &str) -> Result<&'static Pack, String> {
+    PACKS.iter().find(|p| p.name == name).ok_or_else(|| {
+        format!(
+            "no pack named {:?} (packs: {})",
+            name.chars().take(64).collect::<String>(),
+            PACKS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+impl Pack {
+    pub fn request(&self) -> ArgRequest {
+        let by = goprobe_input::args::parse_by(self.by).expect("packs' paths are valid");
+        let (_, declared) = goprobe_input::args::split_signature(&format!("f({})", self.signature))
+            .expect("packs' signatures are valid");
+        ArgRequest {
+            normalize_sql: self.normalize_sql,
+            ..ArgRequest::new(by, declared)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_parse() {
+        for p in PACKS {
+            let r = p.request();
+            assert!(!r.by.is_empty(), "{}", p.name);
+            assert!(regex::Regex::new(p.functions).is_ok());
+        }
+        assert_eq!(
+            pack("http-server").unwrap().request().labels,
+            ["method", "path"]
+        );
+        assert!(pack("nope").unwrap_err().contains("http-server"));
+    }
+}

@@ -1,0 +1,125 @@
+// byarg calls functions whose latency goprobe breaks down by argument (`funclatency --by`, the
+// http-server and http-client packs), with known counts per value:
+//
+//   - main.goprobeE2ELookup(key string, n int, hit bool) with keys "alpha" and "beta", a key
+//     longer than goprobe keeps (cut, and said so), and a key whose pointer is unmapped (its
+//     bytes cannot be read: goprobe must count the call as unreadable, and the program runs on);
+//   - an HTTP server on 127.0.0.1 with three routes of known latency (/fast 1 ms, /mid 5 ms,
+//     /slow 20 ms), which the program itself requests -req times each, from -c clients.
+//
+// The ground truth line has the count per key and per route.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"goprobe.test/progs/internal/harness"
+)
+
+//go:noinline
+func goprobeE2ELookup(key string, n int, hit bool) int {
+	time.Sleep(time.Duration(n) * time.Microsecond)
+	if hit {
+		return n + 1
+	}
+	return n
+}
+
+// unmapped is a string whose bytes are at an address no mapping covers (the top of the lower
+// half of the address space, above anything Go maps); the lookup never reads it.
+func unmapped() string {
+	header := struct {
+		data uintptr
+		len  int
+	}{0x7ff0_0000_0000, 5}
+	return *(*string)(unsafe.Pointer(&header))
+}
+
+var routes = []struct {
+	path  string
+	sleep time.Duration
+}{
+	{"/fast", time.Millisecond},
+	{"/mid", 5 * time.Millisecond},
+	{"/slow", 20 * time.Millisecond},
+}
+
+func main() {
+	calls := flag.Int("calls", 200, "lookups per key")
+	req := flag.Int("req", 100, "requests per route")
+	clients := flag.Int("c", 4, "concurrent clients per route")
+	harness.Start()
+
+	long := strings.Repeat("x", 300)
+	keys := map[string]int{}
+	total := 0
+	for i := 0; i < *calls; i++ {
+		total += goprobeE2ELookup("alpha", 10, true)
+		total += goprobeE2ELookup("beta", 50, false)
+		keys["alpha"]++
+		keys["beta"]++
+		if i%10 == 0 {
+			total += goprobeE2ELookup(long, 1, false)
+			total += goprobeE2ELookup(unmapped(), 1, false)
+			keys["long"]++
+			keys["unmapped"]++
+		}
+	}
+
+	mux := http.NewServeMux()
+	for _, r := range routes {
+		sleep := r.sleep
+		mux.HandleFunc(r.path, func(w http.ResponseWriter, _ *http.Request) {
+			time.Sleep(sleep)
+			fmt.Fprintln(w, "ok")
+		})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		harness.Fail("listen: %v", err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	base := "http://" + ln.Addr().String()
+
+	served := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, r := range routes {
+		for c := 0; c < *clients; c++ {
+			n := *req / *clients
+			if c < *req%*clients {
+				n++
+			}
+			wg.Add(1)
+			go func(path string, n int) {
+				defer wg.Done()
+				for i := 0; i < n; i++ {
+					resp, err := http.Get(base + path)
+					if err != nil {
+						harness.Fail("GET %s: %v", path, err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						harness.Fail("GET %s: status %d", path, resp.StatusCode)
+					}
+					mu.Lock()
+					served[path]++
+					mu.Unlock()
+				}
+			}(r.path, n)
+		}
+	}
+	wg.Wait()
+	srv.Close()
+	harness.Result(map[string]interface{}{"keys": keys, "routes": served, "total": total})
+}
