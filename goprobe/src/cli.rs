@@ -27,6 +27,8 @@ pub enum Command {
     Funclatency(crate::commands::funclatency::FunclatencyArgs),
     /// List the functions of a Go binary that can be traced, and how
     Symbols(crate::commands::symbols::SymbolsArgs),
+    /// List the probe packs of `funclatency --pack`, and which apply to a binary or PID
+    Packs(crate::commands::packs::PacksArgs),
     /// Run the always-on daemon: probes from a config file, /metrics, an archive on the host
     Agent(crate::commands::agent::AgentArgs),
     /// Print the archived latency histograms of a time range

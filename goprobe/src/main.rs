@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Funclatency(args) => commands::funclatency::run(args),
         cli::Command::Symbols(args) => commands::symbols::run(args),
+        cli::Command::Packs(args) => commands::packs::run(args),
         cli::Command::Agent(args) => commands::agent::run(args),
         cli::Command::Query(args) => commands::query::run_query(args),
         cli::Command::Diff(args) => commands::query::run_diff(args),

@@ -100,28 +100,23 @@ pub fn arm64_tools() -> Result<()> {
         }
     }
     // Some machine images carry qemu-utils from bookworm-backports, which breaks bookworm's
-    // qemu-system-common: QEMU then comes from backports too, with its dependencies.
+    // qemu-system-common: the system emulator then comes from backports too, with its
+    // dependencies. qemu-user-static stays bookworm's, whose binfmt-support registration
+    // mmdebstrap relies on (backports' registers through systemd only).
     let utils = util::stdout(cmd("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
         .unwrap_or_default();
-    if utils.contains("bpo") {
-        let qemu: Vec<&str> = missing
-            .iter()
-            .copied()
-            .filter(|p| p.starts_with("qemu-"))
-            .collect();
-        if !qemu.is_empty() {
-            eprintln!(
-                "setup: installing {} from bookworm-backports (qemu-utils {utils} is from there)",
-                qemu.join(" ")
-            );
-            apt_install_with(&["-t", "bookworm-backports"], &qemu)?;
-            missing.retain(|p| !p.starts_with("qemu-"));
-        }
+    if utils.contains("bpo") && missing.contains(&"qemu-system-arm") {
+        eprintln!(
+            "setup: installing qemu-system-arm from bookworm-backports (qemu-utils {utils} is from there)"
+        );
+        apt_install_with(&["-t", "bookworm-backports"], &["qemu-system-arm"])?;
+        missing.retain(|p| *p != "qemu-system-arm");
     }
     if !missing.is_empty() {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
     }
+    arm64_binfmt()?;
     let targets = util::stdout(
         cmd("rustup")
             .args(["target", "list", "--installed"])
@@ -135,6 +130,29 @@ pub fn arm64_tools() -> Result<()> {
                 .args(["target", "add", crate::arm64::TARGET])
                 .current_dir(util::root()),
         )?;
+    }
+    Ok(())
+}
+
+/// qemu-aarch64 registered with binfmt_misc, which mmdebstrap needs to run the arm64 root
+/// filesystem's maintainer scripts. The package registers it when it is installed, but only
+/// where binfmt_misc is mounted, which a container may not have done: mount it, and register
+/// again from the package's own binfmt.d file.
+fn arm64_binfmt() -> Result<()> {
+    const DIR: &str = "/proc/sys/fs/binfmt_misc";
+    const CONF: &str = "/usr/lib/binfmt.d/qemu-aarch64.conf";
+    if Path::new(DIR).join("qemu-aarch64").exists() {
+        eprintln!("setup: qemu-aarch64 registered with binfmt_misc");
+        return Ok(());
+    }
+    if !Path::new(DIR).join("register").exists() {
+        eprintln!("setup: mounting binfmt_misc on {DIR}");
+        util::run(cmd("mount").args(["-t", "binfmt_misc", "binfmt_misc", DIR]))?;
+    }
+    eprintln!("setup: registering qemu-aarch64 from {CONF}");
+    util::run(cmd("/usr/lib/systemd/systemd-binfmt").arg(CONF))?;
+    if !Path::new(DIR).join("qemu-aarch64").exists() {
+        bail!("qemu-aarch64 is still not registered with binfmt_misc ({DIR})");
     }
     Ok(())
 }

@@ -431,6 +431,15 @@ fn print_interval(
                 sites: per_function.then(FunctionSites::default),
                 stacks: stack_view.as_ref().map(|_| Vec::new()),
                 split: args.split.then(Default::default),
+                by: if per_function {
+                    tracer
+                        .functions
+                        .get(func)
+                        .map(|f| f.labels.clone())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
             }
         });
         if let (Some(sites), Some(info)) = (row.sites.as_mut(), tracer.functions.get(func)) {
@@ -547,6 +556,13 @@ fn print_counters(tracer: &mut Tracer) {
     fields.insert("tracked_goroutines".into(), pairing.goroutines.into());
     fields.insert("open_calls".into(), pairing.open_calls.into());
     fields.insert("pairing_bytes".into(), pairing.bytes.into());
+    if tracer.args_request.is_some() {
+        let by = &tracer.aggregator.by_arg;
+        fields.insert("args_waiting".into(), by.pending().into());
+        fields.insert("args_unreadable".into(), by.unreadable.into());
+        fields.insert("args_over_limit".into(), by.over_limit.into());
+        fields.insert("args_dropped".into(), by.pending_dropped.into());
+    }
     if tracer.kernel().split() {
         for (name, value) in crate::kernel::split::counters(tracer.kernel().ebpf()) {
             fields.insert(name.into(), value.into());

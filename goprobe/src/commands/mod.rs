@@ -5,6 +5,7 @@ pub mod agent;
 pub mod dev;
 pub mod funclatency;
 pub mod offcpu;
+pub mod packs;
 pub mod profile;
 pub mod query;
 pub mod stackcount;

@@ -55,6 +55,10 @@ struct Line<'a> {
     /// `--split`: the calls' time by state, every state in a fixed order.
     #[serde(skip_serializing_if = "Option::is_none")]
     split: Option<Vec<SplitLine>>,
+    /// `--by`, packs: the argument values of this row's calls, by name (`function` has them
+    /// too, as `name{key="value"}`).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    by: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +179,11 @@ pub fn write_report(out: &mut dyn Write, report: &Report) -> io::Result<()> {
                     })
                     .collect()
             }),
+            by: row
+                .by
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)?;

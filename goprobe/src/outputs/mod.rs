@@ -67,6 +67,8 @@ pub struct Row {
     pub from_start: Option<bool>,
     /// `--split`: the calls' time by state (None without --split).
     pub split: Option<crate::pipeline::split::Split>,
+    /// `--by`, packs: the argument values of this row's calls, (name, value).
+    pub by: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

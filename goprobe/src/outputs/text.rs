@@ -293,6 +293,7 @@ mod tests {
             attached: Some(time - Duration::from_millis(5)),
             from_start,
             split: None,
+            by: Vec::new(),
         };
         let report = |interval_s| Report {
             rows: vec![row(1, Some(false)), row(2, Some(true)), row(3, None)],

@@ -140,7 +140,6 @@ impl ByArg {
         let info = FunctionInfo {
             labels: names.iter().cloned().zip(values.iter().cloned()).collect(),
             by: Vec::new(),
-            base: Some(event.func),
             ..base.clone()
         };
         let id = functions.add(info);

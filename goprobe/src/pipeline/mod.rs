@@ -37,8 +37,6 @@ pub struct FunctionInfo {
     pub by: Vec<(String, u32)>,
     /// The function's calls with these values (`--by`): (name, value) pairs.
     pub labels: Vec<(String, String)>,
-    /// The function whose calls with `labels` this id counts.
-    pub base: Option<u32>,
 }
 
 impl FunctionInfo {
