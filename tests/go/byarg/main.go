@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -74,12 +75,20 @@ func main() {
 		}
 	}
 
+	// Each handler times itself: the p50 per route is ground truth for goprobe's.
+	var mu sync.Mutex
+	took := map[string][]time.Duration{}
 	mux := http.NewServeMux()
 	for _, r := range routes {
-		sleep := r.sleep
-		mux.HandleFunc(r.path, func(w http.ResponseWriter, _ *http.Request) {
+		sleep, path := r.sleep, r.path
+		mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
+			start := time.Now()
 			time.Sleep(sleep)
 			fmt.Fprintln(w, "ok")
+			d := time.Since(start)
+			mu.Lock()
+			took[path] = append(took[path], d)
+			mu.Unlock()
 		})
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,7 +100,6 @@ func main() {
 	base := "http://" + ln.Addr().String()
 
 	served := map[string]int{}
-	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, r := range routes {
 		for c := 0; c < *clients; c++ {
@@ -121,5 +129,10 @@ func main() {
 	}
 	wg.Wait()
 	srv.Close()
-	harness.Result(map[string]interface{}{"keys": keys, "routes": served, "total": total})
+	p50 := map[string]int64{}
+	for path, ds := range took {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		p50[path] = int64(ds[len(ds)/2])
+	}
+	harness.Result(map[string]interface{}{"keys": keys, "routes": served, "handler_p50_ns": p50, "total": total})
 }

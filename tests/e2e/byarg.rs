@@ -1,0 +1,226 @@
+//! `funclatency --by` and `--pack`: latency broken down by argument values, checked against
+//! `tests/go/byarg`, which prints how many calls it made with each value and how long its
+//! HTTP handlers took.
+use std::time::Duration;
+
+use goprobe_e2e::{
+    Build, Finished, GoProgram, builds_with_variant, for_each_build, run_goprobe, trace_program,
+    u64_field,
+};
+use serde_json::Value;
+
+/// The rows of `function`, by the value of `label`.
+fn rows_by<'a>(lines: &'a [Value], label: &str) -> Vec<(String, &'a Value)> {
+    lines
+        .iter()
+        .filter_map(|l| Some((l["by"][label].as_str()?.to_string(), l)))
+        .collect()
+}
+
+fn count_of(rows: &[(String, &Value)], value: &str) -> u64 {
+    rows.iter()
+        .filter(|(v, _)| v == value)
+        .map(|(_, l)| u64_field(l, "count"))
+        .sum()
+}
+
+fn expect(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: {got} calls, want {want}"))
+    }
+}
+
+fn default_and_stripped() -> Vec<Build> {
+    let mut builds = builds_with_variant("default");
+    builds.extend(builds_with_variant("stripped"));
+    builds
+}
+
+const LOOKUP: &str = "go:main.goprobeE2ELookup";
+const LOOKUP_SIGNATURE: &str = "go:main.goprobeE2ELookup(key string, n int, hit bool)";
+
+/// Each key's calls counted exactly under its own value; a key longer than 128 bytes cut and
+/// marked; a key whose bytes are unmapped counted as `(unreadable)`, the program unharmed.
+/// Default builds name the arguments from DWARF; stripped ones by the declared signature.
+#[test]
+fn each_string_value_is_counted_exactly() {
+    for_each_build(&default_and_stripped(), |build| {
+        let pattern = if build.variant == "stripped" {
+            LOOKUP_SIGNATURE
+        } else {
+            LOOKUP
+        };
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "300", "-req", "3"],
+            &[],
+            &["--by", "key"],
+            pattern,
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "key");
+        let keys = &truth["keys"];
+        expect("alpha", count_of(&rows, "alpha"), u64_field(keys, "alpha"))?;
+        expect("beta", count_of(&rows, "beta"), u64_field(keys, "beta"))?;
+        let long = format!("{}…", "x".repeat(128));
+        expect(
+            "the long key",
+            count_of(&rows, &long),
+            u64_field(keys, "long"),
+        )?;
+        expect(
+            "the unmapped key",
+            count_of(&rows, "(unreadable)"),
+            u64_field(keys, "unmapped"),
+        )?;
+        if rows.len() != 4 {
+            return Err(format!(
+                "want 4 rows, got {:?}",
+                rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+            ));
+        }
+        let counters = finished.counters();
+        if counters["args_unreadable"].as_u64() != Some(u64_field(keys, "unmapped")) {
+            return Err(format!("args_unreadable in {counters}"));
+        }
+        Ok(())
+    });
+}
+
+/// Integers and booleans, two at once (`n` and `hit`), and by position (`arg2`).
+#[test]
+fn integers_and_booleans_label_calls() {
+    for_each_build(&builds_with_variant("stripped"), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "100", "-req", "3"],
+            &[],
+            &["--by", "n,arg2"],
+            LOOKUP_SIGNATURE,
+        )?;
+        let lines = finished.json();
+        let keys = &truth["keys"];
+        let count = |n: &str, hit: &str| -> u64 {
+            lines
+                .iter()
+                .filter(|l| l["by"]["n"] == n && l["by"]["arg2"] == hit)
+                .map(|l| u64_field(l, "count"))
+                .sum()
+        };
+        expect(
+            "n=10 hit=true",
+            count("10", "true"),
+            u64_field(keys, "alpha"),
+        )?;
+        expect(
+            "n=50 hit=false",
+            count("50", "false"),
+            u64_field(keys, "beta"),
+        )?;
+        expect(
+            "n=1 hit=false",
+            count("1", "false"),
+            u64_field(keys, "long") + u64_field(keys, "unmapped"),
+        )
+    });
+}
+
+/// `--pack http-server` against the program's own server: each route's requests counted
+/// exactly, and the p50 within 10 % of what the handlers measured themselves.
+#[test]
+fn http_server_pack_reports_each_route() {
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "1", "-req", "120", "-c", "4"],
+            &[],
+            &["--pack", "http-server"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "path");
+        for route in ["/fast", "/mid", "/slow"] {
+            expect(
+                route,
+                count_of(&rows, route),
+                u64_field(&truth["routes"], route),
+            )?;
+            let (_, row) = rows.iter().find(|(v, _)| v == route).ok_or("no row")?;
+            if row["by"]["method"] != "GET" {
+                return Err(format!("{route}: method {}", row["by"]["method"]));
+            }
+            let want = u64_field(&truth["handler_p50_ns"], route) as f64;
+            let got = u64_field(row, "p50_ns") as f64;
+            if (got - want).abs() > 0.10 * want {
+                return Err(format!(
+                    "{route}: p50 {got} ns, the handlers measured {want} ns"
+                ));
+            }
+        }
+        if rows.len() != 3 {
+            return Err(format!("want 3 rows, got {}", rows.len()));
+        }
+        Ok(())
+    });
+}
+
+fn assert_refused(out: &Finished, expect: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {}", out.stderr);
+    for needle in expect {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} not in {:?}",
+            lines[0]
+        );
+    }
+}
+
+/// An unknown pack, a field that does not exist, a type mismatch and a stripped binary without
+/// a signature: one line each, exit 2, and the program (waiting to start) runs on unharmed.
+#[test]
+fn bad_arguments_get_one_line() {
+    let out = run_goprobe(&["funclatency", "--pack", "nope", "-p", "1"]);
+    assert_refused(&out, &["no pack named \"nope\"", "http-server"]);
+    let out = run_goprobe(&["funclatency", "--by", "a..b", "-p", "1", LOOKUP]);
+    assert_refused(&out, &["--by", "not a path"]);
+    for build in default_and_stripped() {
+        let mut program =
+            GoProgram::start(&build.program("byarg"), &["-calls", "3", "-req", "3"], &[]);
+        let pid = program.pid.to_string();
+        let signature = if build.variant == "stripped" {
+            LOOKUP_SIGNATURE
+        } else {
+            LOOKUP
+        };
+        let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (
+                vec!["--by", "key.Path", signature],
+                vec!["key.Path", "string has no field"],
+            ),
+            (
+                vec!["--by", "nope", signature],
+                vec!["no argument named \"nope\"", "key, n, hit"],
+            ),
+            (vec!["--pack", "sql"], vec!["no function matches"]),
+        ];
+        for (args, needles) in cases {
+            let mut all = vec!["funclatency", "-p", &pid];
+            all.extend(args.iter().copied());
+            let out = run_goprobe(&all);
+            assert_refused(&out, &needles);
+        }
+        if build.variant == "stripped" {
+            let out = run_goprobe(&["funclatency", "-p", &pid, "--by", "key", LOOKUP]);
+            assert_refused(&out, &["no DWARF", "declare them"]);
+        }
+        program.go();
+        let truth = program
+            .finish(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{build}: the program was harmed: {e}"));
+        assert_eq!(truth["keys"]["alpha"], 3, "{build}");
+    }
+}
