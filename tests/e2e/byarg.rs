@@ -224,3 +224,185 @@ fn bad_arguments_get_one_line() {
         assert_eq!(truth["keys"]["alpha"], 3, "{build}");
     }
 }
+
+/// A server the test starts on 127.0.0.1 and stops when dropped.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    fn start(
+        name: &str,
+        setup: &[&[&str]],
+        command: impl Fn(&std::path::Path, u16) -> Vec<String>,
+    ) -> Server {
+        let dir = std::env::temp_dir().join(format!("goprobe-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for step in setup {
+            let mut c = std::process::Command::new(step[0]);
+            c.args(
+                step[1..]
+                    .iter()
+                    .map(|a| a.replace("{dir}", &dir.display().to_string())),
+            );
+            let out = c.output().unwrap_or_else(|e| panic!("{}: {e}", step[0]));
+            assert!(
+                out.status.success(),
+                "{step:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = goprobe_e2e::free_port();
+        let argv = command(&dir, port);
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+        let server = Server { child, port, dir };
+        let ready = goprobe_e2e::poll(name, Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(
+            ready.is_ok(),
+            "{name} did not listen on {port}: {}",
+            std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default()
+        );
+        server
+    }
+
+    /// Debian's MariaDB, in a data directory of its own, without grant tables (the test's
+    /// client logs in as root without a password).
+    fn mariadb() -> Server {
+        Server::start(
+            "mariadb",
+            &[&[
+                "mariadb-install-db",
+                "--no-defaults",
+                "--datadir={dir}/data",
+                "--user=root",
+                "--skip-test-db",
+            ]],
+            |dir, port| {
+                vec![
+                    "mariadbd".into(),
+                    "--no-defaults".into(),
+                    format!("--datadir={}/data", dir.display()),
+                    format!("--socket={}/sock", dir.display()),
+                    format!("--pid-file={}/pid", dir.display()),
+                    format!("--port={port}"),
+                    "--bind-address=127.0.0.1".into(),
+                    "--user=root".into(),
+                    "--skip-grant-tables".into(),
+                    "--skip-log-bin".into(),
+                ]
+            },
+        )
+    }
+
+    /// Debian's Redis, without persistence.
+    fn redis() -> Server {
+        Server::start("redis", &[], |dir, port| {
+            vec![
+                "redis-server".into(),
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ]
+        })
+    }
+}
+
+/// `--pack sql` against Debian's MariaDB through Debian's go-sql-driver/mysql: two statements
+/// with exact counts, one of them slowed by `SLEEP(0.005)`, both normalised (`SELECT 7 + 1`,
+/// `SELECT 8 + 1`, ... are one statement, `SELECT ? + ?`).
+#[test]
+fn sql_pack_reports_each_statement_normalised() {
+    let server = Server::mariadb();
+    let addr = format!("127.0.0.1:{}", server.port);
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("dbclients"),
+            &["-mysql", &addr, "-fast", "150", "-slow", "30"],
+            &[],
+            &["--pack", "sql"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "query");
+        expect(
+            "SELECT ? + ?",
+            count_of(&rows, "SELECT ? + ?"),
+            u64_field(&truth, "fast"),
+        )?;
+        expect(
+            "SELECT SLEEP(?)",
+            count_of(&rows, "SELECT SLEEP(?)"),
+            u64_field(&truth, "slow"),
+        )?;
+        let (_, slow) = rows
+            .iter()
+            .find(|(v, _)| v == "SELECT SLEEP(?)")
+            .ok_or("no slow row")?;
+        if u64_field(slow, "p50_ns") < 5_000_000 {
+            return Err(format!("the slow statement's p50 is {} ns", slow["p50_ns"]));
+        }
+        if rows
+            .iter()
+            .any(|(v, _)| v.chars().any(|c| c.is_ascii_digit()))
+        {
+            return Err(format!(
+                "a literal left the program: {:?}",
+                rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// `--pack redis` against Debian's Redis through Debian's redigo: SET and GET counted exactly.
+#[test]
+fn redis_pack_counts_each_command() {
+    let server = Server::redis();
+    let addr = format!("127.0.0.1:{}", server.port);
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("dbclients"),
+            &["-redis", &addr, "-set", "120", "-get", "210"],
+            &[],
+            &["--pack", "redis"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "cmd");
+        expect("SET", count_of(&rows, "SET"), u64_field(&truth, "set"))?;
+        expect("GET", count_of(&rows, "GET"), u64_field(&truth, "get"))?;
+        if rows.len() != 2 {
+            return Err(format!(
+                "want 2 rows, got {:?}",
+                rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    });
+}

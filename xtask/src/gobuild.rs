@@ -121,6 +121,30 @@ pub fn programs() -> Result<Vec<String>> {
     Ok(progs)
 }
 
+/// `tests/go-gopath`: programs built in GOPATH mode against Debian's `golang-*-dev` packages
+/// (`/usr/share/gocode`), since the module proxy is not reachable. Their test harness is
+/// `tests/go`'s own, through a symlink.
+pub fn gopath_source_dir() -> PathBuf {
+    util::root().join("tests/go-gopath")
+}
+
+/// Where Debian's Go library packages put their sources.
+const DEBIAN_GOCODE: &str = "/usr/share/gocode";
+
+/// The GOPATH-mode programs: every `tests/go-gopath/src/goprobe.test/progs/<name>/main.go`.
+pub fn gopath_programs() -> Result<Vec<String>> {
+    let root = gopath_source_dir().join("src/goprobe.test/progs");
+    let mut progs = Vec::new();
+    for e in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
+        let e = e?;
+        if e.path().join("main.go").is_file() {
+            progs.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    progs.sort();
+    Ok(progs)
+}
+
 /// gosymref (a reference symbol reader built on Go's debug/gosym) is a tool, not a traced
 /// program, and bench (`cargo xtask bench`'s target) is measured in one build only; it also has
 /// a Go assembly file, which cgo packages cannot have. One plain build per toolchain is enough.
@@ -135,6 +159,8 @@ struct Job {
     /// A program directory with a go.mod of its own (gosymref) is a module of its own, built
     /// alone from its directory; the rest share the tests/go module and one `go build`.
     own_module: bool,
+    /// A `tests/go-gopath` program, built alone in GOPATH mode.
+    gopath: bool,
 }
 
 /// Whether `tests/go/<prog>` is a Go module of its own.
@@ -180,14 +206,42 @@ pub fn build(matrix: &Matrix, only: Option<&[&str]>) -> Result<()> {
                 variant,
                 progs: vec![p],
                 own_module: true,
+                gopath: false,
             });
         }
         if !shared.is_empty() {
             jobs.push(Job {
-                toolchain,
+                toolchain: toolchain.clone(),
                 variant,
                 progs: shared,
                 own_module: false,
+                gopath: false,
+            });
+        }
+    }
+    // The GOPATH-mode programs: default and stripped builds only (what the packs' tests use).
+    let newest_gopath = util::newest_mtime(&gopath_source_dir())?;
+    for &(t, variant) in &matrix.entries {
+        if !matches!(variant, Variant::Default | Variant::Stripped) {
+            continue;
+        }
+        let toolchain = matrix.toolchains[t].clone();
+        let dir = output_dir().join(&toolchain.name).join(variant.name());
+        let newest_input =
+            newest_gopath.max(util::mtime(&toolchain.go).unwrap_or(SystemTime::now()));
+        for p in gopath_programs()? {
+            if only.is_some_and(|o| !o.contains(&p.as_str())) {
+                continue;
+            }
+            if util::mtime(&dir.join(&p)).is_some_and(|t| t > newest_input) {
+                continue;
+            }
+            jobs.push(Job {
+                toolchain: toolchain.clone(),
+                variant,
+                progs: vec![p],
+                own_module: false,
+                gopath: true,
             });
         }
     }
@@ -233,7 +287,11 @@ fn build_one(job: &Job) -> Result<()> {
     let target = util::root().join("target");
     let mut c = cmd(&job.toolchain.go);
     c.arg("build").args(job.variant.go_flags());
-    if job.own_module {
+    if job.gopath {
+        c.arg(format!("-o={}", dir.join(&job.progs[0]).display()));
+        c.arg(format!("goprobe.test/progs/{}", job.progs[0]))
+            .current_dir(gopath_source_dir());
+    } else if job.own_module {
         c.arg(format!("-o={}", dir.join(&job.progs[0]).display()));
         c.arg(".").current_dir(source_dir().join(&job.progs[0]));
     } else {
@@ -260,6 +318,12 @@ fn build_one(job: &Job) -> Result<()> {
                 "0"
             },
         );
+    if job.gopath {
+        let gopath = std::env::join_paths([gopath_source_dir(), PathBuf::from(DEBIAN_GOCODE)])?;
+        c.env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPATH", gopath);
+    }
     util::output(&mut c)?;
     let now = SystemTime::now();
     for p in &job.progs {

@@ -202,6 +202,18 @@ fn agent_test_tools() -> Result<()> {
         ("/usr/bin/mmdebstrap", "mmdebstrap"),
         // The overhead budget's test loads an HTTP server with wrk.
         ("/usr/bin/wrk", "wrk"),
+        // The packs' tests (tests/e2e/byarg.rs): real servers, and the Go client libraries
+        // Debian packages, which tests/go-gopath builds against.
+        ("/usr/sbin/mariadbd", "mariadb-server"),
+        ("/usr/bin/redis-server", "redis-server"),
+        (
+            "/usr/share/gocode/src/github.com/go-sql-driver/mysql/driver.go",
+            "golang-github-go-sql-driver-mysql-dev",
+        ),
+        (
+            "/usr/share/gocode/src/github.com/gomodule/redigo/redis/conn.go",
+            "golang-github-gomodule-redigo-dev",
+        ),
     ] {
         if Path::new(bin).is_file() {
             eprintln!("setup: {bin} present");
@@ -212,8 +224,8 @@ fn agent_test_tools() -> Result<()> {
     if !missing.is_empty() {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
-        // The packages may start Prometheus and etcd services; the tests start their own.
-        for service in ["prometheus", "etcd"] {
+        // The packages may start their services; the tests start their own.
+        for service in ["prometheus", "etcd", "mariadb", "redis-server"] {
             let _ = util::output(cmd("systemctl").args(["disable", "--now", service]));
         }
     }

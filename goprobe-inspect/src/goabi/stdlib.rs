@@ -53,7 +53,7 @@ pub const KNOWN: &[KnownStruct] = &[
             field("Scheme", "string", &[(ALL, LAST, 0)]),
             field("Host", "string", &[(ALL, LAST, 40)]),
             field("Path", "string", &[(ALL, LAST, 56)]),
-            field("RawQuery", "string", &[(ALL, 26, 96), (27, LAST, 88)]),
+            field("RawQuery", "string", &[(ALL, 25, 96), (26, LAST, 88)]),
         ],
     },
 ];

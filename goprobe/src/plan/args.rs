@@ -155,6 +155,14 @@ pub const PACKS: &[Pack] = &[
         by: "query",
         normalize_sql: true,
     },
+    Pack {
+        name: "redis",
+        about: "Redis commands through redigo (github.com/gomodule/redigo 1.8, Debian's): each by its name",
+        functions: r"^github\.com/gomodule/redigo/redis\.\(\*conn\)\.DoWithTimeout$",
+        signature: "c *github.com/gomodule/redigo/redis.conn, readTimeout int64, cmd string",
+        by: "cmd",
+        normalize_sql: false,
+    },
 ];
 
 pub fn pack(name: &str) -> Result<&'static Pack, String> {

@@ -1,0 +1,84 @@
+// dbclients talks to real servers through the Go client libraries Debian packages, so that
+// goprobe's sql and redis packs are checked against them: it runs statements and commands with
+// known counts and prints them. Built in GOPATH mode against /usr/share/gocode (the module proxy
+// is not reachable): go-sql-driver/mysql against MariaDB, redigo against Redis.
+//
+//   - sql (-mysql ADDR): -fast times `SELECT <i> + 1` with a different literal each time (one
+//     statement once normalised), then -slow times `SELECT SLEEP(0.005)`;
+//   - redis (-redis ADDR): -set times SET, then -get times GET.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+
+	_ "github.com/go-sql-driver/mysql"
+	"github.com/gomodule/redigo/redis"
+
+	"goprobe.test/progs/internal/harness"
+)
+
+func main() {
+	mysqlAddr := flag.String("mysql", "", "MariaDB address (host:port); empty: no SQL")
+	redisAddr := flag.String("redis", "", "Redis address (host:port); empty: no Redis")
+	fast := flag.Int("fast", 200, "fast statements")
+	slow := flag.Int("slow", 40, "slow statements")
+	sets := flag.Int("set", 150, "SET commands")
+	gets := flag.Int("get", 250, "GET commands")
+	harness.Start()
+	result := map[string]int{}
+	ctx := context.Background()
+
+	if *mysqlAddr != "" {
+		db, err := sql.Open("mysql", fmt.Sprintf("root@tcp(%s)/", *mysqlAddr))
+		if err != nil {
+			harness.Fail("sql.Open: %v", err)
+		}
+		db.SetMaxOpenConns(2)
+		for i := 0; i < *fast; i++ {
+			var n int
+			rows, err := db.QueryContext(ctx, fmt.Sprintf("SELECT %d + 1", i))
+			if err != nil {
+				harness.Fail("query: %v", err)
+			}
+			for rows.Next() {
+				_ = rows.Scan(&n)
+			}
+			rows.Close()
+			if n != i+1 {
+				harness.Fail("SELECT %d + 1 gave %d", i, n)
+			}
+			result["fast"]++
+		}
+		for i := 0; i < *slow; i++ {
+			if _, err := db.ExecContext(ctx, "SELECT SLEEP(0.005)"); err != nil {
+				harness.Fail("exec: %v", err)
+			}
+			result["slow"]++
+		}
+		db.Close()
+	}
+
+	if *redisAddr != "" {
+		c, err := redis.Dial("tcp", *redisAddr)
+		if err != nil {
+			harness.Fail("redis.Dial: %v", err)
+		}
+		for i := 0; i < *sets; i++ {
+			if _, err := c.Do("SET", fmt.Sprintf("goprobe:%d", i%10), i); err != nil {
+				harness.Fail("SET: %v", err)
+			}
+			result["set"]++
+		}
+		for i := 0; i < *gets; i++ {
+			if _, err := redis.Int(c.Do("GET", fmt.Sprintf("goprobe:%d", i%10))); err != nil {
+				harness.Fail("GET: %v", err)
+			}
+			result["get"]++
+		}
+		c.Close()
+	}
+	harness.Result(result)
+}
