@@ -3,14 +3,16 @@
 //! amd64; x0..x15 on arm64). Entry sites are the function's first instruction or its stack-check
 //! branch, before which the prologue writes no argument register.
 //!
-//! The values go in an [`ArgEvent`] reserved before the call's timestamp (so reading them is not
-//! part of the measured latency) and submitted once the call is open; user space joins it to the
-//! call's latency event, which the ring buffer delivers after it.
+//! The values are read into a per-CPU [`ArgEvent`] before the call's timestamp (so reading
+//! them is not part of the measured latency), and copied to the ring buffer once the call is
+//! open; user space joins it to the call's latency event, which the ring buffer delivers after
+//! it. No ring-buffer reservation is held across the rest of the entry program: kernels before
+//! 6.2 lose track of one kept on the stack, and refuse the program.
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{bpf_probe_read_user, generated},
     macros::map,
-    maps::{HashMap, RingBuf, ring_buf::RingBufEntry},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use goprobe_common::{ArgEvent, ArgRead, ArgSpec, ArgValue, args};
 
@@ -22,27 +24,19 @@ use crate::arch;
 static ARG_SPECS: HashMap<u32, ArgSpec> =
     HashMap::with_max_entries(args::MAX_FUNCTIONS, BPF_F_NO_PREALLOC);
 
-/// An argument event reserved in `ring` and filled for a call of `func`; `None` if the ring is
-/// full (counted by the caller) or the function has no spec.
+/// The event being filled on this CPU (programs are not preempted on their CPU).
+#[map]
+static ARG_SCRATCH: PerCpuArray<ArgEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Read the values of a call of `func` into this CPU's scratch event; `None` if the function
+/// has no spec.
 #[inline(always)]
-pub fn read(
-    ring: &RingBuf,
-    regs: &pt_regs,
-    tgid: u32,
-    g: u64,
-    func: u32,
-) -> Result<Option<RingBufEntry<ArgEvent>>, ()> {
+pub fn read(regs: &pt_regs, tgid: u32, g: u64, func: u32) -> Option<*mut ArgEvent> {
     // SAFETY: map value, copied out.
-    let Some(spec) = (unsafe { ARG_SPECS.get(&func) }).copied() else {
-        return Ok(None);
-    };
-    let Some(mut slot) = ring.reserve::<ArgEvent>(0) else {
-        return Err(());
-    };
-    let event = slot.as_mut_ptr();
+    let spec = (unsafe { ARG_SPECS.get(&func) }).copied()?;
+    let event = ARG_SCRATCH.get_ptr_mut(0)?;
     let registers = arch::int_args(regs);
-    // SAFETY: `event` points to the reserved record, which this program owns until it submits
-    // or discards it; every field user space reads is written here or in `send`.
+    // SAFETY: this CPU's scratch value, which nothing else touches while this program runs.
     unsafe {
         (*event).tgid = tgid;
         (*event).func = func;
@@ -53,19 +47,16 @@ pub fn read(
             read_value(&spec.reads[i], &registers, &mut (*event).values[i]);
         }
     }
-    Ok(Some(slot))
+    Some(event)
 }
 
-/// Submit the event of a call that was opened at `start_ns`, or drop it if it was not.
+/// Send the values of a call opened at `start_ns`; false if the ring buffer was full.
 #[inline(always)]
-pub fn send(mut slot: RingBufEntry<ArgEvent>, start_ns: Option<u64>) {
-    match start_ns {
-        Some(start_ns) => {
-            // SAFETY: as in `read`.
-            unsafe { (*slot.as_mut_ptr()).start_ns = start_ns };
-            slot.submit(BPF_RB_NO_WAKEUP as u64);
-        }
-        None => slot.discard(0),
+pub fn send(ring: &RingBuf, event: *mut ArgEvent, start_ns: u64) -> bool {
+    // SAFETY: as in `read`.
+    unsafe {
+        (*event).start_ns = start_ns;
+        ring.output(&*event, BPF_RB_NO_WAKEUP as u64).is_ok()
     }
 }
 

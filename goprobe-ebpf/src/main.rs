@@ -396,13 +396,7 @@ fn on_entry(ctx: &ProbeContext) {
     }
     // `--by`: the arguments, read before the timestamp so that the read is not timed.
     let arguments = if site & cookie::ARGS != 0 {
-        match args::read(&EVENTS, regs, key.tgid, key.g, low) {
-            Ok(slot) => slot,
-            Err(()) => {
-                bump(counter::ARG_EVENTS_LOST);
-                None
-            }
-        }
+        args::read(regs, key.tgid, key.g, low)
     } else {
         None
     };
@@ -419,8 +413,11 @@ fn on_entry(ctx: &ProbeContext) {
             func: low,
         },
     );
-    if let Some(slot) = arguments {
-        args::send(slot, opened.then_some(now));
+    if let Some(event) = arguments
+        && opened
+        && !args::send(&EVENTS, event, now)
+    {
+        bump(counter::ARG_EVENTS_LOST);
     }
 }
 

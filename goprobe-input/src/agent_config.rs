@@ -132,6 +132,10 @@ pub struct HistogramSection {
     /// Split each call's time by what its goroutine was doing (`funclatency --split`), exported
     /// as `goprobe_function_time_seconds_total{state=...}`. Read at start only.
     pub split: bool,
+    /// `by` and packs: distinct argument values kept per function; later ones are labelled
+    /// `other`, so the series stay bounded.
+    #[serde(default = "default_max_values")]
+    pub max_values: usize,
 }
 
 impl Default for HistogramSection {
@@ -141,8 +145,14 @@ impl Default for HistogramSection {
             pid_label: false,
             idle_series_ttl: Seconds(Duration::from_secs(3600)),
             split: false,
+            max_values: default_max_values(),
         }
     }
+}
+
+/// `histogram.max_values`'s default, as `funclatency --max-values`'.
+fn default_max_values() -> usize {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,8 +239,16 @@ pub struct KubernetesSection {
 pub struct ProbeConfig {
     /// A name for messages (default: `probe N`).
     pub name: Option<String>,
-    /// Go functions, `go:NAME` with `*`/`?` globs as in `goprobe funclatency`.
+    /// Go functions, `go:NAME` with `*`/`?` globs as in `goprobe funclatency`; `go:NAME(a T,
+    /// ...)` declares the arguments `by` reads in binaries without DWARF. May be left out with
+    /// `pack`.
+    #[serde(default)]
     pub functions: Vec<FunctionPattern>,
+    /// Label each call by argument values, as `funclatency --by` (`"r.Method,r.URL.Path"`):
+    /// one more label per value on `/metrics` and in the archive.
+    pub by: Option<String>,
+    /// A probe pack (`goprobe packs`): its functions, labelled as it says.
+    pub pack: Option<String>,
     /// The function patterns are regular expressions (searched in the name).
     #[serde(default)]
     pub regex: bool,
@@ -252,11 +270,18 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// The patterns, compiled (`regex` decides how NAME is read).
-    pub fn patterns(&self) -> Vec<Pattern> {
+    /// The patterns, compiled (`regex` decides how NAME is read), each with the parameters it
+    /// declares.
+    pub fn patterns(&self) -> Vec<(Pattern, Option<Vec<crate::args::DeclaredParam>>)> {
         self.functions
             .iter()
-            .map(|f| Pattern::parse(&f.0, self.regex).expect("checked when the config was read"))
+            .map(|f| {
+                let (name, declared) =
+                    crate::args::split_signature(&f.0).expect("checked when the config was read");
+                let pattern =
+                    Pattern::parse(name, self.regex).expect("checked when the config was read");
+                (pattern, declared)
+            })
             .collect()
     }
 }
@@ -402,7 +427,8 @@ impl<'de> Deserialize<'de> for FunctionPattern {
             )));
         }
         // Checked as a glob here; `regex = true` is checked once the whole probe is read.
-        Pattern::parse(&text, false).map_err(de::Error::custom)?;
+        let (name, _) = crate::args::split_signature(&text).map_err(de::Error::custom)?;
+        Pattern::parse(name, false).map_err(de::Error::custom)?;
         Ok(FunctionPattern(text))
     }
 }
@@ -559,12 +585,27 @@ impl Config {
         }
         for (i, probe) in config.probes.iter().enumerate() {
             let offset = spans.probe.get(i).map_or(0, |p| p.span().start);
-            if probe.functions.is_empty() {
-                return Err(at(offset, "probe has no functions".into()));
+            match (&probe.pack, probe.functions.is_empty(), &probe.by) {
+                (None, true, _) => return Err(at(offset, "probe has no functions".into())),
+                (Some(_), false, _) | (Some(_), _, Some(_)) => {
+                    return Err(at(
+                        offset,
+                        "a probe with a pack takes its functions and labels from it: leave out functions and by".into(),
+                    ));
+                }
+                (Some(name), ..) => {
+                    crate::packs::pack(name).map_err(|e| at(offset, e))?;
+                }
+                (None, false, Some(by)) => {
+                    crate::args::parse_by(by).map_err(|e| at(offset, e.to_string()))?;
+                }
+                (None, false, None) => {}
             }
             if probe.regex {
                 for f in &probe.functions {
-                    Pattern::parse(&f.0, true).map_err(|e| at(offset, e.to_string()))?;
+                    let (name, _) = crate::args::split_signature(&f.0)
+                        .map_err(|e| at(offset, e.to_string()))?;
+                    Pattern::parse(name, true).map_err(|e| at(offset, e.to_string()))?;
                 }
             }
         }
@@ -662,7 +703,7 @@ mod tests {
         assert_eq!(c.archive.interval.0, Duration::from_secs(10));
         assert_eq!(c.histogram.buckets.0.len(), 26);
         assert_eq!(c.probes.len(), 1);
-        assert!(c.probes[0].patterns()[0].matches("main.handleX"));
+        assert!(c.probes[0].patterns()[0].0.matches("main.handleX"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod agent_config;
 pub mod args;
+pub mod packs;
 pub mod pattern;
 pub mod query_string;
 pub mod times;

@@ -1419,3 +1419,73 @@ fn overhead_budget_sheds_hot_probes() {
     );
     agent.stop();
 }
+
+/// A probe with `pack = "http-server"` on a stripped build: /metrics has one series per route,
+/// with `method` and `path` labels and each route's exact count; the archive keeps the labels,
+/// and a query names each route.
+#[test]
+fn pack_labels_reach_metrics_and_the_archive() {
+    let scratch = Scratch::new("pack");
+    let build = matrix()
+        .into_iter()
+        .find(|b| b.variant == "stripped")
+        .unwrap_or_else(|| matrix()[0].clone());
+    let program = scratch.0.join("byarg");
+    fs::copy(build.program("byarg"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        r#"pack = "http-server""#,
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(&agent, &program, &["-calls", "1", "-req", "60"]);
+    let truth = go.finish(Duration::from_secs(60)).unwrap();
+    const SERVE: &str = "net/http.serverHandler.ServeHTTP";
+    for route in ["/fast", "/mid", "/slow"] {
+        let want = u64_field(&truth["routes"], route);
+        poll(
+            &format!("{want} calls of {route} in /metrics"),
+            Duration::from_secs(15),
+            || {
+                let text = agent.metrics();
+                (metric_sum(
+                    &text,
+                    COUNT,
+                    &[("function", SERVE), ("path", route), ("method", "GET")],
+                ) as u64
+                    == want)
+                    .then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {}", agent.metrics()));
+    }
+    let answer = poll(
+        "the archive to hold each route",
+        Duration::from_secs(15),
+        || {
+            let (status, body) = http_get(port, "/api/v1/query?from=-1h&to=now").ok()?;
+            assert_eq!(status, 200, "{body}");
+            let answer: Value = serde_json::from_str(&body).ok()?;
+            let count = |route: &str| -> u64 {
+                answer["histograms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|h| {
+                        h["function"] == format!("{SERVE}{{method=\"GET\",path=\"{route}\"}}")
+                    })
+                    .map(|h| u64_field(h, "count"))
+                    .sum()
+            };
+            ["/fast", "/mid", "/slow"]
+                .iter()
+                .all(|r| count(r) == u64_field(&truth["routes"], r))
+                .then_some(answer)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.probe.stderr.text()));
+    assert!(answer["histograms"].as_array().is_some());
+    agent.stop();
+}

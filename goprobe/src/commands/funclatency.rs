@@ -164,7 +164,7 @@ fn pattern_and_request(
             .filter(|p| !p.is_empty())
             .unwrap_or("go");
         let pattern = Pattern::parse(&format!("{prefix}:{}", pack.functions), true)?;
-        return Ok((pattern, Some(pack.request())));
+        return Ok((pattern, Some(plan_args::pack_request(pack))));
     }
     let (raw, declared) =
         goprobe_input::args::split_signature(args.pattern.as_deref().unwrap_or_default())?;
@@ -197,9 +197,8 @@ pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
     };
     let mut tracer = Tracer::with_probes(pattern, mode, probes)?;
     if let Some(request) = request {
-        tracer.aggregator.by_arg.normalize_sql = request.normalize_sql;
         tracer.aggregator.by_arg.max_values = args.max_values;
-        tracer.args_request = Some(request);
+        tracer.arg_requests = vec![(tracer.pattern.clone(), request)];
     }
     tracer.attach_limit = AttachLimit::unless_forced(args.force);
     let verbose = args.verbose;
@@ -409,7 +408,7 @@ fn print_interval(
     let per_function = args.json
         || args.per_function
         || tracer.traced_names.len() <= 1
-        || tracer.args_request.is_some();
+        || !tracer.arg_requests.is_empty();
     let mut rows: BTreeMap<(String, u32), Row> = BTreeMap::new();
     // The row of (function, pid), made on first use.
     let mut row_of = |func: u32, pid: u32| -> (String, u32) {
@@ -556,7 +555,7 @@ fn print_counters(tracer: &mut Tracer) {
     fields.insert("tracked_goroutines".into(), pairing.goroutines.into());
     fields.insert("open_calls".into(), pairing.open_calls.into());
     fields.insert("pairing_bytes".into(), pairing.bytes.into());
-    if tracer.args_request.is_some() {
+    if !tracer.arg_requests.is_empty() {
         let by = &tracer.aggregator.by_arg;
         fields.insert("args_waiting".into(), by.pending().into());
         fields.insert("args_unreadable".into(), by.unreadable.into());

@@ -8,7 +8,7 @@ use crate::{
     inspect::BinaryIndex,
     plan::{
         Pattern,
-        args::{PACKS, plan_args},
+        args::{PACKS, pack_request, plan_args},
     },
     targets::Process,
 };
@@ -43,7 +43,7 @@ pub fn run(args: PacksArgs) -> anyhow::Result<()> {
     let index = BinaryIndex::open(&path)?;
     for pack in PACKS {
         let pattern = Pattern::name_only(pack.functions, true)?;
-        let request = pack.request();
+        let request = pack_request(pack);
         let mut found = Vec::new();
         let mut problems = Vec::new();
         for f in index.functions.iter().filter(|f| pattern.matches(&f.name)) {

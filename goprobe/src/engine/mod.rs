@@ -53,8 +53,9 @@ pub enum BinaryState {
 
 pub struct Tracer {
     pub pattern: Pattern,
-    /// `--by` or a pack: what to label each traced call by, read from its arguments.
-    pub args_request: Option<crate::plan::args::ArgRequest>,
+    /// `--by` or packs: what to label the calls of the functions each pattern matches by,
+    /// read from their arguments (the first pattern that matches a function applies).
+    pub arg_requests: crate::plan::args::ArgRequests,
     kernel: Kernel,
     ring: RingBuf<MapData>,
     pub functions: FunctionTable,
@@ -178,7 +179,7 @@ impl Tracer {
         let ring = kernel.take_events()?;
         Ok(Self {
             pattern,
-            args_request: None,
+            arg_requests: Vec::new(),
             kernel,
             ring,
             functions: FunctionTable::default(),
@@ -288,7 +289,7 @@ impl Tracer {
                 path,
                 &self.pattern,
                 self.kernel.split(),
-                self.args_request.as_ref(),
+                &self.arg_requests,
             ) {
                 Ok(plan) if plan.functions.is_empty() && plan.inlined.is_empty() => {
                     let reason = if plan.refused.is_empty() {
@@ -356,7 +357,10 @@ impl Tracer {
             } else {
                 0
             };
-            if let (Some(spec), Some(request)) = (&function.args, &self.args_request) {
+            if let (Some(spec), Some(request)) = (
+                &function.args,
+                crate::plan::args::request_for(&self.arg_requests, &function.name),
+            ) {
                 if let Err(e) = self.kernel.set_arg_spec(id, spec) {
                     unreadable.push(Refusal {
                         name: function.name.clone(),
@@ -366,6 +370,7 @@ impl Tracer {
                 }
                 flags |= cookie::ARGS;
                 let info = self.functions.get_mut(id);
+                info.normalize_sql = request.normalize_sql;
                 info.by = request
                     .labels
                     .iter()
@@ -863,14 +868,14 @@ fn inspect_and_plan(
     path: &Path,
     pattern: &Pattern,
     split: bool,
-    request: Option<&crate::plan::args::ArgRequest>,
+    requests: &crate::plan::args::ArgRequests,
 ) -> Result<BinaryPlan, Skip> {
     let index = BinaryIndex::open(path).map_err(|e| Skip {
         failed: !matches!(e, InspectError::NotGo { .. } | InspectError::NotElf { .. }),
         reason: e.to_string(),
         names: Vec::new(),
     })?;
-    let mut plan = plan_binary(&index, pattern, request);
+    let mut plan = plan_binary(&index, pattern, requests);
     if split {
         plan.split = Some(crate::plan::split::plan_split(&index));
     }

@@ -63,7 +63,7 @@ pub fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn label_set(labels: &[(&str, String)]) -> String {
+fn label_set(labels: &[(String, String)]) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))

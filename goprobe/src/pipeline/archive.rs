@@ -465,15 +465,30 @@ fn get_str(bytes: &mut &[u8]) -> Option<String> {
 /// `[version][start offset ms: u64 le][function][service][container][pod][namespace][pid: u32]`
 /// then the histogram.
 /// Version 1: labels and histogram. Version 2 (`histogram.split`): the calls' time per state
-/// between the PID and the histogram (a count, then that many u64 ns).
+/// between the PID and the histogram (a count, then that many u64 ns). Versions 3 (without the
+/// split) and 4 (with it): the argument values (`by`, packs) right after the PID, a count then
+/// that many (name, value) strings.
 fn encode(record: &Record) -> Vec<u8> {
-    let mut out = vec![if record.split.is_some() { 2u8 } else { 1u8 }];
-    out.extend_from_slice(&(record.end_ms - record.start_ms).to_le_bytes());
     let s = &record.series;
+    let version = match (record.split.is_some(), s.by.is_empty()) {
+        (false, true) => 1u8,
+        (true, true) => 2,
+        (false, false) => 3,
+        (true, false) => 4,
+    };
+    let mut out = vec![version];
+    out.extend_from_slice(&(record.end_ms - record.start_ms).to_le_bytes());
     for field in [&s.function, &s.service, &s.container, &s.pod, &s.namespace] {
         put_str(&mut out, field);
     }
     out.extend_from_slice(&s.pid.unwrap_or(0).to_le_bytes());
+    if !s.by.is_empty() {
+        out.push(s.by.len().min(255) as u8);
+        for (name, value) in s.by.iter().take(255) {
+            put_str(&mut out, name);
+            put_str(&mut out, value);
+        }
+    }
     if let Some(split) = &record.split {
         out.push(split.len().min(255) as u8);
         for ns in split.iter().take(255) {
@@ -487,7 +502,7 @@ fn encode(record: &Record) -> Vec<u8> {
 fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
     let b = &mut bytes;
     let (&version, rest) = b.split_first()?;
-    if version != 1 && version != 2 {
+    if !(1..=4).contains(&version) {
         return None;
     }
     let (length, rest) = rest.split_first_chunk::<8>()?;
@@ -498,8 +513,17 @@ fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
     }
     let (pid, mut rest) = b.split_first_chunk::<4>()?;
     let pid = u32::from_le_bytes(*pid);
+    let mut by = Vec::new();
+    if version >= 3 {
+        let (&n, mut values) = rest.split_first()?;
+        for _ in 0..n {
+            let name = get_str(&mut values)?;
+            by.push((name, get_str(&mut values)?));
+        }
+        rest = values;
+    }
     let mut split = None;
-    if version == 2 {
+    if version == 2 || version == 4 {
         let (&n, mut states) = rest.split_first()?;
         let mut ns = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
@@ -523,6 +547,7 @@ fn decode(end_ms: u64, mut bytes: &[u8]) -> Option<Record> {
             pod: next(),
             namespace: next(),
             pid: (pid != 0).then_some(pid),
+            by,
         },
         latencies,
         split,

@@ -29,8 +29,6 @@ pub const UNREADABLE: &str = "(unreadable)";
 #[derive(Debug)]
 pub struct ByArg {
     pub max_values: usize,
-    /// Replace SQL literals by `?` (the `sql` pack).
-    pub normalize_sql: bool,
     /// Values of open calls, by (tgid, g, start_ns).
     pending: HashMap<(u32, u64, u64), Vec<String>>,
     /// (base function, values) → the function id its calls are counted under.
@@ -49,7 +47,6 @@ impl Default for ByArg {
     fn default() -> Self {
         ByArg {
             max_values: DEFAULT_MAX_VALUES,
-            normalize_sql: false,
             pending: HashMap::new(),
             ids: HashMap::new(),
             distinct: HashMap::new(),
@@ -67,7 +64,7 @@ impl ByArg {
 
     /// A call's values arrived (at its entry); `kinds`: how its function's values are read
     /// (`args::KIND_*`, one per label).
-    pub fn values(&mut self, event: &ArgEvent, kinds: &[u32]) {
+    pub fn values(&mut self, event: &ArgEvent, kinds: &[u32], normalize_sql: bool) {
         if self.pending.len() >= MAX_PENDING {
             // Calls open this long without returning are rare (a panic unwound them, or a
             // goroutine blocks for good): drop the oldest half rather than grow.
@@ -82,13 +79,13 @@ impl ByArg {
             .values
             .iter()
             .zip(kinds)
-            .map(|(v, &kind)| self.render(v, kind))
+            .map(|(v, &kind)| self.render(v, kind, normalize_sql))
             .collect();
         self.pending
             .insert((event.tgid, event.g, event.start_ns), values);
     }
 
-    fn render(&mut self, value: &goprobe_common::ArgValue, kind: u32) -> String {
+    fn render(&mut self, value: &goprobe_common::ArgValue, kind: u32, sql: bool) -> String {
         if value.status == args::UNREADABLE {
             self.unreadable += 1;
             return UNREADABLE.to_string();
@@ -102,7 +99,7 @@ impl ByArg {
             args::KIND_INT => (value.int as i64).to_string(),
             _ => value.int.to_string(),
         };
-        if self.normalize_sql {
+        if sql {
             text = normalize_sql(&text);
         }
         if value.status == args::TRUNCATED {
@@ -140,6 +137,7 @@ impl ByArg {
         let info = FunctionInfo {
             labels: names.iter().cloned().zip(values.iter().cloned()).collect(),
             by: Vec::new(),
+            base: Some(event.func),
             ..base.clone()
         };
         let id = functions.add(info);
@@ -260,7 +258,7 @@ mod tests {
         let mut ids = Vec::new();
         for (i, key) in ["a", "b", "a", "c"].iter().enumerate() {
             let start = 1000 * i as u64;
-            by.values(&arg_event(1, 7, start, key), &[args::KIND_STRING]);
+            by.values(&arg_event(1, 7, start, key), &[args::KIND_STRING], false);
             ids.push(by.id_of(&call(1, 7, start, 5), &mut functions));
         }
         assert_eq!(ids[0], ids[2]);

@@ -21,7 +21,7 @@ pub fn merge(records: &[Record], function: Option<&Pattern>) -> Merged {
             continue;
         }
         merged
-            .entry((r.series.function.clone(), r.series.service.clone()))
+            .entry((r.series.display_function(), r.series.service.clone()))
             .or_default()
             .merge(&r.latencies);
     }
@@ -153,7 +153,7 @@ fn merge_states(
             continue;
         }
         let slot = out
-            .entry((r.series.function.clone(), r.series.service.clone()))
+            .entry((r.series.display_function(), r.series.service.clone()))
             .or_insert_with(|| Some(BTreeMap::new()));
         match (&r.split, slot.as_mut()) {
             (Some(split), Some(states)) => {

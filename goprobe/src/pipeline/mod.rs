@@ -37,6 +37,10 @@ pub struct FunctionInfo {
     pub by: Vec<(String, u32)>,
     /// The function's calls with these values (`--by`): (name, value) pairs.
     pub labels: Vec<(String, String)>,
+    /// `--by` values are SQL, shown with `?` for literals (the `sql` pack).
+    pub normalize_sql: bool,
+    /// The function whose calls with `labels` this id counts (the id its probes carry).
+    pub base: Option<u32>,
 }
 
 impl FunctionInfo {
@@ -71,6 +75,12 @@ impl FunctionTable {
 
     pub fn get(&self, id: u32) -> Option<&FunctionInfo> {
         self.functions.get(id as usize)
+    }
+
+    /// The id the probes of `id`'s calls carry: `id` itself, unless it counts the calls of a
+    /// function with some argument values (`--by`).
+    pub fn base_of(&self, id: u32) -> u32 {
+        self.get(id).and_then(|f| f.base).unwrap_or(id)
     }
 
     /// # Panics
@@ -337,7 +347,7 @@ impl Aggregator {
                     && let Some(info) = functions.get(event.func)
                 {
                     let kinds: Vec<u32> = info.by.iter().map(|(_, kind)| *kind).collect();
-                    self.by_arg.values(&event, &kinds);
+                    self.by_arg.values(&event, &kinds, info.normalize_sql);
                 }
             } else if item.len() == size_of::<SplitEvent>() {
                 // SAFETY: as below; `funclatency --split` events extend a LatencyEvent.

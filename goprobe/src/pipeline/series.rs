@@ -22,14 +22,44 @@ pub struct SeriesKey {
     pub namespace: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// `by` and packs: the argument values of the calls (name, value), one label each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<(String, String)>,
 }
 
+/// Label names goprobe sets itself (or Prometheus does, `le`, or OTLP resources, `host`).
+const RESERVED: &[&str] = &[
+    "function",
+    "service",
+    "container",
+    "pod",
+    "namespace",
+    "pid",
+    "le",
+    "state",
+    "host",
+    "job",
+    "instance",
+];
+
 impl SeriesKey {
-    /// `(name, value)` pairs of the labels that are known, in a fixed order.
-    pub fn labels(&self) -> Vec<(&'static str, String)> {
+    /// The function, with the argument values of its calls if any (`main.get{key="a"}`), as
+    /// `funclatency --by` names its rows: queries and diffs keep one row per value.
+    pub fn display_function(&self) -> String {
+        if self.by.is_empty() {
+            return self.function.clone();
+        }
+        let values: Vec<String> = self.by.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{}{{{}}}", self.function, values.join(","))
+    }
+
+    /// `(name, value)` pairs of the labels that are known, in a fixed order; argument values
+    /// last, named as `by` or the pack names them (`arg_` before a name that is taken or not
+    /// a Prometheus label name).
+    pub fn labels(&self) -> Vec<(String, String)> {
         let mut labels = vec![
-            ("function", self.function.clone()),
-            ("service", self.service.clone()),
+            ("function".to_string(), self.function.clone()),
+            ("service".to_string(), self.service.clone()),
         ];
         for (name, value) in [
             ("container", &self.container),
@@ -37,11 +67,24 @@ impl SeriesKey {
             ("namespace", &self.namespace),
         ] {
             if !value.is_empty() {
-                labels.push((name, value.clone()));
+                labels.push((name.into(), value.clone()));
             }
         }
         if let Some(pid) = self.pid {
-            labels.push(("pid", pid.to_string()));
+            labels.push(("pid".into(), pid.to_string()));
+        }
+        for (name, value) in &self.by {
+            let mut name: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            if RESERVED.contains(&name.as_str())
+                || name.starts_with("__")
+                || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+            {
+                name = format!("arg_{name}");
+            }
+            labels.push((name, value.clone()));
         }
         labels
     }

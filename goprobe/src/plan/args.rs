@@ -41,6 +41,17 @@ impl ArgRequest {
     }
 }
 
+/// Requests by the functions they apply to: the first pattern that matches a function wins.
+pub type ArgRequests = Vec<(crate::plan::Pattern, ArgRequest)>;
+
+/// The request that applies to function `name`, if any.
+pub fn request_for<'r>(requests: &'r ArgRequests, name: &str) -> Option<&'r ArgRequest> {
+    requests
+        .iter()
+        .find(|(pattern, _)| pattern.matches(name))
+        .map(|(_, request)| request)
+}
+
 /// The Go minor version of the binary, if it is one whose standard-library layouts were
 /// checked.
 fn layouts(index: &BinaryIndex, types: &mut Types) -> Result<(), String> {
@@ -118,72 +129,16 @@ pub fn plan_args(
     Ok(spec)
 }
 
-/// Named probe sets for the usual suspects.
-pub struct Pack {
-    pub name: &'static str,
-    pub about: &'static str,
-    /// Functions (a regular expression over full names) and their declared parameters.
-    pub functions: &'static str,
-    pub signature: &'static str,
-    pub by: &'static str,
-    pub normalize_sql: bool,
-}
+pub use goprobe_input::packs::{PACKS, Pack, pack};
 
-/// `serverHandler` is `struct{ srv *Server }`: one pointer, one register, as a pointer is.
-pub const PACKS: &[Pack] = &[
-    Pack {
-        name: "http-server",
-        about: "net/http servers: each request by method and path",
-        functions: r"^net/http\.serverHandler\.ServeHTTP$",
-        signature: "sh *net/http.Server, rw net/http.ResponseWriter, req *net/http.Request",
-        by: "req.Method,req.URL.Path",
-        normalize_sql: false,
-    },
-    Pack {
-        name: "http-client",
-        about: "net/http clients: each request by method and host",
-        functions: r"^net/http\.\(\*Client\)\.do$",
-        signature: "c *net/http.Client, req *net/http.Request",
-        by: "req.Method,req.URL.Host",
-        normalize_sql: false,
-    },
-    Pack {
-        name: "sql",
-        about: "database/sql: each query and statement by its text (any driver)",
-        functions: r"^database/sql\.\(\*DB\)\.(Query|Exec)Context$",
-        signature: "db *database/sql.DB, ctx context.Context, query string",
-        by: "query",
-        normalize_sql: true,
-    },
-    Pack {
-        name: "redis",
-        about: "Redis commands through redigo (github.com/gomodule/redigo 1.8, Debian's): each by its name",
-        functions: r"^github\.com/gomodule/redigo/redis\.\(\*conn\)\.DoWithTimeout$",
-        signature: "c *github.com/gomodule/redigo/redis.conn, readTimeout int64, cmd string",
-        by: "cmd",
-        normalize_sql: false,
-    },
-];
-
-pub fn pack(name: &str) -> Result<&'static Pack, String> {
-    PACKS.iter().find(|p| p.name == name).ok_or_else(|| {
-        format!(
-            "no pack named {:?} (packs: {})",
-            name.chars().take(64).collect::<String>(),
-            PACKS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
-        )
-    })
-}
-
-impl Pack {
-    pub fn request(&self) -> ArgRequest {
-        let by = goprobe_input::args::parse_by(self.by).expect("packs' paths are valid");
-        let (_, declared) = goprobe_input::args::split_signature(&format!("f({})", self.signature))
-            .expect("packs' signatures are valid");
-        ArgRequest {
-            normalize_sql: self.normalize_sql,
-            ..ArgRequest::new(by, declared)
-        }
+/// What a pack labels calls by.
+pub fn pack_request(pack: &Pack) -> ArgRequest {
+    let by = goprobe_input::args::parse_by(pack.by).expect("packs' paths are valid");
+    let (_, declared) = goprobe_input::args::split_signature(&format!("f({})", pack.signature))
+        .expect("packs' signatures are valid");
+    ArgRequest {
+        normalize_sql: pack.normalize_sql,
+        ..ArgRequest::new(by, declared)
     }
 }
 
@@ -194,7 +149,7 @@ mod tests {
     #[test]
     fn packs_parse() {
         for p in PACKS {
-            let r = p.request();
+            let r = pack_request(p);
             assert!(!r.by.is_empty(), "{}", p.name);
             assert!(regex::Regex::new(p.functions).is_ok());
         }

@@ -114,7 +114,7 @@ const UNPAIRABLE_RUNTIME: &[&str] = &[
 pub fn plan_binary(
     index: &BinaryIndex,
     pattern: &Pattern,
-    request: Option<&args::ArgRequest>,
+    requests: &args::ArgRequests,
 ) -> BinaryPlan {
     let goroutine_exit = index
         .find("runtime.goexit1")
@@ -139,6 +139,7 @@ pub fn plan_binary(
         ..BinaryPlan::default()
     };
     for function in index.functions.iter().filter(|f| pattern.matches(&f.name)) {
+        let request = args::request_for(requests, &function.name);
         let planned = plan_function(index, function, request.is_some()).and_then(|mut p| {
             if let Some(request) = request {
                 p.args = Some(args::plan_args(index, &function.name, request)?);
@@ -154,7 +155,7 @@ pub fn plan_binary(
         }
     }
     for copy in index.inlined_copies(&|name| pattern.matches(name)) {
-        if request.is_some() {
+        if args::request_for(requests, &copy.name).is_some() {
             // Inlined code keeps its arguments wherever the caller's code put them.
             plan.refused.push(Refusal {
                 name: format!(

@@ -101,11 +101,37 @@ const PODS_EVERY: Duration = Duration::from_secs(15);
 struct Probe {
     name: String,
     patterns: Vec<Pattern>,
+    /// `by` or `pack`: what the calls of each pattern's functions are labelled by.
+    arg_requests: crate::plan::args::ArgRequests,
     service: Option<String>,
     exe: Vec<Glob>,
     process: Vec<Glob>,
     container: Vec<Glob>,
     pod: Vec<Glob>,
+}
+
+/// A probe's patterns, and what the calls of each are labelled by (`by`, `pack`); the config
+/// was checked when read, so a pack's name is known and a `by` parses.
+fn probe_patterns(
+    p: &goprobe_input::agent_config::ProbeConfig,
+) -> (Vec<Pattern>, crate::plan::args::ArgRequests) {
+    use crate::plan::args::{ArgRequest, pack, pack_request};
+    if let Some(name) = &p.pack {
+        let pack = pack(name).expect("checked when the config was read");
+        let pattern = Pattern::parse(&format!("go:{}", pack.functions), true)
+            .expect("packs' patterns are valid");
+        return (vec![pattern.clone()], vec![(pattern, pack_request(pack))]);
+    }
+    let mut patterns = Vec::new();
+    let mut requests = Vec::new();
+    for (pattern, declared) in p.patterns() {
+        if let Some(by) = &p.by {
+            let by = goprobe_input::args::parse_by(by).expect("checked when the config was read");
+            requests.push((pattern.clone(), ArgRequest::new(by, declared)));
+        }
+        patterns.push(pattern);
+    }
+    (patterns, requests)
 }
 
 impl Probe {
@@ -114,14 +140,18 @@ impl Probe {
             .probes
             .iter()
             .enumerate()
-            .map(|(i, p)| Probe {
-                name: config.probe_name(i),
-                patterns: p.patterns(),
-                service: p.service.clone(),
-                exe: p.exe.clone(),
-                process: p.process.clone(),
-                container: p.container.clone(),
-                pod: p.pod.clone(),
+            .map(|(i, p)| {
+                let (patterns, arg_requests) = probe_patterns(p);
+                Probe {
+                    name: config.probe_name(i),
+                    patterns,
+                    arg_requests,
+                    service: p.service.clone(),
+                    exe: p.exe.clone(),
+                    process: p.process.clone(),
+                    container: p.container.clone(),
+                    pod: p.pod.clone(),
+                }
             })
             .collect()
     }
@@ -262,6 +292,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut tracer = Tracer::with_probes(Pattern::any_of(&all), mode, probes_kind)?;
     tracer.keep_names = false;
+    tracer.arg_requests = probes.iter().flat_map(|p| p.arg_requests.clone()).collect();
+    tracer.aggregator.by_arg.max_values = config.histogram.max_values;
     let budget =
         (config.agent.overhead_budget.0 > 0.0).then(|| Budget::new(config.agent.overhead_budget.0));
     // Each function attached apart, so that the budget can detach one alone.
@@ -425,15 +457,17 @@ impl Agent {
         let histograms = self.tracer.aggregator.take();
         let mut guard = self.shared.metrics.lock().expect("metrics lock");
         for ((func, pid), latencies) in histograms {
+            // Calls counted by argument values (`by`, packs) belong to their function.
+            let base = self.tracer.functions.base_of(func);
             if let Some((ids, _)) = self.traced(pid)
-                && !ids.contains(&func)
+                && !ids.contains(&base)
             {
                 continue;
             }
             let key = self.series_key(func, pid);
             guard.0.add(&key, &latencies);
             if let Some(budget) = self.budget.as_mut() {
-                budget.count(pid, func, latencies.count);
+                budget.count(pid, base, latencies.count);
             }
             self.interval.entry(key).or_default().merge(&latencies);
         }
@@ -559,11 +593,9 @@ impl Agent {
     }
 
     fn series_key(&self, func: u32, pid: u32) -> SeriesKey {
-        let function = self
-            .tracer
-            .functions
-            .get(func)
-            .map_or_else(|| format!("func#{func}"), |f| f.name.clone());
+        let info = self.tracer.functions.get(func);
+        let function = info.map_or_else(|| format!("func#{func}"), |f| f.name.clone());
+        let by = info.map(|f| f.labels.clone()).unwrap_or_default();
         let pid_label = self.config.histogram.pid_label.then_some(pid);
         match self.traced(pid) {
             Some((_, labels)) => SeriesKey {
@@ -573,10 +605,12 @@ impl Agent {
                 pod: labels.pod.clone(),
                 namespace: labels.namespace.clone(),
                 pid: pid_label,
+                by,
             },
             _ => SeriesKey {
                 function,
                 pid: pid_label,
+                by,
                 ..SeriesKey::default()
             },
         }

@@ -146,7 +146,7 @@ fn attribute(key: &str, value: &str) -> KeyValue {
 fn attributes(key: &SeriesKey) -> Vec<KeyValue> {
     key.labels()
         .into_iter()
-        .map(|(k, v)| attribute(k, &v))
+        .map(|(k, v)| attribute(&k, &v))
         .collect()
 }
 
