@@ -1,5 +1,5 @@
-//! Function patterns (`go:NAME`, `PATH:NAME`, globs or regular expressions) and the closest-name
-//! suggestions made when nothing matches. The first byte chooses glob or regex; the rest is the
+//! Function patterns (`go:NAME`, `PATH:NAME`, globs or regular expressions), their declared
+//! signatures and `--by` paths, and the closest-name suggestions made when nothing matches. The first byte chooses glob or regex; the rest is the
 //! pattern. Suggestions must stay cheap whatever the pattern's length.
 #![no_main]
 
@@ -24,6 +24,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let regex = flags & 1 == 1;
+    if let Ok((_, Some(params))) = goprobe_input::args::split_signature(text) {
+        assert!(params.len() <= 64);
+    }
+    let _ = goprobe_input::args::parse_by(text);
     let mut patterns = Vec::new();
     for parsed in [Pattern::parse(text, regex), Pattern::name_only(text, regex)] {
         match parsed {

@@ -27,6 +27,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"runtime"
 	"sort"
 	"sync"
@@ -104,6 +105,13 @@ func goprobeBenchSpin(d time.Duration) time.Duration {
 
 // goprobeBenchPing marks "still waiting for the go-ahead".
 //
+// goprobeBenchKey takes a string, for `funclatency --by key`'s cost per call.
+//
+//go:noinline
+func goprobeBenchKey(key string) int {
+	return len(key) + sink
+}
+
 //go:noinline
 func goprobeBenchPing() {}
 
@@ -187,6 +195,7 @@ func main() {
 	rate := flag.Int("rate", 10000, "calls per second in all (rate mode; 0: as fast as possible)")
 	dur := flag.Duration("d", 5*time.Second, "how long to call (rate mode)")
 	g := flag.Int("g", 2, "goroutines (rate mode)")
+	nkeys := flag.Int("keys", 8, "distinct keys (key mode)")
 
 	stop := make(chan struct{})
 	pinged := make(chan struct{})
@@ -222,13 +231,18 @@ func main() {
 	close(stop)
 	<-pinged
 
+	keys := make([]string, *nkeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/api/v1/items/%d", i)
+	}
 	switch *mode {
-	case "call", "leaf", "leafbr", "asm":
+	case "call", "leaf", "leafbr", "asm", "key":
 		f := map[string]func(int) int{
 			"call":   goprobeBenchCall,
 			"leaf":   goprobeBenchLeaf,
 			"leafbr": goprobeBenchLeafBranch,
 			"asm":    goprobeBenchAsm,
+			"key":    func(i int) int { return goprobeBenchKey(keys[i%len(keys)]) },
 		}[*mode]
 		if *n < 256 {
 			harness.Fail("need -n >= 256")

@@ -33,6 +33,8 @@ pub struct PercallFunction {
     /// default) and on (`-v`), headline function only.
     bpf_bytes: Option<(u64, u64)>,
     bpf_bytes_log_on: Option<(u64, u64)>,
+    /// goprobe's peak resident memory per config, one value per repetition.
+    peak_rss_mib: BTreeMap<&'static str, Vec<f64>>,
     notes: Vec<String>,
 }
 
@@ -50,6 +52,7 @@ pub const BARE: &str = "bare probes at goprobe's sites";
 pub const GOPROBE_LOG_ON: &str = "goprobe, kernel log on (-v)";
 const BT_UPROBE: &str = "bpftrace uprobe";
 pub const BT_URETPROBE: &str = "bpftrace uprobe + uretprobe";
+pub const GOPROBE_BY: &str = "goprobe funclatency --by key";
 
 pub fn measure(env: &Env) -> Result<PercallReport> {
     let plan = &env.plan;
@@ -59,6 +62,8 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
         mode: &'static str,
         function: &'static str,
         bpftrace: bool,
+        /// More program arguments (`-keys N`).
+        extra_args: &'static [&'static str],
     }
     // The headline case also runs goprobe as it was before its kernel programs kept each
     // goroutine's g.stack.hi (GOPROBE_STACK_HI_CACHE=0), for that change's before/after.
@@ -69,6 +74,7 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             mode: "call",
             function: "main.goprobeBenchCall",
             bpftrace: true,
+            extra_args: &[],
         },
         Case {
             label: "frameless leaf that starts with a branch (Go 1.27)",
@@ -76,6 +82,7 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             mode: "leafbr",
             function: "main.goprobeBenchLeafBranch",
             bpftrace: true,
+            extra_args: &[],
         },
         Case {
             label: "frameless leaf, straight-line arithmetic (Go 1.27)",
@@ -83,6 +90,7 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             mode: "leaf",
             function: "main.goprobeBenchLeaf",
             bpftrace: true,
+            extra_args: &[],
         },
         Case {
             label: "the stack-check function built by Go 1.19 (a padding NOP before its RET)",
@@ -90,6 +98,23 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             mode: "call",
             function: "main.goprobeBenchCall",
             bpftrace: false,
+            extra_args: &[],
+        },
+        Case {
+            label: "a string argument, 8 distinct values, with --by (Go 1.27)",
+            bin: env.bench.clone(),
+            mode: "key",
+            function: "main.goprobeBenchKey",
+            bpftrace: false,
+            extra_args: &[],
+        },
+        Case {
+            label: "the same, 100,000 distinct values: the cap (100 values, the rest `other`)",
+            bin: env.bench.clone(),
+            mode: "key",
+            function: "main.goprobeBenchKey",
+            bpftrace: false,
+            extra_args: &["-keys", "100000"],
         },
     ];
     let mut functions = Vec::new();
@@ -120,6 +145,9 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
         if case.bpftrace {
             configs.push((BT_UPROBE, Tracer::Bpftrace(bpftrace_uprobe(case.function))));
         }
+        if case.mode == "key" {
+            configs.push((GOPROBE_BY, Tracer::GoprobeArgs(vec!["--by", "key"])));
+        }
         let headline = functions.is_empty();
         if headline {
             configs.push((GOPROBE_UNCACHED, uncached(vec![])));
@@ -135,14 +163,16 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
             bpf_uncached: Vec::new(),
             bpf_bytes: None,
             bpf_bytes_log_on: None,
+            peak_rss_mib: BTreeMap::new(),
             notes: Vec::new(),
         };
-        let args = vec![
+        let mut args = vec![
             "-mode".to_string(),
             case.mode.to_string(),
             "-n".to_string(),
             plan.calls.to_string(),
         ];
+        args.extend(case.extra_args.iter().map(|a| a.to_string()));
         for rep in 0..plan.reps {
             for (name, tracer) in &configs {
                 eprintln!(
@@ -159,6 +189,12 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
                             // The program makes 1000 warm-up calls, then -n.
                             let want = plan.calls as u64 + 1000;
                             f.counts_ok.push(g.sum(case.function, "count") == want);
+                            if let Some(kib) = g.peak_rss_kib {
+                                f.peak_rss_mib
+                                    .entry(name)
+                                    .or_default()
+                                    .push(kib as f64 / 1024.0);
+                            }
                         }
                     }
                     Err(e) => {
@@ -362,6 +398,28 @@ pub fn render(w: &mut String, p: &PercallReport) {
                  entry {} and return {} per run.\n",
                 fmt_summary(&f.bpf.iter().map(|b| b.0).collect::<Vec<_>>(), ns),
                 fmt_summary(&f.bpf.iter().map(|b| b.1).collect::<Vec<_>>(), ns)
+            );
+        }
+        if f.ns.contains_key(GOPROBE_BY) {
+            let rss = |config: &str| {
+                f.peak_rss_mib
+                    .get(config)
+                    .map_or_else(|| "–".into(), |v| fmt_summary(v, |m| format!("{m:.1} MiB")))
+            };
+            let _ = writeln!(
+                w,
+                "`--by key` over plain timing: {} per call added, --by ÷ plain = {}. goprobe's                  peak memory (VmHWM): {} with `--by`, {} without.\n",
+                fmt_summary(
+                    &f.added(GOPROBE_BY)
+                        .iter()
+                        .zip(f.added(GOPROBE))
+                        .map(|(by, plain)| by - plain)
+                        .collect::<Vec<_>>(),
+                    ns
+                ),
+                fmt_summary(&f.ratio(GOPROBE_BY, GOPROBE), ratio),
+                rss(GOPROBE_BY),
+                rss(GOPROBE)
             );
         }
         if f.ns.contains_key(GOPROBE_LOG_ON) {

@@ -80,10 +80,16 @@ impl GoprobeOut {
     }
 
     /// Sum of a numeric field over the JSON lines of one function.
+    /// `field` summed over the lines of `function`, those of its argument values (`--by`:
+    /// `function{key="..."}`) included.
     pub fn sum(&self, function: &str, field: &str) -> u64 {
+        let labelled = format!("{function}{{");
         self.lines
             .iter()
-            .filter(|l| l.str("function") == Some(function))
+            .filter(|l| {
+                l.str("function")
+                    .is_some_and(|f| f == function || f.starts_with(&labelled))
+            })
             .filter_map(|l| l.u64(field))
             .sum()
     }
