@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(normalize_sql("SELECT SLEEP(0.005)"), "SELECT SLEEP(?)");
         assert_eq!(
             normalize_sql("INSERT INTO t VALUES ('x"),
-            "INSERT INTO t VALUES ?"
+            "INSERT INTO t VALUES (?"
         );
     }
 
@@ -263,13 +263,15 @@ mod tests {
         }
         assert_eq!(ids[0], ids[2]);
         assert_ne!(ids[0], ids[1]);
-        let label = |id: u32| functions.get(id).unwrap().labels[0].1.clone();
-        assert_eq!(label(ids[0]), "a");
-        assert_eq!(label(ids[3]), OTHER);
+        let label =
+            |functions: &FunctionTable, id: u32| functions.get(id).unwrap().labels[0].1.clone();
+        assert_eq!(label(&functions, ids[0]), "a");
+        assert_eq!(label(&functions, ids[3]), OTHER);
+        assert_eq!(functions.base_of(ids[3]), base);
         assert_eq!(by.over_limit, 1);
         // No values: (lost), whatever the cap.
         let lost = by.id_of(&call(1, 8, 99, 1), &mut functions);
-        assert_eq!(label(lost), LOST);
+        assert_eq!(label(&functions, lost), LOST);
         assert_eq!(by.pending(), 0);
     }
 }

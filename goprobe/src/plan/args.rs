@@ -154,9 +154,9 @@ mod tests {
             assert!(regex::Regex::new(p.functions).is_ok());
         }
         assert_eq!(
-            pack("http-server").unwrap().request().labels,
+            pack_request(pack("http-server").unwrap()).labels,
             ["method", "path"]
         );
-        assert!(pack("nope").unwrap_err().contains("http-server"));
+        assert!(pack("nope").err().unwrap().contains("http-server"));
     }
 }
