@@ -16,6 +16,10 @@ pub enum ArgsError {
     TooMany(usize),
     #[error("signature {0:?}: {1}")]
     Signature(String, &'static str),
+    #[error(
+        "--where {0:?}: write PATH OP VALUE, with OP one of == != < <= > >= (e.g. 'r.URL.Path == \"/slow\"', 'n >= 500')"
+    )]
+    BadWhere(String),
 }
 
 /// One `--by` path: an argument (`name`, or `argN` by position) and the fields to follow.
@@ -61,6 +65,86 @@ pub fn parse_by(text: &str) -> Result<Vec<ByPath>, ArgsError> {
         return Err(ArgsError::TooMany(out.len()));
     }
     Ok(out)
+}
+
+/// `--where`'s comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// `--where PATH OP VALUE`: only calls whose value at PATH compares so are counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Where {
+    pub path: ByPath,
+    pub op: Op,
+    pub value: String,
+}
+
+impl Where {
+    /// Whether `value` (as goprobe shows it: a string, an integer, `true`/`false`) passes.
+    /// Numbers compare as numbers when both sides are; anything else as text.
+    pub fn matches(&self, value: &str) -> bool {
+        let ordering = match (value.parse::<f64>(), self.value.parse::<f64>()) {
+            (Ok(a), Ok(b)) => a.partial_cmp(&b),
+            _ => Some(value.cmp(self.value.as_str())),
+        };
+        let Some(o) = ordering else {
+            return false;
+        };
+        use std::cmp::Ordering::*;
+        match self.op {
+            Op::Eq => o == Equal,
+            Op::Ne => o != Equal,
+            Op::Lt => o == Less,
+            Op::Le => o != Greater,
+            Op::Gt => o == Greater,
+            Op::Ge => o != Less,
+        }
+    }
+}
+
+/// `--where`'s value: `PATH OP VALUE`, VALUE a number, a word, or a quoted string.
+pub fn parse_where(text: &str) -> Result<Where, ArgsError> {
+    let bad = || ArgsError::BadWhere(text.chars().take(200).collect());
+    const OPS: [(&str, Op); 6] = [
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+    let (at, sym, op) = OPS
+        .iter()
+        .filter_map(|&(sym, op)| text.find(sym).map(|at| (at, sym, op)))
+        .min_by_key(|&(at, sym, _)| (at, std::cmp::Reverse(sym.len())))
+        .ok_or_else(bad)?;
+    let path = text[..at].trim();
+    let value = text[at + sym.len()..].trim();
+    let parts: Vec<String> = path.split('.').map(|p| p.trim().to_string()).collect();
+    if parts.len() > 8 || !parts.iter().all(|p| identifier(p)) || value.is_empty() {
+        return Err(bad());
+    }
+    let value = match value.chars().next() {
+        Some(q @ ('"' | '\'')) => value
+            .strip_prefix(q)
+            .and_then(|v| v.strip_suffix(q))
+            .ok_or_else(bad)?
+            .to_string(),
+        _ if value.chars().any(char::is_whitespace) => return Err(bad()),
+        _ => value.to_string(),
+    };
+    Ok(Where {
+        path: ByPath { parts },
+        op,
+        value,
+    })
 }
 
 /// A declared parameter: its name and its type as written.
@@ -177,6 +261,22 @@ mod tests {
         assert!(parse_by("a,b,c").is_err());
         assert!(parse_by("r..x").is_err());
         assert!(parse_by("r.URL[0]").is_err());
+    }
+
+    #[test]
+    fn conditions() {
+        let w = parse_where("r.URL.Path == \"/slow\"").unwrap();
+        assert_eq!(w.path.parts, ["r", "URL", "Path"]);
+        assert!(w.matches("/slow") && !w.matches("/fast"));
+        let w = parse_where("n >= 500").unwrap();
+        assert_eq!(w.op, Op::Ge);
+        assert!(w.matches("500") && w.matches("503") && !w.matches("404"));
+        assert!(!parse_where("n <= 9").unwrap().matches("10"));
+        assert!(parse_where("hit != true").unwrap().matches("false"));
+        assert!(parse_where("n").is_err());
+        assert!(parse_where("== 3").is_err());
+        assert!(parse_where("a.b == 'x").is_err());
+        assert!(parse_where("a == x y").is_err());
     }
 
     #[test]

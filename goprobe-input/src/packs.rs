@@ -2,6 +2,9 @@
 //! the usual suspects, each a set of functions, the signature of their arguments (so that
 //! stripped binaries need no DWARF) and the values their calls are labelled by.
 
+/// A library struct's fields that a pack follows: (struct, [(field, type, offset)]).
+pub type Layout = (&'static str, &'static [(&'static str, &'static str, u64)]);
+
 /// Named probe sets for the usual suspects.
 pub struct Pack {
     pub name: &'static str,
@@ -11,6 +14,10 @@ pub struct Pack {
     pub signature: &'static str,
     pub by: &'static str,
     pub normalize_sql: bool,
+    /// Field offsets of the library's own structs that `by` follows (name, fields as (name,
+    /// type, offset)), for the library versions `about` names: checked by the pack's test on
+    /// a stripped build, since no DWARF says them there.
+    pub layouts: &'static [Layout],
 }
 
 /// `serverHandler` is `struct{ srv *Server }`: one pointer, one register, as a pointer is.
@@ -22,6 +29,7 @@ pub const PACKS: &[Pack] = &[
         signature: "sh *net/http.Server, rw net/http.ResponseWriter, req *net/http.Request",
         by: "req.Method,req.URL.Path",
         normalize_sql: false,
+        layouts: &[],
     },
     Pack {
         name: "http-client",
@@ -30,6 +38,7 @@ pub const PACKS: &[Pack] = &[
         signature: "c *net/http.Client, req *net/http.Request",
         by: "req.Method,req.URL.Host",
         normalize_sql: false,
+        layouts: &[],
     },
     Pack {
         name: "sql",
@@ -38,6 +47,7 @@ pub const PACKS: &[Pack] = &[
         signature: "db *database/sql.DB, ctx context.Context, query string",
         by: "query",
         normalize_sql: true,
+        layouts: &[],
     },
     Pack {
         name: "redis",
@@ -46,6 +56,19 @@ pub const PACKS: &[Pack] = &[
         signature: "c *github.com/gomodule/redigo/redis.conn, readTimeout int64, cmd string",
         by: "cmd",
         normalize_sql: false,
+        layouts: &[],
+    },
+    Pack {
+        name: "grpc",
+        about: "gRPC servers (google.golang.org/grpc 1.33, Debian's): each unary call by its full method",
+        functions: r"^google\.golang\.org/grpc\.\(\*Server\)\.processUnaryRPC$",
+        signature: "s *google.golang.org/grpc.Server, t any, stream *google.golang.org/grpc/internal/transport.Stream",
+        by: "stream.method",
+        normalize_sql: false,
+        layouts: &[(
+            "google.golang.org/grpc/internal/transport.Stream",
+            &[("method", "string", 72)],
+        )],
     },
 ];
 

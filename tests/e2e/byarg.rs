@@ -406,3 +406,139 @@ fn redis_pack_counts_each_command() {
         Ok(())
     });
 }
+
+/// `--pack http-server` on Debian's caddy (a stripped Go binary) serving two files: each path's
+/// requests counted exactly.
+#[test]
+fn http_server_pack_on_caddy() {
+    let dir = std::env::temp_dir().join(format!("goprobe-e2e-caddy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    std::fs::write(dir.join("site/a.txt"), "a\n").unwrap();
+    std::fs::write(dir.join("site/b.txt"), "b\n".repeat(1000)).unwrap();
+    let port = goprobe_e2e::free_port();
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n}}\nhttp://127.0.0.1:{port} {{\n\troot * {}\n\tfile_server\n}}\n",
+            dir.join("site").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("caddy.log")).unwrap();
+    let mut caddy = std::process::Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("caddy (Debian's caddy, installed by cargo xtask setup)");
+    let ready = goprobe_e2e::poll("caddy to listen", Duration::from_secs(30), || {
+        goprobe_e2e::http_get(port, "/a.txt").ok()
+    });
+    let result = ready.and_then(|_| {
+        let pid = caddy.id().to_string();
+        let mut probe = goprobe_e2e::Goprobe::start(&[
+            "funclatency",
+            "--json",
+            "-v",
+            "-p",
+            &pid,
+            "--pack",
+            "http-server",
+        ]);
+        probe.wait_tracing()?;
+        for (path, n) in [("/a.txt", 30), ("/b.txt", 50)] {
+            for _ in 0..n {
+                let (status, _) = goprobe_e2e::http_get(port, path)?;
+                if status != 200 {
+                    return Err(format!("GET {path}: {status}"));
+                }
+            }
+        }
+        let finished = probe.interrupt();
+        let lines = finished.json();
+        let rows = rows_by(&lines, "path");
+        expect("/a.txt", count_of(&rows, "/a.txt"), 30)?;
+        expect("/b.txt", count_of(&rows, "/b.txt"), 50)?;
+        Ok(())
+    });
+    let _ = caddy.kill();
+    let _ = caddy.wait();
+    let log = std::fs::read_to_string(dir.join("caddy.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        panic!("{e}\ncaddy's log:\n{log}");
+    }
+}
+
+/// `--pack grpc` against a gRPC server built with Debian's google.golang.org/grpc: each
+/// method's calls counted exactly under its full method, the failing one included.
+#[test]
+fn grpc_pack_reports_each_method() {
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("grpcpair"),
+            &["-fast", "120", "-slow", "25", "-fail", "15"],
+            &[],
+            &["--pack", "grpc"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "method");
+        for method in ["Fast", "Slow", "Fail"] {
+            expect(
+                method,
+                count_of(&rows, &format!("/goprobe.test.Pair/{method}")),
+                u64_field(&truth, method),
+            )?;
+        }
+        if rows.len() != 3 {
+            return Err(format!(
+                "want 3 rows, got {:?}",
+                rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// `--where`: only the calls whose value passes are counted, and -v says how many were left
+/// out; the value tested need not be a label.
+#[test]
+fn where_keeps_only_matching_calls() {
+    for_each_build(&builds_with_variant("stripped"), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "100", "-req", "3"],
+            &[],
+            &["--by", "key", "--where", "n >= 50"],
+            LOOKUP_SIGNATURE,
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "key");
+        let keys = &truth["keys"];
+        expect(
+            "beta (n = 50)",
+            count_of(&rows, "beta"),
+            u64_field(keys, "beta"),
+        )?;
+        if rows.len() != 1 {
+            return Err(format!(
+                "want beta only, got {:?}",
+                rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+            ));
+        }
+        let left_out =
+            u64_field(keys, "alpha") + u64_field(keys, "long") + u64_field(keys, "unmapped");
+        let counters = finished.counters();
+        if counters["args_filtered_out"].as_u64() != Some(left_out) {
+            return Err(format!("args_filtered_out in {counters}, want {left_out}"));
+        }
+        Ok(())
+    });
+}

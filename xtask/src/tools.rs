@@ -205,6 +205,7 @@ fn agent_test_tools() -> Result<()> {
         // The packs' tests (tests/e2e/byarg.rs): real servers, and the Go client libraries
         // Debian packages, which tests/go-gopath builds against.
         ("/usr/sbin/mariadbd", "mariadb-server"),
+        ("/usr/bin/caddy", "caddy"),
         ("/usr/bin/redis-server", "redis-server"),
         (
             "/usr/share/gocode/src/github.com/go-sql-driver/mysql/driver.go",
@@ -213,6 +214,10 @@ fn agent_test_tools() -> Result<()> {
         (
             "/usr/share/gocode/src/github.com/gomodule/redigo/redis/conn.go",
             "golang-github-gomodule-redigo-dev",
+        ),
+        (
+            "/usr/share/gocode/src/google.golang.org/grpc/server.go",
+            "golang-google-grpc-dev",
         ),
     ] {
         if Path::new(bin).is_file() {
@@ -225,7 +230,7 @@ fn agent_test_tools() -> Result<()> {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
         // The packages may start their services; the tests start their own.
-        for service in ["prometheus", "etcd", "mariadb", "redis-server"] {
+        for service in ["prometheus", "etcd", "mariadb", "redis-server", "caddy"] {
             let _ = util::output(cmd("systemctl").args(["disable", "--now", service]));
         }
     }

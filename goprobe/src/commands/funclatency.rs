@@ -126,6 +126,12 @@ pub struct FunclatencyArgs {
     #[arg(long = "pack", value_name = "NAME", conflicts_with_all = ["by", "stacks", "slower_than", "split", "regex"])]
     pub pack: Option<String>,
 
+    /// With --by or --pack: count only the calls whose value at PATH compares so, e.g.
+    /// 'r.URL.Path == "/slow"', 'n >= 500' (numbers as numbers, the rest as text; PATH as in
+    /// --by, read too if it is not one of --by's). -v counts the calls left out
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub filter: Option<String>,
+
     /// With --by or --pack: distinct values kept per function; later ones count under `other`
     #[arg(long = "max-values", value_name = "N", default_value_t = crate::pipeline::by_arg::DEFAULT_MAX_VALUES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub max_values: usize,
@@ -182,7 +188,13 @@ fn pattern_and_request(
 }
 
 pub fn run(args: FunclatencyArgs) -> anyhow::Result<()> {
-    let (pattern, request) = pattern_and_request(&args)?;
+    let (pattern, mut request) = pattern_and_request(&args)?;
+    if let Some(text) = &args.filter {
+        let Some(request) = request.as_mut() else {
+            anyhow::bail!("--where tests argument values: add --by PATHS or --pack NAME");
+        };
+        request.filter = Some(goprobe_input::args::parse_where(text)?);
+    }
     let selection = selection(&args, &pattern)?;
     let mode = attach_mode_from_env();
 
@@ -561,6 +573,7 @@ fn print_counters(tracer: &mut Tracer) {
         fields.insert("args_unreadable".into(), by.unreadable.into());
         fields.insert("args_over_limit".into(), by.over_limit.into());
         fields.insert("args_dropped".into(), by.pending_dropped.into());
+        fields.insert("args_filtered_out".into(), by.filtered_out.into());
     }
     if tracer.kernel().split() {
         for (name, value) in crate::kernel::split::counters(tracer.kernel().ebpf()) {

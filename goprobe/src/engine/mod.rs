@@ -371,12 +371,22 @@ impl Tracer {
                 flags |= cookie::ARGS;
                 let info = self.functions.get_mut(id);
                 info.normalize_sql = request.normalize_sql;
+                // The labels' values, then `--where`'s if it is read apart.
                 info.by = request
                     .labels
                     .iter()
+                    .cloned()
+                    .chain(std::iter::once("where".to_string()))
                     .zip(&spec.reads)
-                    .map(|(label, read)| (label.clone(), read.kind))
+                    .filter(|(_, read)| read.kind != goprobe_common::args::KIND_NONE)
+                    .map(|(label, read)| (label, read.kind))
                     .collect();
+                info.labelled = request.labels.len();
+                info.filter = request
+                    .filter
+                    .clone()
+                    .zip(request.filter_index())
+                    .map(|(filter, index)| (index, filter));
             }
             entries.push(Site {
                 offset: function.entry_offset,

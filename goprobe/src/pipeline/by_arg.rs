@@ -41,6 +41,8 @@ pub struct ByArg {
     pub unreadable: u64,
     /// Calls counted under `other` because their function had `max_values` value sets already.
     pub over_limit: u64,
+    /// Calls that `--where` left out.
+    pub filtered_out: u64,
 }
 
 impl Default for ByArg {
@@ -53,6 +55,7 @@ impl Default for ByArg {
             pending_dropped: 0,
             unreadable: 0,
             over_limit: 0,
+            filtered_out: 0,
         }
     }
 }
@@ -108,18 +111,34 @@ impl ByArg {
         text
     }
 
-    /// The function id the call of `event` counts under: its own values', `other`, or `(lost)`.
-    pub fn id_of(&mut self, event: &LatencyEvent, functions: &mut FunctionTable) -> u32 {
+    /// The function id the call of `event` counts under: its own values', `other`, or `(lost)`;
+    /// `None` for a call that `--where` leaves out (counted in `filtered_out`). A call whose
+    /// values were lost cannot be tested, and counts under `(lost)`.
+    pub fn id_of(&mut self, event: &LatencyEvent, functions: &mut FunctionTable) -> Option<u32> {
         let start = event.end_ns.saturating_sub(event.latency_ns);
         let Some(base) = functions.get(event.func) else {
-            return event.func;
+            return Some(event.func);
         };
-        let names: Vec<String> = base.by.iter().map(|(name, _)| name.clone()).collect();
+        let names: Vec<String> = base
+            .by
+            .iter()
+            .take(base.labelled)
+            .map(|(name, _)| name.clone())
+            .collect();
         let values = self.pending.remove(&(event.tgid, event.g, start));
         let lost = values.is_none();
-        let values = values.unwrap_or_else(|| vec![LOST.to_string(); names.len()]);
+        let mut values = values.unwrap_or_else(|| vec![LOST.to_string(); base.by.len()]);
+        if let Some((index, filter)) = &base.filter
+            && !lost
+            && !values.get(*index).is_some_and(|v| filter.matches(v))
+        {
+            self.filtered_out += 1;
+            return None;
+        }
+        values.truncate(base.labelled);
+        let values = values;
         if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
-            return id;
+            return Some(id);
         }
         let distinct = self.distinct.entry(event.func).or_default();
         let values = if *distinct >= self.max_values && !lost {
@@ -129,7 +148,7 @@ impl ByArg {
             values
         };
         if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
-            return id;
+            return Some(id);
         }
         if !lost {
             *distinct += 1;
@@ -142,7 +161,7 @@ impl ByArg {
         };
         let id = functions.add(info);
         self.ids.insert((event.func, values), id);
-        id
+        Some(id)
     }
 }
 
@@ -242,6 +261,7 @@ mod tests {
         let base = functions.add(FunctionInfo {
             name: "main.f".into(),
             by: vec![("key".into(), args::KIND_STRING)],
+            labelled: 1,
             ..FunctionInfo::default()
         });
         let mut by = ByArg {
@@ -259,7 +279,7 @@ mod tests {
         for (i, key) in ["a", "b", "a", "c"].iter().enumerate() {
             let start = 1000 * i as u64;
             by.values(&arg_event(1, 7, start, key), &[args::KIND_STRING], false);
-            ids.push(by.id_of(&call(1, 7, start, 5), &mut functions));
+            ids.push(by.id_of(&call(1, 7, start, 5), &mut functions).unwrap());
         }
         assert_eq!(ids[0], ids[2]);
         assert_ne!(ids[0], ids[1]);
@@ -270,7 +290,7 @@ mod tests {
         assert_eq!(functions.base_of(ids[3]), base);
         assert_eq!(by.over_limit, 1);
         // No values: (lost), whatever the cap.
-        let lost = by.id_of(&call(1, 8, 99, 1), &mut functions);
+        let lost = by.id_of(&call(1, 8, 99, 1), &mut functions).unwrap();
         assert_eq!(label(&functions, lost), LOST);
         assert_eq!(by.pending(), 0);
     }

@@ -39,6 +39,10 @@ pub struct FunctionInfo {
     pub labels: Vec<(String, String)>,
     /// `--by` values are SQL, shown with `?` for literals (the `sql` pack).
     pub normalize_sql: bool,
+    /// How many of `by`'s values are labels (the rest is read for `--where` only).
+    pub labelled: usize,
+    /// `--where`: the index of its value in `by`, and the condition.
+    pub filter: Option<(usize, goprobe_input::args::Where)>,
     /// The function whose calls with `labels` this id counts (the id its probes carry).
     pub base: Option<u32>,
 }
@@ -371,7 +375,11 @@ impl Aggregator {
                 let mut event =
                     unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<LatencyEvent>()) };
                 if functions.get(event.func).is_some_and(|f| !f.by.is_empty()) {
-                    event.func = self.by_arg.id_of(&event, functions);
+                    match self.by_arg.id_of(&event, functions) {
+                        Some(id) => event.func = id,
+                        // `--where` left it out (counted).
+                        None => continue,
+                    }
                 }
                 self.record(&event);
                 drained += 1;

@@ -20,6 +20,10 @@ pub struct ArgRequest {
     pub labels: Vec<String>,
     /// Values are SQL: literals become `?`, so no value leaves the host (the `sql` pack).
     pub normalize_sql: bool,
+    /// `--where`: only calls whose value passes are counted.
+    pub filter: Option<goprobe_input::args::Where>,
+    /// A pack's layouts of its library's structs (see `Pack::layouts`).
+    pub layouts: &'static [goprobe_input::packs::Layout],
 }
 
 impl ArgRequest {
@@ -37,7 +41,26 @@ impl ArgRequest {
             declared,
             labels,
             normalize_sql: false,
+            filter: None,
+            layouts: &[],
         }
+    }
+
+    /// The paths the kernel reads: the labels', then `--where`'s unless it is one of them.
+    pub fn reads(&self) -> Vec<&ByPath> {
+        let mut reads: Vec<&ByPath> = self.by.iter().collect();
+        if let Some(filter) = &self.filter
+            && !self.by.contains(&filter.path)
+        {
+            reads.push(&filter.path);
+        }
+        reads
+    }
+
+    /// Where `--where`'s value is among [`ArgRequest::reads`].
+    pub fn filter_index(&self) -> Option<usize> {
+        let filter = self.filter.as_ref()?;
+        self.reads().iter().position(|p| **p == filter.path)
     }
 }
 
@@ -80,6 +103,27 @@ pub fn plan_args(
 ) -> Result<ArgSpec, String> {
     let mut types = Types::with_builtins();
     let layout_note = layouts(index, &mut types).err();
+    for (name, fields) in request.layouts {
+        let fields = fields
+            .iter()
+            .filter_map(|&(field, ty, offset)| {
+                Some(goabi::Field {
+                    name: field.into(),
+                    offset,
+                    ty: types.declared(ty)?,
+                })
+            })
+            .collect();
+        let id = types.add(goabi::Type {
+            name: (*name).into(),
+            kind: goabi::Kind::Struct,
+            size: 0,
+            elem: None,
+            len: 0,
+            fields: Vec::new(),
+        });
+        types.get_mut(id).fields = fields;
+    }
     let params: Vec<Param> = match &request.declared {
         Some(declared) => {
             let mut params = Vec::new();
@@ -121,8 +165,16 @@ pub fn plan_args(
         Some(note) => format!(": {note}"),
         None => String::new(),
     };
+    let reads = request.reads();
+    if reads.len() > args::MAX_VALUES {
+        return Err(format!(
+            "--by and --where read {} values; at most {} at once",
+            reads.len(),
+            args::MAX_VALUES
+        ));
+    }
     let mut spec = ArgSpec::default();
-    for (i, path) in request.by.iter().enumerate().take(args::MAX_VALUES) {
+    for (i, path) in reads.into_iter().enumerate() {
         spec.reads[i] = goabi::resolve(&types, &params, &places, &path.parts, &hint)
             .map_err(|e| format!("--by {}: {e}", path.text()))?;
     }
@@ -138,6 +190,7 @@ pub fn pack_request(pack: &Pack) -> ArgRequest {
         .expect("packs' signatures are valid");
     ArgRequest {
         normalize_sql: pack.normalize_sql,
+        layouts: pack.layouts,
         ..ArgRequest::new(by, declared)
     }
 }
