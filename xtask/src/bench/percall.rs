@@ -408,7 +408,7 @@ pub fn render(w: &mut String, p: &PercallReport) {
             };
             let _ = writeln!(
                 w,
-                "`--by key` over plain timing: {} per call added, --by ÷ plain = {}. goprobe's                  peak memory (VmHWM): {} with `--by`, {} without.\n",
+                "`--by key` over plain timing: {} per call added, --by ÷ plain = {}. goprobe's peak memory (VmHWM): {} with `--by`, {} without.\n",
                 fmt_summary(
                     &f.added(GOPROBE_BY)
                         .iter()
