@@ -169,7 +169,7 @@ fn pattern_and_request(
             .map(|(p, _)| p)
             .filter(|p| !p.is_empty())
             .unwrap_or("go");
-        let pattern = Pattern::parse(&format!("{prefix}:{}", pack.functions), true)?;
+        let pattern = plan_args::pack_pattern(pack, prefix)?;
         return Ok((pattern, Some(plan_args::pack_request(pack))));
     }
     let (raw, declared) =

@@ -819,6 +819,7 @@ impl Tracer {
     }
 
     pub fn sweep(&mut self, keep: impl Fn(u32) -> bool) -> usize {
+        self.aggregator.by_arg.forget_exited(&keep);
         self.kernel.sweep_goroutines(keep)
     }
 

@@ -43,6 +43,9 @@ pub struct ByArg {
     pub over_limit: u64,
     /// Calls that `--where` left out.
     pub filtered_out: u64,
+    /// Processes found exited at the last sweep that still had values waiting: removed at the
+    /// next one, once every event they sent before exiting has been drained.
+    exited: std::collections::HashSet<u32>,
 }
 
 impl Default for ByArg {
@@ -56,6 +59,7 @@ impl Default for ByArg {
             unreadable: 0,
             over_limit: 0,
             filtered_out: 0,
+            exited: std::collections::HashSet::new(),
         }
     }
 }
@@ -63,6 +67,22 @@ impl Default for ByArg {
 impl ByArg {
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Drop the waiting values of processes that had exited at the previous sweep (their calls
+    /// that never returned will not), and note those exited now. A long-running agent keeps
+    /// values only for processes alive.
+    pub fn forget_exited(&mut self, alive: impl Fn(u32) -> bool) {
+        let gone = std::mem::take(&mut self.exited);
+        if !gone.is_empty() {
+            self.pending.retain(|k, _| !gone.contains(&k.0));
+        }
+        self.exited = self
+            .pending
+            .keys()
+            .map(|k| k.0)
+            .filter(|&tgid| !alive(tgid))
+            .collect();
     }
 
     /// A call's values arrived (at its entry); `kinds`: how its function's values are read
@@ -292,6 +312,12 @@ mod tests {
         // No values: (lost), whatever the cap.
         let lost = by.id_of(&call(1, 8, 99, 1), &mut functions).unwrap();
         assert_eq!(label(&functions, lost), LOST);
+        assert_eq!(by.pending(), 0);
+        // Values of a process that exited go at the second sweep after it, not the first.
+        by.values(&arg_event(9, 7, 1, "a"), &[args::KIND_STRING], false);
+        by.forget_exited(|tgid| tgid != 9);
+        assert_eq!(by.pending(), 1);
+        by.forget_exited(|tgid| tgid != 9);
         assert_eq!(by.pending(), 0);
     }
 }

@@ -183,6 +183,14 @@ pub fn plan_args(
 
 pub use goprobe_input::packs::{PACKS, Pack, pack};
 
+/// The functions of `pack` in the binaries `prefix` names (`go`, or a path).
+pub fn pack_pattern(
+    pack: &Pack,
+    prefix: &str,
+) -> Result<crate::plan::Pattern, goprobe_input::pattern::PatternError> {
+    crate::plan::Pattern::parse(&format!("{prefix}:{}", pack.functions), true)
+}
+
 /// What a pack labels calls by.
 pub fn pack_request(pack: &Pack) -> ArgRequest {
     let by = goprobe_input::args::parse_by(pack.by).expect("packs' paths are valid");

@@ -118,8 +118,8 @@ fn probe_patterns(
     use crate::plan::args::{ArgRequest, pack, pack_request};
     if let Some(name) = &p.pack {
         let pack = pack(name).expect("checked when the config was read");
-        let pattern = Pattern::parse(&format!("go:{}", pack.functions), true)
-            .expect("packs' patterns are valid");
+        let pattern =
+            crate::plan::args::pack_pattern(pack, "go").expect("packs' patterns are valid");
         return (vec![pattern.clone()], vec![(pattern, pack_request(pack))]);
     }
     let mut patterns = Vec::new();
