@@ -243,7 +243,7 @@ pub struct LatencyEvent {
 /// Values of one call read from its arguments (`funclatency --by`, packs).
 pub mod args {
     /// Values one function's calls are labelled by.
-    pub const MAX_VALUES: usize = 2;
+    pub const MAX_VALUES: usize = 3;
     /// Pointer loads and field offsets on the way from a register to a value (`r.URL.Path` is
     /// two: `URL` at 16 in the request, a pointer followed, then `Path` at 56 in the URL).
     pub const MAX_STEPS: usize = 4;
@@ -264,6 +264,30 @@ pub mod args {
     pub const KIND_BOOL: u32 = 3;
     /// A Go string: a (pointer, length) pair, its bytes read from the pointer.
     pub const KIND_STRING: u32 = 4;
+    /// An interface (`error`, `any`): its first word, the itab or type pointer; 0 is nil.
+    pub const KIND_IFACE: u32 = 5;
+
+    /// [`super::ArgRead::when`]: from the argument registers at the entry.
+    pub const AT_ENTRY: u32 = 0;
+    /// From the result registers at the RET (Go returns results in the argument registers,
+    /// assigned the same way).
+    pub const AT_RETURN: u32 = 1;
+    /// A pointer argument kept at the entry, followed at the RET: what the callee wrote through
+    /// it by then (an HTTP handler's status, through its `ResponseWriter`).
+    pub const AT_RETURN_THROUGH: u32 = 2;
+
+    /// [`super::ArgRead::guard_register`]: no guard.
+    pub const NO_GUARD: u32 = u32::MAX;
+
+    /// [`super::ArgSpec::phases`]: the entry sends an event with the values read there.
+    pub const PHASE_ENTRY: u32 = 1;
+    /// The RET sends an event with the values read there.
+    pub const PHASE_RETURN: u32 = 2;
+    /// The entry keeps pointers for the RET ([`AT_RETURN_THROUGH`]).
+    pub const PHASE_KEEP: u32 = 4;
+    /// Calls with kept pointers open at once, over all processes; the oldest are evicted
+    /// (their values then say [`LOST`]).
+    pub const MAX_KEPT: u32 = 1 << 16;
 
     /// [`super::ArgValue::status`]: read whole.
     pub const OK: u32 = 0;
@@ -271,15 +295,24 @@ pub mod args {
     pub const UNREADABLE: u32 = 1;
     /// A string longer than [`STRING_BYTES`]: its first bytes are kept.
     pub const TRUNCATED: u32 = 2;
+    /// Not read in this event: the other one (entry or return) of the same call has it.
+    pub const ELSEWHERE: u32 = 3;
+    /// The interface the path asserts held another dynamic type (`guard`).
+    pub const OTHER_TYPE: u32 = 4;
+    /// The pointer kept at the entry was evicted before the return ([`MAX_KEPT`]).
+    pub const LOST: u32 = 5;
+    /// A pointer on the way was nil.
+    pub const NIL: u32 = 6;
 }
 
-/// How to read one value at a function's entry: from integer register `register` (with
-/// `register2`, a string's length, when the string itself is the argument), or, with `steps`,
-/// from memory: `address = register`, then for each step but the last
+/// How to read one value, at a function's entry or at its RET (`when`): from integer register
+/// `register` (with `register2`, a string's length, when the string itself is the argument),
+/// or, with `steps`, from memory: `address = register`, then for each step but the last
 /// `address = *(address + offsets[i])` (a pointer followed), and the value is at
-/// `address + offsets[steps - 1]`.
+/// `address + offsets[steps - 1]`. With a guard, `register` is read only if
+/// `guard_register` holds `guard` (an interface's itab: `rw.(*net/http.response)`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgRead {
     /// One of `args::KIND_*`.
     pub kind: u32,
@@ -288,8 +321,30 @@ pub struct ArgRead {
     pub register: u32,
     pub register2: u32,
     pub steps: u32,
-    pub _pad: u32,
+    /// One of `args::AT_*`.
+    pub when: u32,
     pub offsets: [u32; args::MAX_STEPS],
+    /// A register, or `args::NO_GUARD`.
+    pub guard_register: u32,
+    pub _pad: u32,
+    pub guard: u64,
+}
+
+impl Default for ArgRead {
+    fn default() -> Self {
+        Self {
+            kind: args::KIND_NONE,
+            size: 0,
+            register: 0,
+            register2: 0,
+            steps: 0,
+            when: args::AT_ENTRY,
+            offsets: [0; args::MAX_STEPS],
+            guard_register: args::NO_GUARD,
+            _pad: 0,
+            guard: 0,
+        }
+    }
 }
 
 /// The values one function's calls are labelled by, in `ARG_SPECS` by function id.
@@ -297,13 +352,17 @@ pub struct ArgRead {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArgSpec {
     pub reads: [ArgRead; args::MAX_VALUES],
+    /// `args::PHASE_*` bits: what the entry and the RET do.
+    pub phases: u32,
+    pub _pad: u32,
 }
 
 /// One value read at an entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgValue {
-    /// One of `args::OK`, `UNREADABLE`, `TRUNCATED`.
+    /// One of `args::OK`, `UNREADABLE`, `TRUNCATED`, `ELSEWHERE`, `OTHER_TYPE`, `LOST`,
+    /// `NIL`.
     pub status: u32,
     /// Bytes of the string kept in `bytes`.
     pub len: u32,
@@ -323,9 +382,10 @@ impl Default for ArgValue {
     }
 }
 
-/// The arguments of one call, sent at its entry. The call's latency event follows it in the
-/// ring buffer (it is reserved later), and names the same call: same `tgid` and `g`, and
-/// `end_ns - latency_ns == start_ns`.
+/// The arguments of one call, sent at its entry ([`ArgEvent::MAGIC`]), and its results (or what
+/// it wrote through a kept pointer), sent at its RET ([`ArgEvent::MAGIC_RETURN`]). The call's
+/// latency event follows both in the ring buffer (it is reserved later), and names the same
+/// call: same `tgid` and `g`, and `end_ns - latency_ns == start_ns`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArgEvent {
@@ -333,13 +393,33 @@ pub struct ArgEvent {
     pub func: u32,
     pub g: u64,
     pub start_ns: u64,
-    /// Always [`ArgEvent::MAGIC`]: with the size, tells this event from the others in the ring.
+    /// [`ArgEvent::MAGIC`] or [`ArgEvent::MAGIC_RETURN`]: with the size, tells this event from
+    /// the others in the ring.
     pub magic: u64,
     pub values: [ArgValue; args::MAX_VALUES],
 }
 
 impl ArgEvent {
     pub const MAGIC: u64 = 0x6172_6773_676f_7072;
+    pub const MAGIC_RETURN: u64 = 0x7265_7473_676f_7072;
+}
+
+/// The pointers a call's entry keeps for its RET (`args::AT_RETURN_THROUGH`), by
+/// [`KeptKey`]. `u64::MAX`: the guard failed at the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub pointers: [u64; args::MAX_VALUES],
+}
+
+/// An open call: its goroutine and its place on that goroutine's stack, which its RET finds
+/// again (the stack pointer's distance from the stack's top survives the stack being moved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeptKey {
+    pub tgid: u32,
+    pub sp_off: u32,
+    pub g: u64,
 }
 
 /// User stacks captured by the kernel side (stackcount, `funclatency --stacks`, profile).

@@ -62,30 +62,25 @@ mod regs {
         }
     }
 
-    /// Go's integer argument registers in ABI order (rax, rbx, rcx, rdi, rsi, r8..r11), the
-    /// rest of the array zero; volatile loads, as in [`args3`].
+    /// Go's integer argument (and result) register `index` in ABI order (rax, rbx, rcx, rdi,
+    /// rsi, r8..r11), 0 past them; a volatile load, as in [`args3`]. One register at a time:
+    /// an array of them all took the return program past the 512-byte stack.
     #[inline(always)]
-    pub(crate) fn int_args(regs: &pt_regs) -> [u64; 16] {
+    pub(crate) fn int_arg(regs: &pt_regs, index: u32) -> u64 {
         // SAFETY: plain reads of the kernel's pt_regs.
         unsafe {
-            [
-                core::ptr::read_volatile(&regs.rax),
-                core::ptr::read_volatile(&regs.rbx),
-                core::ptr::read_volatile(&regs.rcx),
-                core::ptr::read_volatile(&regs.rdi),
-                core::ptr::read_volatile(&regs.rsi),
-                core::ptr::read_volatile(&regs.r8),
-                core::ptr::read_volatile(&regs.r9),
-                core::ptr::read_volatile(&regs.r10),
-                core::ptr::read_volatile(&regs.r11),
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ]
+            match index {
+                0 => core::ptr::read_volatile(&regs.rax),
+                1 => core::ptr::read_volatile(&regs.rbx),
+                2 => core::ptr::read_volatile(&regs.rcx),
+                3 => core::ptr::read_volatile(&regs.rdi),
+                4 => core::ptr::read_volatile(&regs.rsi),
+                5 => core::ptr::read_volatile(&regs.r8),
+                6 => core::ptr::read_volatile(&regs.r9),
+                7 => core::ptr::read_volatile(&regs.r10),
+                8 => core::ptr::read_volatile(&regs.r11),
+                _ => 0,
+            }
         }
     }
 
@@ -183,15 +178,16 @@ mod regs {
         }
     }
 
-    /// Go's integer argument registers in ABI order (x0..x15); volatile loads, as in [`args3`].
+    /// Go's integer argument (and result) register `index` in ABI order (x0..x15), 0 past
+    /// them; a volatile load, as in [`args3`].
     #[inline(always)]
-    pub(crate) fn int_args(regs: &pt_regs) -> [u64; 16] {
-        let mut out = [0; 16];
-        for (i, slot) in out.iter_mut().enumerate() {
-            // SAFETY: plain reads of the kernel's pt_regs.
-            *slot = unsafe { core::ptr::read_volatile(&regs.regs[i]) };
+    pub(crate) fn int_arg(regs: &pt_regs, index: u32) -> u64 {
+        if index < 16 {
+            // SAFETY: a plain read of the kernel's pt_regs, in bounds.
+            unsafe { core::ptr::read_volatile(&regs.regs[(index & 15) as usize]) }
+        } else {
+            0
         }
-        out
     }
 
     /// The current `g` read with a volatile load, for the same reason as [`args3`].

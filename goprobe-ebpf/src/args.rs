@@ -1,25 +1,32 @@
 //! `funclatency --by` and packs: the values a call is labelled by, read from its arguments at the
 //! entry site, where Go's register ABI still holds them (rax, rbx, rcx, rdi, rsi, r8..r11 on
-//! amd64; x0..x15 on arm64). Entry sites are the function's first instruction or its stack-check
-//! branch, before which the prologue writes no argument register.
+//! amd64; x0..x15 on arm64), and from its results at the RET, where the same registers hold
+//! them. Entry sites are the function's first instruction or its stack-check branch, before
+//! which the prologue writes no argument register.
 //!
-//! The values are read into a per-CPU [`ArgEvent`] before the call's timestamp (so reading
-//! them is not part of the measured latency), and copied to the ring buffer once the call is
-//! open; user space joins it to the call's latency event, which the ring buffer delivers after
-//! it. No ring-buffer reservation is held across the rest of the entry program: kernels before
-//! 6.2 lose track of one kept on the stack, and refuse the program.
+//! The entry's values are read into a per-CPU [`ArgEvent`] before the call's timestamp (so
+//! reading them is not part of the measured latency), and copied to the ring buffer once the
+//! call is open; the RET's are read after its timestamp, and sent before the latency event.
+//! User space joins both to the call's latency event, which the ring buffer delivers after
+//! them. No ring-buffer reservation is held across the rest of a program: kernels before 6.2
+//! lose track of one kept on the stack, and refuse the program.
+//!
+//! A value written by the callee through a pointer argument (`AT_RETURN_THROUGH`: an HTTP
+//! handler's status, in the `response` behind its `ResponseWriter`) needs the pointer at the
+//! RET, where its register is long reused: the entry keeps it in [`KEPT`], by goroutine and
+//! stack depth, which the RET finds again.
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{bpf_probe_read_user, generated},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use goprobe_common::{ArgEvent, ArgRead, ArgSpec, ArgValue, args};
+use goprobe_common::{ArgEvent, ArgRead, ArgSpec, ArgValue, Kept, KeptKey, args};
 
 use crate::arch;
 
-/// What to read at the entry of each function with `cookie::ARGS`, by function id; written by
-/// user space before it attaches the sites.
+/// What to read at the entry and RET of each function with `cookie::ARGS`, by function id;
+/// written by user space before it attaches the sites.
 #[map]
 static ARG_SPECS: HashMap<u32, ArgSpec> =
     HashMap::with_max_entries(args::MAX_FUNCTIONS, BPF_F_NO_PREALLOC);
@@ -28,32 +35,136 @@ static ARG_SPECS: HashMap<u32, ArgSpec> =
 #[map]
 static ARG_SCRATCH: PerCpuArray<ArgEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Read the values of a call of `func` into this CPU's scratch event; `None` if the function
-/// has no spec.
+/// Pointers kept from entries for their RETs. LRU: a call that never returns (a panic unwound
+/// it) leaves its entry behind, and the oldest go first; the RET of a call whose entry was
+/// evicted says `LOST`.
+#[map]
+static KEPT: LruHashMap<KeptKey, Kept> = LruHashMap::with_max_entries(args::MAX_KEPT, 0);
+
+/// What the entry and the RET of `func` do; `None` if it has no spec. A map value, read in
+/// place: a copy would take the return program past the stack's 512 bytes.
 #[inline(always)]
-pub fn read(regs: &pt_regs, tgid: u32, g: u64, func: u32) -> Option<*mut ArgEvent> {
-    // SAFETY: map value, copied out.
-    let spec = (unsafe { ARG_SPECS.get(&func) }).copied()?;
+pub fn spec(func: u32) -> Option<&'static ArgSpec> {
+    // SAFETY: map values stay valid while the program runs; user space writes a spec before
+    // attaching its sites.
+    unsafe { ARG_SPECS.get(&func) }
+}
+
+#[inline(always)]
+fn scratch(tgid: u32, g: u64, func: u32, magic: u64) -> Option<*mut ArgEvent> {
     let event = ARG_SCRATCH.get_ptr_mut(0)?;
-    let registers = arch::int_args(regs);
     // SAFETY: this CPU's scratch value, which nothing else touches while this program runs.
     unsafe {
         (*event).tgid = tgid;
         (*event).func = func;
         (*event).g = g;
         (*event).start_ns = 0;
-        (*event).magic = ArgEvent::MAGIC;
-        for i in 0..args::MAX_VALUES {
-            read_value(&spec.reads[i], &registers, &mut (*event).values[i]);
-        }
+        (*event).magic = magic;
     }
     Some(event)
+}
+
+/// At the entry of a call of `func` at `sp_off` on its goroutine's stack: keep the pointers the
+/// RET follows, and read the entry's values into this CPU's scratch event, returned if the
+/// entry sends one (null if not: a BPF function returns one register, and LLVM may not inline
+/// this one).
+#[inline(always)]
+pub fn at_entry(
+    regs: &pt_regs,
+    tgid: u32,
+    g: u64,
+    sp_off: u32,
+    func: u32,
+    spec: &ArgSpec,
+) -> *mut ArgEvent {
+    if spec.phases & args::PHASE_KEEP != 0 {
+        let mut kept = Kept::default();
+        for i in 0..args::MAX_VALUES {
+            let read = &spec.reads[i];
+            if read.kind != args::KIND_NONE && read.when == args::AT_RETURN_THROUGH {
+                kept.pointers[i] = match guard(read, regs) {
+                    Guard::Holds => register(regs, read.register),
+                    // Read at the RET as a nil pointer.
+                    Guard::Nil => 0,
+                    Guard::OtherType => u64::MAX,
+                };
+            }
+        }
+        let key = KeptKey { tgid, sp_off, g };
+        let _ = KEPT.insert(&key, &kept, BPF_ANY as u64);
+    }
+    if spec.phases & args::PHASE_ENTRY == 0 {
+        return core::ptr::null_mut();
+    }
+    let Some(event) = scratch(tgid, g, func, ArgEvent::MAGIC) else {
+        return core::ptr::null_mut();
+    };
+    for i in 0..args::MAX_VALUES {
+        let read = &spec.reads[i];
+        // SAFETY: as in `scratch`.
+        let out = unsafe { &mut (*event).values[i] };
+        if read.when == args::AT_ENTRY {
+            read_registers(read, regs, out);
+        } else {
+            elsewhere(out);
+        }
+    }
+    event
+}
+
+/// At the RET of a call of `func` opened at `start_ns`: read the results, and what the kept
+/// pointers lead to now, and send them; false if the ring buffer was full.
+#[inline(always)]
+pub fn at_return(
+    ring: &RingBuf,
+    regs: &pt_regs,
+    key: (u32, u64, u32),
+    func: u32,
+    start_ns: u64,
+    spec: &ArgSpec,
+) -> bool {
+    let (tgid, g, sp_off) = key;
+    let kept_key = KeptKey { tgid, sp_off, g };
+    let kept = if spec.phases & args::PHASE_KEEP != 0 {
+        // SAFETY: map value, copied out.
+        let kept = unsafe { KEPT.get(&kept_key) }.copied();
+        let _ = KEPT.remove(&kept_key);
+        kept
+    } else {
+        None
+    };
+    let Some(event) = scratch(tgid, g, func, ArgEvent::MAGIC_RETURN) else {
+        return true;
+    };
+    for i in 0..args::MAX_VALUES {
+        let read = &spec.reads[i];
+        // SAFETY: as in `scratch`.
+        let out = unsafe { &mut (*event).values[i] };
+        if read.when == args::AT_RETURN {
+            read_registers(read, regs, out);
+        } else if read.when == args::AT_RETURN_THROUGH {
+            match kept {
+                Some(kept) if kept.pointers[i] == u64::MAX => {
+                    clear(out);
+                    out.status = args::OTHER_TYPE;
+                }
+                Some(kept) => read_value(read, kept.pointers[i], 0, out),
+                None => {
+                    clear(out);
+                    out.status = args::LOST;
+                }
+            }
+        } else {
+            elsewhere(out);
+        }
+    }
+    send(ring, event, start_ns)
 }
 
 /// Send the values of a call opened at `start_ns`; false if the ring buffer was full.
 #[inline(always)]
 pub fn send(ring: &RingBuf, event: *mut ArgEvent, start_ns: u64) -> bool {
-    // SAFETY: as in `read`.
+    // SAFETY: as in `scratch`.
     unsafe {
         (*event).start_ns = start_ns;
         ring.output(&*event, BPF_RB_NO_WAKEUP as u64).is_ok()
@@ -61,28 +172,90 @@ pub fn send(ring: &RingBuf, event: *mut ArgEvent, start_ns: u64) -> bool {
 }
 
 #[inline(always)]
-fn register(registers: &[u64; args::REGISTERS as usize], index: u32) -> u64 {
-    if index < args::REGISTERS {
-        registers[index as usize]
-    } else {
-        0
-    }
-}
-
-/// Read one value as `spec` says into `out`.
-#[inline(always)]
-fn read_value(spec: &ArgRead, registers: &[u64; args::REGISTERS as usize], out: &mut ArgValue) {
+fn clear(out: &mut ArgValue) {
     out.status = args::OK;
     out.len = 0;
     out.int = 0;
+}
+
+#[inline(always)]
+fn elsewhere(out: &mut ArgValue) {
+    clear(out);
+    out.status = args::ELSEWHERE;
+}
+
+enum Guard {
+    Holds,
+    /// The interface is nil.
+    Nil,
+    OtherType,
+}
+
+/// Whether `read`'s guard, if any, holds: the interface's itab is the one the path asserts.
+#[inline(always)]
+fn guard(read: &ArgRead, regs: &pt_regs) -> Guard {
+    if read.guard_register == args::NO_GUARD {
+        return Guard::Holds;
+    }
+    let itab = register(regs, read.guard_register);
+    if itab == read.guard {
+        Guard::Holds
+    } else if itab == 0 {
+        Guard::Nil
+    } else {
+        Guard::OtherType
+    }
+}
+
+/// Read one value from the registers, as `read` says, into `out`.
+#[inline(always)]
+fn read_registers(read: &ArgRead, regs: &pt_regs, out: &mut ArgValue) {
+    if read.kind != args::KIND_NONE {
+        match guard(read, regs) {
+            Guard::Holds => {}
+            Guard::Nil => {
+                clear(out);
+                out.status = args::NIL;
+                return;
+            }
+            Guard::OtherType => {
+                clear(out);
+                out.status = args::OTHER_TYPE;
+                return;
+            }
+        }
+    }
+    read_value(
+        read,
+        register(regs, read.register),
+        register(regs, read.register2),
+        out,
+    );
+}
+
+#[inline(always)]
+fn register(regs: &pt_regs, index: u32) -> u64 {
+    arch::int_arg(regs, index)
+}
+
+/// Read one value as `spec` says into `out`, from `base` (the register's word, or the pointer
+/// kept at the entry) and `second` (a string argument's length register).
+#[inline(always)]
+fn read_value(spec: &ArgRead, base: u64, second: u64, out: &mut ArgValue) {
+    clear(out);
     if spec.kind == args::KIND_NONE {
         return;
     }
-    let base = register(registers, spec.register);
     // The value's words: (pointer, length) of a string, or the integer.
     let (first, second) = if spec.steps == 0 {
-        (base, register(registers, spec.register2))
+        (base, second)
     } else {
+        // A nil pointer on the way is a value of its own (an error's nil response), not a
+        // failed read.
+        if base == 0 {
+            out.status = args::NIL;
+            return;
+        }
         let mut address = base;
         for i in 0..args::MAX_STEPS {
             if i + 1 >= spec.steps as usize {
@@ -90,8 +263,12 @@ fn read_value(spec: &ArgRead, registers: &[u64; args::REGISTERS as usize], out: 
             }
             // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
             match unsafe { bpf_probe_read_user((address + spec.offsets[i] as u64) as *const u64) } {
-                Ok(next) if next != 0 => address = next,
-                _ => {
+                Ok(0) => {
+                    out.status = args::NIL;
+                    return;
+                }
+                Ok(next) => address = next,
+                Err(_) => {
                     out.status = args::UNREADABLE;
                     return;
                 }

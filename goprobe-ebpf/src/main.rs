@@ -395,11 +395,12 @@ fn on_entry(ctx: &ProbeContext) {
         let _ = discard_stale(unsafe { &mut *record }, &key, here.sp_off, Stale::Entry);
     }
     // `--by`: the arguments, read before the timestamp so that the read is not timed.
-    let arguments = if site & cookie::ARGS != 0 {
-        args::read(regs, key.tgid, key.g, low)
-    } else {
-        None
-    };
+    let mut arguments = core::ptr::null_mut();
+    if site & cookie::ARGS != 0
+        && let Some(spec) = args::spec(low)
+    {
+        arguments = args::at_entry(regs, key.tgid, key.g, here.sp_off, low, spec);
+    }
     // Last: what the program does after the timestamp lands inside the measured latency.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -413,10 +414,7 @@ fn on_entry(ctx: &ProbeContext) {
             func: low,
         },
     );
-    if let Some(event) = arguments
-        && opened
-        && !args::send(&EVENTS, event, now)
-    {
+    if !arguments.is_null() && opened && !args::send(&EVENTS, arguments, now) {
         bump(counter::ARG_EVENTS_LOST);
     }
 }
@@ -600,6 +598,21 @@ fn on_return(ctx: &ProbeContext) {
             && top.func == func
         {
             drop_top(record, &key);
+            // `--by` on results: sent before the latency event, which user space joins them to.
+            if site & cookie::ARGS != 0
+                && let Some(spec) = args::spec(func)
+                && spec.phases & goprobe_common::args::PHASE_RETURN != 0
+                && !args::at_return(
+                    &EVENTS,
+                    regs,
+                    (key.tgid, key.g, here.sp_off),
+                    func,
+                    top.start_ns,
+                    spec,
+                )
+            {
+                bump(counter::ARG_EVENTS_LOST);
+            }
             complete(&key, top, record.depth, now, regs);
             paired = true;
         }

@@ -254,6 +254,87 @@ impl BinaryIndex {
             .find_map(|s| s.file_offset(vaddr))
     }
 
+    /// The address of the static itab that makes a `*concrete` (`net/http.response`) an
+    /// interface with `methods` (sorted by name, as Go sorts an interface's methods), for
+    /// `--by` paths that assert an interface's dynamic type. An itab's method table, at word 3,
+    /// lists the concrete methods' addresses in that order: the one place in the data segments
+    /// that holds that sequence is the itab, stripped binaries included (they keep the method
+    /// names in the pclntab). Position-independent binaries hold those words as relocations,
+    /// not values: refused.
+    pub fn static_itab(&self, concrete: &str, methods: &[&str]) -> Result<u64, String> {
+        if self.pie {
+            return Err("it is position-independent (its itabs are relocated at load)".into());
+        }
+        if methods.is_empty() {
+            return Err("its interface has no methods".into());
+        }
+        let (package, name) = concrete
+            .rsplit_once('.')
+            .ok_or_else(|| format!("{concrete:?} is not a qualified type name"))?;
+        let mut wanted = Vec::with_capacity(methods.len());
+        for method in methods {
+            let function = format!("{package}.(*{name}).{method}");
+            let f = self.find(&function).ok_or_else(|| {
+                format!("it has no {function} (*{concrete} may not implement it here)")
+            })?;
+            wanted.push(f.addr);
+        }
+        let data = self.bytes();
+        let mut found = Vec::new();
+        for seg in self.segments.iter().filter(|s| !s.executable()) {
+            let (Ok(start), Ok(len)) = (usize::try_from(seg.offset), usize::try_from(seg.filesz))
+            else {
+                continue;
+            };
+            let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end)) else {
+                continue;
+            };
+            let word = |at: usize| -> Option<u64> {
+                let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+                // Both architectures goprobe reads are little-endian.
+                Some(u64::from_le_bytes(b))
+            };
+            let mut at = (seg.vaddr.wrapping_neg() % 8) as usize;
+            while at + 8 * wanted.len() <= bytes.len() {
+                if word(at) == Some(wanted[0])
+                    && at >= 24
+                    && wanted
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &w)| word(at + 8 * i) == Some(w))
+                    // The itab's interface word points into the binary, and its hash is its
+                    // type's (an itab keeps a copy of `_type.hash`, at 16 in both).
+                    && word(at - 24).is_some_and(|p| self.segments.iter().any(|s| s.file_offset(p).is_some()))
+                    && word(at - 16)
+                        .and_then(|ty| self.read_u32(ty + 16))
+                        .zip(word(at - 8))
+                        .is_some_and(|(hash, itab_hash)| u64::from(hash) == itab_hash & 0xffff_ffff)
+                {
+                    found.push(seg.vaddr + (at - 24) as u64);
+                }
+                at += 8;
+            }
+        }
+        match found.as_slice() {
+            [itab] => Ok(*itab),
+            [] => Err(format!(
+                "it has no static itab for *{concrete} (no conversion of one to the interface was compiled in)"
+            )),
+            _ => Err(format!(
+                "it has {} candidate itabs for *{concrete}",
+                found.len()
+            )),
+        }
+    }
+
+    /// The little-endian u32 at `vaddr`, if a segment has it in the file.
+    fn read_u32(&self, vaddr: u64) -> Option<u32> {
+        let offset = self.segments.iter().find_map(|s| s.file_offset(vaddr))?;
+        let at = usize::try_from(offset).ok()?;
+        let b: [u8; 4] = self.bytes().get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+
     /// The bytes of `[f.addr, f.addr + f.size)`, if all of them are in one executable segment.
     pub fn function_code(&self, f: &Function) -> Option<&[u8]> {
         let seg = self

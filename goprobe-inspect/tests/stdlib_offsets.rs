@@ -16,12 +16,21 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 )
 
 func main() {
 	r, _ := http.NewRequest("GET", "http://example.com/x?y=1", nil)
 	u, _ := url.Parse("http://example.com/")
 	fmt.Println(r.Method, r.URL.Path, r.Host, r.RemoteAddr, r.RequestURI, r.Proto, r.ContentLength, u.Scheme, u.RawQuery)
+	// Never run: links the server (net/http.response) and the client (net/http.Response).
+	if len(os.Args) > 5 {
+		resp, err := http.Get(os.Args[1])
+		if err == nil {
+			fmt.Println(resp.Status, resp.StatusCode)
+		}
+		http.ListenAndServe(os.Args[2], nil)
+	}
 }
 "#;
 

@@ -1421,7 +1421,7 @@ fn overhead_budget_sheds_hot_probes() {
 }
 
 /// A probe with `pack = "http-server"` on a stripped build: /metrics has one series per route,
-/// with `method` and `path` labels and each route's exact count; the archive keeps the labels,
+/// with `method`, `path` and `status` labels and each route's exact count; the archive keeps the labels,
 /// and a query names each route.
 #[test]
 fn pack_labels_reach_metrics_and_the_archive() {
@@ -1453,7 +1453,12 @@ fn pack_labels_reach_metrics_and_the_archive() {
                 (metric_sum(
                     &text,
                     COUNT,
-                    &[("function", SERVE), ("path", route), ("method", "GET")],
+                    &[
+                        ("function", SERVE),
+                        ("path", route),
+                        ("method", "GET"),
+                        ("status", &u64_field(&truth["statuses"], route).to_string()),
+                    ],
                 ) as u64
                     == want)
                     .then_some(())
@@ -1474,7 +1479,11 @@ fn pack_labels_reach_metrics_and_the_archive() {
                     .into_iter()
                     .flatten()
                     .filter(|h| {
-                        h["function"] == format!("{SERVE}{{method=\"GET\",path=\"{route}\"}}")
+                        let status = u64_field(&truth["statuses"], route);
+                        h["function"]
+                            == format!(
+                                "{SERVE}{{method=\"GET\",path=\"{route}\",status=\"{status}\"}}"
+                            )
                     })
                     .map(|h| u64_field(h, "count"))
                     .sum()

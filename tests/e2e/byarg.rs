@@ -162,6 +162,146 @@ fn http_server_pack_reports_each_route() {
         if rows.len() != 3 {
             return Err(format!("want 3 rows, got {}", rows.len()));
         }
+        // The status each handler wrote, read at the return through its ResponseWriter (/fast
+        // wrote none: the server sends 200).
+        for (route, row) in &rows {
+            let want = u64_field(&truth["statuses"], route).to_string();
+            if row["by"]["status"] != want.as_str() {
+                return Err(format!(
+                    "{route}: status {}, want {want}",
+                    row["by"]["status"]
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
+const FETCH: &str = "go:main.goprobeE2EFetch";
+const FETCH_SIGNATURE: &str = "go:main.goprobeE2EFetch(key string) (int, error)";
+
+/// Results, read at the RET: an error's nil-ness and an int, exact per value; `--where` on a
+/// result. Default builds name the results from DWARF, stripped ones by the declared signature.
+#[test]
+fn results_label_calls_at_the_return() {
+    for_each_build(&default_and_stripped(), |build| {
+        let pattern = if build.variant == "stripped" {
+            FETCH_SIGNATURE
+        } else {
+            FETCH
+        };
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "200", "-req", "3"],
+            &[],
+            &["--by", "key,ret0,ret1"],
+            pattern,
+        )?;
+        let lines = finished.json();
+        let fetched = &truth["fetched"];
+        let rows = rows_by(&lines, "ret1");
+        expect(
+            "nil errors",
+            count_of(&rows, "nil"),
+            u64_field(fetched, "nil"),
+        )?;
+        expect(
+            "non-nil errors",
+            count_of(&rows, "non-nil"),
+            u64_field(fetched, "non-nil"),
+        )?;
+        for (value, row) in &rows {
+            let (key, n) = if value == "nil" {
+                ("hit", "3")
+            } else {
+                ("miss", "-1")
+            };
+            if row["by"]["key"] != key || row["by"]["ret0"] != n {
+                return Err(format!("ret1={value}: by {}", row["by"]));
+            }
+        }
+        if rows.len() != 2 {
+            return Err(format!("want 2 rows, got {}", rows.len()));
+        }
+        // --where on a result that is not a label.
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "100", "-req", "3"],
+            &[],
+            &["--by", "key", "--where", "ret1 != nil"],
+            pattern,
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "key");
+        expect(
+            "miss",
+            count_of(&rows, "miss"),
+            u64_field(&truth["fetched"], "non-nil"),
+        )?;
+        if rows.len() != 1 {
+            return Err(format!("want miss only, got {} rows", rows.len()));
+        }
+        let counters = finished.counters();
+        if counters["args_filtered_out"].as_u64() != Some(u64_field(&truth["fetched"], "nil")) {
+            return Err(format!("args_filtered_out in {counters}"));
+        }
+        Ok(())
+    });
+}
+
+/// `--pack http-client` on the program's own client: each route's requests under its host and
+/// the status the server answered; `--where` on the http-server pack's status label.
+#[test]
+fn http_client_pack_and_status_filter() {
+    for_each_build(&default_and_stripped(), |build| {
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "1", "-req", "40", "-c", "2"],
+            &[],
+            &["--pack", "http-client"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "status");
+        let addr = truth["addr"].as_str().ok_or("no addr")?;
+        for route in ["/fast", "/mid", "/slow"] {
+            let status = u64_field(&truth["statuses"], route).to_string();
+            expect(
+                &format!("{route} (status {status})"),
+                count_of(&rows, &status),
+                u64_field(&truth["routes"], route),
+            )?;
+        }
+        for (status, row) in &rows {
+            if row["by"]["host"] != addr || row["by"]["method"] != "GET" {
+                return Err(format!("status {status}: by {}", row["by"]));
+            }
+        }
+        if rows.len() != 3 {
+            return Err(format!("want 3 rows, got {}", rows.len()));
+        }
+        let (truth, finished) = trace_program(
+            &build.program("byarg"),
+            &["-calls", "1", "-req", "40", "-c", "2"],
+            &[],
+            &["--pack", "http-server", "--where", "status >= 500"],
+            "",
+        )?;
+        let lines = finished.json();
+        let rows = rows_by(&lines, "path");
+        expect(
+            "/slow",
+            count_of(&rows, "/slow"),
+            u64_field(&truth["routes"], "/slow"),
+        )?;
+        if rows.len() != 1 {
+            return Err(format!("want /slow only, got {} rows", rows.len()));
+        }
+        let left_out = u64_field(&truth["routes"], "/fast") + u64_field(&truth["routes"], "/mid");
+        let counters = finished.counters();
+        if counters["args_filtered_out"].as_u64() != Some(left_out) {
+            return Err(format!("args_filtered_out in {counters}, want {left_out}"));
+        }
         Ok(())
     });
 }
@@ -203,7 +343,7 @@ fn bad_arguments_get_one_line() {
             ),
             (
                 vec!["--by", "nope", signature],
-                vec!["no argument named \"nope\"", "key, n, hit"],
+                vec!["named \"nope\"", "key, n, hit"],
             ),
             (vec!["--pack", "sql"], vec!["no function matches"]),
         ];
@@ -465,6 +605,12 @@ fn http_server_pack_on_caddy() {
         let rows = rows_by(&lines, "path");
         expect("/a.txt", count_of(&rows, "/a.txt"), 30)?;
         expect("/b.txt", count_of(&rows, "/b.txt"), 50)?;
+        // Caddy's file server answered each with 200, which the pack read at the return.
+        for (path, row) in &rows {
+            if row["by"]["status"] != "200" {
+                return Err(format!("{path}: status {}", row["by"]["status"]));
+            }
+        }
         Ok(())
     });
     let _ = caddy.kill();
@@ -502,6 +648,17 @@ fn grpc_pack_reports_each_method() {
                 "want 3 rows, got {:?}",
                 rows.iter().map(|r| &r.0).collect::<Vec<_>>()
             ));
+        }
+        // The status code, from the handler's error at the return (nil: OK).
+        for (method, row) in &rows {
+            let want = if method.ends_with("/Fail") {
+                "NotFound"
+            } else {
+                "OK"
+            };
+            if row["by"]["code"] != want {
+                return Err(format!("{method}: code {}, want {want}", row["by"]["code"]));
+            }
         }
         Ok(())
     });

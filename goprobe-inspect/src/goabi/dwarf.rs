@@ -216,25 +216,43 @@ impl<'d> DwarfTypes<'d> {
         Some(id)
     }
 
-    /// The parameters of function `name` (receiver first, results left out), with their types
-    /// added to `types`. `None` if no DWARF subprogram has that name.
+    /// The parameters of function `name` (receiver first), then its results (Go marks them
+    /// `DW_AT_variable_parameter`; unnamed ones, `~r0`..., are called `ret0`...), with their
+    /// types added to `types`. `None` if no DWARF subprogram has that name.
     pub fn params(&mut self, types: &mut Types, name: &str) -> Option<Vec<Param>> {
         let offset = self.find_subprogram(name)?;
         let (_, children) = self.read_die(offset)?;
         let mut params = Vec::new();
+        let mut results = Vec::new();
         for child in children {
             let Some((die, _)) = self.read_die(child) else {
                 continue;
             };
-            if die.tag != gimli::DW_TAG_formal_parameter || die.variable_parameter {
+            if die.tag != gimli::DW_TAG_formal_parameter {
                 continue;
             }
             let ty = self.type_at(types, die.ty?, 0)?;
-            params.push(Param {
-                name: die.name.unwrap_or_default(),
-                ty,
-            });
+            let name = die.name.unwrap_or_default();
+            if die.variable_parameter {
+                let name = if name.is_empty() || name.starts_with('~') {
+                    format!("ret{}", results.len())
+                } else {
+                    name
+                };
+                results.push(Param {
+                    name,
+                    ty,
+                    result: true,
+                });
+            } else {
+                params.push(Param {
+                    name,
+                    ty,
+                    result: false,
+                });
+            }
         }
+        params.extend(results);
         Some(params)
     }
 

@@ -296,17 +296,47 @@ pub fn assign(types: &Types, params: &[TypeId], arm64: bool) -> Vec<Place> {
         .collect()
 }
 
-/// A parameter of a function, as DWARF, a declared signature or a pack gives it.
+/// A parameter or result of a function, as DWARF, a declared signature or a pack gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
     pub name: String,
     pub ty: TypeId,
+    /// A result: in the result registers at the RET.
+    pub result: bool,
 }
+
+/// The methods of the interfaces a path can assert the dynamic type of (`rw.(*T)`), sorted by
+/// name as Go lays them out in an itab; an itab is found by its concrete methods in that order.
+pub fn interface_methods(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "net/http.ResponseWriter" => &["Header", "Write", "WriteHeader"],
+        "net.Conn" => &[
+            "Close",
+            "LocalAddr",
+            "Read",
+            "RemoteAddr",
+            "SetDeadline",
+            "SetReadDeadline",
+            "SetWriteDeadline",
+            "Write",
+        ],
+        "io.ReadCloser" => &["Close", "Read"],
+        "io.WriteCloser" => &["Close", "Write"],
+        "io.ReadWriteCloser" => &["Close", "Read", "Write"],
+        "context.Context" => &["Deadline", "Done", "Err", "Value"],
+        "error" => &["Error"],
+        _ => return None,
+    })
+}
+
+/// How a path reaches the static itab of an asserted type: `(concrete, interface methods)` to
+/// its address, or why not (see `BinaryIndex::static_itab`).
+pub type ItabFinder<'a> = &'a dyn Fn(&str, &[&str]) -> Result<u64, String>;
 
 /// Why a `--by` path cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    #[error("no argument named {name:?} (arguments: {known})")]
+    #[error("no argument or result named {name:?} (arguments: {known})")]
     NoArgument { name: String, known: String },
     #[error("{path}: {ty} has no field {field:?}{known}")]
     NoField {
@@ -329,6 +359,8 @@ pub enum PathError {
     StructByValue { path: String },
     #[error("{path}: more than {max} pointers to follow", max = args::MAX_STEPS)]
     TooDeep { path: String },
+    #[error("{path}: {why}")]
+    Unsupported { path: String, why: String },
     #[error("{path}: the field offsets of {ty} are not known for this binary{hint}")]
     UnknownLayout {
         path: String,
@@ -337,35 +369,53 @@ pub enum PathError {
     },
 }
 
-/// How to read `path` (`r.URL.Path`: an argument, then fields) from `params` at the entry.
+/// How to read `path` (`r.URL.Path`: an argument, then fields; `ret0`: a result) from `params`,
+/// at the entry, at the RET, or through a pointer kept from the entry (`at_return`).
 pub fn resolve(
     types: &Types,
     params: &[Param],
-    places: &[Place],
+    arm64: bool,
     path: &[String],
+    at_return: bool,
     layout_hint: &str,
+    itab: ItabFinder<'_>,
 ) -> Result<ArgRead, PathError> {
     let joined = path.join(".");
+    let unsupported = |why: String| PathError::Unsupported {
+        path: joined.clone(),
+        why,
+    };
     let root = path.first().map(String::as_str).unwrap_or("");
-    let index = params
-        .iter()
-        .position(|p| p.name == root)
-        .or_else(|| {
-            // argN: the Nth parameter, counting the receiver, from 0.
-            root.strip_prefix("arg")
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|&n| n < params.len())
-        })
-        .ok_or_else(|| PathError::NoArgument {
+    let arguments: Vec<&Param> = params.iter().filter(|p| !p.result).collect();
+    let results: Vec<&Param> = params.iter().filter(|p| p.result).collect();
+    let by_position = |prefix: &str, list: &[&Param]| {
+        root.strip_prefix(prefix)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n < list.len())
+    };
+    let (list, index) = if let Some(i) = arguments.iter().position(|p| p.name == root) {
+        (&arguments, i)
+    } else if let Some(i) = results.iter().position(|p| p.name == root) {
+        (&results, i)
+    } else if let Some(i) = by_position("arg", &arguments) {
+        (&arguments, i)
+    } else if let Some(i) = by_position("ret", &results) {
+        (&results, i)
+    } else {
+        let mut known: Vec<&str> = arguments.iter().map(|p| p.name.as_str()).collect();
+        if !results.is_empty() {
+            known.push("results:");
+            known.extend(results.iter().map(|p| p.name.as_str()));
+        }
+        return Err(PathError::NoArgument {
             name: root.into(),
-            known: params
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-    let param = &params[index];
-    let (first, count) = match places.get(index) {
+            known: known.join(", ").replace(", results:,", "; results:"),
+        });
+    };
+    let param = list[index];
+    let tys: Vec<TypeId> = list.iter().map(|p| p.ty).collect();
+    let places = assign(types, &tys, arm64);
+    let (mut first, count) = match places.get(index) {
         Some(&Place::Registers { first, count }) => (first, count),
         Some(Place::Float) => {
             return Err(PathError::NotInRegisters {
@@ -382,12 +432,52 @@ pub fn resolve(
             });
         }
     };
+    let when = match (param.result, at_return) {
+        (true, _) => args::AT_RETURN,
+        (false, false) => args::AT_ENTRY,
+        (false, true) => args::AT_RETURN_THROUGH,
+    };
+    let mut guard: Option<(u32, u64)> = None;
     let mut ty = param.ty;
     // None: the value is still in registers; Some((loads, offset)): in memory at the address
     // reached by `loads`, plus `offset`.
     let mut memory: Option<(Vec<u32>, u64)> = None;
     for field in &path[1..] {
         let t = types.get(ty);
+        if let Some(asserted) = field.strip_prefix("(*").and_then(|f| f.strip_suffix(')')) {
+            // `rw.(*T)`: the interface's data word is a *T when its itab is T's.
+            if t.kind != Kind::Interface {
+                return Err(unsupported(format!(
+                    "{} is not an interface, which (*{asserted}) asserts",
+                    t.name
+                )));
+            }
+            if memory.is_some() || guard.is_some() {
+                return Err(unsupported(
+                    "only an interface argument or result itself can be asserted, not one in a struct".into(),
+                ));
+            }
+            let methods = interface_methods(&t.name).ok_or_else(|| {
+                unsupported(format!(
+                    "goprobe cannot assert the dynamic type of a {} (it can for error, net/http.ResponseWriter, net.Conn, io.ReadCloser, context.Context and a few more)",
+                    t.name
+                ))
+            })?;
+            let address = itab(asserted, methods)
+                .map_err(|why| unsupported(format!("cannot check for a *{asserted}: {why}")))?;
+            // The caller declared `*T` (with T's fields, where it knows them).
+            let Some(pointer) = types.by_name(&format!("*{asserted}")) else {
+                return Err(PathError::UnknownLayout {
+                    path: joined,
+                    ty: asserted.into(),
+                    hint: layout_hint.into(),
+                });
+            };
+            guard = Some((first, address));
+            first += 1;
+            ty = pointer;
+            continue;
+        }
         let owner = match (t.kind, &mut memory) {
             (Kind::Pointer, None) => {
                 memory = Some((Vec::new(), 0));
@@ -443,6 +533,7 @@ pub fn resolve(
         Kind::Int => (args::KIND_INT, t.size as u32),
         Kind::Uint => (args::KIND_UINT, t.size as u32),
         Kind::String => (args::KIND_STRING, 16),
+        Kind::Interface => (args::KIND_IFACE, 8),
         _ => {
             return Err(PathError::NotAValue {
                 path: joined,
@@ -455,23 +546,37 @@ pub fn resolve(
         size,
         register: first,
         register2: first + 1,
+        when,
         ..ArgRead::default()
     };
+    if let Some((register, address)) = guard {
+        read.guard_register = register;
+        read.guard = address;
+    }
     if kind != args::KIND_STRING && count == 0 {
         return Err(PathError::NotAValue {
             path: joined,
             ty: t.name.clone(),
         });
     }
-    if let Some((loads, offset)) = memory {
-        if loads.len() + 1 > args::MAX_STEPS {
-            return Err(PathError::TooDeep { path: joined });
+    match memory {
+        Some((loads, offset)) => {
+            if loads.len() + 1 > args::MAX_STEPS {
+                return Err(PathError::TooDeep { path: joined });
+            }
+            for (i, &load) in loads.iter().enumerate() {
+                read.offsets[i] = load;
+            }
+            read.offsets[loads.len()] = u32::try_from(offset).unwrap_or(u32::MAX);
+            read.steps = loads.len() as u32 + 1;
         }
-        for (i, &load) in loads.iter().enumerate() {
-            read.offsets[i] = load;
+        None if when == args::AT_RETURN_THROUGH => {
+            return Err(unsupported(format!(
+                "@return reads what a pointer argument leads to when the call returns; {} is a value, read at the entry",
+                param.name
+            )));
         }
-        read.offsets[loads.len()] = u32::try_from(offset).unwrap_or(u32::MAX);
-        read.steps = loads.len() as u32 + 1;
+        None => {}
     }
     Ok(read)
 }
@@ -483,8 +588,9 @@ mod tests {
     fn params(types: &mut Types, list: &[(&str, &str)]) -> Vec<Param> {
         list.iter()
             .map(|(name, ty)| Param {
-                name: (*name).into(),
+                name: name.trim_start_matches('>').into(),
                 ty: types.declared(ty).unwrap(),
+                result: name.starts_with('>'),
             })
             .collect()
     }
@@ -524,6 +630,10 @@ mod tests {
         assert_eq!(places[7], Place::Stack);
     }
 
+    fn no_itab(_: &str, _: &[&str]) -> Result<u64, String> {
+        Err("none".into())
+    }
+
     #[test]
     fn paths_become_loads_and_offsets() {
         let mut t = Types::with_builtins();
@@ -532,33 +642,89 @@ mod tests {
             &mut t,
             &[("w", "net/http.ResponseWriter"), ("r", "*net/http.Request")],
         );
-        let places = assign(&t, &p.iter().map(|p| p.ty).collect::<Vec<_>>(), false);
         let path = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
-        let read = resolve(&t, &p, &places, &path("r.URL.Path"), "").unwrap();
+        let resolve = |p: &[Param], s: &str| resolve(&t, p, false, &path(s), false, "", &no_itab);
+        let read = resolve(&p, "r.URL.Path").unwrap();
         assert_eq!(
-            (read.kind, read.register, read.steps),
-            (args::KIND_STRING, 2, 2)
+            (read.kind, read.register, read.steps, read.when),
+            (args::KIND_STRING, 2, 2, args::AT_ENTRY)
         );
         assert_eq!(&read.offsets[..2], &[16, 56]);
-        let read = resolve(&t, &p, &places, &path("r.Method"), "").unwrap();
+        let read = resolve(&p, "r.Method").unwrap();
         assert_eq!((read.steps, read.offsets[0]), (1, 0));
         assert!(matches!(
-            resolve(&t, &p, &places, &path("r.Nope"), ""),
+            resolve(&p, "r.Nope"),
             Err(PathError::NoField { .. })
         ));
         assert!(matches!(
-            resolve(&t, &p, &places, &path("r.URL"), ""),
+            resolve(&p, "r.URL"),
             Err(PathError::NotAValue { .. })
         ));
         assert!(matches!(
-            resolve(&t, &p, &places, &path("x"), ""),
+            resolve(&p, "x"),
             Err(PathError::NoArgument { .. })
         ));
-        assert!(matches!(
-            resolve(&t, &p, &places, &path("w"), ""),
-            Err(PathError::NotAValue { .. })
-        ));
-        let read = resolve(&t, &p, &places, &path("arg1.Host"), "").unwrap();
+        // An interface's value is its first word: nil or not.
+        let read = resolve(&p, "w").unwrap();
+        assert_eq!((read.kind, read.register), (args::KIND_IFACE, 0));
+        let read = resolve(&p, "arg1.Host").unwrap();
         assert_eq!((read.steps, read.register), (1, 2));
+    }
+
+    #[test]
+    fn results_are_read_at_the_return() {
+        let mut t = Types::with_builtins();
+        stdlib::add_layouts(&mut t, 27);
+        let p = params(
+            &mut t,
+            &[("s", "string"), (">ret0", "int"), (">err", "error")],
+        );
+        let path = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
+        let read = resolve(&t, &p, false, &path("ret0"), false, "", &no_itab).unwrap();
+        assert_eq!((read.register, read.when), (0, args::AT_RETURN));
+        let read = resolve(&t, &p, false, &path("err"), false, "", &no_itab).unwrap();
+        assert_eq!((read.kind, read.register), (args::KIND_IFACE, 1));
+        assert_eq!(
+            resolve(&t, &p, false, &path("ret1"), false, "", &no_itab).unwrap(),
+            read
+        );
+        assert!(resolve(&t, &p, false, &path("s"), true, "", &no_itab).is_err());
+    }
+
+    #[test]
+    fn an_assertion_guards_on_the_itab() {
+        let mut t = Types::with_builtins();
+        t.add(Type {
+            name: "net/http.response".into(),
+            kind: Kind::Struct,
+            size: 0,
+            elem: None,
+            len: 0,
+            fields: vec![Field {
+                name: "status".into(),
+                offset: 144,
+                ty: t.by_name("int").unwrap(),
+            }],
+        });
+        t.declared("*net/http.response").unwrap();
+        let p = params(
+            &mut t,
+            &[
+                ("sh", "*net/http.Server"),
+                ("rw", "net/http.ResponseWriter"),
+            ],
+        );
+        let path = vec!["rw".into(), "(*net/http.response)".into(), "status".into()];
+        let itab = |ty: &str, methods: &[&str]| {
+            assert_eq!((ty, methods.len()), ("net/http.response", 3));
+            Ok(0x1234)
+        };
+        let read = resolve(&t, &p, false, &path, true, "", &itab).unwrap();
+        assert_eq!(
+            (read.register, read.guard_register, read.guard, read.when),
+            (2, 1, 0x1234, args::AT_RETURN_THROUGH)
+        );
+        assert_eq!((read.steps, read.offsets[0]), (1, 144));
+        assert!(resolve(&t, &p, false, &path, true, "", &no_itab).is_err());
     }
 }

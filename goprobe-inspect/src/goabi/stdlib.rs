@@ -48,6 +48,20 @@ pub const KNOWN: &[KnownStruct] = &[
         ],
     },
     KnownStruct {
+        // What a client's request returns.
+        name: "net/http.Response",
+        fields: &[
+            field("Status", "string", &[(ALL, LAST, 0)]),
+            field("StatusCode", "int", &[(ALL, LAST, 16)]),
+        ],
+    },
+    KnownStruct {
+        // The HTTP/1 server's ResponseWriter: the status its handler wrote (0: none yet,
+        // which the server then sends as 200).
+        name: "net/http.response",
+        fields: &[field("status", "int", &[(ALL, 26, 120), (27, LAST, 128)])],
+    },
+    KnownStruct {
         name: "net/url.URL",
         fields: &[
             field("Scheme", "string", &[(ALL, LAST, 0)]),

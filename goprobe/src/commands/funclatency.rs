@@ -113,22 +113,28 @@ pub struct FunclatencyArgs {
     pub split: bool,
 
     /// Break latency down by argument values: one histogram per distinct value of each path
-    /// (comma-separated, at most 2), e.g. `query`, `r.URL.Path`, `r.Method,r.URL.Path`, `arg1`.
-    /// Paths start at a parameter (by name, or argN counting the receiver from 0) and follow
-    /// struct fields through pointers; values are strings (first 128 bytes), integers or
-    /// booleans. Names and types come from DWARF, or from a signature declared in the pattern
-    /// ('go:main.handle(w net/http.ResponseWriter, r *net/http.Request)') for stripped binaries
+    /// (comma-separated, at most 3), e.g. `query`, `r.URL.Path`, `r.Method,r.URL.Path`, `arg1`.
+    /// Paths start at a parameter (by name, or argN counting the receiver from 0) or a result
+    /// (by name, or retN; read at the return) and follow struct fields through pointers;
+    /// `w.(*net/http.response).status@return` asserts an interface's dynamic type and reads
+    /// what the call wrote there by its return. Values are strings (first 128 bytes), integers,
+    /// booleans, or nil/non-nil for an interface (an error). Names and types come from DWARF,
+    /// or from a signature declared in the pattern ('go:main.handle(w
+    /// net/http.ResponseWriter, r *net/http.Request)', 'go:main.get(k string) (int, error)') for
+    /// stripped binaries
     #[arg(long = "by", value_name = "PATHS", conflicts_with_all = ["stacks", "slower_than", "split"])]
     pub by: Option<String>,
 
     /// A ready probe set instead of a pattern's function (`goprobe packs` lists them): e.g.
-    /// http-server (each request by method and path), sql (each statement, literals replaced by ?)
+    /// http-server (each request by method, path and status), sql (each statement, literals
+    /// replaced by ?)
     #[arg(long = "pack", value_name = "NAME", conflicts_with_all = ["by", "stacks", "slower_than", "split", "regex"])]
     pub pack: Option<String>,
 
     /// With --by or --pack: count only the calls whose value at PATH compares so, e.g.
-    /// 'r.URL.Path == "/slow"', 'n >= 500' (numbers as numbers, the rest as text; PATH as in
-    /// --by, read too if it is not one of --by's). -v counts the calls left out
+    /// 'r.URL.Path == "/slow"', 'n >= 500', 'err != nil', or with --pack http-server
+    /// 'status >= 500' (numbers as numbers, the rest as text; PATH as in --by, read too if it
+    /// is not one of --by's, or a label's name). -v counts the calls left out
     #[arg(long = "where", value_name = "CONDITION")]
     pub filter: Option<String>,
 
@@ -574,6 +580,8 @@ fn print_counters(tracer: &mut Tracer) {
         fields.insert("args_over_limit".into(), by.over_limit.into());
         fields.insert("args_dropped".into(), by.pending_dropped.into());
         fields.insert("args_filtered_out".into(), by.filtered_out.into());
+        fields.insert("args_other_type".into(), by.other_type.into());
+        fields.insert("args_kept_lost".into(), by.kept_lost.into());
     }
     if tracer.kernel().split() {
         for (name, value) in crate::kernel::split::counters(tracer.kernel().ebpf()) {

@@ -357,6 +357,8 @@ impl Tracer {
             } else {
                 0
             };
+            // Results, or what a kept pointer leads to: read at the RETs too.
+            let mut return_flags = 0;
             if let (Some(spec), Some(request)) = (
                 &function.args,
                 crate::plan::args::request_for(&self.arg_requests, &function.name),
@@ -369,8 +371,12 @@ impl Tracer {
                     continue;
                 }
                 flags |= cookie::ARGS;
+                if spec.phases & goprobe_common::args::PHASE_RETURN != 0 {
+                    return_flags |= cookie::ARGS;
+                }
                 let info = self.functions.get_mut(id);
                 info.normalize_sql = request.normalize_sql;
+                info.value_map = request.value_map;
                 // The labels' values, then `--where`'s if it is read apart.
                 info.by = request
                     .labels
@@ -394,7 +400,7 @@ impl Tracer {
             });
             returns.extend(function.return_offsets.iter().map(|&offset| Site {
                 offset,
-                cookie: cookie::encode(id, 0),
+                cookie: cookie::encode(id, return_flags),
             }));
         }
 

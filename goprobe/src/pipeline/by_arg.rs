@@ -1,7 +1,8 @@
 //! `funclatency --by` and packs: each call's latency under the values its arguments had.
 //!
-//! The kernel sends a call's values at its entry ([`ArgEvent`]) and its latency at its return;
-//! the ring buffer delivers them in that order. A call is named by (process, goroutine, start
+//! The kernel sends a call's values at its entry ([`ArgEvent`]), its results (and what it wrote
+//! through a pointer argument) at its return, then its latency; the ring buffer delivers them
+//! in that order. A call is named by (process, goroutine, start
 //! time), and the latency event gives its start as `end_ns - latency_ns`. Each distinct set of
 //! values of a function becomes a function id of its own ([`FunctionInfo::labels`]), so every
 //! output (text, JSON, the agent's series) shows it as one more row, with no new key.
@@ -25,12 +26,17 @@ pub const DEFAULT_MAX_VALUES: usize = 100;
 pub const OTHER: &str = "other";
 pub const LOST: &str = "(lost)";
 pub const UNREADABLE: &str = "(unreadable)";
+/// A path's pointer was nil on the way (`ret0.StatusCode` of a request that failed).
+pub const NIL: &str = "(nil)";
+/// An asserted interface (`rw.(*net/http.response)`) held another type.
+pub const OTHER_TYPE: &str = "(other type)";
 
 #[derive(Debug)]
 pub struct ByArg {
     pub max_values: usize,
-    /// Values of open calls, by (tgid, g, start_ns).
-    pending: HashMap<(u32, u64, u64), Vec<String>>,
+    /// Values of open calls, by (tgid, g, start_ns); `None` until the event that reads it
+    /// (entry or return) has come.
+    pending: HashMap<(u32, u64, u64), Vec<Option<String>>>,
     /// (base function, values) → the function id its calls are counted under.
     ids: HashMap<(u32, Vec<String>), u32>,
     /// Distinct value sets given an id of their own, per base function.
@@ -43,6 +49,11 @@ pub struct ByArg {
     pub over_limit: u64,
     /// Calls that `--where` left out.
     pub filtered_out: u64,
+    /// Values of asserted interfaces that held another type.
+    pub other_type: u64,
+    /// Values read at the return through a pointer that the kernel had to evict (more calls
+    /// open at once than it keeps pointers for).
+    pub kept_lost: u64,
     /// Processes found exited at the last sweep that still had values waiting: removed at the
     /// next one, once every event they sent before exiting has been drained.
     exited: std::collections::HashSet<u32>,
@@ -59,6 +70,8 @@ impl Default for ByArg {
             unreadable: 0,
             over_limit: 0,
             filtered_out: 0,
+            other_type: 0,
+            kept_lost: 0,
             exited: std::collections::HashSet::new(),
         }
     }
@@ -85,9 +98,9 @@ impl ByArg {
             .collect();
     }
 
-    /// A call's values arrived (at its entry); `kinds`: how its function's values are read
-    /// (`args::KIND_*`, one per label).
-    pub fn values(&mut self, event: &ArgEvent, kinds: &[u32], normalize_sql: bool) {
+    /// A call's values arrived (at its entry, or at its return: each event carries the values
+    /// read there); `kinds`: how its function's values are read (`args::KIND_*`, one per label).
+    pub fn values(&mut self, event: &ArgEvent, info: &FunctionInfo) {
         if self.pending.len() >= MAX_PENDING {
             // Calls open this long without returning are rare (a panic unwound them, or a
             // goroutine blocks for good): drop the oldest half rather than grow.
@@ -98,22 +111,60 @@ impl ByArg {
             self.pending.retain(|k, _| k.2 > cut);
             self.pending_dropped += (before - self.pending.len()) as u64;
         }
-        let values: Vec<String> = event
+        let values: Vec<Option<String>> = event
             .values
             .iter()
-            .zip(kinds)
-            .map(|(v, &kind)| self.render(v, kind, normalize_sql))
+            .zip(&info.by)
+            .map(|(v, (label, kind))| {
+                (v.status != args::ELSEWHERE).then(|| {
+                    let text = self.render(v, *kind, info.normalize_sql);
+                    match info
+                        .value_map
+                        .iter()
+                        .find(|(l, from, _)| l == label && *from == text)
+                    {
+                        Some((_, _, to)) => (*to).to_string(),
+                        None => text,
+                    }
+                })
+            })
             .collect();
-        self.pending
-            .insert((event.tgid, event.g, event.start_ns), values);
+        let key = (event.tgid, event.g, event.start_ns);
+        match self.pending.get_mut(&key) {
+            Some(earlier) => {
+                for (slot, value) in earlier.iter_mut().zip(values) {
+                    if value.is_some() {
+                        *slot = value;
+                    }
+                }
+            }
+            None => {
+                self.pending.insert(key, values);
+            }
+        }
     }
 
     fn render(&mut self, value: &goprobe_common::ArgValue, kind: u32, sql: bool) -> String {
-        if value.status == args::UNREADABLE {
-            self.unreadable += 1;
-            return UNREADABLE.to_string();
+        match value.status {
+            args::UNREADABLE => {
+                self.unreadable += 1;
+                return UNREADABLE.to_string();
+            }
+            args::NIL => return NIL.to_string(),
+            args::OTHER_TYPE => {
+                self.other_type += 1;
+                return OTHER_TYPE.to_string();
+            }
+            args::LOST => {
+                self.kept_lost += 1;
+                return LOST.to_string();
+            }
+            _ => {}
         }
         let mut text = match kind {
+            // An interface's first word: its itab or type, 0 when it is nil.
+            args::KIND_IFACE if value.int == 0 => "nil".to_string(),
+            args::KIND_IFACE => "non-nil".to_string(),
             args::KIND_STRING => {
                 let len = (value.len as usize).min(args::STRING_BYTES);
                 String::from_utf8_lossy(&value.bytes[..len]).into_owned()
@@ -146,8 +197,17 @@ impl ByArg {
             .map(|(name, _)| name.clone())
             .collect();
         let values = self.pending.remove(&(event.tgid, event.g, start));
-        let lost = values.is_none();
-        let mut values = values.unwrap_or_else(|| vec![LOST.to_string(); base.by.len()]);
+        // Lost: the entry's or the return's event never came (the ring buffer was full).
+        let lost = values
+            .as_ref()
+            .is_none_or(|v| v.iter().any(Option::is_none));
+        let mut values: Vec<String> = match values {
+            Some(values) => values
+                .into_iter()
+                .map(|v| v.unwrap_or_else(|| LOST.to_string()))
+                .collect(),
+            None => vec![LOST.to_string(); base.by.len()],
+        };
         if let Some((index, filter)) = &base.filter
             && !lost
             && !values.get(*index).is_some_and(|v| filter.matches(v))
@@ -298,7 +358,7 @@ mod tests {
         let mut ids = Vec::new();
         for (i, key) in ["a", "b", "a", "c"].iter().enumerate() {
             let start = 1000 * i as u64;
-            by.values(&arg_event(1, 7, start, key), &[args::KIND_STRING], false);
+            by.values(&arg_event(1, 7, start, key), functions.get(base).unwrap());
             ids.push(by.id_of(&call(1, 7, start, 5), &mut functions).unwrap());
         }
         assert_eq!(ids[0], ids[2]);
@@ -314,7 +374,7 @@ mod tests {
         assert_eq!(label(&functions, lost), LOST);
         assert_eq!(by.pending(), 0);
         // Values of a process that exited go at the second sweep after it, not the first.
-        by.values(&arg_event(9, 7, 1, "a"), &[args::KIND_STRING], false);
+        by.values(&arg_event(9, 7, 1, "a"), functions.get(base).unwrap());
         by.forget_exited(|tgid| tgid != 9);
         assert_eq!(by.pending(), 1);
         by.forget_exited(|tgid| tgid != 9);

@@ -39,6 +39,9 @@ pub struct FunctionInfo {
     pub labels: Vec<(String, String)>,
     /// `--by` values are SQL, shown with `?` for literals (the `sql` pack).
     pub normalize_sql: bool,
+    /// Values shown otherwise: (label, value, shown as), from a pack (an HTTP status of 0,
+    /// which the server sends as 200).
+    pub value_map: goprobe_input::packs::ValueMap,
     /// How many of `by`'s values are labels (the rest is read for `--where` only).
     pub labelled: usize,
     /// `--where`: the index of its value in `by`, and the condition.
@@ -347,11 +350,10 @@ impl Aggregator {
             if item.len() == size_of::<ArgEvent>() {
                 // SAFETY: as below; the size and the magic word tell an ArgEvent.
                 let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ArgEvent>()) };
-                if event.magic == ArgEvent::MAGIC
+                if (event.magic == ArgEvent::MAGIC || event.magic == ArgEvent::MAGIC_RETURN)
                     && let Some(info) = functions.get(event.func)
                 {
-                    let kinds: Vec<u32> = info.by.iter().map(|(_, kind)| *kind).collect();
-                    self.by_arg.values(&event, &kinds, info.normalize_sql);
+                    self.by_arg.values(&event, info);
                 }
             } else if item.len() == size_of::<SplitEvent>() {
                 // SAFETY: as below; `funclatency --split` events extend a LatencyEvent.

@@ -20,6 +20,8 @@ pub struct ArgRequest {
     pub labels: Vec<String>,
     /// Values are SQL: literals become `?`, so no value leaves the host (the `sql` pack).
     pub normalize_sql: bool,
+    /// A pack's values shown otherwise (see `Pack::value_map`).
+    pub value_map: goprobe_input::packs::ValueMap,
     /// `--where`: only calls whose value passes are counted.
     pub filter: Option<goprobe_input::args::Where>,
     /// A pack's layouts of its library's structs (see `Pack::layouts`).
@@ -41,26 +43,38 @@ impl ArgRequest {
             declared,
             labels,
             normalize_sql: false,
+            value_map: &[],
             filter: None,
             layouts: &[],
         }
     }
 
+    /// `--where`'s path: a label's (`status` of the http-server pack) when it names one,
+    /// else its own.
+    fn filter_path(&self) -> Option<&ByPath> {
+        let filter = self.filter.as_ref()?;
+        let label = match filter.path.parts.as_slice() {
+            [one] if !filter.path.at_return => self.labels.iter().position(|l| l == one),
+            _ => None,
+        };
+        Some(label.map_or(&filter.path, |i| &self.by[i]))
+    }
+
     /// The paths the kernel reads: the labels', then `--where`'s unless it is one of them.
     pub fn reads(&self) -> Vec<&ByPath> {
         let mut reads: Vec<&ByPath> = self.by.iter().collect();
-        if let Some(filter) = &self.filter
-            && !self.by.contains(&filter.path)
+        if let Some(path) = self.filter_path()
+            && !self.by.contains(path)
         {
-            reads.push(&filter.path);
+            reads.push(path);
         }
         reads
     }
 
     /// Where `--where`'s value is among [`ArgRequest::reads`].
     pub fn filter_index(&self) -> Option<usize> {
-        let filter = self.filter.as_ref()?;
-        self.reads().iter().position(|p| **p == filter.path)
+        let path = self.filter_path()?;
+        self.reads().iter().position(|p| *p == path)
     }
 }
 
@@ -124,6 +138,23 @@ pub fn plan_args(
         });
         types.get_mut(id).fields = fields;
     }
+    let sections = Sections::load(index.data());
+    // The types paths assert (`rw.(*net/http.response)`): their fields from DWARF if the
+    // binary has it, else from the layouts above; and a pointer to each.
+    for path in request.reads() {
+        for part in &path.parts {
+            if let Some(asserted) = goprobe_input::args::ByPath::asserted(part) {
+                if let Some(sections) = &sections
+                    && types
+                        .by_name(asserted)
+                        .is_none_or(|id| types.get(id).fields.is_empty())
+                {
+                    let _ = sections.types().named_type(&mut types, asserted);
+                }
+                types.declared(&format!("*{asserted}"));
+            }
+        }
+    }
     let params: Vec<Param> = match &request.declared {
         Some(declared) => {
             let mut params = Vec::new();
@@ -138,12 +169,13 @@ pub fn plan_args(
                 params.push(Param {
                     name: p.name.clone(),
                     ty,
+                    result: p.result,
                 });
             }
             params
         }
         None => {
-            let sections = Sections::load(index.data()).ok_or_else(|| {
+            let sections = sections.as_ref().ok_or_else(|| {
                 format!(
                     "{} has no DWARF to name its arguments: declare them, e.g. \
                      'go:{function}(NAME TYPE, ...)' (receiver first), or use a pack",
@@ -159,8 +191,6 @@ pub fn plan_args(
             })?
         }
     };
-    let tys: Vec<_> = params.iter().map(|p| p.ty).collect();
-    let places = goabi::assign(&types, &tys, index.arch == Arch::Aarch64);
     let hint = match &layout_note {
         Some(note) => format!(": {note}"),
         None => String::new(),
@@ -173,10 +203,25 @@ pub fn plan_args(
             args::MAX_VALUES
         ));
     }
+    let itab = |concrete: &str, methods: &[&str]| index.static_itab(concrete, methods);
     let mut spec = ArgSpec::default();
     for (i, path) in reads.into_iter().enumerate() {
-        spec.reads[i] = goabi::resolve(&types, &params, &places, &path.parts, &hint)
-            .map_err(|e| format!("--by {}: {e}", path.text()))?;
+        let read = goabi::resolve(
+            &types,
+            &params,
+            index.arch == Arch::Aarch64,
+            &path.parts,
+            path.at_return,
+            &hint,
+            &itab,
+        )
+        .map_err(|e| format!("--by {}: {e}", path.text()))?;
+        spec.phases |= match read.when {
+            args::AT_ENTRY => args::PHASE_ENTRY,
+            args::AT_RETURN => args::PHASE_RETURN,
+            _ => args::PHASE_RETURN | args::PHASE_KEEP,
+        };
+        spec.reads[i] = read;
     }
     Ok(spec)
 }
@@ -194,12 +239,18 @@ pub fn pack_pattern(
 /// What a pack labels calls by.
 pub fn pack_request(pack: &Pack) -> ArgRequest {
     let by = goprobe_input::args::parse_by(pack.by).expect("packs' paths are valid");
-    let (_, declared) = goprobe_input::args::split_signature(&format!("f({})", pack.signature))
-        .expect("packs' signatures are valid");
+    let (_, declared) =
+        goprobe_input::args::split_signature(&format!("f({}) {}", pack.signature, pack.results))
+            .expect("packs' signatures are valid");
+    let mut request = ArgRequest::new(by, declared);
+    if !pack.labels.is_empty() {
+        request.labels = pack.labels.iter().map(|l| l.to_string()).collect();
+    }
     ArgRequest {
         normalize_sql: pack.normalize_sql,
+        value_map: pack.value_map,
         layouts: pack.layouts,
-        ..ArgRequest::new(by, declared)
+        ..request
     }
 }
 
@@ -216,8 +267,16 @@ mod tests {
         }
         assert_eq!(
             pack_request(pack("http-server").unwrap()).labels,
-            ["method", "path"]
+            ["method", "path", "status"]
         );
+        assert_eq!(
+            pack_request(pack("grpc").unwrap()).labels,
+            ["method", "code"]
+        );
+        for p in PACKS {
+            let r = pack_request(p);
+            assert_eq!(r.labels.len(), r.by.len(), "{}", p.name);
+        }
         assert!(pack("nope").err().unwrap().contains("http-server"));
     }
 }

@@ -4,13 +4,17 @@
 //   - main.goprobeE2ELookup(key string, n int, hit bool) with keys "alpha" and "beta", a key
 //     longer than goprobe keeps (cut, and said so), and a key whose pointer is unmapped (its
 //     bytes cannot be read: goprobe must count the call as unreadable, and the program runs on);
-//   - an HTTP server on 127.0.0.1 with three routes of known latency (/fast 1 ms, /mid 5 ms,
-//     /slow 20 ms), which the program itself requests -req times each, from -c clients.
+//   - main.goprobeE2EFetch(key string) (int, error), whose error is nil for "hit" and not for
+//     "miss" (results, read at the RET);
+//   - an HTTP server on 127.0.0.1 with three routes of known latency and status (/fast 1 ms
+//     200 without writing a status, /mid 5 ms 404, /slow 20 ms 503), which the program itself
+//     requests -req times each, from -c clients.
 //
-// The ground truth line has the count per key and per route.
+// The ground truth line has the count per key, per fetch result and per route.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +38,24 @@ func goprobeE2ELookup(key string, n int, hit bool) int {
 	return n
 }
 
+var errMiss = errors.New("miss")
+
+//go:noinline
+func goprobeE2EFetch(key string) (int, error) {
+	time.Sleep(20 * time.Microsecond)
+	if key == "miss" {
+		return -1, errMiss
+	}
+	return len(key), nil
+}
+
+func outcome(err error) string {
+	if err != nil {
+		return "non-nil"
+	}
+	return "nil"
+}
+
 // unmapped is a string whose bytes are at an address no mapping covers (the top of the lower
 // half of the address space, above anything Go maps); the lookup never reads it.
 func unmapped() string {
@@ -45,12 +67,13 @@ func unmapped() string {
 }
 
 var routes = []struct {
-	path  string
-	sleep time.Duration
+	path   string
+	sleep  time.Duration
+	status int
 }{
-	{"/fast", time.Millisecond},
-	{"/mid", 5 * time.Millisecond},
-	{"/slow", 20 * time.Millisecond},
+	{"/fast", time.Millisecond, 200},
+	{"/mid", 5 * time.Millisecond, 404},
+	{"/slow", 20 * time.Millisecond, 503},
 }
 
 func main() {
@@ -61,12 +84,20 @@ func main() {
 
 	long := strings.Repeat("x", 300)
 	keys := map[string]int{}
+	fetched := map[string]int{}
 	total := 0
 	for i := 0; i < *calls; i++ {
 		total += goprobeE2ELookup("alpha", 10, true)
 		total += goprobeE2ELookup("beta", 50, false)
 		keys["alpha"]++
 		keys["beta"]++
+		n, err := goprobeE2EFetch("hit")
+		total += n
+		fetched[outcome(err)]++
+		if i%2 == 0 {
+			_, err = goprobeE2EFetch("miss")
+			fetched[outcome(err)]++
+		}
 		if i%10 == 0 {
 			total += goprobeE2ELookup(long, 1, false)
 			total += goprobeE2ELookup(unmapped(), 1, false)
@@ -80,10 +111,13 @@ func main() {
 	took := map[string][]time.Duration{}
 	mux := http.NewServeMux()
 	for _, r := range routes {
-		sleep, path := r.sleep, r.path
+		sleep, path, status := r.sleep, r.path, r.status
 		mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
 			start := time.Now()
 			time.Sleep(sleep)
+			if status != 200 {
+				w.WriteHeader(status)
+			}
 			fmt.Fprintln(w, "ok")
 			d := time.Since(start)
 			mu.Lock()
@@ -108,7 +142,7 @@ func main() {
 				n++
 			}
 			wg.Add(1)
-			go func(path string, n int) {
+			go func(path string, status, n int) {
 				defer wg.Done()
 				for i := 0; i < n; i++ {
 					resp, err := http.Get(base + path)
@@ -117,14 +151,14 @@ func main() {
 					}
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
+					if resp.StatusCode != status {
 						harness.Fail("GET %s: status %d", path, resp.StatusCode)
 					}
 					mu.Lock()
 					served[path]++
 					mu.Unlock()
 				}
-			}(r.path, n)
+			}(r.path, r.status, n)
 		}
 	}
 	wg.Wait()
@@ -134,5 +168,9 @@ func main() {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		p50[path] = int64(ds[len(ds)/2])
 	}
-	harness.Result(map[string]interface{}{"keys": keys, "routes": served, "handler_p50_ns": p50, "total": total})
+	statuses := map[string]int{}
+	for _, r := range routes {
+		statuses[r.path] = r.status
+	}
+	harness.Result(map[string]interface{}{"keys": keys, "fetched": fetched, "routes": served, "statuses": statuses, "handler_p50_ns": p50, "total": total, "addr": ln.Addr().String()})
 }
