@@ -249,6 +249,10 @@ pub struct ProbeConfig {
     pub by: Option<String>,
     /// A probe pack (`goprobe packs`): its functions, labelled as it says.
     pub pack: Option<String>,
+    /// With `by` or `pack`: count only the calls that pass, as `funclatency --where`
+    /// (`"status >= 500"`).
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
     /// The function patterns are regular expressions (searched in the name).
     #[serde(default)]
     pub regex: bool,
@@ -600,6 +604,12 @@ impl Config {
                     crate::args::parse_by(by).map_err(|e| at(offset, e.to_string()))?;
                 }
                 (None, false, None) => {}
+            }
+            if let Some(filter) = &probe.filter {
+                if probe.pack.is_none() && probe.by.is_none() {
+                    return Err(at(offset, "where needs by or a pack".into()));
+                }
+                crate::args::parse_where(filter).map_err(|e| at(offset, e.to_string()))?;
             }
             if probe.regex {
                 for f in &probe.functions {

@@ -1498,3 +1498,102 @@ fn pack_labels_reach_metrics_and_the_archive() {
     assert!(answer["histograms"].as_array().is_some());
     agent.stop();
 }
+
+/// The agent's cardinality cap is a top-K by calls, not first come: with `max_values = 2`, the
+/// first two keys take the rows, and a key called most later (`gamma`) takes one of them at an
+/// interval's end, counted under its own series from then on. Every call is counted once, in a
+/// key's series or in `other`, and /metrics says how many values lost their row.
+#[test]
+fn agent_cap_keeps_the_most_called_values() {
+    let scratch = Scratch::new("topk");
+    let build = matrix()
+        .into_iter()
+        .find(|b| b.variant == "stripped")
+        .unwrap_or_else(|| matrix()[0].clone());
+    let program = scratch.0.join("byarg");
+    fs::copy(build.program("byarg"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    const LOOKUP: &str = "main.goprobeE2ELookup";
+    let config = config(&scratch.0, port, "")
+        .replace(
+            &format!("functions = [\"go:{FUNCTION}\"]"),
+            &format!("functions = [\"go:{LOOKUP}(key string, n int, hit bool)\"]\nby = \"key\""),
+        )
+        .replace("[[probe]]", "[histogram]\nmax_values = 2\n\n[[probe]]");
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(
+        &agent,
+        &program,
+        &["-calls", "50", "-req", "1", "-late", "2500"],
+    );
+    let truth = go.finish(Duration::from_secs(120)).unwrap();
+    let keys = &truth["keys"];
+    let total: u64 = ["alpha", "beta", "long", "unmapped", "gamma"]
+        .iter()
+        .map(|k| u64_field(keys, k))
+        .sum();
+    let text = agent.wait_count_of(LOOKUP, total);
+    let gamma = metric_sum(&text, COUNT, &[("function", LOOKUP), ("key", "gamma")]) as u64;
+    assert!(
+        gamma > 0 && gamma < u64_field(keys, "gamma"),
+        "gamma: {gamma} calls in its own series (it should take a row after its first interval)\n{text}"
+    );
+    let demoted = metric_sum(
+        &text,
+        "goprobe_agent_by_values_total",
+        &[("outcome", "demoted")],
+    );
+    assert!(demoted >= 1.0, "{text}");
+    agent.stop();
+}
+
+/// `where` in a probe, as `funclatency --where`: with the http-server pack and
+/// `where = "status >= 500"`, /metrics has the failing route's calls only, exactly, and the
+/// calls left out are counted.
+#[test]
+fn agent_where_keeps_only_matching_calls() {
+    let scratch = Scratch::new("where");
+    let build = matrix()
+        .into_iter()
+        .find(|b| b.variant == "stripped")
+        .unwrap_or_else(|| matrix()[0].clone());
+    let program = scratch.0.join("byarg");
+    fs::copy(build.program("byarg"), &program).unwrap();
+    let port = free_port();
+    let config_path = scratch.0.join("agent.toml");
+    let config = config(&scratch.0, port, "").replace(
+        &format!("functions = [\"go:{FUNCTION}\"]"),
+        "pack = \"http-server\"\nwhere = \"status >= 500\"",
+    );
+    fs::write(&config_path, config).unwrap();
+    let agent = Agent::start(&config_path, port);
+    let go = start_program(&agent, &program, &["-calls", "1", "-req", "30"]);
+    let truth = go.finish(Duration::from_secs(60)).unwrap();
+    const SERVE: &str = "net/http.serverHandler.ServeHTTP";
+    let slow = u64_field(&truth["routes"], "/slow");
+    let text = agent.wait_count_of(SERVE, slow);
+    assert_eq!(
+        metric_sum(&text, COUNT, &[("function", SERVE), ("status", "503")]) as u64,
+        slow,
+        "{text}"
+    );
+    let left_out = u64_field(&truth["routes"], "/fast") + u64_field(&truth["routes"], "/mid");
+    poll(
+        "the calls left out to be counted",
+        Duration::from_secs(10),
+        || {
+            let text = agent.metrics();
+            (metric_sum(
+                &text,
+                "goprobe_agent_by_values_total",
+                &[("outcome", "filtered_out")],
+            ) as u64
+                == left_out)
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.metrics()));
+    agent.stop();
+}

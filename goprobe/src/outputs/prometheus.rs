@@ -28,6 +28,8 @@ pub struct Health {
     pub not_inspectable: Vec<(&'static str, u64)>,
     pub binaries_inspected: u64,
     pub inspection_failures: u64,
+    /// `by` and packs: values by what happened to them (see `pipeline::by_arg`).
+    pub by_values: Vec<(&'static str, u64)>,
     pub archive_writes: u64,
     pub archive_errors: u64,
     pub archive_corrupt: u64,
@@ -282,6 +284,19 @@ pub fn render(cumulative: &Cumulative, health: &Health) -> String {
             out,
             "goprobe_agent_processes_not_inspectable_total{{reason=\"{reason}\"}} {value}"
         );
+    }
+    if !health.by_values.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP goprobe_agent_by_values_total Values of `by` and packs, by outcome: unreadable (a bad pointer on the way), over_limit (counted under `other`), filtered_out (left out by `where`), dropped (waited too long for their return), other_type (an asserted interface held another type), kept_lost (a pointer kept for the return was evicted), demoted (a value that lost its row to one with more calls)."
+        );
+        let _ = writeln!(out, "# TYPE goprobe_agent_by_values_total counter");
+        for (outcome, value) in &health.by_values {
+            let _ = writeln!(
+                out,
+                "goprobe_agent_by_values_total{{outcome=\"{outcome}\"}} {value}"
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -8,7 +8,8 @@
 //! output (text, JSON, the agent's series) shows it as one more row, with no new key.
 //!
 //! Memory stays bounded: a function gets at most `max_values` distinct value sets, the later
-//! ones all count under `other`; calls whose values never came (the ring buffer was full) count
+//! ones all count under `other` (the first seen keep their rows; with `top_k`, as in the agent,
+//! [`ByArg::rebalance`] gives the rows to the values with the most calls each interval); calls whose values never came (the ring buffer was full) count
 //! under `(lost)`, and values that wait too long for their return are dropped, counted.
 use std::collections::HashMap;
 
@@ -22,6 +23,9 @@ pub const MAX_PENDING: usize = 1 << 20;
 
 /// Distinct value sets per function, by default; the rest are `other`.
 pub const DEFAULT_MAX_VALUES: usize = 100;
+
+/// Values under `other` tracked as candidates for a row, per row (see [`ByArg::rebalance`]).
+const CANDIDATES: usize = 4;
 
 pub const OTHER: &str = "other";
 pub const LOST: &str = "(lost)";
@@ -54,6 +58,16 @@ pub struct ByArg {
     /// Values read at the return through a pointer that the kernel had to evict (more calls
     /// open at once than it keeps pointers for).
     pub kept_lost: u64,
+    /// Rank values by their calls at each [`ByArg::rebalance`] (the agent) rather than keep
+    /// the first seen (funclatency).
+    pub top_k: bool,
+    /// With `top_k`: calls per value id since the last rebalance.
+    recent: HashMap<u32, u64>,
+    /// With `top_k`: values counted under `other` since the last rebalance, and their calls,
+    /// by base function; at most `CANDIDATES × max_values` per function.
+    candidates: HashMap<u32, HashMap<Vec<String>, u64>>,
+    /// Values that lost their row to one with more calls.
+    pub demoted: u64,
     /// Processes found exited at the last sweep that still had values waiting: removed at the
     /// next one, once every event they sent before exiting has been drained.
     exited: std::collections::HashSet<u32>,
@@ -72,6 +86,10 @@ impl Default for ByArg {
             filtered_out: 0,
             other_type: 0,
             kept_lost: 0,
+            top_k: false,
+            recent: HashMap::new(),
+            candidates: HashMap::new(),
+            demoted: 0,
             exited: std::collections::HashSet::new(),
         }
     }
@@ -218,11 +236,32 @@ impl ByArg {
         values.truncate(base.labelled);
         let values = values;
         if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
+            if self.top_k {
+                *self.recent.entry(id).or_default() += 1;
+            }
             return Some(id);
         }
         let distinct = self.distinct.entry(event.func).or_default();
         let values = if *distinct >= self.max_values && !lost {
             self.over_limit += 1;
+            if self.top_k {
+                let candidates = self.candidates.entry(event.func).or_default();
+                if candidates.len() >= CANDIDATES * self.max_values
+                    && !candidates.contains_key(&values)
+                {
+                    // Full: halve every count and let the rarest go (lossy counting); a value
+                    // with many calls keeps its place.
+                    candidates.retain(|_, calls| {
+                        *calls /= 2;
+                        *calls > 0
+                    });
+                }
+                if candidates.len() < CANDIDATES * self.max_values
+                    || candidates.contains_key(&values)
+                {
+                    *candidates.entry(values).or_default() += 1;
+                }
+            }
             vec![OTHER.to_string(); names.len()]
         } else {
             values
@@ -241,7 +280,74 @@ impl ByArg {
         };
         let id = functions.add(info);
         self.ids.insert((event.func, values), id);
+        if self.top_k {
+            *self.recent.entry(id).or_default() += 1;
+        }
         Some(id)
+    }
+}
+
+impl ByArg {
+    /// With `top_k`, between two intervals (no call counted under the ids in between, since
+    /// rows are relabelled): each value under `other` with more calls (halved at each interval
+    /// before) than the least-called value that has a row takes that row (its id,
+    /// relabelled), and the other value counts under `other` from now on. Every call is counted once either way, and the
+    /// ids stay at `max_values` per function. Returns the rows that changed value.
+    pub fn rebalance(&mut self, functions: &mut FunctionTable) -> usize {
+        if !self.top_k {
+            return 0;
+        }
+        let candidates = std::mem::take(&mut self.candidates);
+        let mut recent = std::mem::take(&mut self.recent);
+        let mut swaps = 0;
+        for (base, candidates) in candidates {
+            let special = |values: &[String]| values.iter().all(|v| v == OTHER || v == LOST);
+            let mut rows: Vec<(u64, Vec<String>, u32)> = self
+                .ids
+                .iter()
+                .filter(|((b, values), _)| *b == base && !special(values))
+                .map(|((_, values), &id)| {
+                    (recent.get(&id).copied().unwrap_or(0), values.clone(), id)
+                })
+                .collect();
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let mut best: Vec<(u64, Vec<String>)> = candidates
+                .into_iter()
+                .map(|(v, calls)| (calls, v))
+                .collect();
+            best.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let mut left = HashMap::new();
+            for (calls, values) in best {
+                let beats = matches!(rows.last(), Some((least, _, _)) if calls > *least);
+                if !beats {
+                    left.insert(values, calls / 2);
+                    continue;
+                }
+                let Some((_, old, id)) = rows.pop() else {
+                    break;
+                };
+                self.ids.remove(&(base, old));
+                let info = functions.get_mut(id);
+                for ((_, label), value) in info.labels.iter_mut().zip(&values) {
+                    label.clone_from(value);
+                }
+                self.ids.insert((base, values), id);
+                recent.insert(id, calls);
+                self.demoted += 1;
+                swaps += 1;
+            }
+            left.retain(|_, calls| *calls > 0);
+            if !left.is_empty() {
+                self.candidates.insert(base, left);
+            }
+        }
+        // Counts decay by half each interval: a value's rank is mostly its latest intervals'.
+        recent.retain(|_, calls| {
+            *calls /= 2;
+            *calls > 0
+        });
+        self.recent = recent;
+        swaps
     }
 }
 
@@ -333,6 +439,54 @@ mod tests {
         e.values[0].len = text.len() as u32;
         e.values[0].bytes[..text.len()].copy_from_slice(text.as_bytes());
         e
+    }
+
+    #[test]
+    fn top_k_gives_rows_to_the_most_called_values() {
+        let mut functions = FunctionTable::default();
+        let base = functions.add(FunctionInfo {
+            name: "main.f".into(),
+            by: vec![("key".into(), args::KIND_STRING)],
+            labelled: 1,
+            ..FunctionInfo::default()
+        });
+        let mut by = ByArg {
+            max_values: 2,
+            top_k: true,
+            ..ByArg::default()
+        };
+        let mut start = 0;
+        let mut call = |by: &mut ByArg, functions: &mut FunctionTable, key: &str| {
+            start += 10;
+            by.values(&arg_event(1, 7, start, key), functions.get(base).unwrap());
+            let event = LatencyEvent {
+                tgid: 1,
+                func: base,
+                latency_ns: 5,
+                end_ns: start + 5,
+                g: 7,
+            };
+            by.id_of(&event, functions).unwrap()
+        };
+        let label =
+            |functions: &FunctionTable, id: u32| functions.get(id).unwrap().labels[0].1.clone();
+        // First seen: a and b take the rows; c, called most, counts under other.
+        let a = call(&mut by, &mut functions, "a");
+        call(&mut by, &mut functions, "b");
+        call(&mut by, &mut functions, "b");
+        for _ in 0..5 {
+            let id = call(&mut by, &mut functions, "c");
+            assert_eq!(label(&functions, id), OTHER);
+        }
+        assert_eq!(by.rebalance(&mut functions), 1);
+        // a (1 call) gave its row to c; c's calls now count under that id, a's under other.
+        assert_eq!(label(&functions, a), "c");
+        assert_eq!(call(&mut by, &mut functions, "c"), a);
+        let id = call(&mut by, &mut functions, "a");
+        assert_eq!(label(&functions, id), OTHER);
+        assert_eq!(by.demoted, 1);
+        // Nothing under other beats the rows: no change.
+        assert_eq!(by.rebalance(&mut functions), 0);
     }
 
     #[test]

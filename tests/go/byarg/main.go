@@ -4,6 +4,8 @@
 //   - main.goprobeE2ELookup(key string, n int, hit bool) with keys "alpha" and "beta", a key
 //     longer than goprobe keeps (cut, and said so), and a key whose pointer is unmapped (its
 //     bytes cannot be read: goprobe must count the call as unreadable, and the program runs on);
+//   - with -late N, N more lookups of key "gamma" after all of that, over a second or more
+//     (a value that becomes the most called after others took the rows: the agent's top-K);
 //   - main.goprobeE2EFetch(key string) (int, error), whose error is nil for "hit" and not for
 //     "miss" (results, read at the RET);
 //   - an HTTP server on 127.0.0.1 with three routes of known latency and status (/fast 1 ms
@@ -80,6 +82,7 @@ func main() {
 	calls := flag.Int("calls", 200, "lookups per key")
 	req := flag.Int("req", 100, "requests per route")
 	clients := flag.Int("c", 4, "concurrent clients per route")
+	late := flag.Int("late", 0, "lookups of \"gamma\" at the end, 1 ms each")
 	harness.Start()
 
 	long := strings.Repeat("x", 300)
@@ -167,6 +170,10 @@ func main() {
 	for path, ds := range took {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 		p50[path] = int64(ds[len(ds)/2])
+	}
+	for i := 0; i < *late; i++ {
+		total += goprobeE2ELookup("gamma", 1000, false)
+		keys["gamma"]++
 	}
 	statuses := map[string]int{}
 	for _, r := range routes {

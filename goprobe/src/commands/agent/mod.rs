@@ -116,18 +116,30 @@ fn probe_patterns(
     p: &goprobe_input::agent_config::ProbeConfig,
 ) -> (Vec<Pattern>, crate::plan::args::ArgRequests) {
     use crate::plan::args::{ArgRequest, pack, pack_request};
+    let filter = p
+        .filter
+        .as_deref()
+        .map(|f| goprobe_input::args::parse_where(f).expect("checked when the config was read"));
     if let Some(name) = &p.pack {
         let pack = pack(name).expect("checked when the config was read");
         let pattern =
             crate::plan::args::pack_pattern(pack, "go").expect("packs' patterns are valid");
-        return (vec![pattern.clone()], vec![(pattern, pack_request(pack))]);
+        let request = ArgRequest {
+            filter,
+            ..pack_request(pack)
+        };
+        return (vec![pattern.clone()], vec![(pattern, request)]);
     }
     let mut patterns = Vec::new();
     let mut requests = Vec::new();
     for (pattern, declared) in p.patterns() {
         if let Some(by) = &p.by {
             let by = goprobe_input::args::parse_by(by).expect("checked when the config was read");
-            requests.push((pattern.clone(), ArgRequest::new(by, declared)));
+            let request = ArgRequest {
+                filter: filter.clone(),
+                ..ArgRequest::new(by, declared)
+            };
+            requests.push((pattern.clone(), request));
         }
         patterns.push(pattern);
     }
@@ -294,6 +306,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracer.keep_names = false;
     tracer.arg_requests = probes.iter().flat_map(|p| p.arg_requests.clone()).collect();
     tracer.aggregator.by_arg.max_values = config.histogram.max_values;
+    // Months of running: the rows go to the values with the most calls, not the first seen.
+    tracer.aggregator.by_arg.top_k = true;
     let budget =
         (config.agent.overhead_budget.0 > 0.0).then(|| Budget::new(config.agent.overhead_budget.0));
     // Each function attached apart, so that the budget can detach one alone.
@@ -502,6 +516,16 @@ impl Agent {
         (self.health.otlp_exports, self.health.otlp_errors) = self.otlp.counts();
         self.health.binaries_inspected = self.tracer.inspections;
         self.health.inspection_failures = self.tracer.inspection_failures;
+        let by = &self.tracer.aggregator.by_arg;
+        self.health.by_values = vec![
+            ("unreadable", by.unreadable),
+            ("over_limit", by.over_limit),
+            ("filtered_out", by.filtered_out),
+            ("dropped", by.pending_dropped),
+            ("other_type", by.other_type),
+            ("kept_lost", by.kept_lost),
+            ("demoted", by.demoted),
+        ];
         self.health.archive_corrupt = self.shared.archive.corrupt_total();
         let (mut processes, mut probes) = (0, 0);
         for tracked in self.processes.values() {
@@ -619,6 +643,10 @@ impl Agent {
     /// Write this interval's histograms to the archive and start the next interval.
     fn write_interval(&mut self) {
         self.fold();
+        // Right after the fold, before the next drain: no call is counted under a row while
+        // it changes value.
+        let by_arg = &mut self.tracer.aggregator.by_arg;
+        by_arg.rebalance(&mut self.tracer.functions);
         let ttl = self.config.histogram.idle_series_ttl.0;
         self.shared
             .metrics
