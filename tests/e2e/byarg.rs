@@ -346,6 +346,14 @@ fn bad_arguments_get_one_line() {
                 vec!["named \"nope\"", "key, n, hit"],
             ),
             (vec!["--pack", "sql"], vec!["no function matches"]),
+            (
+                vec!["--by", "key@return", signature],
+                vec!["@return reads what a pointer argument leads to"],
+            ),
+            (
+                vec!["--by", "key.(*main.T).x", signature],
+                vec!["string is not an interface"],
+            ),
         ];
         for (args, needles) in cases {
             let mut all = vec!["funclatency", "-p", &pid];

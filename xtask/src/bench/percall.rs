@@ -53,6 +53,8 @@ pub const GOPROBE_LOG_ON: &str = "goprobe, kernel log on (-v)";
 const BT_UPROBE: &str = "bpftrace uprobe";
 pub const BT_URETPROBE: &str = "bpftrace uprobe + uretprobe";
 pub const GOPROBE_BY: &str = "goprobe funclatency --by key";
+/// The same with a result read at the RET: a second event per call.
+pub const GOPROBE_BY_RESULT: &str = "goprobe funclatency --by key,ret0";
 
 pub fn measure(env: &Env) -> Result<PercallReport> {
     let plan = &env.plan;
@@ -147,6 +149,10 @@ pub fn measure(env: &Env) -> Result<PercallReport> {
         }
         if case.mode == "key" {
             configs.push((GOPROBE_BY, Tracer::GoprobeArgs(vec!["--by", "key"])));
+            configs.push((
+                GOPROBE_BY_RESULT,
+                Tracer::GoprobeArgs(vec!["--by", "key,ret0"]),
+            ));
         }
         let headline = functions.is_empty();
         if headline {
@@ -420,6 +426,20 @@ pub fn render(w: &mut String, p: &PercallReport) {
                 fmt_summary(&f.ratio(GOPROBE_BY, GOPROBE), ratio),
                 rss(GOPROBE_BY),
                 rss(GOPROBE)
+            );
+        }
+        if f.ns.contains_key(GOPROBE_BY_RESULT) {
+            let _ = writeln!(
+                w,
+                "`--by key,ret0` (a result, read at the RET and sent in a second event) over `--by key`: {} per call added.\n",
+                fmt_summary(
+                    &f.added(GOPROBE_BY_RESULT)
+                        .iter()
+                        .zip(f.added(GOPROBE_BY))
+                        .map(|(result, by)| result - by)
+                        .collect::<Vec<_>>(),
+                    ns
+                ),
             );
         }
         if f.ns.contains_key(GOPROBE_LOG_ON) {

@@ -137,6 +137,9 @@ fn probe_patterns(
             let by = goprobe_input::args::parse_by(by).expect("checked when the config was read");
             let request = ArgRequest {
                 filter: filter.clone(),
+                // No literal of a query leaves the host: `by` on database/sql's functions is
+                // normalised as the sql pack's is.
+                normalize_sql: pattern.name.contains("database/sql."),
                 ..ArgRequest::new(by, declared)
             };
             requests.push((pattern.clone(), request));
