@@ -182,12 +182,17 @@ mod regs {
     /// them; a volatile load, as in [`args3`].
     #[inline(always)]
     pub(crate) fn int_arg(regs: &pt_regs, index: u32) -> u64 {
-        if index < 16 {
-            // SAFETY: a plain read of the kernel's pt_regs, in bounds.
-            unsafe { core::ptr::read_volatile(&regs.regs[(index & 15) as usize]) }
-        } else {
-            0
+        // Constant offsets only: the verifier refuses a variable offset into the context.
+        macro_rules! at {
+            ($($i:literal)*) => {
+                match index {
+                    // SAFETY: plain reads of the kernel's pt_regs.
+                    $($i => unsafe { core::ptr::read_volatile(&regs.regs[$i]) },)*
+                    _ => 0,
+                }
+            };
         }
+        at!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
     }
 
     /// The current `g` read with a volatile load, for the same reason as [`args3`].
