@@ -1420,12 +1420,11 @@ fn overhead_budget_sheds_hot_probes() {
     agent.stop();
 }
 
-/// A probe with `pack = "http-server"` on a stripped build: /metrics has one series per route,
-/// with `method`, `path` and `status` labels and each route's exact count; the archive keeps the labels,
-/// and a query names each route.
-#[test]
-fn pack_labels_reach_metrics_and_the_archive() {
-    let scratch = Scratch::new("pack");
+/// An agent whose one probe traces a stripped build of `byarg` (copied into a scratch
+/// directory of its own): the probe's `functions` line replaced by `probe`, `before_probe`
+/// (config sections) placed before it. The scratch directory lives as long as the first value.
+fn byarg_agent(name: &str, probe: &str, before_probe: &str) -> (Scratch, Agent, PathBuf) {
+    let scratch = Scratch::new(name);
     let build = matrix()
         .into_iter()
         .find(|b| b.variant == "stripped")
@@ -1434,12 +1433,21 @@ fn pack_labels_reach_metrics_and_the_archive() {
     fs::copy(build.program("byarg"), &program).unwrap();
     let port = free_port();
     let config_path = scratch.0.join("agent.toml");
-    let config = config(&scratch.0, port, "").replace(
-        &format!("functions = [\"go:{FUNCTION}\"]"),
-        r#"pack = "http-server""#,
-    );
+    let config = config(&scratch.0, port, "")
+        .replace(&format!("functions = [\"go:{FUNCTION}\"]"), probe)
+        .replace("[[probe]]", &format!("{before_probe}[[probe]]"));
     fs::write(&config_path, config).unwrap();
     let agent = Agent::start(&config_path, port);
+    (scratch, agent, program)
+}
+
+/// A probe with `pack = "http-server"` on a stripped build: /metrics has one series per route,
+/// with `method`, `path` and `status` labels and each route's exact count; the archive keeps the labels,
+/// and a query names each route.
+#[test]
+fn pack_labels_reach_metrics_and_the_archive() {
+    let (_scratch, agent, program) = byarg_agent("pack", r#"pack = "http-server""#, "");
+    let port = agent.port;
     let go = start_program(&agent, &program, &["-calls", "1", "-req", "60"]);
     let truth = go.finish(Duration::from_secs(60)).unwrap();
     const SERVE: &str = "net/http.serverHandler.ServeHTTP";
@@ -1505,24 +1513,12 @@ fn pack_labels_reach_metrics_and_the_archive() {
 /// key's series or in `other`, and /metrics says how many values lost their row.
 #[test]
 fn agent_cap_keeps_the_most_called_values() {
-    let scratch = Scratch::new("topk");
-    let build = matrix()
-        .into_iter()
-        .find(|b| b.variant == "stripped")
-        .unwrap_or_else(|| matrix()[0].clone());
-    let program = scratch.0.join("byarg");
-    fs::copy(build.program("byarg"), &program).unwrap();
-    let port = free_port();
-    let config_path = scratch.0.join("agent.toml");
     const LOOKUP: &str = "main.goprobeE2ELookup";
-    let config = config(&scratch.0, port, "")
-        .replace(
-            &format!("functions = [\"go:{FUNCTION}\"]"),
-            &format!("functions = [\"go:{LOOKUP}(key string, n int, hit bool)\"]\nby = \"key\""),
-        )
-        .replace("[[probe]]", "[histogram]\nmax_values = 2\n\n[[probe]]");
-    fs::write(&config_path, config).unwrap();
-    let agent = Agent::start(&config_path, port);
+    let (_scratch, agent, program) = byarg_agent(
+        "topk",
+        &format!("functions = [\"go:{LOOKUP}(key string, n int, hit bool)\"]\nby = \"key\""),
+        "[histogram]\nmax_values = 2\n\n",
+    );
     let go = start_program(
         &agent,
         &program,
@@ -1554,21 +1550,11 @@ fn agent_cap_keeps_the_most_called_values() {
 /// calls left out are counted.
 #[test]
 fn agent_where_keeps_only_matching_calls() {
-    let scratch = Scratch::new("where");
-    let build = matrix()
-        .into_iter()
-        .find(|b| b.variant == "stripped")
-        .unwrap_or_else(|| matrix()[0].clone());
-    let program = scratch.0.join("byarg");
-    fs::copy(build.program("byarg"), &program).unwrap();
-    let port = free_port();
-    let config_path = scratch.0.join("agent.toml");
-    let config = config(&scratch.0, port, "").replace(
-        &format!("functions = [\"go:{FUNCTION}\"]"),
+    let (_scratch, agent, program) = byarg_agent(
+        "where",
         "pack = \"http-server\"\nwhere = \"status >= 500\"",
+        "",
     );
-    fs::write(&config_path, config).unwrap();
-    let agent = Agent::start(&config_path, port);
     let go = start_program(&agent, &program, &["-calls", "1", "-req", "30"]);
     let truth = go.finish(Duration::from_secs(60)).unwrap();
     const SERVE: &str = "net/http.serverHandler.ServeHTTP";
