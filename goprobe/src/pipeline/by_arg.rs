@@ -441,8 +441,8 @@ mod tests {
         e
     }
 
-    #[test]
-    fn top_k_gives_rows_to_the_most_called_values() {
+    /// A table with one function labelled by a string `key`, and its id.
+    fn keyed_function() -> (FunctionTable, u32) {
         let mut functions = FunctionTable::default();
         let base = functions.add(FunctionInfo {
             name: "main.f".into(),
@@ -450,6 +450,12 @@ mod tests {
             labelled: 1,
             ..FunctionInfo::default()
         });
+        (functions, base)
+    }
+
+    #[test]
+    fn top_k_gives_rows_to_the_most_called_values() {
+        let (mut functions, base) = keyed_function();
         let mut by = ByArg {
             max_values: 2,
             top_k: true,
@@ -491,13 +497,7 @@ mod tests {
 
     #[test]
     fn calls_join_their_values_and_the_cap_holds() {
-        let mut functions = FunctionTable::default();
-        let base = functions.add(FunctionInfo {
-            name: "main.f".into(),
-            by: vec![("key".into(), args::KIND_STRING)],
-            labelled: 1,
-            ..FunctionInfo::default()
-        });
+        let (mut functions, base) = keyed_function();
         let mut by = ByArg {
             max_values: 2,
             ..ByArg::default()
