@@ -166,7 +166,9 @@ fn folded_and_svg() {
 #[test]
 fn stacks_end_at_a_root_or_a_marker() {
     for_each_build(&matrix(), |build| {
-        let mut go = GoProgram::start(&build.program("sleep"), &["-n", "200", "-ms", "1"], &[]);
+        // About a second of calls: the stacks that enter the kernel are a few percent of the
+        // samples, and a 200 ms run (about 60 samples) once had none of them.
+        let mut go = GoProgram::start(&build.program("sleep"), &["-n", "1000", "-ms", "1"], &[]);
         let pid = go.pid.to_string();
         let probe = Goprobe::start(&["profile", "-p", &pid, "-F", "999", "--kernel", "--folded"]);
         probe
