@@ -355,6 +355,15 @@ fn bad_arguments_get_one_line() {
                 vec!["string is not an interface"],
             ),
         ];
+        if build.variant == "default" {
+            // A declaration that DWARF contradicts would read the wrong registers.
+            let swapped = format!("{LOOKUP}(n int, key string)");
+            let out = run_goprobe(&["funclatency", "-p", &pid, "--by", "key", &swapped]);
+            assert_refused(
+                &out,
+                &["does not match the binary's DWARF", "(key string, n int"],
+            );
+        }
         for (args, needles) in cases {
             let mut all = vec!["funclatency", "-p", &pid];
             all.extend(args.iter().copied());

@@ -7,7 +7,7 @@ use goprobe_input::args::{ByPath, DeclaredParam};
 
 use crate::inspect::{
     Arch, BinaryIndex,
-    goabi::{self, Param, Types, dwarf::Sections, stdlib},
+    goabi::{self, Param, TypeId, Types, dwarf::Sections, stdlib},
 };
 
 /// What to label calls by.
@@ -172,6 +172,22 @@ pub fn plan_args(
                     result: p.result,
                 });
             }
+            // Where DWARF describes the function too, the declaration must agree with it.
+            if let Some(sections) = &sections
+                && let Some(described) = sections.types().params(&mut types, function)
+            {
+                check_declared(&types, &params, &described, index.arch == Arch::Aarch64).map_err(
+                    |why| {
+                        format!(
+                            "the declared signature {} does not match the binary's DWARF, which \
+                             gives {function}{} ({why}): fix the declaration, or leave it out \
+                             to use DWARF's",
+                            signature(&types, &params),
+                            signature(&types, &described)
+                        )
+                    },
+                )?;
+            }
             params
         }
         None => {
@@ -224,6 +240,78 @@ pub fn plan_args(
         spec.reads[i] = read;
     }
     Ok(spec)
+}
+
+/// Whether the `declared` arguments and results (a leading part of each list is enough) are
+/// where DWARF's `described` ones are, by Go's register assignment: else the kernel would read
+/// other registers than the declaration means. A place neither side can work out (a type
+/// passed on the stack) ends the comparison there.
+fn check_declared(
+    types: &Types,
+    declared: &[Param],
+    described: &[Param],
+    arm64: bool,
+) -> Result<(), String> {
+    for (what, results) in [("arguments", false), ("results", true)] {
+        let declared: Vec<TypeId> = declared
+            .iter()
+            .filter(|p| p.result == results)
+            .map(|p| p.ty)
+            .collect();
+        let described: Vec<TypeId> = described
+            .iter()
+            .filter(|p| p.result == results)
+            .map(|p| p.ty)
+            .collect();
+        // DWARF without results (a Go that did not describe them) cannot be checked against.
+        if results && described.is_empty() {
+            continue;
+        }
+        if declared.len() > described.len() {
+            return Err(format!(
+                "{} {what} declared, {} in DWARF",
+                declared.len(),
+                described.len()
+            ));
+        }
+        let places = goabi::assign(types, &declared, arm64)
+            .into_iter()
+            .zip(goabi::assign(types, &described, arm64));
+        for (i, (mine, theirs)) in places.enumerate() {
+            if mine == goabi::Place::Stack || theirs == goabi::Place::Stack {
+                break;
+            }
+            if mine != theirs {
+                let name = |ty: TypeId| types.get(ty).name.clone();
+                return Err(format!(
+                    "{} {} is declared {}, and DWARF's is {}",
+                    if results { "result" } else { "argument" },
+                    i + 1,
+                    name(declared[i]),
+                    name(described[i])
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(name type, ...) (results)`, as a signature is declared.
+fn signature(types: &Types, params: &[Param]) -> String {
+    let list = |results: bool| {
+        params
+            .iter()
+            .filter(|p| p.result == results)
+            .map(|p| format!("{} {}", p.name, types.get(p.ty).name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let results = list(true);
+    if results.is_empty() {
+        format!("({})", list(false))
+    } else {
+        format!("({}) ({results})", list(false))
+    }
 }
 
 pub use goprobe_input::packs::{PACKS, Pack, pack};
