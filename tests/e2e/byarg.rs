@@ -390,7 +390,14 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so that a server cleans up what outlives it (PostgreSQL's System V shared
+    /// memory segment), then SIGKILL if it has not gone within 10 s.
     fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -470,6 +477,68 @@ impl Server {
         )
     }
 
+    /// Debian's PostgreSQL, in a cluster of its own made by `initdb` (as the `postgres` user,
+    /// since PostgreSQL refuses to run as root), trusting local connections.
+    fn postgres() -> Server {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path().join("bin")).max())
+            .expect("PostgreSQL under /usr/lib/postgresql (cargo xtask setup installs it)");
+        let as_postgres = [
+            "setpriv",
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+        ];
+        let initdb = bin.join("initdb").display().to_string();
+        let mut init = as_postgres.to_vec();
+        init.extend([
+            &initdb,
+            "-D",
+            "{dir}/data",
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ]);
+        let server = Server::start(
+            "postgres",
+            &[&["chown", "postgres:postgres", "{dir}"], &init],
+            |dir, port| {
+                let mut argv: Vec<String> = as_postgres.iter().map(|a| a.to_string()).collect();
+                argv.extend([
+                    bin.join("postgres").display().to_string(),
+                    "-D".into(),
+                    format!("{}/data", dir.display()),
+                    "-p".into(),
+                    port.to_string(),
+                    "-k".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    "listen_addresses=127.0.0.1".into(),
+                    "-c".into(),
+                    "fsync=off".into(),
+                ]);
+                argv
+            },
+        );
+        // It listens before it accepts connections: wait until it answers as ready.
+        let ready = goprobe_e2e::poll("PostgreSQL to accept", Duration::from_secs(30), || {
+            std::process::Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &server.port.to_string()])
+                .status()
+                .ok()?
+                .success()
+                .then_some(())
+        });
+        assert!(
+            ready.is_ok(),
+            "{}",
+            std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default()
+        );
+        server
+    }
+
     /// Debian's Redis, without persistence.
     fn redis() -> Server {
         Server::start("redis", &[], |dir, port| {
@@ -496,11 +565,26 @@ impl Server {
 #[test]
 fn sql_pack_reports_each_statement_normalised() {
     let server = Server::mariadb();
-    let addr = format!("127.0.0.1:{}", server.port);
+    check_sql_pack("-mysql", server.port, "SELECT SLEEP(?)");
+}
+
+/// The same against Debian's PostgreSQL through Debian's lib/pq: the pack reads
+/// `database/sql`, so it holds for any driver.
+#[test]
+fn sql_pack_on_postgres_through_lib_pq() {
+    let server = Server::postgres();
+    check_sql_pack("-postgres", server.port, "SELECT pg_sleep(?)");
+}
+
+/// `dbclients` with `flag` pointed at a database on `port`, traced with `--pack sql`, on default
+/// and stripped builds: `SELECT ? + ?` and the `slow` statement each with their exact counts,
+/// the slow one's p50 above its 5 ms sleep, and no literal in any row.
+fn check_sql_pack(flag: &str, port: u16, slow_statement: &str) {
+    let addr = format!("127.0.0.1:{port}");
     for_each_build(&default_and_stripped(), |build| {
         let (truth, finished) = trace_program(
             &build.program("dbclients"),
-            &["-mysql", &addr, "-fast", "150", "-slow", "30"],
+            &[flag, &addr, "-fast", "150", "-slow", "30"],
             &[],
             &["--pack", "sql"],
             "",
@@ -513,13 +597,13 @@ fn sql_pack_reports_each_statement_normalised() {
             u64_field(&truth, "fast"),
         )?;
         expect(
-            "SELECT SLEEP(?)",
-            count_of(&rows, "SELECT SLEEP(?)"),
+            slow_statement,
+            count_of(&rows, slow_statement),
             u64_field(&truth, "slow"),
         )?;
         let (_, slow) = rows
             .iter()
-            .find(|(v, _)| v == "SELECT SLEEP(?)")
+            .find(|(v, _)| v == slow_statement)
             .ok_or("no slow row")?;
         if u64_field(slow, "p50_ns") < 5_000_000 {
             return Err(format!("the slow statement's p50 is {} ns", slow["p50_ns"]));

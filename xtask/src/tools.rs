@@ -207,9 +207,14 @@ fn agent_test_tools() -> Result<()> {
         ("/usr/sbin/mariadbd", "mariadb-server"),
         ("/usr/bin/caddy", "caddy"),
         ("/usr/bin/redis-server", "redis-server"),
+        ("/usr/lib/postgresql/15/bin/postgres", "postgresql"),
         (
             "/usr/share/gocode/src/github.com/go-sql-driver/mysql/driver.go",
             "golang-github-go-sql-driver-mysql-dev",
+        ),
+        (
+            "/usr/share/gocode/src/github.com/lib/pq/conn.go",
+            "golang-github-lib-pq-dev",
         ),
         (
             "/usr/share/gocode/src/github.com/gomodule/redigo/redis/conn.go",
@@ -230,7 +235,14 @@ fn agent_test_tools() -> Result<()> {
         eprintln!("setup: installing {} with apt-get", missing.join(" "));
         apt_install(&missing)?;
         // The packages may start their services; the tests start their own.
-        for service in ["prometheus", "etcd", "mariadb", "redis-server", "caddy"] {
+        for service in [
+            "prometheus",
+            "etcd",
+            "mariadb",
+            "redis-server",
+            "caddy",
+            "postgresql",
+        ] {
             let _ = util::output(cmd("systemctl").args(["disable", "--now", service]));
         }
     }
