@@ -41,8 +41,9 @@ pub struct ByArg {
     /// Values of open calls, by (tgid, g, start_ns); `None` until the event that reads it
     /// (entry or return) has come.
     pending: HashMap<(u32, u64, u64), Vec<Option<String>>>,
-    /// (base function, values) → the function id its calls are counted under.
-    ids: HashMap<(u32, Vec<String>), u32>,
+    /// Base function → values → the function id its calls are counted under (two levels, so
+    /// that a call's lookup borrows its values rather than cloning them).
+    ids: HashMap<u32, HashMap<Vec<String>, u32>>,
     /// Distinct value sets given an id of their own, per base function.
     distinct: HashMap<u32, usize>,
     /// Values dropped while waiting for their return (MAX_PENDING reached).
@@ -208,12 +209,6 @@ impl ByArg {
         let Some(base) = functions.get(event.func) else {
             return Some(event.func);
         };
-        let names: Vec<String> = base
-            .by
-            .iter()
-            .take(base.labelled)
-            .map(|(name, _)| name.clone())
-            .collect();
         let values = self.pending.remove(&(event.tgid, event.g, start));
         // Lost: the entry's or the return's event never came (the ring buffer was full).
         let lost = values
@@ -235,7 +230,7 @@ impl ByArg {
         }
         values.truncate(base.labelled);
         let values = values;
-        if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
+        if let Some(&id) = self.ids.get(&event.func).and_then(|ids| ids.get(&values)) {
             if self.top_k {
                 *self.recent.entry(id).or_default() += 1;
             }
@@ -262,24 +257,25 @@ impl ByArg {
                     *candidates.entry(values).or_default() += 1;
                 }
             }
-            vec![OTHER.to_string(); names.len()]
+            vec![OTHER.to_string(); base.labelled]
         } else {
             values
         };
-        if let Some(&id) = self.ids.get(&(event.func, values.clone())) {
+        if let Some(&id) = self.ids.get(&event.func).and_then(|ids| ids.get(&values)) {
             return Some(id);
         }
         if !lost {
             *distinct += 1;
         }
+        let names = base.by.iter().take(base.labelled).map(|(name, _)| name);
         let info = FunctionInfo {
-            labels: names.iter().cloned().zip(values.iter().cloned()).collect(),
+            labels: names.cloned().zip(values.iter().cloned()).collect(),
             by: Vec::new(),
             base: Some(event.func),
             ..base.clone()
         };
         let id = functions.add(info);
-        self.ids.insert((event.func, values), id);
+        self.ids.entry(event.func).or_default().insert(values, id);
         if self.top_k {
             *self.recent.entry(id).or_default() += 1;
         }
@@ -302,13 +298,11 @@ impl ByArg {
         let mut swaps = 0;
         for (base, candidates) in candidates {
             let special = |values: &[String]| values.iter().all(|v| v == OTHER || v == LOST);
-            let mut rows: Vec<(u64, Vec<String>, u32)> = self
-                .ids
+            let ids = self.ids.entry(base).or_default();
+            let mut rows: Vec<(u64, Vec<String>, u32)> = ids
                 .iter()
-                .filter(|((b, values), _)| *b == base && !special(values))
-                .map(|((_, values), &id)| {
-                    (recent.get(&id).copied().unwrap_or(0), values.clone(), id)
-                })
+                .filter(|(values, _)| !special(values))
+                .map(|(values, &id)| (recent.get(&id).copied().unwrap_or(0), values.clone(), id))
                 .collect();
             rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             let mut best: Vec<(u64, Vec<String>)> = candidates
@@ -326,12 +320,12 @@ impl ByArg {
                 let Some((_, old, id)) = rows.pop() else {
                     break;
                 };
-                self.ids.remove(&(base, old));
+                ids.remove(&old);
                 let info = functions.get_mut(id);
                 for ((_, label), value) in info.labels.iter_mut().zip(&values) {
                     label.clone_from(value);
                 }
-                self.ids.insert((base, values), id);
+                ids.insert(values, id);
                 recent.insert(id, calls);
                 self.demoted += 1;
                 swaps += 1;
