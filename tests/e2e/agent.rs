@@ -1443,9 +1443,11 @@ fn byarg_agent(name: &str, probe: &str, before_probe: &str) -> (Scratch, Agent, 
 
 /// A probe with `pack = "http-server"` on a stripped build: /metrics has one series per route,
 /// with `method`, `path` and `status` labels and each route's exact count; the archive keeps the labels,
-/// and a query names each route.
+/// and a query names each route. Then the program runs again with /mid four times slower, and
+/// `goprobe diff` answers "which route got slower": /mid's row moves from ~5 ms to ~20 ms, and
+/// /fast's stays at ~1 ms.
 #[test]
-fn pack_labels_reach_metrics_and_the_archive() {
+fn pack_labels_reach_metrics_the_archive_and_diff() {
     let (_scratch, agent, program) = byarg_agent("pack", r#"pack = "http-server""#, "");
     let port = agent.port;
     let go = start_program(&agent, &program, &["-calls", "1", "-req", "60"]);
@@ -1504,7 +1506,74 @@ fn pack_labels_reach_metrics_and_the_archive() {
     )
     .unwrap_or_else(|e| panic!("{e}: {}", agent.probe.stderr.text()));
     assert!(answer["histograms"].as_array().is_some());
+
+    // The first run's calls are all archived, so its intervals ended before `boundary`; the
+    // second run starts more than an interval (1 s) later, so its intervals begin after it.
+    let boundary = now_s();
+    std::thread::sleep(Duration::from_millis(1500));
+    let go = start_program(
+        &agent,
+        &program,
+        &["-calls", "1", "-req", "60", "-mid-ms", "20"],
+    );
+    let second = go.finish(Duration::from_secs(60)).unwrap();
+    let base = format!("-1h..@{boundary:.3}");
+    let compare = format!("@{:.3}..", boundary + 1.0);
+    let url = format!("http://127.0.0.1:{port}");
+    let diff = poll(
+        "the archive to hold the second run",
+        Duration::from_secs(15),
+        || {
+            let out = run_goprobe(&[
+                "diff", "--url", &url, "--json", "-f", SERVE, &base, &compare,
+            ]);
+            assert!(out.status.success(), "{}", out.stderr);
+            let diff: Value = serde_json::from_str(&out.stdout).unwrap();
+            let done = ["/fast", "/mid", "/slow"].iter().all(|route| {
+                route_row(&diff, route)["compare"]["count"].as_u64()
+                    == Some(u64_field(&second["routes"], route))
+            });
+            done.then_some(diff)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", agent.probe.stderr.text()));
+    for (route, base_ms, compare_ms) in [("/fast", 1, 1), ("/mid", 5, 20), ("/slow", 20, 20)] {
+        let row = route_row(&diff, route);
+        assert_eq!(
+            u64_field(&row["base"], "count"),
+            u64_field(&truth["routes"], route),
+            "{diff}"
+        );
+        for (side, ms) in [("base", base_ms), ("compare", compare_ms)] {
+            let p50 = u64_field(&row[side], "p50_ns") as f64 / 1e6;
+            assert!(
+                p50 >= ms as f64 && p50 < ms as f64 * 1.5 + 1.0,
+                "{route} {side}: p50 {p50} ms for {ms} ms: {diff}"
+            );
+        }
+    }
+    let text = run_goprobe(&["diff", "--url", &url, "-f", SERVE, &base, &compare]);
+    let mid = text
+        .stdout
+        .lines()
+        .find(|l| l.contains("path=\"/mid\""))
+        .unwrap_or_else(|| panic!("no /mid row:\n{}", text.stdout));
+    assert!(mid.contains('▲'), "{}", text.stdout);
     agent.stop();
+}
+
+/// The `diff` row of the http-server pack's `route`.
+fn route_row<'a>(diff: &'a Value, route: &str) -> &'a Value {
+    diff["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| {
+            r["function"]
+                .as_str()
+                .is_some_and(|f| f.contains(&format!("path=\"{route}\"")))
+        })
+        .unwrap_or(&Value::Null)
 }
 
 /// The agent's cardinality cap is a top-K by calls, not first come: with `max_values = 2`, the

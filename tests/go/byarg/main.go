@@ -10,7 +10,8 @@
 //     "miss" (results, read at the RET);
 //   - an HTTP server on 127.0.0.1 with three routes of known latency and status (/fast 1 ms
 //     200 without writing a status, /mid 5 ms 404, /slow 20 ms 503), which the program itself
-//     requests -req times each, from -c clients.
+//     requests -req times each, from -c clients (-mid-ms makes /mid slower: a route that
+//     got slower, for the agent's diff by label).
 //
 // The ground truth line has the count per key, per fetch result and per route.
 package main
@@ -83,7 +84,9 @@ func main() {
 	req := flag.Int("req", 100, "requests per route")
 	clients := flag.Int("c", 4, "concurrent clients per route")
 	late := flag.Int("late", 0, "lookups of \"gamma\" at the end, 1 ms each")
+	midMs := flag.Int("mid-ms", 5, "milliseconds the /mid route takes")
 	harness.Start()
+	routes[1].sleep = time.Duration(*midMs) * time.Millisecond
 
 	long := strings.Repeat("x", 300)
 	keys := map[string]int{}
