@@ -143,7 +143,10 @@ fn one_run(env: &Env, budget: Option<&str>, seconds: u32) -> Result<(f64, f64, f
         Some((_, port)) => shed_total(*port),
         None => 0.0,
     };
-    program.interrupt(Duration::from_secs(10))?;
+    // It serves until its stdin closes. (Not SIGINT: a Go program started with SIGINT ignored,
+    // as a background job of a non-interactive shell is, keeps ignoring it.)
+    program.send_line("")?;
+    program.wait(Duration::from_secs(10))?;
     if let Some((mut agent, _)) = agent {
         agent.interrupt(Duration::from_secs(30))?;
     }
