@@ -189,12 +189,16 @@ pub fn run_program(
             std::fs::create_dir_all(&dir)?;
             let port = free_port()?;
             agent_port = Some(port);
+            // No overhead budget: these rows measure what the agent counts and costs while it
+            // traces; with the default budget it would shed this hot function within seconds (the
+            // budget section measures that guard).
             let archive = dir.join(format!("agent-{pid}.redb"));
             let config = dir.join(format!("agent-{pid}.toml"));
             std::fs::write(
                 &config,
                 format!(
-                    "[agent]\nscan_interval = \"100ms\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+                    "[agent]\nscan_interval = \"100ms\"\noverhead_budget = \"0\"\n\n\
+                     [http]\nlisten = \"127.0.0.1:{port}\"\n\n\
                      {split}[archive]\npath = \"{}\"\n\n[[probe]]\nname = \"bench\"\n\
                      functions = [\"go:{function}\"]\nexe = [\"{}\"]\n",
                     archive.display(),
