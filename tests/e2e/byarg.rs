@@ -394,10 +394,7 @@ impl Drop for Server {
     /// memory segment), then SIGKILL if it has not gone within 10 s.
     fn drop(&mut self) {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = goprobe_e2e::wait_timeout(&mut self.child, Duration::from_secs(10));
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -414,7 +414,8 @@ pub fn run_goprobe(args: &[&str]) -> Finished {
     Goprobe::start(args).wait(Duration::from_secs(60))
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// The child's exit status once it exits, or `None` if it is still running after `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
